@@ -1,0 +1,43 @@
+"""Sessions: `nox -s scaffold` (generate; default the shipped example), `nox -s verify`, `nox -s tests`,
+`nox -s lint`. Pass an experiment and options after `--`: `nox -s scaffold -- path/to/experiment --dry-run`."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint"]
+nox.options.reuse_existing_virtualenvs = True
+
+EXAMPLE = ["examples/capitalization", "--local-config", "examples/scaffold.local.example.yaml", "--no-check-paths"]
+PYTHON = "3.11"
+
+
+@nox.session(python=PYTHON)
+def scaffold(session: nox.Session) -> None:
+    """Generate an experiment (default: the shipped example, whose model paths are cluster paths)."""
+    session.install(".")
+    session.run("scaffold", "generate", *(session.posargs or EXAMPLE))
+
+
+@nox.session(python=PYTHON)
+def verify(session: nox.Session) -> None:
+    """Check generated files: re-run generation (it re-reads and self-checks every file) and compare the
+    shipped example's files with the golden copies."""
+    session.install(".[test]")
+    session.run("scaffold", "generate", *(session.posargs or EXAMPLE))
+    if not session.posargs:
+        session.run("pytest", "tests/test_golden.py", "-q")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The project's test suite (no GPU, no torchtune needed)."""
+    session.install(".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")

@@ -1,0 +1,3 @@
+"""scaffold-torchtune: one experiment summary in, verified torchtune fine-tuning runs for SLURM out."""
+
+__version__ = "0.1.0"

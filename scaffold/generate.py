@@ -1,0 +1,247 @@
+"""`scaffold generate`: load and validate -> plan -> render -> write -> self-check, with a log and a report."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__, localconfig, schemas, selfcheck
+from . import summary as summary_mod
+from .errors import InputError, Problem, display_path
+from .plan import TRAINING_FILES, Plan, RunPlan, describe, make_plan
+from .render import RenderError, recipe_for, render_run
+from .runlog import LOG_DIR, LOG_NAME, RunLog
+from .writer import KEPT, FileResult, Manifest, write
+from .yamlio import Document
+
+
+@dataclass
+class RunOutcome:
+    name: str
+    type: str
+    status: str = "ok"  # ok | failed
+    directory: str = ""
+    files: dict[str, str] = field(default_factory=dict)
+    backups: list[str] = field(default_factory=list)
+    errors: list[Problem] = field(default_factory=list)
+    checks: list[selfcheck.CheckResult] = field(default_factory=list)
+    diffs: dict[str, str] = field(default_factory=dict)
+    recipe: str | None = None
+
+
+@dataclass
+class Report:
+    summary: str
+    experiment: str | None = None
+    runs: list[RunOutcome] = field(default_factory=list)
+    input_errors: list[Problem] = field(default_factory=list)
+    log: str | None = None
+    log_error: str | None = None
+    dry_run: bool = False
+    seconds: float = 0.0
+
+    @property
+    def exit_status(self) -> int:
+        if self.input_errors:
+            return 2
+        return 1 if any(r.status != "ok" for r in self.runs) or self.log_error else 0
+
+
+def generate(
+    target: Path,
+    *,
+    local_config: Path | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    check_paths: bool = True,
+) -> Report:
+    """Generate every run of an experiment. Never raises for bad input: problems end up in the report."""
+    started = time.perf_counter()
+    summary_file = summary_mod.summary_path(Path(target))
+    report = Report(summary=display_path(summary_file), dry_run=dry_run)
+    log = RunLog(None)
+    try:
+        summary = summary_mod.load(summary_file)
+        report.experiment = summary.name
+        if not dry_run:
+            log = RunLog(summary.local_dir / LOG_DIR / LOG_NAME)
+            report.log = display_path(log.path)
+        local = localconfig.load(localconfig.find(summary.local_dir, local_config))
+        _check_shell_safe_root(summary)
+        plan = make_plan(summary, local, check_paths=check_paths)
+    except InputError as e:
+        report.input_errors = e.problems
+        if log.path is not None:
+            log.heading(f"scaffold-torchtune {__version__} generate {report.summary}: input invalid, nothing written")
+            for p in e.problems:
+                log.error_line(p.format())
+            log.flush()
+            report.log_error = log.error
+        report.seconds = time.perf_counter() - started
+        return report
+
+    log.heading(
+        f"scaffold-torchtune {__version__} generate {report.summary} (experiment {summary.name}; "
+        f"local config {display_path(local.path)}; force={force}; check_paths={check_paths})"
+    )
+    for note in summary.notes + local.notes:
+        log.info(note)
+    if summary.root != summary.local_dir:
+        log.info(
+            f"experiment.dir is {summary.root}: generated files name paths there; files are written to "
+            f"{summary.local_dir}"
+        )
+    log.flush()
+
+    manifest = Manifest(summary.local_dir)
+    for rp in plan.runs:
+        report.runs.append(_generate_run(rp, plan, manifest, log, force=force, dry_run=dry_run))
+        log.flush()
+    if not dry_run:
+        try:
+            manifest.save()
+        except OSError as e:
+            log.error_line(f"cannot write the manifest {manifest.path}: {e.strerror}")
+            report.log_error = f"cannot write the manifest: {e.strerror}"
+    failed = [r.name for r in report.runs if r.status != "ok"]
+    log.info(
+        f"done: {sum(r.type == 'fine-tuned' and r.status == 'ok' for r in report.runs)} fine-tuned runs configured, "
+        f"{sum(r.type != 'fine-tuned' and r.status == 'ok' for r in report.runs)} control/eval-only runs created"
+        + (f"; FAILED: {', '.join(failed)}" if failed else "")
+    )
+    log.flush()
+    report.log_error = report.log_error or log.error
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _check_shell_safe_root(summary) -> None:
+    """Run directories reach #SBATCH lines, which cannot be quoted: the experiment path must be plain."""
+    pattern = schemas.schema(schemas.SUMMARY)["$defs"]["shell_safe_path"]
+    if not re.fullmatch(pattern["pattern"], str(summary.root)):
+        where = ("experiment", "dir") if summary.data["experiment"].get("dir") else ()
+        raise InputError(
+            [
+                summary.doc.problem(
+                    where,
+                    f"the experiment directory {summary.root} contains characters that #SBATCH lines cannot carry",
+                    pattern["x-fix"] + "; move the experiment or set experiment.dir",
+                )
+            ]
+        )
+
+
+def _generate_run(
+    rp: RunPlan, plan: Plan, manifest: Manifest, log: RunLog, *, force: bool, dry_run: bool
+) -> RunOutcome:
+    out = RunOutcome(rp.name, rp.type, directory=display_path(rp.local_dir))
+    log.heading(f"run {rp.name} ({rp.type})")
+    for note in rp.notes:
+        log.info(note, rp.name)
+    if rp.fine_tuned and rp.setup is not None and not rp.problems:
+        rp.problems += _validate_setup(rp, plan)
+    if rp.problems:
+        return _fail(out, rp.problems, log)
+    if rp.fine_tuned:
+        log.info("settings (value and where it came from):\n" + describe(rp), rp.name)
+    try:
+        if not dry_run:
+            rp.local_dir.mkdir(parents=True, exist_ok=True)
+        if not rp.fine_tuned:
+            present = [n for n in TRAINING_FILES if (rp.local_dir / n).exists()]
+            if present:
+                log.info(f"note: training files present in a {rp.type} run directory: {', '.join(present)}", rp.name)
+            log.info(f"{rp.type} run: directory only ({out.directory})", rp.name)
+            return out
+        assert rp.setup is not None
+        out.recipe = recipe_for(rp.setup)
+        try:
+            texts = render_run(rp.setup, plan.models[rp.setup["model"]])
+        except RenderError as e:
+            return _fail(out, [Problem(f"rendering failed: {e}", run=rp.name)], log)
+        if not dry_run:
+            # --output of the batch script points here; SLURM does not create it (the job would fail silently).
+            (rp.local_dir / "artifacts").mkdir(exist_ok=True)
+        # The setup file decides: if the user edited it by hand, none of the run's files are touched.
+        setup_path = rp.local_dir / TRAINING_FILES[0]
+        results: list[FileResult] = []
+        for name in TRAINING_FILES:
+            res = write(rp.local_dir / name, texts[name], manifest, force, dry_run)
+            results.append(res)
+            if name == TRAINING_FILES[0] and res.status == KEPT:
+                break
+        for res in results:
+            out.files[res.path.name] = res.status
+            if res.diff:
+                out.diffs[res.path.name] = res.diff
+            if res.backup:
+                out.backups.append(display_path(res.backup))
+                log.info(f"{res.path.name}: edited by hand, overwritten (--force); backup {res.backup}", rp.name)
+            log.info(f"{res.path.name}: {res.status}", rp.name)
+        kept = [r for r in results if r.status == KEPT]
+        if kept:
+            names = ", ".join(r.path.name for r in kept)
+            extra = " (so the run's other files were left as they are)" if kept[0].path == setup_path else ""
+            return _fail(
+                out,
+                [
+                    Problem(
+                        f"{names} edited by hand since it was generated; kept{extra}",
+                        display_path(kept[0].path),
+                        fix="re-run with --force to regenerate (a backup is kept), or run `scaffold setup-finetune` "
+                        "in the run directory to render from your edited setup_finetune.yaml",
+                        run=rp.name,
+                    )
+                ],
+                log,
+                diff="".join(r.diff for r in kept),
+            )
+        if not dry_run:
+            out.checks = selfcheck.check_run(rp)
+            bad = [c for c in out.checks if not c.ok]
+            log.info(f"self-check: {len(out.checks) - len(bad)}/{len(out.checks)} passed", rp.name)
+            if bad:
+                return _fail(out, [Problem(f"self-check {c.check} failed: {c.message}", run=rp.name) for c in bad], log)
+    except PermissionError as e:
+        return _fail(
+            out,
+            [
+                Problem(
+                    f"permission denied: {e.filename}",
+                    display_path(e.filename or rp.local_dir),
+                    fix="make the experiment directory writable for you (chmod u+w), or generate elsewhere",
+                    run=rp.name,
+                )
+            ],
+            log,
+        )
+    except OSError as e:
+        return _fail(out, [Problem(f"cannot write: {e.strerror} ({e.filename})", run=rp.name)], log)
+    return out
+
+
+def _validate_setup(rp: RunPlan, plan: Plan) -> list[Problem]:
+    """The planned settings must pass the setup_finetune schema they are written under."""
+    doc = Document(plan.summary.path, rp.setup)
+    problems = schemas.validate(schemas.SETUP, doc, run=rp.name)
+    return [
+        Problem(
+            f"setting {p.field}: {p.message}",
+            plan.summary.doc.name,
+            fix=p.fix,
+            run=rp.name,
+        )
+        for p in problems
+    ]
+
+
+def _fail(out: RunOutcome, problems: list[Problem], log: RunLog, diff: str = "") -> RunOutcome:
+    out.status = "failed"
+    out.errors = list(problems)
+    for p in problems:
+        log.error_line(p.format(), out.name)
+    if diff:
+        log.info("diff:\n" + diff, out.name)
+    return out

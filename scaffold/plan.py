@@ -1,0 +1,346 @@
+"""Planning: summary + local config + registry -> one RunPlan per run (pure data, nothing written)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import params, registry
+from .errors import InputError, Problem
+from .localconfig import LocalConfig
+from .summary import Summary
+from .timeutil import format_time, parse_time
+
+FINE_TUNED = "fine-tuned"
+SETUP_FILE = "setup_finetune.yaml"
+FINETUNE_FILE = "finetune.yaml"
+SLURM_FILE = "finetune.slurm"
+TRAINING_FILES = (SETUP_FILE, FINETUNE_FILE, SLURM_FILE)
+
+DEFAULT_TIME = "01:00:00"
+DEFAULT_MEM = "32G"
+DEFAULT_CPUS = 4
+
+
+@dataclass
+class RunPlan:
+    """One run: where it goes and, for fine-tuned runs, the settings its setup_finetune.yaml records."""
+
+    name: str
+    type: str
+    index: int
+    local_dir: Path
+    setup: dict | None = None
+    sources: dict[str, str] = field(default_factory=dict)  # parameter -> "run" | "controls" | "default" | ...
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fine_tuned(self) -> bool:
+        return self.type == FINE_TUNED
+
+
+@dataclass
+class Plan:
+    summary: Summary
+    local: LocalConfig
+    models: dict[str, dict]
+    runs: list[RunPlan]
+
+
+def make_plan(summary: Summary, local: LocalConfig, *, check_paths: bool = True) -> Plan:
+    """Plan every run. Problems of the experiment as a whole raise InputError; per-run problems stay on the run."""
+    models = registry.models(local.get("models"))
+    _check_collisions(summary)
+    runs = []
+    for i, run in enumerate(summary.data["runs"]):
+        rp = RunPlan(run["name"], run["type"], i, summary.local_dir / run["name"])
+        if rp.fine_tuned:
+            _plan_fine_tuned(rp, run, summary, local, models, check_paths)
+        runs.append(rp)
+    return Plan(summary, local, models, runs)
+
+
+def _check_collisions(summary: Summary) -> None:
+    """Two runs may not share a directory, also on filesystems that fold case."""
+    seen: dict[str, int] = {}
+    problems = []
+    for i, run in enumerate(summary.data["runs"]):
+        key = run["name"].casefold()
+        if key in seen:
+            j = seen[key]
+            other = summary.data["runs"][j]["name"]
+            how = "the same name" if other == run["name"] else "names that differ only by case"
+            problems.append(
+                summary.doc.problem(
+                    ("runs", i, "name"),
+                    f"runs[{j}] '{other}' and runs[{i}] '{run['name']}' have {how}, so they would share a directory",
+                    fix="give every run a distinct name",
+                )
+            )
+        else:
+            seen[key] = i
+    if problems:
+        raise InputError(problems)
+
+
+def _plan_fine_tuned(
+    rp: RunPlan, run: dict, summary: Summary, local: LocalConfig, models: dict, check_paths: bool
+) -> None:
+    doc = summary.doc
+    here = ("runs", rp.index)
+
+    def problem(path: tuple, message: str, fix: str | None = None) -> None:
+        rp.problems.append(doc.problem(path, message, fix, run=rp.name))
+
+    # Parameters: table default < controls < the run's own.
+    controls = summary.data.get("controls") or {}
+    given = run.get("parameters") or {}
+    values: dict[str, Any] = {}
+    for name, p in params.table().items():
+        if name in given:
+            values[name], rp.sources[name] = given[name], "run"
+        elif name in controls:
+            values[name], rp.sources[name] = controls[name], "controls"
+        else:
+            values[name], rp.sources[name] = p.default, "default"
+    if values["lora_alpha"] is None:
+        values["lora_alpha"] = 2 * values["lora_rank"]
+        rp.sources["lora_alpha"] = "2 x lora_rank"
+    if values["metric_logger"] is None:
+        values["metric_logger"] = "wandb" if (summary.data.get("output") or {}).get("wandb_project") else "disk"
+        rp.sources["metric_logger"] = "output.wandb_project" if values["metric_logger"] == "wandb" else "default"
+    prompt_path = here + ("parameters", "prompt") if "prompt" in given else ("controls", "prompt")
+    if values["prompt"].count("{input}") != 1:
+        problem(prompt_path, "the prompt must contain {input} exactly once", "write the prompt as 'text {input} text'")
+
+    # The run name must agree with the values it spells.
+    for name, spelt in params.parse_run_name(rp.name).items():
+        if len(spelt) > 1:
+            problem(here + ("name",), f"the run name spells {name} twice ({', '.join(t for t, _ in spelt)})")
+        token, value = spelt[0]
+        if not params.same_value(value, values[name]):
+            where = here + ("parameters", name) if name in given else here + ("name",)
+            problem(
+                where,
+                f"the run name says {token} but {name} is {values[name]!r} (from {rp.sources[name]})",
+                f"rename the run or set parameters.{name}: {params.format_token_value(value)}",
+            )
+
+    # Model: the registry says how to build it, the summary (or the models directory) where it is.
+    model_name = run["model"]
+    entry = registry.lookup(model_name, models)
+    if isinstance(entry, Problem):
+        line, col = doc.locate(here + ("model",))
+        rp.problems.append(Problem(entry.message, doc.name, line, col, f"runs[{rp.index}].model", entry.fix, rp.name))
+        return
+    base = {m["name"]: (i, m) for i, m in enumerate(summary.data["models"]["base"])}
+    if model_name in base and base[model_name][1].get("path"):
+        model_dir = summary.resolve(base[model_name][1]["path"])
+    elif local.get("models_dir"):
+        model_dir = Path(local.get("models_dir")) / model_name
+        rp.notes.append(f"model directory {model_dir} (from the local config's models directory)")
+    else:
+        problem(
+            here + ("model",),
+            f"no path for model '{model_name}'",
+            "add it to models.base with a path, or set the models directory in the local config",
+        )
+        return
+
+    # Resources: the run's compute > older controls.gpus > registry defaults > local config defaults.
+    compute = run.get("compute") or {}
+    res = entry.get("resources") or {}
+    gpus = _first(compute.get("gpus"), summary.legacy_gpus, res.get("gpus"), local.get("default_gpus"), 1)
+    time_text = _first(compute.get("time"), res.get("time"), local.get("default_time"), DEFAULT_TIME)
+    seconds = parse_time(str(time_text))
+    time_path = here + ("compute", "time") if "time" in compute else here
+    if seconds is None or seconds <= 0:
+        problem(time_path, f"'{time_text}' is not a SLURM time", 'write "HH:MM:SS" or "D-HH:MM:SS"')
+        return
+    max_time = local.get("partition_max_time")
+    if max_time and (limit := parse_time(max_time)) and seconds > limit:
+        problem(
+            time_path,
+            f"time {format_time(seconds)} is over the partition limit {format_time(limit)} (local config)",
+            f"ask for at most {format_time(limit)}",
+        )
+    nodes = compute.get("nodes", 1)
+    if values["device"] == "cuda" and gpus < 1:
+        problem(
+            here + ("compute", "gpus"), "a CUDA run needs at least one GPU", "set compute.gpus >= 1, or device: cpu"
+        )
+    if nodes > 1:
+        problem(
+            here + ("compute", "nodes"),
+            "multi-node LoRA fine-tuning is not supported by torchtune 0.6.1 (lora_finetune_distributed is "
+            "single-node)",
+            "use one node with up to 8 GPUs (compute.gpus)",
+        )
+    if values["validation_during_training"]:
+        vpath = here + ("parameters", "validation_during_training")
+        if "validation_during_training" not in given:
+            vpath = ("controls", "validation_during_training")
+        problem(
+            vpath,
+            "validation during training was asked for, but stock torchtune 0.6.1 recipes have no validation loop "
+            "and this version of scaffold-torchtune ships no validating recipe yet; the run would silently "
+            "train without validation",
+            "set validation_during_training: false (and evaluate after training), or wait for the validating recipe",
+        )
+    if values["dataset_type"] == "text_completion":
+        problem(
+            ("controls", "dataset_type") if "dataset_type" not in given else here + ("parameters", "dataset_type"),
+            "text_completion runs need a dataset builder that this version does not ship yet (torchtune's "
+            "text_completion_dataset reads one text column; the JSON has input/output records)",
+            "use dataset_type: chat_completion",
+        )
+
+    # Paths
+    training = summary.data["data"]["training"]
+    dataset = summary.resolve(run.get("dataset_path") or training["path"])
+    run_dir = summary.root / rp.name
+    output_dir = run_dir / "artifacts"
+    if _inside(output_dir, model_dir):
+        problem(here + ("model",), f"the output directory {output_dir} is inside the model directory {model_dir}")
+    if check_paths or summary.is_inside(dataset):
+        local_dataset = summary.to_local(dataset)
+        if not local_dataset.is_file():
+            dpath = here + ("dataset_path",) if run.get("dataset_path") else ("data", "training", "path")
+            problem(dpath, f"dataset not found: {local_dataset}", "check the path, or generate the dataset first")
+    if check_paths:
+        _check_model_files(rp, entry, model_dir, doc, here)
+
+    output = summary.data.get("output") or {}
+    setup: dict[str, Any] = {
+        "run_name": rp.name,
+        "experiment": summary.name,
+        "project": summary.data["experiment"].get("project"),
+        "run_dir": str(run_dir),
+        "output_dir": str(output_dir),
+        "model": model_name,
+        "model_dir": str(model_dir),
+        "dataset_path": str(dataset),
+        "dataset_label": training.get("dataset_label"),
+        "wandb_project": output.get("wandb_project"),
+        "wandb_entity": local.get("wandb_entity"),
+    }
+    setup.update(values)
+    setup.update(
+        {
+            "time": format_time(seconds),
+            "gpus": gpus,
+            "nodes": nodes,
+            "mem": str(_first(compute.get("mem"), res.get("mem"), local.get("default_mem"), DEFAULT_MEM)),
+            "cpus_per_task": _first(
+                compute.get("cpus_per_task"), res.get("cpus_per_task"), local.get("default_cpus"), DEFAULT_CPUS
+            ),
+            "account": local.get("account"),
+            "partition": local.get("partition"),
+            "qos": local.get("qos"),
+            "constraint": local.get("constraint"),
+            "gpu_directive": local.get("gpu_directive", "gres"),
+            "gpu_type": local.get("gpu_type"),
+            "mail_user": local.get("mail_user"),
+            "mail_type": local.get("mail_type", "FAIL") if local.get("mail_user") else None,
+            "conda_env": local.get("conda_env"),
+            "venv": local.get("venv"),
+            "modules": list(local.get("modules", [])),
+            "sbatch_extra": list(local.get("sbatch_extra", [])),
+            "slurm_overrides": dict(run.get("slurm_overrides") or {}),
+        }
+    )
+    if not (setup["conda_env"] or setup["venv"]):
+        rp.notes.append("no conda environment or venv in the local config: the batch script activates nothing")
+    if check_paths:
+        _check_environment(rp, setup, local)
+    rp.setup = setup
+
+
+def _check_model_files(rp: RunPlan, entry: dict, model_dir: Path, doc, here: tuple) -> None:
+    path = here + ("model",)
+    if not model_dir.is_dir():
+        rp.problems.append(
+            doc.problem(
+                path, f"model directory not found: {model_dir}", "download the model or fix models.base[].path", rp.name
+            )
+        )
+        return
+    missing = [
+        n for n in ["config.json", *checkpoint_file_names(entry["checkpoint_files"])] if not (model_dir / n).is_file()
+    ]
+    missing += [f for f in entry["tokenizer"]["files"].values() if not (model_dir / f).is_file()]
+    if missing:
+        rp.problems.append(
+            doc.problem(
+                path,
+                f"model files missing in {model_dir}: {', '.join(missing)}",
+                "complete the download, or fix the registry entry's checkpoint_files",
+                rp.name,
+            )
+        )
+
+
+def _check_environment(rp: RunPlan, setup: dict, local: LocalConfig) -> None:
+    """The venv named by the local config must exist when this machine can see it (conda envs by prefix)."""
+    venv = setup.get("venv")
+    if venv and not (Path(venv) / "bin" / "activate").is_file():
+        line, col = local.doc.locate(("venv",))
+        rp.problems.append(
+            Problem(
+                f"virtual environment not found: {venv}/bin/activate",
+                local.doc.name,
+                line,
+                col,
+                "venv",
+                "create it (python -m venv ...) or fix `venv` in the local config",
+                rp.name,
+            )
+        )
+    env = setup.get("conda_env")
+    if env and env.startswith("/") and not Path(env).is_dir():
+        line, col = local.doc.locate(("conda_env",))
+        rp.problems.append(
+            Problem(
+                f"conda environment not found: {env}",
+                local.doc.name,
+                line,
+                col,
+                "conda_env",
+                "create it or fix the conda environment in the local config",
+                rp.name,
+            )
+        )
+
+
+def checkpoint_file_names(spec: Any) -> list[str]:
+    """The file names a checkpoint_files setting stands for."""
+    if isinstance(spec, list):
+        return list(spec)
+    total = int(spec["max_filename"])
+    width = len(spec["max_filename"])
+    return [spec["filename_format"].format(str(i).zfill(width), spec["max_filename"]) for i in range(1, total + 1)]
+
+
+def _first(*values: Any) -> Any:
+    for v in values:
+        if v is not None:
+            return v
+    return None
+
+
+def _inside(path: Path, parent: Path) -> bool:
+    try:
+        Path(path).relative_to(parent)
+        return True
+    except ValueError:
+        return False
+
+
+def describe(rp: RunPlan) -> str:
+    """One line per parameter with its value and where it came from (for the log)."""
+    if not rp.setup:
+        return ""
+    return "\n".join(f"  {k} = {json.dumps(rp.setup[k])} ({rp.sources[k]})" for k in params.table())

@@ -1,0 +1,99 @@
+"""The report of a generate run: text for people, JSON for an orchestrator."""
+
+from __future__ import annotations
+
+import json
+
+from .generate import Report
+
+
+def counts(report: Report) -> dict[str, int]:
+    ok = [r for r in report.runs if r.status == "ok"]
+    checks = [c for r in report.runs for c in r.checks]
+    return {
+        "runs_configured": sum(r.type == "fine-tuned" for r in ok),
+        "control_runs": sum(r.type != "fine-tuned" for r in ok),
+        "run_directories": len(ok) if not report.dry_run else 0,
+        "runs_failed": len(report.runs) - len(ok),
+        "checks_passed": sum(c.ok for c in checks),
+        "checks_failed": sum(not c.ok for c in checks),
+    }
+
+
+def as_json(report: Report) -> str:
+    c = counts(report)
+    doc = {
+        "tool": "scaffold-torchtune",
+        "summary": report.summary,
+        "experiment": report.experiment,
+        "dry_run": report.dry_run,
+        "exit_status": report.exit_status,
+        "runs_configured": c["runs_configured"],
+        "control_runs": c["control_runs"],
+        "run_directories": c["run_directories"],
+        "runs_failed": c["runs_failed"],
+        "input_errors": [p.as_dict() for p in report.input_errors],
+        "runs": [
+            {
+                "name": r.name,
+                "type": r.type,
+                "status": r.status,
+                "directory": r.directory,
+                "recipe": r.recipe,
+                "files": r.files,
+                "backups": r.backups,
+                "errors": [p.as_dict() for p in r.errors],
+                "verification": {
+                    "passed": sum(ch.ok for ch in r.checks),
+                    "failed": [{"check": ch.check, "message": ch.message} for ch in r.checks if not ch.ok],
+                },
+            }
+            for r in report.runs
+        ],
+        "verification": {"checks_passed": c["checks_passed"], "checks_failed": c["checks_failed"]},
+        "log": report.log,
+        "log_error": report.log_error,
+        "seconds": round(report.seconds, 3),
+    }
+    return json.dumps(doc, indent=2)
+
+
+def as_text(report: Report, show_diffs: bool = True) -> str:
+    lines = []
+    if report.input_errors:
+        lines.append(
+            f"{report.summary}: input invalid, nothing written ({len(report.input_errors)} problem"
+            f"{'s' if len(report.input_errors) != 1 else ''}):"
+        )
+        lines += [f"  {p.format()}" for p in report.input_errors]
+        if report.log:
+            lines.append(f"log: {report.log}")
+        return "\n".join(lines) + "\n"
+    c = counts(report)
+    title = "dry run (nothing written)" if report.dry_run else "generated"
+    lines.append(f"scaffold-torchtune {title}: {report.summary} (experiment {report.experiment})")
+    width = max((len(r.name) for r in report.runs), default=0)
+    for r in report.runs:
+        files = ", ".join(f"{k} {v}" for k, v in r.files.items()) or ("directory" if r.status == "ok" else "")
+        lines.append(f"  {r.name:<{width}}  {r.type:<10}  {r.status:<6}  {files}")
+        for p in r.errors:
+            lines.append(f"      error: {p.format()}")
+        if show_diffs:
+            for name, diff in r.diffs.items():
+                if r.files.get(name, "").startswith("kept"):
+                    lines += ["      " + d for d in diff.rstrip("\n").splitlines()]
+        for b in r.backups:
+            lines.append(f"      backup of the hand-edited file: {b}")
+    lines.append(f"fine-tuned runs configured: {c['runs_configured']}")
+    lines.append(f"control/eval-only runs created: {c['control_runs']}")
+    lines.append(f"run directories: {c['run_directories']}")
+    if not report.dry_run:
+        lines.append(f"verification: {c['checks_passed']} checks passed, {c['checks_failed']} failed")
+    failed = [r for r in report.runs if r.status != "ok"]
+    if failed:
+        lines.append(f"FAILED runs ({len(failed)}): " + ", ".join(r.name for r in failed))
+    if report.log:
+        lines.append(f"log: {report.log}")
+    if report.log_error:
+        lines.append(f"warning: {report.log_error}")
+    return "\n".join(lines) + "\n"

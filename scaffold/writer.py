@@ -1,0 +1,120 @@
+"""The only place that writes into an experiment: atomic writes, a manifest of generated hashes, hand-edit safety."""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+MANIFEST = ".scaffold-manifest.json"
+
+CREATED, UPDATED, UNCHANGED, KEPT, FORCED = "created", "updated", "unchanged", "kept (edited by hand)", "overwritten"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def atomic_write(path: Path, content: str | bytes, mode: int = 0o644) -> None:
+    """Write a whole file or nothing: a temporary file in the same directory, then rename over the target."""
+    path = Path(path)
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass
+class FileResult:
+    path: Path
+    status: str
+    diff: str = ""
+    backup: Path | None = None
+
+
+class Manifest:
+    """Hashes of the files this tool generated, keyed by path relative to the experiment directory."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.path = self.root / MANIFEST
+        try:
+            self.files: dict[str, str] = json.loads(self.path.read_text(encoding="utf-8")).get("files", {})
+        except (FileNotFoundError, ValueError, AttributeError):
+            self.files = {}
+        self._dirty = False
+
+    def key(self, path: Path) -> str:
+        return Path(path).resolve().relative_to(self.root.resolve()).as_posix()
+
+    def generated_hash(self, path: Path) -> str | None:
+        return self.files.get(self.key(path))
+
+    def record(self, path: Path, digest: str) -> None:
+        k = self.key(path)
+        if self.files.get(k) != digest:
+            self.files[k] = digest
+            self._dirty = True
+
+    def save(self) -> None:
+        if self._dirty:
+            body = {"tool": "scaffold-torchtune", "files": dict(sorted(self.files.items()))}
+            atomic_write(self.path, json.dumps(body, indent=1) + "\n")
+            self._dirty = False
+
+
+def edited_by_hand(path: Path, manifest: Manifest) -> bool:
+    """True when a file exists and is not byte-for-byte what this tool last wrote there."""
+    if not path.exists():
+        return False
+    return sha256(path.read_bytes()) != manifest.generated_hash(path)
+
+
+def plan_write(path: Path, text: str, manifest: Manifest, force: bool) -> FileResult:
+    """What writing `text` to `path` would do, without doing it."""
+    new = text.encode("utf-8")
+    if not path.exists():
+        return FileResult(path, CREATED)
+    old = path.read_bytes()
+    if old == new:
+        return FileResult(path, UNCHANGED)
+    diff = "".join(
+        difflib.unified_diff(
+            old.decode("utf-8", "replace").splitlines(True),
+            text.splitlines(True),
+            fromfile=f"{path.name} (on disk)",
+            tofile=f"{path.name} (generated)",
+        )
+    )
+    if sha256(old) == manifest.generated_hash(path):
+        return FileResult(path, UPDATED, diff)
+    return FileResult(path, FORCED if force else KEPT, diff)
+
+
+def write(path: Path, text: str, manifest: Manifest, force: bool, dry_run: bool = False) -> FileResult:
+    """Write one generated file: create, update what we wrote, leave unchanged files alone, keep hand edits
+    unless forced (then keep the old version as a backup)."""
+    result = plan_write(path, text, manifest, force)
+    if dry_run or result.status == KEPT:
+        return result
+    if result.status == FORCED:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        result.backup = path.with_name(f"{path.name}.{stamp}.bak")
+        atomic_write(result.backup, path.read_bytes())
+    if result.status != UNCHANGED:
+        atomic_write(path, text, mode=0o755 if path.suffix == ".slurm" else 0o644)
+    manifest.record(path, sha256(text.encode("utf-8")))
+    return result

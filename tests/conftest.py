@@ -1,0 +1,93 @@
+"""Shared fixtures: a fresh copy of the shipped example (or of the reference fixture) in a temporary directory,
+and a way to run the real CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "capitalization"
+EXAMPLE_LOCAL = REPO / "examples" / "scaffold.local.example.yaml"
+SHARED = REPO.parent / "shared"
+REFERENCE = SHARED / "reference"
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(*args: str | os.PathLike, cwd: Path | None = None, env: dict | None = None, user: int | None = None) -> Result:
+    """Run `python -m scaffold ...` as a real process (optionally as another user, for permission tests)."""
+    cmd = [sys.executable, "-m", "scaffold", *map(str, args)]
+    if user is not None:
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+    full_env = {k: v for k, v in os.environ.items() if k != "SCAFFOLD_LOCAL_CONFIG"} | (env or {})
+    proc = subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=120)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@dataclass
+class Experiment:
+    """A writable experiment directory with its summary and a local config beside it."""
+
+    dir: Path
+    local: Path
+
+    @property
+    def summary(self) -> Path:
+        return self.dir / "experiment_summary.yaml"
+
+    def load(self) -> dict:
+        return yaml.safe_load(self.summary.read_text())
+
+    def save(self, data: dict) -> None:
+        self.summary.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def generate(self, *args: str, **kw) -> Result:
+        return run_cli("generate", self.dir, "--local-config", self.local, *args, **kw)
+
+    def snapshot(self) -> dict[str, bytes]:
+        """Every file under the experiment (for "nothing changed" assertions)."""
+        return {str(p.relative_to(self.dir)): p.read_bytes() for p in sorted(self.dir.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def example(tmp_path: Path) -> Experiment:
+    """The shipped example, copied; its model paths are cluster paths, so tests use --no-check-paths or
+    point the model at `model_dir` below."""
+    exp = tmp_path / "cap"
+    shutil.copytree(EXAMPLE, exp, ignore=shutil.ignore_patterns("Llama-*", "logs", ".scaffold-manifest.json"))
+    local = tmp_path / "scaffold.local.yaml"
+    shutil.copy(EXAMPLE_LOCAL, local)
+    return Experiment(exp, local)
+
+
+def make_model_dir(path: Path, files: list[str] | None = None) -> Path:
+    """A model directory with the files the registry names (empty stand-ins: only their presence is checked
+    by the generator; real weights are exercised by the torchtune integration tests)."""
+    for name in files or ["config.json", "model.safetensors", "original/tokenizer.model"]:
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text("{}" if name.endswith(".json") else "")
+    return path
+
+
+@pytest.fixture
+def local_example(example: Experiment, tmp_path: Path) -> Experiment:
+    """The example with experiment.dir pointing at the copy and the model at a local directory, so every path
+    check runs for real."""
+    data = example.load()
+    data["experiment"]["dir"] = str(example.dir)
+    data["models"]["base"][0]["path"] = str(make_model_dir(tmp_path / "models" / "Llama-3.2-1B-Instruct"))
+    example.save(data)
+    return example
