@@ -27,7 +27,9 @@ class Result:
     err: str
 
 
-def run_cli(*args: str | os.PathLike, cwd: Path | None = None, env: dict | None = None, user: int | None = None) -> Result:
+def run_cli(
+    *args: str | os.PathLike, cwd: Path | None = None, env: dict | None = None, user: int | None = None
+) -> Result:
     """Run `python -m scaffold ...` as a real process (optionally as another user, for permission tests)."""
     cmd = [sys.executable, "-m", "scaffold", *map(str, args)]
     if user is not None:

@@ -1,0 +1,64 @@
+"""The original-format reference summary (../shared/reference/cruijff) with its placeholders replaced."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from .conftest import REFERENCE, Experiment, make_model_dir
+
+pytestmark = pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared/reference is not beside the checkout")
+
+
+@pytest.fixture
+def cruijff(tmp_path: Path) -> Experiment:
+    scratch, repo = tmp_path / "scratch", tmp_path / "repo"
+    text = (REFERENCE / "cruijff" / "experiment_summary.yaml").read_text()
+    text = text.replace("__SCRATCH__", str(scratch)).replace("__REPO__", str(repo))
+    data = yaml.safe_load(text)
+    exp = Path(data["experiment"]["dir"])
+    exp.mkdir(parents=True)
+    (exp / "experiment_summary.yaml").write_text(text)
+    dataset = Path(data["data"]["training"]["path"])
+    dataset.parent.mkdir(parents=True)
+    shutil.copy(REFERENCE / "cruijff" / "words_5L_80P_10.json", dataset)
+    make_model_dir(Path(data["models"]["base"][0]["path"]))
+    local = tmp_path / "claude.local.md"
+    shutil.copy(REFERENCE / "claude.local.md.example", local)
+    return Experiment(exp, local)
+
+
+def test_reference_asks_for_validation_and_is_refused(cruijff: Experiment) -> None:
+    """The fixture asks for validation during training; stock 0.6.1 recipes cannot do it, so no run is written
+    that would silently train without it."""
+    res = cruijff.generate()
+    assert res.code == 1
+    assert res.out.count("validation during training was asked for") == 2
+    assert "experiment_summary.yaml:29:31:" in res.out  # the line of controls.validation_during_training
+    assert not (cruijff.dir / "Llama-3.2-1B-Instruct_rank4" / "finetune.yaml").exists()
+
+
+def test_reference_generates_with_validation_off(cruijff: Experiment) -> None:
+    data = cruijff.load()
+    data["controls"]["validation_during_training"] = False
+    cruijff.save(data)
+    res = cruijff.generate()
+    assert res.code == 0, res.out + res.err
+    for rank in (4, 8):
+        run = cruijff.dir / f"Llama-3.2-1B-Instruct_rank{rank}"
+        cfg = OmegaConf.to_container(OmegaConf.load(run / "finetune.yaml"), resolve=True)
+        assert cfg["model"]["lora_rank"] == rank and cfg["model"]["lora_alpha"] == 2 * rank
+        assert cfg["output_dir"] == str(run / "artifacts")
+        assert cfg["metric_logger"]["project"] == "cruijff_kit_tests"
+        script = (run / "finetune.slurm").read_text()
+        # site settings from claude.local.md
+        assert "#SBATCH --account=nlplab" in script and "#SBATCH --constraint=gpu80" in script
+        assert "#SBATCH --partition" not in script  # "(none)"
+        assert "#SBATCH --time=00:59:00" in script
+        assert "module load anaconda3/2025.6" in script and "conda activate tune" in script
+    # evaluation and the other keys this tool does not consume are left alone
+    assert yaml.safe_load(cruijff.summary.read_text())["evaluation"]["temperature"] == 0.0
