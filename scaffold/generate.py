@@ -10,7 +10,7 @@ from pathlib import Path
 from . import __version__, localconfig, schemas, selfcheck
 from . import summary as summary_mod
 from .errors import InputError, Problem, display_path
-from .plan import TRAINING_FILES, Plan, RunPlan, describe, make_plan
+from .plan import SETUP_FILE, TRAINING_FILES, Plan, RunPlan, describe, make_plan
 from .render import RenderError, recipe_for, render_run
 from .runlog import LOG_DIR, LOG_NAME, RunLog
 from .writer import KEPT, FileResult, Manifest, write
@@ -62,12 +62,12 @@ def generate(
     summary_file = summary_mod.summary_path(Path(target))
     report = Report(summary=display_path(summary_file), dry_run=dry_run)
     log = RunLog(None)
+    if not dry_run and summary_file.is_file():
+        log = RunLog(summary_file.resolve().parent / LOG_DIR / LOG_NAME)
+        report.log = display_path(log.path)
     try:
         summary = summary_mod.load(summary_file)
         report.experiment = summary.name
-        if not dry_run:
-            log = RunLog(summary.local_dir / LOG_DIR / LOG_NAME)
-            report.log = display_path(log.path)
         local = localconfig.load(localconfig.find(summary.local_dir, local_config))
         _check_shell_safe_root(summary)
         plan = make_plan(summary, local, check_paths=check_paths)
@@ -144,8 +144,22 @@ def _generate_run(
         rp.problems += _validate_setup(rp, plan)
     if rp.problems:
         return _fail(out, rp.problems, log)
+    texts: dict[str, str] = {}
     if rp.fine_tuned:
+        assert rp.setup is not None
         log.info("settings (value and where it came from):\n" + describe(rp), rp.name)
+        out.recipe = recipe_for(rp.setup)
+        try:
+            texts = render_run(rp.setup, plan.models[rp.setup["model"]])
+        except RenderError as e:
+            problem = Problem(
+                f"rendering failed: {e}",
+                display_path(rp.local_dir / e.file),
+                fix="a template needs a setting this run does not have: check the run's parameters and the model "
+                "registry entry, or report a bug in the template",
+                run=rp.name,
+            )
+            return _fail(out, [problem], log)
     try:
         if not dry_run:
             rp.local_dir.mkdir(parents=True, exist_ok=True)
@@ -155,71 +169,63 @@ def _generate_run(
                 log.info(f"note: training files present in a {rp.type} run directory: {', '.join(present)}", rp.name)
             log.info(f"{rp.type} run: directory only ({out.directory})", rp.name)
             return out
-        assert rp.setup is not None
-        out.recipe = recipe_for(rp.setup)
-        try:
-            texts = render_run(rp.setup, plan.models[rp.setup["model"]])
-        except RenderError as e:
-            return _fail(out, [Problem(f"rendering failed: {e}", run=rp.name)], log)
-        if not dry_run:
-            # --output of the batch script points here; SLURM does not create it (the job would fail silently).
-            (rp.local_dir / "artifacts").mkdir(exist_ok=True)
-        # The setup file decides: if the user edited it by hand, none of the run's files are touched.
-        setup_path = rp.local_dir / TRAINING_FILES[0]
-        results: list[FileResult] = []
-        for name in TRAINING_FILES:
-            res = write(rp.local_dir / name, texts[name], manifest, force, dry_run)
-            results.append(res)
-            if name == TRAINING_FILES[0] and res.status == KEPT:
-                break
-        for res in results:
-            out.files[res.path.name] = res.status
-            if res.diff:
-                out.diffs[res.path.name] = res.diff
-            if res.backup:
-                out.backups.append(display_path(res.backup))
-                log.info(f"{res.path.name}: edited by hand, overwritten (--force); backup {res.backup}", rp.name)
-            log.info(f"{res.path.name}: {res.status}", rp.name)
-        kept = [r for r in results if r.status == KEPT]
-        if kept:
-            names = ", ".join(r.path.name for r in kept)
-            extra = " (so the run's other files were left as they are)" if kept[0].path == setup_path else ""
-            return _fail(
-                out,
-                [
-                    Problem(
-                        f"{names} edited by hand since it was generated; kept{extra}",
-                        display_path(kept[0].path),
-                        fix="re-run with --force to regenerate (a backup is kept), or run `scaffold setup-finetune` "
-                        "in the run directory to render from your edited setup_finetune.yaml",
-                        run=rp.name,
-                    )
-                ],
-                log,
-                diff="".join(r.diff for r in kept),
-            )
-        if not dry_run:
+        problems = _write_run_files(rp, texts, out, manifest, log, force=force, dry_run=dry_run)
+        if not problems and not dry_run:
             out.checks = selfcheck.check_run(rp)
             bad = [c for c in out.checks if not c.ok]
             log.info(f"self-check: {len(out.checks) - len(bad)}/{len(out.checks)} passed", rp.name)
-            if bad:
-                return _fail(out, [Problem(f"self-check {c.check} failed: {c.message}", run=rp.name) for c in bad], log)
+            problems = [Problem(f"self-check {c.check} failed: {c.message}", run=rp.name) for c in bad]
     except PermissionError as e:
-        return _fail(
-            out,
-            [
-                Problem(
-                    f"permission denied: {e.filename}",
-                    display_path(e.filename or rp.local_dir),
-                    fix="make the experiment directory writable for you (chmod u+w), or generate elsewhere",
-                    run=rp.name,
-                )
-            ],
-            log,
-        )
+        target = Path(e.filename or rp.local_dir)
+        where = target if target.is_dir() else target.parent
+        problems = [
+            Problem(
+                f"permission denied: {e.filename}",
+                display_path(target),
+                fix=f"make {display_path(where)} writable for you (chmod u+w), or generate elsewhere",
+                run=rp.name,
+            )
+        ]
     except OSError as e:
-        return _fail(out, [Problem(f"cannot write: {e.strerror} ({e.filename})", run=rp.name)], log)
-    return out
+        problems = [Problem(f"cannot write: {e.strerror} ({e.filename})", run=rp.name)]
+    return _fail(out, problems, log) if problems else out
+
+
+def _write_run_files(
+    rp: RunPlan, texts: dict[str, str], out: RunOutcome, manifest: Manifest, log: RunLog, *, force: bool, dry_run: bool
+) -> list[Problem]:
+    """Write the three files of a fine-tuned run; hand-edited files are kept (and reported) unless forced."""
+    if not dry_run:
+        # --output of the batch script points here; SLURM does not create it (the job would fail with no log).
+        (rp.local_dir / "artifacts").mkdir(exist_ok=True)
+    results: list[FileResult] = []
+    for name in TRAINING_FILES:
+        res = write(rp.local_dir / name, texts[name], manifest, force, dry_run)
+        results.append(res)
+        if name == SETUP_FILE and res.status == KEPT:
+            break  # the setup file decides: a hand-edited setup keeps the whole run as it is
+    for res in results:
+        out.files[res.path.name] = res.status
+        if res.diff:
+            out.diffs[res.path.name] = res.diff
+        if res.backup:
+            out.backups.append(display_path(res.backup))
+            log.info(f"{res.path.name}: edited by hand, overwritten (--force); backup {res.backup}", rp.name)
+        log.info(f"{res.path.name}: {res.status}", rp.name)
+    kept = [r for r in results if r.status == KEPT]
+    if not kept:
+        return []
+    extra = " (so the run's other files were left as they are)" if kept[0].path.name == SETUP_FILE else ""
+    log.info("diff:\n" + "".join(r.diff for r in kept), rp.name)
+    return [
+        Problem(
+            f"{', '.join(r.path.name for r in kept)} edited by hand since it was generated; kept{extra}",
+            display_path(kept[0].path),
+            fix="re-run with --force to regenerate (a backup is kept), or run `scaffold setup-finetune` "
+            "in the run directory to render from your edited setup_finetune.yaml",
+            run=rp.name,
+        )
+    ]
 
 
 def _validate_setup(rp: RunPlan, plan: Plan) -> list[Problem]:
@@ -237,11 +243,9 @@ def _validate_setup(rp: RunPlan, plan: Plan) -> list[Problem]:
     ]
 
 
-def _fail(out: RunOutcome, problems: list[Problem], log: RunLog, diff: str = "") -> RunOutcome:
+def _fail(out: RunOutcome, problems: list[Problem], log: RunLog) -> RunOutcome:
     out.status = "failed"
     out.errors = list(problems)
     for p in problems:
         log.error_line(p.format(), out.name)
-    if diff:
-        log.info("diff:\n" + diff, out.name)
     return out

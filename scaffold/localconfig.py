@@ -96,7 +96,7 @@ def load(path: Path) -> LocalConfig:
     path = Path(path)
     if not path.is_file():
         raise InputError([Problem("local config not found", display_path(path), fix="check --local-config")])
-    if path.suffix == ".md":
+    if ".md" in path.suffixes:  # claude.local.md, and its .example copy
         doc, notes = parse_markdown(path)
     else:
         doc, notes = load_yaml(path), []

@@ -10,8 +10,10 @@ from typing import Any
 from . import params, registry
 from .errors import InputError, Problem
 from .localconfig import LocalConfig
-from .summary import Summary
+from .runlog import LOG_DIR
+from .summary import SUMMARY_NAME, Summary
 from .timeutil import format_time, parse_time
+from .writer import MANIFEST
 
 FINE_TUNED = "fine-tuned"
 SETUP_FILE = "setup_finetune.yaml"
@@ -63,13 +65,39 @@ def make_plan(summary: Summary, local: LocalConfig, *, check_paths: bool = True)
     return Plan(summary, local, models, runs)
 
 
+def reserved_names(summary: Summary) -> dict[str, str]:
+    """Names in the experiment directory that belong to something other than a run (case-folded -> why)."""
+    reserved = {
+        LOG_DIR: "the tool's log directory",
+        "golden": "the golden snapshots directory",
+        SUMMARY_NAME: "the summary",
+        MANIFEST: "the manifest of generated files",
+    }
+    paths = [summary.data["data"]["training"]["path"]] + [
+        r["dataset_path"] for r in summary.data["runs"] if r.get("dataset_path")
+    ]
+    for path in paths:
+        if not Path(path).is_absolute():
+            reserved[Path(path).parts[0]] = f"where the dataset {path} is"
+    return {k.casefold(): v for k, v in reserved.items()}
+
+
 def _check_collisions(summary: Summary) -> None:
-    """Two runs may not share a directory, also on filesystems that fold case."""
+    """Two runs may not share a directory, also on filesystems that fold case, nor take a reserved name."""
     seen: dict[str, int] = {}
     problems = []
+    reserved = reserved_names(summary)
     for i, run in enumerate(summary.data["runs"]):
         key = run["name"].casefold()
-        if key in seen:
+        if key in reserved:
+            problems.append(
+                summary.doc.problem(
+                    ("runs", i, "name"),
+                    f"run name '{run['name']}' is taken: that directory is {reserved[key]}",
+                    fix="rename the run",
+                )
+            )
+        elif key in seen:
             j = seen[key]
             other = summary.data["runs"][j]["name"]
             how = "the same name" if other == run["name"] else "names that differ only by case"

@@ -29,6 +29,10 @@ SETUP_HEADER = """\
 class RenderError(Exception):
     """A template could not be rendered from these settings."""
 
+    def __init__(self, message: str, file: str):
+        super().__init__(message)
+        self.file = file  # the generated file that could not be rendered
+
 
 @cache
 def _environment() -> jinja2.Environment:
@@ -97,9 +101,9 @@ def _render(template: str, ctx: dict) -> str:
     try:
         return _environment().get_template(template).render(ctx)
     except jinja2.UndefinedError as e:
-        raise RenderError(f"{template}: {e.message}") from None
+        raise RenderError(f"{template}: {e.message}", template.removesuffix(".j2")) from None
     except jinja2.TemplateError as e:
-        raise RenderError(f"{template}: {e}") from None
+        raise RenderError(f"{template}: {e}", template.removesuffix(".j2")) from None
 
 
 def render_finetune_yaml(setup: dict, model: dict) -> str:

@@ -125,7 +125,14 @@ def setup_finetune(
     try:
         texts = {FINETUNE_FILE: render_finetune_yaml(setup, entry), SLURM_FILE: render_slurm(setup, entry)}
     except RenderError as e:
-        result.problems = [Problem(f"rendering failed: {e}", run=name)]
+        result.problems = [
+            Problem(
+                f"rendering failed: {e}",
+                display_path(run_dir / e.file),
+                fix="check the settings in setup_finetune.yaml",
+                run=name,
+            )
+        ]
         result.exit_status = 1
         return result
     manifest = Manifest(exp_dir or run_dir)

@@ -37,6 +37,22 @@ def atomic_write(path: Path, content: str | bytes, mode: int = 0o644) -> None:
         raise
 
 
+def backup(path: Path) -> Path:
+    """Copy a file to `{name}.{UTC time}.bak` (or `.1.bak`, `.2.bak`... when that name is taken) and return it."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    data = path.read_bytes()
+    for n in range(1000):
+        candidate = path.with_name(f"{path.name}.{stamp}{f'.{n}' if n else ''}.bak")
+        try:
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return candidate
+    raise FileExistsError(f"no free backup name for {path}")
+
+
 @dataclass
 class FileResult:
     path: Path
@@ -111,9 +127,7 @@ def write(path: Path, text: str, manifest: Manifest, force: bool, dry_run: bool 
     if dry_run or result.status == KEPT:
         return result
     if result.status == FORCED:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        result.backup = path.with_name(f"{path.name}.{stamp}.bak")
-        atomic_write(result.backup, path.read_bytes())
+        result.backup = backup(path)
     if result.status != UNCHANGED:
         atomic_write(path, text, mode=0o755 if path.suffix == ".slurm" else 0o644)
     manifest.record(path, sha256(text.encode("utf-8")))

@@ -6,6 +6,8 @@ Each test is an example: an input in, the expected exit status and message out. 
 
 from __future__ import annotations
 
+import datetime
+import importlib
 import json
 import os
 import re
@@ -18,9 +20,10 @@ import pytest
 import yaml
 
 import scaffold.render
+import scaffold.writer
 from scaffold.generate import generate
 
-from .conftest import EXAMPLE, EXAMPLE_LOCAL, Experiment, Result, make_model_dir
+from .conftest import EXAMPLE, EXAMPLE_LOCAL, REPO, Experiment, Result, make_model_dir, run_cli
 
 RANK4, RANK8, BASE = "Llama-3.2-1B-Instruct_rank4", "Llama-3.2-1B-Instruct_rank8", "Llama-3.2-1B-Instruct_base"
 TRAINING_FILES = ("setup_finetune.yaml", "finetune.yaml", "finetune.slurm")
@@ -46,7 +49,7 @@ def line_of(exp: Experiment, text: str) -> int:
     return body[: body.index(text)].count("\n") + 1
 
 
-def error_line(res: Result, *parts: str) -> str:
+def output_line(res: Result, *parts: str) -> str:
     """The one line of output that carries every part (and no traceback anywhere)."""
     assert "Traceback" not in res.err + res.out, res.err
     lines = [ln for ln in (res.out + res.err).splitlines() if all(p in ln for p in parts)]
@@ -70,7 +73,7 @@ def assert_input_rejected(exp: Experiment, res: Result, before: dict[str, bytes]
     after = exp.snapshot()
     assert_nothing_lost(before, after)
     assert set(after) - set(before) <= {LOG}
-    assert sorted(p.name for p in exp.dir.iterdir() if p.is_dir()) == ["data", "logs"]
+    assert {p.name for p in exp.dir.iterdir() if p.is_dir()} <= {"data", "logs"}
     assert "input invalid, nothing written" in res.err
 
 
@@ -113,8 +116,11 @@ THREE_B_FILES = [
     "present, expected",
     [
         (None, "model directory not found"),
-        ([f for f in THREE_B_FILES if "00002" not in f], "model files missing in .*: model-00002-of-00002.safetensors"),
-        ([f for f in THREE_B_FILES if "tokenizer" not in f], "model files missing in .*: original/tokenizer.model"),
+        (THREE_B_FILES[:2] + THREE_B_FILES[3:], "model files missing in .*: model-00002-of-00002.safetensors \\(fix"),
+        (
+            [f for f in THREE_B_FILES if "tokenizer" not in f],
+            "model files missing in .*: original/tokenizer.model \\(fix",
+        ),
     ],
     ids=["dir-absent", "checkpoint-missing", "tokenizer-missing"],
 )
@@ -125,7 +131,7 @@ def test_missing_model_files_fail_that_run_only(two_models: Experiment, tmp_path
     before = two_models.snapshot()
     res = two_models.generate()
     assert res.code == 1
-    line = error_line(res, f"[run {run}]", "runs[1].model")
+    line = output_line(res, f"[run {run}]", "runs[1].model")
     assert "experiment_summary.yaml:" in line and "fix:" in line
     assert re.search(expected, line), line
     assert_nothing_lost(before, two_models.snapshot())
@@ -142,18 +148,18 @@ def test_model_gone_after_generation_keeps_the_generated_files(two_models: Exper
     before = two_models.snapshot()
     res = two_models.generate()
     assert res.code == 1
-    error_line(res, "[run Llama-3.2-3B-Instruct_rank8]", "model files missing")
+    output_line(res, "[run Llama-3.2-3B-Instruct_rank8]", "model files missing")
     assert_nothing_lost(before, two_models.snapshot())
 
 
 def test_missing_dataset_fails_every_fine_tuned_run(local_example: Experiment):
     (local_example.dir / "data" / "words_5L_80P_10.json").unlink()
-    line = line_of(local_example, 'path: "data/words_5L_80P_10.json"')
+    line = line_of(local_example, "words_5L_80P_10.json")
     before = local_example.snapshot()
     res = local_example.generate()
     assert res.code == 1
     for run in (RANK4, RANK8):
-        msg = error_line(res, f"[run {run}]", "dataset not found")
+        msg = output_line(res, f"[run {run}]", "dataset not found")
         assert f"experiment_summary.yaml:{line}:" in msg and "data.training.path" in msg and "fix:" in msg
         assert not (local_example.dir / run / "finetune.yaml").exists()
     assert (local_example.dir / BASE).is_dir()
@@ -200,16 +206,15 @@ def test_invalid_parameter_is_rejected_before_anything_is_written(example: Exper
     line = edit(example, old, new)
     before = example.snapshot()
     res = example.generate("--no-check-paths")
-    msg = error_line(res, f"experiment_summary.yaml:{line}:", field)
+    msg = output_line(res, f"experiment_summary.yaml:{line}:", field)
     assert expected in msg
     assert_input_rejected(example, res, before)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a prompt without {input} is rejected with no fix (no x-fix on the schema)")
 def test_prompt_without_input_names_a_fix(example: Experiment):
     edit(example, 'prompt: "Capitalize the given word: {input}\\n"', 'prompt: "Capitalize the given word:\\n"')
     res = example.generate("--no-check-paths")
-    assert "{input}" in error_line(res, "controls.prompt", "fix:")
+    assert "{input}" in output_line(res, "controls.prompt", "fix:")
 
 
 def test_invalid_parameter_leaves_earlier_generation_untouched(example: Experiment):
@@ -218,7 +223,7 @@ def test_invalid_parameter_leaves_earlier_generation_untouched(example: Experime
     before = stats(example)
     res = example.generate("--no-check-paths")
     assert res.code == 2
-    error_line(res, "runs[1].parameters.lora_rank", "out of range")
+    output_line(res, "runs[1].parameters.lora_rank", "out of range")
     assert stats(example) == before
 
 
@@ -240,7 +245,7 @@ def test_unsafe_run_name_is_refused(example: Experiment, tmp_path: Path, name: s
     example.save(data)
     before_tree, before = tree(tmp_path), example.snapshot()
     res = example.generate("--no-check-paths")
-    msg = error_line(res, "runs[2].name", "fix:")
+    msg = output_line(res, "runs[2].name", "fix:")
     assert "experiment_summary.yaml:" in msg and "ASCII letters" in msg
     assert_input_rejected(example, res, before)
     assert tree(tmp_path) - before_tree <= {"cap/logs", f"cap/{LOG}"}
@@ -253,9 +258,18 @@ def test_colliding_run_names_are_refused(example: Experiment, collide):
     example.save(data)
     before = example.snapshot()
     res = example.generate("--no-check-paths")
-    msg = error_line(res, "runs[2].name", "share a directory")
+    msg = output_line(res, "runs[2].name", "share a directory")
     assert f"runs[0] '{RANK4}'" in msg and f"runs[2] '{collide(RANK4)}'" in msg and "fix:" in msg
     assert_input_rejected(example, res, before)
+
+
+def test_run_named_like_the_log_directory_is_refused(example: Experiment):
+    data = example.load()
+    data["runs"][0]["name"] = "logs"
+    example.save(data)
+    res = example.generate("--no-check-paths")
+    assert res.code == 2
+    assert not (example.dir / "logs" / "finetune.yaml").exists()
 
 
 # --- a rendering error (in-process, with a broken template) -------------------------------------------------
@@ -294,7 +308,6 @@ def test_rendering_error_fails_the_run_and_keeps_earlier_files(local_example: Ex
     assert "rendering failed" in (local_example.dir / LOG).read_text()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a rendering error names neither the file nor a fix (SPEC 5)")
 def test_rendering_error_names_a_fix(local_example: Experiment, monkeypatch):
     monkeypatch.setattr(scaffold.render, "_environment", broken_templates)
     (problem, *_) = generate(local_example.dir, local_config=local_example.local).runs[0].errors
@@ -315,10 +328,12 @@ def test_missing_environment_fails_each_run(local_example: Experiment, setting, 
     text = local_example.local.read_text().replace("conda_env: tune\n", "")
     local_example.local.write_text(text + setting + "\n")
     line = len((text + setting).splitlines())
+    before = local_example.snapshot()
     res = local_example.generate()
     assert res.code == 1
+    assert_nothing_lost(before, local_example.snapshot())
     for run in (RANK4, RANK8):
-        msg = error_line(res, f"scaffold.local.yaml:{line}:", f"[run {run}] {field}:")
+        msg = output_line(res, f"scaffold.local.yaml:{line}:", f"[run {run}] {field}:")
         assert expected in msg and "fix:" in msg
     assert (local_example.dir / BASE).is_dir()
     assert local_example.generate("--no-check-paths").code == 0
@@ -326,17 +341,52 @@ def test_missing_environment_fails_each_run(local_example: Experiment, setting, 
 
 # --- permission denied (run as user nobody) -----------------------------------------------------------------
 
-needs_root = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv to run as user nobody"
-)
+# What the CLI imports, copied where user nobody can read it (the interpreter's own site-packages may sit
+# under a home directory that nobody cannot enter).
+DEPENDENCIES = [
+    "yaml",
+    "jinja2",
+    "markupsafe",
+    "jsonschema",
+    "jsonschema_specifications",
+    "referencing",
+    "rpds",
+    "attrs",
+    "attr",
+    "omegaconf",
+    "antlr4",
+    "typing_extensions",
+]
+
+
+@pytest.fixture(scope="module")
+def as_nobody():
+    """run_cli keyword arguments that run the CLI as user nobody (uid 65534), or a skip."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run the CLI as user nobody")
+    site = Path(tempfile.mkdtemp(prefix="scaffold-nobody-site-"))
+    try:
+        for name in DEPENDENCIES:
+            module = importlib.import_module(name)
+            src = Path(module.__file__)
+            src = src.parent if src.name == "__init__.py" else src
+            (shutil.copytree if src.is_dir() else shutil.copy)(src, site / src.name)
+        for p in [site, *site.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        env = {"PYTHONPATH": f"{site}{os.pathsep}{REPO}", "PYTHONDONTWRITEBYTECODE": "1"}
+        probe = run_cli("generate", "/nonexistent", env=env, user=NOBODY, cwd=Path("/"))
+        if probe.code != 2:
+            pytest.skip(f"user nobody cannot run this interpreter: {probe.err.strip()[-200:]}")
+        yield {"env": env, "user": NOBODY, "cwd": Path("/")}
+    finally:
+        shutil.rmtree(site)
 
 
 @pytest.fixture
-def world_readable() -> Experiment:
-    """The example (models and data local) in a directory that user nobody can read but not write."""
+def world_readable():
+    """The example (model and data local) in a directory that user nobody can read but not write."""
     top = Path(tempfile.mkdtemp(prefix="scaffold-perm-"))
     try:
-        top.chmod(0o755)
         exp = top / "cap"
         shutil.copytree(EXAMPLE, exp, ignore=shutil.ignore_patterns("Llama-*", "logs", ".scaffold-manifest.json"))
         local = top / "scaffold.local.yaml"
@@ -353,27 +403,25 @@ def world_readable() -> Experiment:
         shutil.rmtree(top)
 
 
-@needs_root
-def test_experiment_directory_not_writable(world_readable: Experiment):
+def test_experiment_directory_not_writable(world_readable: Experiment, as_nobody: dict):
     before = world_readable.snapshot()
-    res = world_readable.generate(user=NOBODY)
+    res = world_readable.generate(**as_nobody)
     assert res.code in (1, 2), res.out + res.err
-    msg = error_line(res, "permission denied", f"[run {RANK4}]")
-    assert "fix:" in msg
-    assert world_readable.snapshot() == before
+    for run in (RANK4, RANK8, BASE):
+        msg = output_line(res, f"[run {run}]", "permission denied")
+        assert "fix:" in msg
     assert "internal error" not in res.err
+    assert world_readable.snapshot() == before
 
 
-@needs_root
-def test_read_only_run_directory_fails_that_run_only(world_readable: Experiment):
+def test_read_only_run_directory_fails_that_run_only(world_readable: Experiment, as_nobody: dict):
     world_readable.dir.chmod(0o777)
-    (world_readable.dir / RANK4).mkdir(mode=0o555)
+    (world_readable.dir / RANK4).mkdir()
     (world_readable.dir / RANK4).chmod(0o555)
     before = world_readable.snapshot()
-    res = world_readable.generate(user=NOBODY)
+    res = world_readable.generate(**as_nobody)
     assert res.code == 1, res.out + res.err
-    msg = error_line(res, "permission denied", f"[run {RANK4}]")
-    assert "fix:" in msg
+    assert "fix:" in output_line(res, f"[run {RANK4}]", "permission denied")
     assert list((world_readable.dir / RANK4).iterdir()) == []
     assert_complete(world_readable, RANK8)
     assert (world_readable.dir / BASE).is_dir()
@@ -390,7 +438,7 @@ def test_rerun_on_unchanged_input_rewrites_nothing(example: Experiment):
     assert res.code == 0
     assert stats(example) == before
     for run in (RANK4, RANK8):
-        line = error_line(res, run, "fine-tuned")
+        line = output_line(res, run, "fine-tuned")
         assert line.count("unchanged") == 3 and "created" not in line and "updated" not in line
 
 
@@ -402,7 +450,7 @@ def test_hand_edited_file_is_kept_with_its_diff(example: Experiment):
     edited = target.read_bytes()
     res = example.generate("--no-check-paths")
     assert res.code == 1
-    msg = error_line(res, f"[run {RANK4}]", "edited by hand")
+    msg = output_line(res, f"[run {RANK4}]", "edited by hand")
     assert "finetune.yaml" in msg and "--force" in msg
     assert "-epochs: 3  # by hand" in res.out and "+epochs: 1" in res.out
     assert target.read_bytes() == edited
@@ -412,7 +460,7 @@ def test_hand_edited_file_is_kept_with_its_diff(example: Experiment):
     assert target.read_bytes() == generated
     (backup,) = (example.dir / RANK4).glob("finetune.yaml.*.bak")
     assert backup.read_bytes() == edited
-    assert backup.name in error_line(res, "backup of the hand-edited file")
+    assert backup.name in output_line(res, "backup of the hand-edited file")
 
 
 def test_hand_edited_setup_keeps_the_runs_other_files(example: Experiment):
@@ -423,10 +471,27 @@ def test_hand_edited_setup_keeps_the_runs_other_files(example: Experiment):
     edit(example, "lr: 1e-4", "lr: 2e-4")  # would change every run's files
     res = example.generate("--no-check-paths")
     assert res.code == 1
-    error_line(res, f"[run {RANK4}]", "setup_finetune.yaml edited by hand", "other files were left as they are")
+    output_line(res, f"[run {RANK4}]", "setup_finetune.yaml edited by hand", "other files were left as they are")
     assert {n: (example.dir / RANK4 / n).read_bytes() for n in others} == others
     assert "epochs: 3" in setup.read_text()
     assert "lr: 0.0002" in (example.dir / RANK8 / "finetune.yaml").read_text()
+
+
+def test_two_forced_overwrites_keep_both_backups(example: Experiment, monkeypatch):
+    class SameSecond(datetime.datetime):  # two --force runs within one second, made deterministic
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.datetime(2026, 11, 30, 12, 0, 0, tzinfo=tz)
+
+    monkeypatch.setattr(scaffold.writer, "datetime", SameSecond)
+    assert generate(example.dir, local_config=example.local, check_paths=False).exit_status == 0
+    target = example.dir / RANK4 / "finetune.yaml"
+    edits = []
+    for note in ("# first edit\n", "# second edit\n"):
+        target.write_text(target.read_text() + note)
+        edits.append(target.read_bytes())
+        assert generate(example.dir, local_config=example.local, check_paths=False, force=True).exit_status == 0
+    assert sorted(p.read_bytes() for p in target.parent.glob("finetune.yaml.*.bak")) == sorted(edits)
 
 
 # --- refusals: another tool, unknown model, validation during training --------------------------------------
@@ -436,7 +501,7 @@ def test_other_preparation_tool_is_refused(example: Experiment):
     line = edit(example, 'preparation: "torchtune"', 'preparation: "axolotl"')
     before = example.snapshot()
     res = example.generate("--no-check-paths")
-    msg = error_line(res, f"experiment_summary.yaml:{line}:", "tools.preparation")
+    msg = output_line(res, f"experiment_summary.yaml:{line}:", "tools.preparation")
     assert "'axolotl', not torchtune" in msg and "fix:" in msg
     assert_input_rejected(example, res, before)
 
@@ -445,9 +510,11 @@ def test_unknown_model_fails_that_run_and_lists_known_models(example: Experiment
     data = example.load()
     data["runs"][0]["model"] = "Llama-3.2-1B-Instrct"
     example.save(data)
+    before = example.snapshot()
     res = example.generate("--no-check-paths")
     assert res.code == 1
-    msg = error_line(res, f"[run {RANK4}] runs[0].model: unknown model 'Llama-3.2-1B-Instrct'")
+    assert_nothing_lost(before, example.snapshot())
+    msg = output_line(res, f"[run {RANK4}] runs[0].model: unknown model 'Llama-3.2-1B-Instrct'")
     assert "did you mean 'Llama-3.2-1B-Instruct'" in msg
     assert "known: Llama-3.1-8B-Instruct, Llama-3.2-1B-Instruct" in msg and "Qwen2.5-3B-Instruct" in msg
     assert not (example.dir / RANK4).exists()
@@ -458,9 +525,11 @@ def test_validation_during_training_is_refused(example: Experiment):
     data = example.load()
     data["runs"][1]["parameters"]["validation_during_training"] = True
     example.save(data)
+    before = example.snapshot()
     res = example.generate("--no-check-paths")
     assert res.code == 1
-    msg = error_line(res, f"[run {RANK8}] runs[1].parameters.validation_during_training:")
+    assert_nothing_lost(before, example.snapshot())
+    msg = output_line(res, f"[run {RANK8}] runs[1].parameters.validation_during_training:")
     assert "no validation loop" in msg and "fix:" in msg
     assert not (example.dir / RANK8 / "finetune.yaml").exists()
     assert_complete(example, RANK4)
