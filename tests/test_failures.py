@@ -367,7 +367,10 @@ def as_nobody():
     site = Path(tempfile.mkdtemp(prefix="scaffold-nobody-site-"))
     try:
         for name in DEPENDENCIES:
-            module = importlib.import_module(name)
+            try:
+                module = importlib.import_module(name)
+            except ImportError:  # not every version of a dependency needs all of these
+                continue
             src = Path(module.__file__)
             src = src.parent if src.name == "__init__.py" else src
             (shutil.copytree if src.is_dir() else shutil.copy)(src, site / src.name)
