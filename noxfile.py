@@ -36,6 +36,19 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
 
 
+# The stack measured to work (SPEC section 6): torchtune 0.6.1 imports with torchao 0.10-0.11 or 0.13-0.15 only;
+# torch is pinned to the CPU build on these machines (a range or a bare `torch` pulls a multi-GB CUDA build).
+TORCHTUNE_STACK = ["torch==2.13.0", "torchtune==0.6.1", "torchao==0.15.0"]
+
+
+@nox.session(python=PYTHON)
+def integration(session: nox.Session) -> None:
+    """Real torchtune: generated configs bind (deep checks) and train for two steps on CPU."""
+    session.install(*TORCHTUNE_STACK)
+    session.install(".[test]")
+    session.run("pytest", "tests/integration", "-m", "integration", "-s", *session.posargs)
+
+
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     session.install("ruff")

@@ -20,6 +20,11 @@ class Parameter:
     default: Any
     schema: dict
     compare: str  # "numeric" or "exact"
+    when: dict  # the path exists only for runs whose settings match these
+
+    def applies(self, values: dict[str, Any]) -> bool:
+        """Whether this parameter lands at its path for a run with these settings."""
+        return self.path is not None and all(values.get(k) == v for k, v in self.when.items())
 
 
 @cache
@@ -35,6 +40,7 @@ def table() -> dict[str, Parameter]:
             default=row.get("default"),
             schema=row["schema"],
             compare=row.get("compare", "numeric"),
+            when=dict(row.get("when") or {}),
         )
     return out
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -211,21 +212,21 @@ def _plan_fine_tuned(
         vpath = here + ("parameters", "validation_during_training")
         if "validation_during_training" not in given:
             vpath = ("controls", "validation_during_training")
-        problem(
-            vpath,
-            "validation during training was asked for, but stock torchtune 0.6.1 recipes have no validation loop "
-            "and this version of scaffold-torchtune ships no validating recipe yet; the run would silently "
-            "train without validation",
-            "set validation_during_training: false (and evaluate after training), or wait for the validating recipe",
-        )
-    if values["dataset_type"] == "text_completion":
-        problem(
-            ("controls", "dataset_type") if "dataset_type" not in given else here + ("parameters", "dataset_type"),
-            "text_completion runs need a dataset builder that this version does not ship yet (torchtune's "
-            "text_completion_dataset reads one text column; the JSON has input/output records)",
-            "use dataset_type: chat_completion",
-        )
-
+        if gpus > 1:
+            problem(
+                vpath,
+                f"validation during training was asked for with {gpus} GPUs, but the only validating recipe is "
+                "single-device (stock torchtune 0.6.1 recipes have no validation loop); the run would silently "
+                "train without validation",
+                "use compute.gpus: 1, or set validation_during_training: false and evaluate after training",
+            )
+        declared = (summary.data["data"]["training"].get("splits") or {}).get("validation")
+        if declared == 0:
+            problem(
+                vpath,
+                "validation during training was asked for, but data.training.splits.validation is 0",
+                "add validation records to the dataset, or set validation_during_training: false",
+            )
     # Paths
     training = summary.data["data"]["training"]
     dataset = summary.resolve(run.get("dataset_path") or training["path"])
@@ -235,9 +236,26 @@ def _plan_fine_tuned(
         problem(here + ("model",), f"the output directory {output_dir} is inside the model directory {model_dir}")
     if check_paths or summary.is_inside(dataset):
         local_dataset = summary.to_local(dataset)
+        dpath = here + ("dataset_path",) if run.get("dataset_path") else ("data", "training", "path")
         if not local_dataset.is_file():
-            dpath = here + ("dataset_path",) if run.get("dataset_path") else ("data", "training", "path")
             problem(dpath, f"dataset not found: {local_dataset}", "check the path, or generate the dataset first")
+        else:
+            needed = ["train"] + (["validation"] if values["validation_during_training"] else [])
+            missing = _missing_splits(local_dataset, needed)
+            for split, message in missing.items():
+                problem(dpath, f"dataset {local_dataset}: {message}", f"give the JSON file a non-empty '{split}' list")
+            splits = _dataset_splits(local_dataset)
+            per_step = values["batch_size"] * values["gradient_accumulation_steps"] * max(gpus, 1)
+            if not missing and isinstance(splits, dict) and splits["train"] < per_step:
+                # torchtune's dataloader drops the last partial batch: this run would train zero steps.
+                problem(
+                    dpath,
+                    f"the train split has {splits['train']} records, fewer than one optimizer step needs "
+                    f"(batch_size {values['batch_size']} x gradient_accumulation_steps "
+                    f"{values['gradient_accumulation_steps']} x {max(gpus, 1)} GPU(s) = {per_step}): it would train "
+                    "zero steps",
+                    "lower batch_size or gradient_accumulation_steps, or add training records",
+                )
     if check_paths:
         _check_model_files(rp, entry, model_dir, doc, here)
 
@@ -285,6 +303,25 @@ def _plan_fine_tuned(
     if check_paths:
         _check_environment(rp, setup, local)
     rp.setup = setup
+
+
+@cache
+def _dataset_splits(path: Path) -> dict[str, int] | str:
+    """Split name -> record count of a JSON dataset, or why it cannot be read (read once per process)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        return f"not readable as JSON ({e})"
+    if not isinstance(data, dict):
+        return 'not a JSON object of splits ({"train": [...], "validation": [...]})'
+    return {k: len(v) for k, v in data.items() if isinstance(v, list)}
+
+
+def _missing_splits(path: Path, needed: list[str]) -> dict[str, str]:
+    splits = _dataset_splits(path)
+    if isinstance(splits, str):
+        return {needed[0]: splits}
+    return {s: f"no records in split '{s}'" for s in needed if not splits.get(s)}
 
 
 def _check_model_files(rp: RunPlan, entry: dict, model_dir: Path, doc, here: tuple) -> None:

@@ -18,6 +18,19 @@ from .yamlio import dump_yaml, yaml_scalar
 
 SINGLE_DEVICE = "lora_finetune_single_device"
 DISTRIBUTED = "lora_finetune_distributed"
+VALIDATING = "lora_finetune_single_device_val"
+# What `tune run` is given for each recipe. This project's recipe is named by its path inside the installed
+# package: tune run turns a path that is not a built-in recipe into a module name (`/` -> `.`) and runs it
+# with runpy, so it works from any directory where scaffold-torchtune is installed.
+TUNE_RUN_RECIPE = {
+    SINGLE_DEVICE: SINGLE_DEVICE,
+    DISTRIBUTED: DISTRIBUTED,
+    VALIDATING: "scaffold/torchtune_ext/lora_finetune_single_device_val.py",
+}
+DATASET_BUILDERS = {
+    "chat_completion": "torchtune.datasets.instruct_dataset",
+    "text_completion": "scaffold.torchtune_ext.datasets.prompt_completion_text_dataset",
+}
 
 SETUP_HEADER = """\
 # setup_finetune.yaml for run {run_name}: every setting of this run, in one flat file.
@@ -48,8 +61,11 @@ def _environment() -> jinja2.Environment:
 
 
 def recipe_for(setup: dict) -> str:
-    """The torchtune recipe for this run: one device, or the distributed recipe for several GPUs."""
-    return DISTRIBUTED if setup["gpus"] > 1 else SINGLE_DEVICE
+    """The recipe for this run: one device (with validation: this project's validating recipe), or the
+    distributed recipe for several GPUs (which has no validation; the planner refuses that combination)."""
+    if setup["gpus"] > 1:
+        return DISTRIBUTED
+    return VALIDATING if setup["validation_during_training"] else SINGLE_DEVICE
 
 
 def gpu_request(setup: dict) -> str | None:
@@ -72,7 +88,7 @@ def launch_command(setup: dict) -> str:
     recipe = recipe_for(setup)
     if recipe == DISTRIBUTED:
         return f"tune run --nproc_per_node {setup['gpus']} {recipe} --config {config}"
-    return f"tune run {recipe} --config {config}"
+    return f"tune run {TUNE_RUN_RECIPE[recipe]} --config {config}"
 
 
 def context(setup: dict, model: dict) -> dict[str, Any]:
@@ -91,6 +107,7 @@ def context(setup: dict, model: dict) -> dict[str, Any]:
         tokenizer_args=dict(model["tokenizer"].get("args") or {}),
         prompt_prefix=prefix,
         prompt_suffix=suffix,
+        dataset_builder=DATASET_BUILDERS[setup["dataset_type"]],
         gpu_request=gpu_request(setup),
         launch=launch_command(setup),
     )

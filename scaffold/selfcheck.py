@@ -49,7 +49,7 @@ def check_parameters(cfg: dict, expected: dict[str, Any], run_name: str) -> list
     """Each parameter of the table sits at its path with the expected value; the run name agrees."""
     out = []
     for name, p in params.table().items():
-        if p.path is None:
+        if not p.applies(expected):
             continue
         found, value = params.get_path(cfg, p.path)
         want = expected[name]
@@ -59,10 +59,7 @@ def check_parameters(cfg: dict, expected: dict[str, Any], run_name: str) -> list
             out.append(CheckResult(f"param:{name}", False, f"{p.path} is {value!r}, expected {want!r}"))
         else:
             out.append(CheckResult(f"param:{name}", True))
-    prefix, _, suffix = expected["prompt"].partition("{input}")
-    found, template = params.get_path(cfg, "tokenizer.prompt_template.user")
-    ok = found and template == [prefix, suffix]
-    out.append(CheckResult("param:prompt", ok, "" if ok else f"prompt_template.user is {template!r}"))
+    out.append(check_prompt(cfg, expected))
     for name, spelt in params.parse_run_name(run_name).items():
         path = params.table()[name].path
         found, value = params.get_path(cfg, path) if path else (False, None)
@@ -70,6 +67,18 @@ def check_parameters(cfg: dict, expected: dict[str, Any], run_name: str) -> list
         tokens = ", ".join(t for t, _ in spelt)
         out.append(CheckResult(f"name:{name}", ok, "" if ok else f"run name says {tokens}, {path} is {value!r}"))
     return out
+
+
+def check_prompt(cfg: dict, expected: dict[str, Any]) -> CheckResult:
+    """Chat runs carry the prompt as tokenizer.prompt_template.user = [before {input}, after]; text-completion
+    runs give it to the dataset builder whole."""
+    if expected["dataset_type"] == "chat_completion":
+        path, want = "tokenizer.prompt_template.user", list(expected["prompt"].partition("{input}")[::2])
+    else:
+        path, want = "dataset.prompt", expected["prompt"]
+    found, value = params.get_path(cfg, path)
+    ok = found and value == want
+    return CheckResult("param:prompt", ok, "" if ok else f"{path} is {value!r}, expected {want!r}")
 
 
 def check_recipe_keys(cfg: dict, recipe: str) -> CheckResult:

@@ -112,6 +112,7 @@ def test_summary_file_path_is_accepted(local_example: Experiment) -> None:
 def test_multi_gpu_run_uses_the_distributed_recipe(local_example: Experiment) -> None:
     data = local_example.load()
     data["runs"][0]["compute"] = {"gpus": 4, "time": "23:00:00"}
+    data["runs"][0]["parameters"]["batch_size"] = 2  # 8 records fill one step of 2 x 4 GPUs
     local_example.save(data)
     assert local_example.generate().code == 0
     script = (local_example.dir / data["runs"][0]["name"] / "finetune.slurm").read_text()

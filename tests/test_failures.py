@@ -524,18 +524,50 @@ def test_unknown_model_fails_that_run_and_lists_known_models(example: Experiment
     assert_complete(example, RANK8)
 
 
-def test_validation_during_training_is_refused(example: Experiment):
+def test_validation_during_training_uses_the_validating_recipe(example: Experiment):
     data = example.load()
     data["runs"][1]["parameters"]["validation_during_training"] = True
     example.save(data)
-    before = example.snapshot()
     res = example.generate("--no-check-paths")
+    assert res.code == 0, res.out + res.err
+    cfg = (example.dir / RANK8 / "finetune.yaml").read_text()
+    assert "recipe: lora_finetune_single_device_val" in cfg and "dataset_val:" in cfg and "field: validation" in cfg
+    script = (example.dir / RANK8 / "finetune.slurm").read_text()
+    assert "tune run scaffold/torchtune_ext/lora_finetune_single_device_val.py --config" in script
+    assert "dataset_val:" not in (example.dir / RANK4 / "finetune.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"compute": {"gpus": 2}}, "the only validating recipe is single-device"),
+        ({"splits": 0}, "data.training.splits.validation is 0"),
+        ({"dataset": "no-validation"}, "no records in split 'validation'"),
+    ],
+    ids=["multi-gpu", "declared-empty", "file-without-split"],
+)
+def test_validation_that_cannot_happen_is_refused(local_example: Experiment, change: dict, expected: str):
+    """Never train silently without the validation that was asked for."""
+    data = local_example.load()
+    data["runs"][1]["parameters"]["validation_during_training"] = True
+    if "compute" in change:
+        data["runs"][1]["compute"] = change["compute"]
+    if "splits" in change:
+        data["data"]["training"]["splits"]["validation"] = 0
+    if "dataset" in change:
+        path = local_example.dir / "data" / "words_5L_80P_10.json"
+        records = json.loads(path.read_text())
+        del records["validation"]
+        path.write_text(json.dumps(records))
+    local_example.save(data)
+    before = local_example.snapshot()
+    res = local_example.generate()
     assert res.code == 1
-    assert_nothing_lost(before, example.snapshot())
-    msg = output_line(res, f"[run {RANK8}] runs[1].parameters.validation_during_training:")
-    assert "no validation loop" in msg and "fix:" in msg
-    assert not (example.dir / RANK8 / "finetune.yaml").exists()
-    assert_complete(example, RANK4)
+    assert_nothing_lost(before, local_example.snapshot())
+    msg = output_line(res, f"[run {RANK8}]", expected)
+    assert "fix:" in msg
+    assert not (local_example.dir / RANK8 / "finetune.yaml").exists()
+    assert_complete(local_example, RANK4)
 
 
 # --- --json: exactly one document on stdout ----------------------------------------------------------------
@@ -593,3 +625,15 @@ def test_older_spellings_are_accepted_with_a_note_each(example: Experiment):
     setup = yaml.safe_load((example.dir / RANK4 / "setup_finetune.yaml").read_text())
     assert setup["lr"] == 1e-4 and setup["dataset_label"] == "words_5L_80P_10" and setup["gpus"] == 1
     assert setup["run_dir"].startswith("/scratch/nlplab/ada/ck-projects/")
+
+
+def test_train_split_smaller_than_one_step_is_refused(local_example: Experiment):
+    """8 training records, batch 4 x accumulation 4 = 16 per step: torchtune would train zero steps."""
+    data = local_example.load()
+    data["runs"][0]["parameters"]["gradient_accumulation_steps"] = 4
+    local_example.save(data)
+    res = local_example.generate()
+    assert res.code == 1
+    msg = output_line(res, f"[run {RANK4}]", "zero steps")
+    assert "data.training.path" in msg and "fix:" in msg
+    assert_complete(local_example, RANK8)

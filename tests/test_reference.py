@@ -32,14 +32,19 @@ def cruijff(tmp_path: Path) -> Experiment:
     return Experiment(exp, local)
 
 
-def test_reference_asks_for_validation_and_is_refused(cruijff: Experiment) -> None:
-    """The fixture asks for validation during training; stock 0.6.1 recipes cannot do it, so no run is written
-    that would silently train without it."""
+def test_reference_asks_for_validation_and_gets_the_validating_recipe(cruijff: Experiment) -> None:
+    """The fixture asks for validation during training; stock 0.6.1 recipes have none, so both runs use this
+    project's validating recipe over the file's validation split."""
     res = cruijff.generate()
-    assert res.code == 1
-    assert res.out.count("validation during training was asked for") == 2
-    assert "experiment_summary.yaml:29:31:" in res.out  # the line of controls.validation_during_training
-    assert not (cruijff.dir / "Llama-3.2-1B-Instruct_rank4" / "finetune.yaml").exists()
+    assert res.code == 0, res.out + res.err
+    for rank in (4, 8):
+        run = cruijff.dir / f"Llama-3.2-1B-Instruct_rank{rank}"
+        cfg = OmegaConf.to_container(OmegaConf.load(run / "finetune.yaml"), resolve=True)
+        assert cfg["dataset_val"]["field"] == "validation" and cfg["dataset"]["field"] == "train"
+        assert "run_val_every_n_steps" in cfg
+        assert (
+            "tune run scaffold/torchtune_ext/lora_finetune_single_device_val.py" in (run / "finetune.slurm").read_text()
+        )
 
 
 def test_reference_generates_with_validation_off(cruijff: Experiment) -> None:

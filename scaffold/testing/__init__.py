@@ -1,0 +1,1 @@
+"""Test helpers: tiny offline assets that let real torchtune runs happen on CPU."""

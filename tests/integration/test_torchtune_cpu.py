@@ -1,0 +1,176 @@
+"""Real torchtune in the loop (run by `nox -s integration`, which installs the pinned stack; skipped elsewhere).
+
+A tiny random Llama-3.2-style model and tokenizer are made at test time (scaffold.testing.tiny_model) and
+registered as a model in the test's local config, so the generator's normal path is what gets exercised.
+Each fine-tuned run is trained for two steps on CPU with the exact `tune run` line of its finetune.slurm.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("torchtune", reason="torchtune is not installed here: run `nox -s integration`")
+
+from omegaconf import OmegaConf  # noqa: E402
+
+from scaffold.testing import tiny_model  # noqa: E402
+from scaffold.torchtune_checks import deep_check  # noqa: E402
+
+from ..conftest import EXAMPLE, EXAMPLE_LOCAL, run_cli  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+RUNS = {
+    # name: (parameters, dataset type, validation)
+    "Tiny-Llama_rank4_lr1e-4": {"lora_rank": 4, "lr": 1e-4},
+    "Tiny-Llama_rank8_lr1e-3": {"lora_rank": 8, "lr": 1e-3},
+    "Tiny-Llama_text_rank4": {"lora_rank": 4, "dataset_type": "text_completion"},
+    "Tiny-Llama_val_rank8": {"lora_rank": 8, "validation_during_training": True, "run_val_every_n_steps": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tt")
+    model = tiny_model.make_tiny_llama(root / "models" / "Tiny-Llama")
+    data = tiny_model.write_capitalization_dataset(root / "data" / "capitalization.json")
+    venv = Path(sys.prefix)
+    local = {
+        "account": "test",
+        "venv": str(venv),
+        "default_time": "00:10:00",
+        "models": {"Tiny-Llama": tiny_model.registry_entry()},
+    }
+    (root / "scaffold.local.yaml").write_text(yaml.safe_dump(local))
+    exp = root / "exp"
+    exp.mkdir()
+    summary = {
+        "experiment": {"name": "tiny", "project": "capitalization"},
+        "tools": {"preparation": "torchtune"},
+        "controls": {
+            "system_prompt": "You are a helpful assistant.",
+            "prompt": "Capitalize the given word: {input}\n",
+            "epochs": 1,
+            "batch_size": 4,
+            "seed": 14,
+            # CPU settings, through the normal parameters (not by editing the generated file)
+            "device": "cpu",
+            "dtype": "fp32",
+            "max_steps_per_epoch": 2,
+            "max_seq_len": 256,
+            "metric_logger": "disk",
+            "num_warmup_steps": 0,  # so the learning rate of each run acts from the first step
+        },
+        "models": {"base": [{"name": "Tiny-Llama", "path": str(model)}]},
+        "data": {"training": {"path": str(data), "splits": {"train": 8, "validation": 2, "test": 1}}},
+        "runs": [{"name": n, "type": "fine-tuned", "model": "Tiny-Llama", "parameters": p} for n, p in RUNS.items()]
+        + [{"name": "Tiny-Llama_base", "type": "control", "model": "Tiny-Llama", "parameters": {}}],
+    }
+    (exp / "experiment_summary.yaml").write_text(yaml.safe_dump(summary, sort_keys=False))
+    res = run_cli("generate", exp, "--local-config", root / "scaffold.local.yaml")
+    assert res.code == 0, res.out + res.err
+    return exp
+
+
+def launch_line(run_dir: Path) -> str:
+    """The `tune run ...` command of the run's batch script, as the script runs it."""
+    (line,) = [ln for ln in (run_dir / "finetune.slurm").read_text().splitlines() if ln.startswith("tune run ")]
+    return line.removesuffix(" || status=$?")
+
+
+def metric_lines(run_dir: Path) -> list[str]:
+    logs = sorted((run_dir / "artifacts" / "logs").glob("log_*.txt"))
+    assert logs, "no metric log written"
+    return logs[-1].read_text().splitlines()
+
+
+@pytest.mark.parametrize("run", list(RUNS))
+def test_generated_config_trains_on_cpu(experiment: Path, run: str) -> None:
+    run_dir = experiment / run
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "TIKTOKEN_CACHE_DIR": "",
+    }
+    proc = subprocess.run(
+        ["bash", "-c", launch_line(run_dir)], cwd=run_dir, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    epoch = run_dir / "artifacts" / "epoch_0"
+    assert (epoch / "adapter_model.safetensors").is_file() and (epoch / "adapter_config.json").is_file()
+    adapter = json.loads((epoch / "adapter_config.json").read_text())
+    assert adapter["r"] == RUNS[run]["lora_rank"] and adapter["lora_alpha"] == 2 * RUNS[run]["lora_rank"]
+    lines = metric_lines(run_dir)
+    losses = [float(m) for ln in lines for m in re.findall(r"\| loss:([-\d.eE+naif]+)", ln)]
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses), lines
+    print(f"{run}: losses {losses}")
+    (run_dir / "artifacts" / "losses.json").write_text(json.dumps(losses))
+    if RUNS[run].get("validation_during_training"):
+        val = [float(m) for ln in lines for m in re.findall(r"val_loss:([-\d.eE+naif]+)", ln)]
+        assert len(val) >= 2 and all(math.isfinite(x) for x in val), lines
+        print(f"{run}: validation losses {val}")
+
+
+def test_runs_differ_by_their_settings(experiment: Path) -> None:
+    """Same data and seed, different rank and learning rate: the second step's losses must differ, so the
+    values of the summary really reached the trainer."""
+    losses = {}
+    for run in ("Tiny-Llama_rank4_lr1e-4", "Tiny-Llama_rank8_lr1e-3"):
+        path = experiment / run / "artifacts" / "losses.json"
+        if not path.is_file():
+            pytest.skip("the training tests did not run first")
+        losses[run] = json.loads(path.read_text())
+    a, b = losses.values()
+    assert a[0] == pytest.approx(b[0], rel=1e-6)  # LoRA starts as the identity: same first loss
+    assert a[1] != pytest.approx(b[1], rel=1e-6)
+
+
+@pytest.mark.parametrize("run", list(RUNS))
+def test_deep_checks_pass_on_generated_configs(experiment: Path, run: str) -> None:
+    cfg = OmegaConf.to_container(OmegaConf.load(experiment / run / "finetune.yaml"), resolve=True)
+    results = deep_check(cfg)
+    assert results and all(r.ok for r in results), [r for r in results if not r.ok]
+
+
+def test_deep_checks_pass_on_the_shipped_example(tmp_path: Path) -> None:
+    """The real Llama-3.2-1B builders bind the example's arguments (no weights are needed for that)."""
+    import shutil
+
+    exp = tmp_path / "cap"
+    shutil.copytree(EXAMPLE, exp, ignore=shutil.ignore_patterns("Llama-*", "logs", ".scaffold-manifest.json"))
+    assert run_cli("generate", exp, "--local-config", EXAMPLE_LOCAL, "--no-check-paths").code == 0
+    for run_dir in exp.glob("Llama-*_rank*"):
+        cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "finetune.yaml"), resolve=True)
+        assert all(r.ok for r in deep_check(cfg)), run_dir.name
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "check"),
+    [
+        ("model", "_component_", "torchtune.models.llama3_2.lora_llama3_2_1bb", "component_imports"),
+        ("optimizer", "_component_", "torch.optim.AdamWW", "component_imports"),
+        ("loss", "_component_", "torchtune.modules.loss.CEWithChunkedOutputLos", "component_imports"),
+        ("optimizer", "betas2", 0.9, "component_binds"),
+        ("model", "lora_rnk", 8, "component_binds"),
+        ("lr_scheduler", "warmup_steps", 10, "component_binds"),
+        ("tokenizer", "max_len", 128, "component_binds"),
+        ("dataset", "feild", "train", "component_binds"),
+        ("model", "lora_attn_modules", ["q_proj", "o_proj"], "lora_attn_modules"),
+    ],
+)
+def test_planted_defects_fail_the_deep_checks(experiment: Path, section: str, key: str, value, check: str) -> None:
+    cfg = OmegaConf.to_container(OmegaConf.load(experiment / "Tiny-Llama_rank4_lr1e-4" / "finetune.yaml"), resolve=True)
+    bad = copy.deepcopy(cfg)
+    bad[section][key] = value
+    failed = [r for r in deep_check(bad) if not r.ok]
+    assert [(r.check, r.section) for r in failed] == [(check, section)], failed
