@@ -178,9 +178,8 @@ def tiny_tokenizer_kwargs(model_dir: Path) -> dict[str, str]:
     }
 
 
-def hf_config() -> dict[str, Any]:
-    """The Hugging Face ``config.json`` of the tiny model (Llama 3.2 layout, tied embeddings)."""
-    kw = TINY_LLAMA_MODEL_KWARGS
+def hf_config(kw: dict[str, Any] = TINY_LLAMA_MODEL_KWARGS, dtype: str = "float32") -> dict[str, Any]:
+    """The Hugging Face ``config.json`` of a Llama 3.2-layout model of these sizes (default: the tiny one)."""
     tokens = special_tokens()
     return {
         "architectures": ["LlamaForCausalLM"],
@@ -208,13 +207,12 @@ def hf_config() -> dict[str, Any]:
         "tie_word_embeddings": kw["tie_word_embeddings"],
         "bos_token_id": tokens["<|begin_of_text|>"],
         "eos_token_id": [tokens["<|end_of_text|>"], tokens["<|eom_id|>"], tokens["<|eot_id|>"]],
-        "torch_dtype": "float32",
+        "torch_dtype": dtype,
     }
 
 
-def hf_weight_shapes() -> dict[str, tuple[int, ...]]:
-    """Hugging Face parameter names and shapes of the tiny model (no ``lm_head``: embeddings are tied)."""
-    kw = TINY_LLAMA_MODEL_KWARGS
+def hf_weight_shapes(kw: dict[str, Any] = TINY_LLAMA_MODEL_KWARGS) -> dict[str, tuple[int, ...]]:
+    """Hugging Face parameter names and shapes (no ``lm_head``: the embeddings are tied)."""
     dim, hidden = kw["embed_dim"], kw["intermediate_dim"]
     head_dim = dim // kw["num_heads"]
     kv_dim = kw["num_kv_heads"] * head_dim
@@ -236,31 +234,62 @@ def hf_weight_shapes() -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def write_llama_weights(path: Path, *, seed: int = 0) -> Path:
+def write_llama_weights(
+    path: Path,
+    *,
+    seed: int = 0,
+    kw: dict[str, Any] = TINY_LLAMA_MODEL_KWARGS,
+    dtype: str = "float32",
+    device: str = "cpu",
+) -> Path:
     """Write random weights (normal, std 0.02; norms 1) as one safetensors file. Needs torch."""
     import torch
     from safetensors.torch import save_file
 
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
     tensors = {
-        name: torch.ones(shape)
+        name: torch.ones(shape, dtype=getattr(torch, dtype))
         if len(shape) == 1
-        else torch.randn(shape, generator=generator, dtype=torch.float32) * 0.02
-        for name, shape in hf_weight_shapes().items()
+        else (torch.randn(shape, generator=generator, device=device) * 0.02).to(getattr(torch, dtype)).cpu()
+        for name, shape in hf_weight_shapes(kw).items()
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata={"format": "pt"})
     return path
 
 
-def make_tiny_llama(model_dir: Path, *, seed: int = 0) -> Path:
-    """Write config, weights and tokenizer of the tiny Llama into ``model_dir``; return ``model_dir``."""
+def make_tiny_llama(
+    model_dir: Path,
+    *,
+    seed: int = 0,
+    kw: dict[str, Any] = TINY_LLAMA_MODEL_KWARGS,
+    dtype: str = "float32",
+    device: str = "cpu",
+) -> Path:
+    """Write config, random weights and the tiny tokenizer into ``model_dir``; return ``model_dir``.
+
+    `kw` gives the sizes: the tiny model by default, or e.g. LLAMA_3_2_1B_KWARGS for a random model of the
+    real 1B shape (the tiny tokenizer's ids all fall inside any larger vocabulary)."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    (model_dir / CONFIG_FILE).write_text(json.dumps(hf_config(), indent=2) + "\n")
+    (model_dir / CONFIG_FILE).write_text(json.dumps(hf_config(kw, dtype), indent=2) + "\n")
     write_tokenizer(model_dir)
-    write_llama_weights(model_dir / WEIGHTS_FILE, seed=seed)
+    write_llama_weights(model_dir / WEIGHTS_FILE, seed=seed, kw=kw, dtype=dtype, device=device)
     return model_dir
+
+
+# The sizes torchtune's llama3_2.lora_llama3_2_1b builder hard-codes (Llama-3.2-1B).
+LLAMA_3_2_1B_KWARGS: dict[str, Any] = {
+    "vocab_size": 128_256,
+    "num_layers": 16,
+    "num_heads": 32,
+    "num_kv_heads": 8,
+    "embed_dim": 2048,
+    "intermediate_dim": 8192,
+    "max_seq_len": 131_072,
+    "rope_base": 500_000,
+    "tie_word_embeddings": True,
+}
 
 
 def registry_entry() -> dict[str, Any]:
