@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__, localconfig, schemas, selfcheck
 from . import summary as summary_mod
 from .errors import InputError, Problem, display_path
+from .lock import DEFAULT_TIMEOUT, LockTimeout, experiment_lock
 from .plan import SETUP_FILE, TRAINING_FILES, Plan, RunPlan, describe, make_plan
 from .render import RenderError, recipe_for, render_run
 from .runlog import LOG_DIR, LOG_NAME, RunLog
@@ -37,6 +40,7 @@ class Report:
     experiment: str | None = None
     runs: list[RunOutcome] = field(default_factory=list)
     input_errors: list[Problem] = field(default_factory=list)
+    errors: list[Problem] = field(default_factory=list)  # not about one run: e.g. the experiment is locked
     log: str | None = None
     log_error: str | None = None
     dry_run: bool = False
@@ -46,7 +50,7 @@ class Report:
     def exit_status(self) -> int:
         if self.input_errors:
             return 2
-        return 1 if any(r.status != "ok" for r in self.runs) or self.log_error else 0
+        return 1 if any(r.status != "ok" for r in self.runs) or self.log_error or self.errors else 0
 
 
 def generate(
@@ -56,6 +60,7 @@ def generate(
     dry_run: bool = False,
     force: bool = False,
     check_paths: bool = True,
+    lock_timeout: float = DEFAULT_TIMEOUT,
 ) -> Report:
     """Generate every run of an experiment. Never raises for bad input: problems end up in the report."""
     started = time.perf_counter()
@@ -82,6 +87,36 @@ def generate(
         report.seconds = time.perf_counter() - started
         return report
 
+    try:
+        with _lock(summary.local_dir, dry_run, lock_timeout):
+            _generate_all(plan, report, log, force=force, dry_run=dry_run, check_paths=check_paths)
+    except LockTimeout as e:
+        report.errors.append(Problem(str(e), display_path(summary.local_dir), fix="wait for the other process"))
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+@contextmanager
+def _lock(directory: Path, dry_run: bool, timeout: float) -> Iterator[None]:
+    """The experiment's lock around writing (a dry run writes nothing and takes none). Where the lock file
+    cannot even be created, nothing can be written either: each run then reports why."""
+    if dry_run:
+        yield
+        return
+    try:
+        lock = experiment_lock(directory, "generate", timeout)
+        lock.__enter__()
+    except PermissionError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_run: bool, check_paths: bool) -> None:
+    summary, local = plan.summary, plan.local
     log.heading(
         f"scaffold-torchtune {__version__} generate {report.summary} (experiment {summary.name}; "
         f"local config {display_path(local.path)}; force={force}; check_paths={check_paths})"
@@ -113,8 +148,6 @@ def generate(
     )
     log.flush()
     report.log_error = report.log_error or log.error
-    report.seconds = time.perf_counter() - started
-    return report
 
 
 def _check_shell_safe_root(summary) -> None:

@@ -33,6 +33,7 @@ def as_json(report: Report) -> str:
         "run_directories": c["run_directories"],
         "runs_failed": c["runs_failed"],
         "input_errors": [p.as_dict() for p in report.input_errors],
+        "errors": [p.as_dict() for p in report.errors],
         "runs": [
             {
                 "name": r.name,
@@ -89,6 +90,8 @@ def as_text(report: Report, show_diffs: bool = True) -> str:
     lines.append(f"run directories: {c['run_directories']}")
     if not report.dry_run:
         lines.append(f"verification: {c['checks_passed']} checks passed, {c['checks_failed']} failed")
+    for p in report.errors:
+        lines.append(f"error: {p.format()}")
     failed = [r for r in report.runs if r.status != "ok"]
     if failed:
         lines.append(f"FAILED runs ({len(failed)}): " + ", ".join(r.name for r in failed))

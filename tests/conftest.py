@@ -61,7 +61,11 @@ class Experiment:
 
     def snapshot(self) -> dict[str, bytes]:
         """Every file under the experiment (for "nothing changed" assertions)."""
-        return {str(p.relative_to(self.dir)): p.read_bytes() for p in sorted(self.dir.rglob("*")) if p.is_file()}
+        return {
+            str(p.relative_to(self.dir)): p.read_bytes()
+            for p in sorted(self.dir.rglob("*"))
+            if p.is_file() and p.name != ".scaffold.lock"  # holds the last writer's pid
+        }
 
 
 @pytest.fixture
@@ -93,3 +97,39 @@ def local_example(example: Experiment, tmp_path: Path) -> Experiment:
     data["models"]["base"][0]["path"] = str(make_model_dir(tmp_path / "models" / "Llama-3.2-1B-Instruct"))
     example.save(data)
     return example
+
+
+# --- verification suite (tests/test_verify_*.py) ----------------------------------------------------------------
+
+VERIFY_CLUSTER_DIR = "/cluster/exp/cap"  # experiment.dir of the suite's template: a cluster path, absent here
+
+
+@pytest.fixture(scope="session")
+def verify_template(tmp_path_factory) -> Experiment:
+    """The shipped example generated once for the suite's tests: experiment.dir is a cluster path (as on a real
+    cluster) and the model lives inside the experiment (models/...), so a copy of the directory carries every
+    path the checks open, and each test plants its defect in its own copy."""
+    root = tmp_path_factory.mktemp("verify-template")
+    exp = root / "cap"
+    shutil.copytree(EXAMPLE, exp, ignore=shutil.ignore_patterns("Llama-*", "logs", ".scaffold-manifest.json"))
+    local = root / "scaffold.local.yaml"
+    shutil.copy(EXAMPLE_LOCAL, local)
+    template = Experiment(exp, local)
+    data = template.load()
+    data["experiment"]["dir"] = VERIFY_CLUSTER_DIR
+    data["models"]["base"][0]["path"] = "models/Llama-3.2-1B-Instruct"
+    template.save(data)
+    make_model_dir(exp / "models" / "Llama-3.2-1B-Instruct")
+    res = template.generate("--no-check-paths")  # the model path is a cluster path; the checks map it here
+    assert res.code == 0, res.out + res.err
+    return template
+
+
+@pytest.fixture
+def restore_syrupy():
+    """Nested in-process pytest runs (pytester) replace syrupy's module-level session; put the outer one back."""
+    import syrupy
+
+    saved = getattr(syrupy, "_syrupy", None)
+    yield
+    syrupy._syrupy = saved

@@ -87,7 +87,7 @@ def stats(exp: Experiment) -> dict[str, tuple[int, bytes]]:
     return {
         str(p.relative_to(exp.dir)): (p.stat().st_mtime_ns, p.read_bytes())
         for p in sorted(exp.dir.rglob("*"))
-        if p.is_file() and str(p.relative_to(exp.dir)) != LOG
+        if p.is_file() and str(p.relative_to(exp.dir)) != LOG and p.name != ".scaffold.lock"
     }
 
 

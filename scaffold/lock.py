@@ -1,0 +1,66 @@
+"""One writer per experiment at a time: an advisory lock on `{experiment}/logs/.scaffold.lock`.
+
+A second `scaffold generate` on the same experiment (an orchestrator may start one beside another) waits for
+the first, saying so on stderr, and gives up with a clear message after a timeout. The lock is released by the
+kernel when its holder exits, also when it is killed, so a stale lock file never blocks anyone.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+LOCK_DIR = "logs"  # beside the log, which every invocation changes anyway
+LOCK_NAME = ".scaffold.lock"
+DEFAULT_TIMEOUT = 300.0
+
+
+class LockTimeout(Exception):
+    """Another process held the experiment's lock for longer than we were willing to wait."""
+
+
+def _holder(fd: int) -> str:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        info = json.loads(os.read(fd, 4096) or b"{}")
+        return f"pid {info.get('pid')} ({info.get('command')}, since {info.get('since')})"
+    except (OSError, ValueError):
+        return "another process"
+
+
+@contextmanager
+def experiment_lock(directory: Path, command: str, timeout: float = DEFAULT_TIMEOUT) -> Iterator[None]:
+    """Hold the experiment's lock for the duration of the block (waiting up to `timeout` seconds for it)."""
+    path = Path(directory) / LOCK_DIR / LOCK_NAME
+    path.parent.mkdir(exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not told:
+                    print(f"scaffold: waiting for {path}, held by {_holder(fd)}", file=sys.stderr)
+                    told = True
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(
+                        f"{path} is held by {_holder(fd)}: another scaffold-torchtune process is writing this "
+                        f"experiment (waited {timeout:.0f} s)"
+                    ) from None
+                time.sleep(0.1)
+        info = {"pid": os.getpid(), "command": command, "since": datetime.now(UTC).isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
