@@ -1,5 +1,6 @@
 """Sessions: `nox -s scaffold` (generate; default the shipped example), `nox -s verify`, `nox -s tests`,
-`nox -s lint`. Pass an experiment and options after `--`: `nox -s scaffold -- path/to/experiment --dry-run`."""
+`nox -s lint`, `nox -s integration` (real torchtune), `nox -s slurm` (a real local Slurm). Pass an experiment
+and options after `--`: `nox -s scaffold -- path/to/experiment --dry-run`."""
 
 from __future__ import annotations
 
@@ -21,12 +22,15 @@ def scaffold(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def verify(session: nox.Session) -> None:
-    """Check generated files: re-run generation (it re-reads and self-checks every file) and compare the
-    shipped example's files with the golden copies."""
-    session.install(".[test]")
-    session.run("scaffold", "generate", *(session.posargs or EXAMPLE))
-    if not session.posargs:
-        session.run("pytest", "tests/test_golden.py", "-q")
+    """The verification suite (the package's pytest plugin). Default: generate the shipped example and verify it
+    against golden/capitalization; with arguments, verify that experiment as it is (`nox -s verify -- DIR
+    [--local-config P] [--no-check-paths] [pytest args]`), as an experiment repo's CI does."""
+    session.install(".")
+    if session.posargs:
+        session.run("scaffold", "verify", *session.posargs)
+        return
+    session.run("scaffold", "generate", *EXAMPLE)
+    session.run("scaffold", "verify", *EXAMPLE, "--golden-dir", "golden/capitalization")
 
 
 @nox.session(python=PYTHON)
@@ -47,6 +51,19 @@ def integration(session: nox.Session) -> None:
     session.install(*TORCHTUNE_STACK)
     session.install(".[test]")
     session.run("pytest", "tests/integration", "-m", "integration", "-s", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def slurm(session: nox.Session) -> None:
+    """Real Slurm in the loop (root; installs slurmctld, slurmd, slurm-client and munge from Debian if missing):
+    a local two-node cluster runs `sbatch --test-only` on generated scripts and the jobs `scaffold submit` queues
+    (tiny model trained on CPU, requeue, multi-node). Start one by hand with
+    `python -m scaffold.testing.local_slurm start [--nodes N]`."""
+    import glob
+
+    session.install(*TORCHTUNE_STACK)
+    session.install(".[test]")
+    session.run("pytest", *sorted(glob.glob("tests/integration/test_slurm*.py")), "-m", "slurm", "-s", *session.posargs)
 
 
 @nox.session(python=PYTHON)

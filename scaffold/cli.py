@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
         "nearest one upward from the experiment)",
     )
     gen.add_argument("--dry-run", action="store_true", help="plan and render, write nothing")
+    gen.add_argument(
+        "--print-plan",
+        action="store_true",
+        help="print the runs (with those expanded from `variables`) and their settings; write nothing",
+    )
     gen.add_argument("--force", action="store_true", help="overwrite files edited by hand (a backup is kept)")
     gen.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     gen.add_argument(
@@ -58,7 +63,54 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--dir", type=Path, default=Path("."), help="the run directory (default: .)")
     st.add_argument("--local-config", type=Path, metavar="PATH", help="local config (for user model entries)")
     st.add_argument("--force", action="store_true", help="overwrite files edited by hand (a backup is kept)")
+    _add_verify_commands(sub)
+    _add_submit_command(sub)
     return parser
+
+
+def _add_submit_command(sub) -> None:
+    """`scaffold submit`: sbatch the generated runs not yet submitted; job ids go to logs/submissions.json."""
+    sm = sub.add_parser(
+        "submit",
+        help="sbatch every fine-tuned run not yet submitted, and record the job ids",
+        description="Submits each fine-tuned run's finetune.slurm with sbatch and records the job ids in "
+        "EXPERIMENT/logs/submissions.json. Runs submitted before are skipped (named with --run: refused) unless "
+        "--resubmit.",
+        epilog="exit status: 0 every run submitted or already submitted, 1 some run failed or was refused, 2 invalid "
+        "input or no SLURM controller reachable",
+    )
+    sm.add_argument("experiment", nargs="?", default=".", type=Path, help="experiment directory (default: .)")
+    sm.add_argument("--dry-run", action="store_true", help="say what would be submitted; submit nothing")
+    sm.add_argument("--resubmit", action="store_true", help="submit runs again that were submitted before")
+    sm.add_argument(
+        "--run", dest="runs", action="append", metavar="NAME", help="submit only this run (repeat for several)"
+    )
+
+
+def _add_verify_commands(sub) -> None:
+    """`scaffold verify` (the verification suite, a pytest run) and `scaffold init-ci` (a CI workflow for it)."""
+    ver = sub.add_parser(
+        "verify",
+        help="check an experiment's generated files with the verification suite (pytest)",
+        description="Runs `pytest --experiment EXPERIMENT`: every check on every run, and every generated file "
+        "against its golden copy. Other arguments go to pytest (e.g. -k rank8, -x, --snapshot-update).",
+        epilog="exit status: pytest's (0 every check passed, 1 some check failed, 2 collection error: no runs, "
+        "duplicate run names...)",
+    )
+    ver.add_argument("experiment", nargs="?", default=".", type=Path, help="experiment directory (default: .)")
+    ver.add_argument("--local-config", type=Path, metavar="PATH", help="site config (default: as for generate)")
+    ver.add_argument("--no-check-paths", action="store_true", help="skip the checks of paths outside the experiment")
+    ver.add_argument("--golden-dir", type=Path, metavar="DIR", help="golden snapshots (default: golden/ beside it)")
+    ci = sub.add_parser(
+        "init-ci",
+        help="write a GitHub Actions workflow that runs `scaffold verify` on pull requests",
+        description="Writes .github/workflows/scaffold-verify.yml at the root of the repository holding the "
+        "experiment. The workflow reads the site config from the repository secret SCAFFOLD_LOCAL_CONFIG.",
+    )
+    ci.add_argument("experiment", nargs="?", default=".", type=Path, help="experiment directory (default: .)")
+    ci.add_argument("--package", metavar="SPEC", help="what the workflow pip-installs (default: this version)")
+    ci.add_argument("--golden-dir", type=Path, metavar="DIR", help="golden snapshots (default: golden/ beside it)")
+    ci.add_argument("--force", action="store_true", help="replace a workflow that differs")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,6 +121,16 @@ def main(argv: list[str] | None = None) -> int:
             if rest:
                 parser.error(f"unrecognized arguments: {' '.join(rest)}")
             return _generate(args)
+        if args.command == "verify":
+            return _verify(args, rest)
+        if args.command == "submit":
+            if rest:
+                parser.error(f"unrecognized arguments: {' '.join(rest)}")
+            return _submit(args)
+        if args.command == "init-ci":
+            if rest:
+                parser.error(f"unrecognized arguments: {' '.join(rest)}")
+            return _init_ci(args)
         return _setup_finetune(args, rest)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -87,6 +149,17 @@ def main(argv: list[str] | None = None) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from .generate import generate
     from .report import as_json, as_text
+
+    if args.print_plan:
+        from .generate import load_plan
+        from .report import plan_text
+
+        plan = load_plan(args.experiment, local_config=args.local_config, check_paths=not args.no_check_paths)
+        if isinstance(plan, list):
+            print("\n".join(p.format() for p in plan), file=sys.stderr)
+            return 2
+        print(plan_text(plan), end="")
+        return 0
 
     report = generate(
         args.experiment,
@@ -119,3 +192,34 @@ def _setup_finetune(args: argparse.Namespace, rest: list[str]) -> int:
     for p in result.problems:
         print(f"error: {p.format()}", file=sys.stderr)
     return result.exit_status
+
+
+def _verify(args: argparse.Namespace, rest: list[str]) -> int:
+    from .verify.runner import run
+
+    return run(
+        args.experiment,
+        local_config=args.local_config,
+        check_paths=not args.no_check_paths,
+        golden_dir=args.golden_dir,
+        extra=rest,
+    )
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from .submit import as_text, submit
+
+    report = submit(args.experiment, dry_run=args.dry_run, resubmit=args.resubmit, runs=args.runs)
+    print(as_text(report), end="", file=sys.stderr if report.problems else sys.stdout)
+    return report.exit_status
+
+
+def _init_ci(args: argparse.Namespace) -> int:
+    from .ci import init_ci
+
+    result = init_ci(args.experiment, package=args.package, golden_dir=args.golden_dir, force=args.force)
+    if result.status == "kept":
+        print(f"error: {result.path} exists with other content; kept (fix: --force to replace it)", file=sys.stderr)
+        return 1
+    print(f"{result.path}: {result.status}")
+    return 0

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 
@@ -76,8 +78,14 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 
 def display_path(path: Path | str) -> str:
     """A path relative to the working directory when it is below it, else absolute."""
-    p = Path(path)
-    try:
-        return str(p.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(p)
+    absolute = os.path.abspath(path)  # no symlink resolution: called for every run of large sweeps
+    cwd = _cwd()
+    if absolute.startswith(cwd + os.sep):
+        return absolute[len(cwd) + 1 :]
+    real = os.path.realpath(absolute)
+    return real[len(cwd) + 1 :] if real.startswith(cwd + os.sep) else str(path)
+
+
+@cache
+def _cwd() -> str:
+    return os.path.realpath(os.getcwd())

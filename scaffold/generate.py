@@ -14,10 +14,9 @@ from . import summary as summary_mod
 from .errors import InputError, Problem, display_path
 from .lock import DEFAULT_TIMEOUT, LockTimeout, experiment_lock
 from .plan import SETUP_FILE, TRAINING_FILES, Plan, RunPlan, describe, make_plan
-from .render import RenderError, recipe_for, render_run
+from .render import RenderError, fingerprint, recipe_for, render_run
 from .runlog import LOG_DIR, LOG_NAME, RunLog
-from .writer import KEPT, FileResult, Manifest, write
-from .yamlio import Document
+from .writer import KEPT, UNCHANGED, FileResult, Manifest, write
 
 
 @dataclass
@@ -32,6 +31,8 @@ class RunOutcome:
     checks: list[selfcheck.CheckResult] = field(default_factory=list)
     diffs: dict[str, str] = field(default_factory=dict)
     recipe: str | None = None
+    fingerprint: str | None = None
+    checked_earlier: bool = False  # unchanged since a generate that wrote and checked its files
 
 
 @dataclass
@@ -71,11 +72,9 @@ def generate(
         log = RunLog(summary_file.resolve().parent / LOG_DIR / LOG_NAME)
         report.log = display_path(log.path)
     try:
-        summary = summary_mod.load(summary_file)
+        plan = _load_plan(summary_file, local_config, check_paths)
+        summary = plan.summary
         report.experiment = summary.name
-        local = localconfig.load(localconfig.find(summary.local_dir, local_config))
-        _check_shell_safe_root(summary)
-        plan = make_plan(summary, local, check_paths=check_paths)
     except InputError as e:
         report.input_errors = e.problems
         if log.path is not None:
@@ -131,9 +130,15 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
     log.flush()
 
     manifest = Manifest(summary.local_dir)
+    check = selfcheck.SelfCheck()  # runs beside the writing, fed each run once its files are on disk
     for rp in plan.runs:
-        report.runs.append(_generate_run(rp, plan, manifest, log, force=force, dry_run=dry_run))
+        out = _generate_run(rp, plan, manifest, log, force=force, dry_run=dry_run)
+        report.runs.append(out)
+        if not dry_run and out.status == "ok" and rp.fine_tuned and not out.checked_earlier:
+            check.add(rp)
         log.flush()
+    if not dry_run:
+        _self_check(report, log, check, manifest)
     if not dry_run:
         try:
             manifest.save()
@@ -148,6 +153,21 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
     )
     log.flush()
     report.log_error = report.log_error or log.error
+
+
+def _load_plan(summary_file: Path, local_config: Path | None, check_paths: bool) -> Plan:
+    summary = summary_mod.load(summary_file)
+    local = localconfig.load(localconfig.find(summary.local_dir, local_config))
+    _check_shell_safe_root(summary)
+    return make_plan(summary, local, check_paths=check_paths)
+
+
+def load_plan(target: Path, *, local_config: Path | None = None, check_paths: bool = True) -> Plan | list[Problem]:
+    """The validated plan of an experiment (nothing written), or the input problems."""
+    try:
+        return _load_plan(summary_mod.summary_path(Path(target)), local_config, check_paths)
+    except InputError as e:
+        return e.problems
 
 
 def _check_shell_safe_root(summary) -> None:
@@ -173,17 +193,24 @@ def _generate_run(
     log.heading(f"run {rp.name} ({rp.type})")
     for note in rp.notes:
         log.info(note, rp.name)
-    if rp.fine_tuned and rp.setup is not None and not rp.problems:
-        rp.problems += _validate_setup(rp, plan)
     if rp.problems:
         return _fail(out, rp.problems, log)
     texts: dict[str, str] = {}
     if rp.fine_tuned:
         assert rp.setup is not None
-        log.info("settings (value and where it came from):\n" + describe(rp), rp.name)
         out.recipe = recipe_for(rp.setup)
+        model = plan.models[rp.setup["model"]]
+        out.fingerprint = fingerprint(rp.setup, model)
+        files = [rp.local_dir / name for name in TRAINING_FILES]
+        if not force and manifest.source(rp.name) == out.fingerprint and manifest.unchanged(files):
+            # Same settings, same templates, files as written (and checked) then: nothing to render or write.
+            out.files = dict.fromkeys(TRAINING_FILES, UNCHANGED)
+            out.checked_earlier = True
+            log.info("unchanged since generated (settings, templates and files all as then)", rp.name)
+            return out
+        log.info("settings (value and where it came from):\n" + describe(rp), rp.name)
         try:
-            texts = render_run(rp.setup, plan.models[rp.setup["model"]])
+            texts = render_run(rp.setup, model)
         except RenderError as e:
             problem = Problem(
                 f"rendering failed: {e}",
@@ -203,11 +230,6 @@ def _generate_run(
             log.info(f"{rp.type} run: directory only ({out.directory})", rp.name)
             return out
         problems = _write_run_files(rp, texts, out, manifest, log, force=force, dry_run=dry_run)
-        if not problems and not dry_run:
-            out.checks = selfcheck.check_run(rp)
-            bad = [c for c in out.checks if not c.ok]
-            log.info(f"self-check: {len(out.checks) - len(bad)}/{len(out.checks)} passed", rp.name)
-            problems = [Problem(f"self-check {c.check} failed: {c.message}", run=rp.name) for c in bad]
     except PermissionError as e:
         target = Path(e.filename or rp.local_dir)
         where = target if target.is_dir() else target.parent
@@ -222,6 +244,23 @@ def _generate_run(
     except OSError as e:
         problems = [Problem(f"cannot write: {e.strerror} ({e.filename})", run=rp.name)]
     return _fail(out, problems, log) if problems else out
+
+
+def _self_check(report: Report, log: RunLog, check: selfcheck.SelfCheck, manifest: Manifest) -> None:
+    """Collect the checks of what was written; a failed check fails its run."""
+    outcomes = {o.name: o for o in report.runs}
+    results = check.results()
+    log.heading(f"self-check of {len(results)} fine-tuned runs")
+    for name, checks in results.items():
+        out = outcomes[name]
+        out.checks = checks
+        bad = [c for c in checks if not c.ok]
+        log.info(f"self-check: {len(checks) - len(bad)}/{len(checks)} passed", name)
+        if bad:
+            _fail(out, [Problem(f"self-check {c.check} failed: {c.message}", run=name) for c in bad], log)
+        elif out.fingerprint:
+            manifest.record_source(name, out.fingerprint)  # only checked runs can be skipped next time
+    log.flush()
 
 
 def _write_run_files(
@@ -258,21 +297,6 @@ def _write_run_files(
             "in the run directory to render from your edited setup_finetune.yaml",
             run=rp.name,
         )
-    ]
-
-
-def _validate_setup(rp: RunPlan, plan: Plan) -> list[Problem]:
-    """The planned settings must pass the setup_finetune schema they are written under."""
-    doc = Document(plan.summary.path, rp.setup)
-    problems = schemas.validate(schemas.SETUP, doc, run=rp.name)
-    return [
-        Problem(
-            f"setting {p.field}: {p.message}",
-            plan.summary.doc.name,
-            fix=p.fix,
-            run=rp.name,
-        )
-        for p in problems
     ]
 
 

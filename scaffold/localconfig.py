@@ -103,7 +103,15 @@ def load(path: Path) -> LocalConfig:
         if doc.data is None:
             doc.data = {}
         if not isinstance(doc.data, dict):
-            raise InputError([doc.problem((), "the local config must be a mapping of settings")])
+            raise InputError(
+                [
+                    doc.problem(
+                        (),
+                        "the local config must be a mapping of settings",
+                        "write one `key: value` setting per line, as in examples/scaffold.local.example.yaml",
+                    )
+                ]
+            )
     problems = schemas.validate(schemas.LOCAL_CONFIG, doc)
     if problems:
         raise InputError(problems)

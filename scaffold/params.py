@@ -95,8 +95,9 @@ def format_token_value(value: float | int) -> str:
         return str(int(value))
     v = float(value)
     if v != 0 and abs(v) < 1e-2:
-        mantissa, exp = f"{v:e}".split("e")
-        mantissa = mantissa.rstrip("0").rstrip(".")
+        # the fewest digits that read back as this value (a plain `:e` keeps six: 1.23456789e-05 -> 1.234568e-5)
+        digits = next(d for d in range(17) if float(f"{v:.{d}e}") == v)
+        mantissa, exp = f"{v:.{digits}e}".split("e")
         return f"{mantissa}e{int(exp)}"
     return repr(v)
 

@@ -8,7 +8,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from . import params, registry
+from . import params, registry, sweep
 from .errors import InputError, Problem
 from .localconfig import LocalConfig
 from .runlog import LOG_DIR
@@ -57,11 +57,14 @@ def make_plan(summary: Summary, local: LocalConfig, *, check_paths: bool = True)
     """Plan every run. Problems of the experiment as a whole raise InputError; per-run problems stay on the run."""
     models = registry.models(local.get("models"))
     _check_collisions(summary)
+    unnamed = {p.run: p for p in sweep.name_problems(summary)}
     runs = []
     for i, run in enumerate(summary.data["runs"]):
         rp = RunPlan(run["name"], run["type"], i, summary.local_dir / run["name"])
         if rp.fine_tuned:
             _plan_fine_tuned(rp, run, summary, local, models, check_paths)
+        if rp.name in unnamed:
+            rp.problems.insert(0, unnamed[rp.name])
         runs.append(rp)
     return Plan(summary, local, models, runs)
 
@@ -80,7 +83,13 @@ def reserved_names(summary: Summary) -> dict[str, str]:
     for path in paths:
         if not Path(path).is_absolute():
             reserved[Path(path).parts[0]] = f"where the dataset {path} is"
-    return {k.casefold(): v for k, v in reserved.items()}
+    return {fold(k): v for k, v in reserved.items()}
+
+
+def fold(name: str) -> str:
+    """A run name as filesystems may compare it: case-insensitive (macOS, Windows), trailing dots dropped
+    (Windows)."""
+    return name.casefold().rstrip(".")
 
 
 def _check_collisions(summary: Summary) -> None:
@@ -89,7 +98,7 @@ def _check_collisions(summary: Summary) -> None:
     problems = []
     reserved = reserved_names(summary)
     for i, run in enumerate(summary.data["runs"]):
-        key = run["name"].casefold()
+        key = fold(run["name"])
         if key in reserved:
             problems.append(
                 summary.doc.problem(
@@ -101,7 +110,11 @@ def _check_collisions(summary: Summary) -> None:
         elif key in seen:
             j = seen[key]
             other = summary.data["runs"][j]["name"]
-            how = "the same name" if other == run["name"] else "names that differ only by case"
+            how = (
+                "the same name"
+                if other == run["name"]
+                else "names that a filesystem may fold together (case, trailing dots)"
+            )
             problems.append(
                 summary.doc.problem(
                     ("runs", i, "name"),
@@ -123,6 +136,11 @@ def _plan_fine_tuned(
 
     def problem(path: tuple, message: str, fix: str | None = None) -> None:
         rp.problems.append(doc.problem(path, message, fix, run=rp.name))
+
+    elsewhere = _run_dir_elsewhere(rp.local_dir, summary.local_dir)
+    if elsewhere:
+        problem(here + ("name",), elsewhere, "remove the link: a run's files are written only inside the experiment")
+        return
 
     # Parameters: table default < controls < the run's own.
     controls = summary.data.get("controls") or {}
@@ -197,22 +215,79 @@ def _plan_fine_tuned(
             f"ask for at most {format_time(limit)}",
         )
     nodes = compute.get("nodes", 1)
+    world = max(gpus, 1) * nodes  # trainer processes: one per GPU on every node
     if values["device"] == "cuda" and gpus < 1:
         problem(
             here + ("compute", "gpus"), "a CUDA run needs at least one GPU", "set compute.gpus >= 1, or device: cpu"
         )
-    if nodes > 1:
+    full = values["method"] == "full"
+    method_path = here + ("parameters", "method") if "method" in given else ("controls", "method")
+    if full and not entry.get("full_builder"):
         problem(
-            here + ("compute", "nodes"),
-            "multi-node LoRA fine-tuning is not supported by torchtune 0.6.1 (lora_finetune_distributed is "
-            "single-node)",
-            "use one node with up to 8 GPUs (compute.gpus)",
+            method_path,
+            f"method full, but the model registry entry of {model_name} has no full_builder",
+            "add full_builder (a torchtune model builder, e.g. torchtune.models.llama3_2.llama3_2_1b) to the entry",
         )
+    if full:
+        # A LoRA setting has no effect on full fine-tuning: a run that gives one, or spells one in its name,
+        # was probably meant to be LoRA.
+        lora_only = [n for n, p in params.table().items() if p.when.get("method") == "lora"]
+        for name in (n for n in lora_only if n in given):
+            problem(
+                here + ("parameters", name),
+                f"{name} is a LoRA setting, but this run's method is full (every weight is trained, no adapter)",
+                f"remove {name} from the run, or set method: lora",
+            )
+        spelt = [n for n in params.parse_run_name(rp.name) if n in lora_only]
+        if spelt:
+            problem(
+                here + ("name",),
+                f"the run name spells {', '.join(spelt)}, a LoRA setting, but this run's method is full",
+                "rename the run, or set method: lora",
+            )
+    if nodes > 1:
+        nodes_path = here + ("compute", "nodes")
+        if not full:
+            problem(
+                nodes_path,
+                f"multi-node LoRA fine-tuning is not supported by torchtune 0.6.1 (lora_finetune_distributed is "
+                f"single-node; {nodes} nodes asked)",
+                "use one node with up to 8 GPUs (compute.gpus), or set method: full (full_finetune_distributed runs "
+                "on several nodes)",
+            )
+        if gpus < 1 or values["device"] != "cuda":
+            problem(
+                nodes_path,
+                f"{nodes} nodes need GPUs: a multi-node run starts one trainer process per GPU on every node",
+                "set compute.gpus >= 1 (GPUs per node) and device: cuda",
+            )
+        if local.get("gpu_directive", "gres") == "gpus":
+            line, col = local.doc.locate(("gpu_directive",))
+            rp.problems.append(
+                Problem(
+                    f"{nodes} nodes with gpu_directive gpus: --gpus asks for a job total that SLURM may spread "
+                    "unevenly over the nodes, and every node needs compute.gpus of them",
+                    local.doc.name,
+                    line,
+                    col,
+                    "gpu_directive",
+                    "set gpu_directive: gres or gpus-per-node in the local config (both ask per node)",
+                    rp.name,
+                )
+            )
     if values["validation_during_training"]:
         vpath = here + ("parameters", "validation_during_training")
         if "validation_during_training" not in given:
             vpath = ("controls", "validation_during_training")
-        if gpus > 1:
+        if full:
+            problem(
+                vpath,
+                "validation during training was asked for with method full, but the only validating recipe is "
+                "single-device LoRA (stock torchtune 0.6.1 recipes have no validation loop); the run would silently "
+                "train without validation",
+                "set validation_during_training: false and evaluate after training, or use method: lora",
+            )
+        elif gpus > 1:
             problem(
                 vpath,
                 f"validation during training was asked for with {gpus} GPUs, but the only validating recipe is "
@@ -245,17 +320,20 @@ def _plan_fine_tuned(
             for split, message in missing.items():
                 problem(dpath, f"dataset {local_dataset}: {message}", f"give the JSON file a non-empty '{split}' list")
             splits = _dataset_splits(local_dataset)
-            per_step = values["batch_size"] * values["gradient_accumulation_steps"] * max(gpus, 1)
+            per_step = values["batch_size"] * values["gradient_accumulation_steps"] * world
             if not missing and isinstance(splits, dict) and splits["train"] < per_step:
                 # torchtune's dataloader drops the last partial batch: this run would train zero steps.
                 problem(
                     dpath,
                     f"the train split has {splits['train']} records, fewer than one optimizer step needs "
                     f"(batch_size {values['batch_size']} x gradient_accumulation_steps "
-                    f"{values['gradient_accumulation_steps']} x {max(gpus, 1)} GPU(s) = {per_step}): it would train "
+                    f"{values['gradient_accumulation_steps']} x {world} GPU(s) = {per_step}): it would train "
                     "zero steps",
                     "lower batch_size or gradient_accumulation_steps, or add training records",
                 )
+            if not missing:
+                for path, message, fix in _dataset_content_problems(local_dataset, needed, summary, run):
+                    problem(path or dpath, f"dataset {local_dataset}: {message}", fix)
     if check_paths:
         _check_model_files(rp, entry, model_dir, doc, here)
 
@@ -322,6 +400,78 @@ def _missing_splits(path: Path, needed: list[str]) -> dict[str, str]:
     if isinstance(splits, str):
         return {needed[0]: splits}
     return {s: f"no records in split '{s}'" for s in needed if not splits.get(s)}
+
+
+def _dataset_content_problems(
+    path: Path, needed: list[str], summary: Summary, run: dict
+) -> list[tuple[tuple | None, str, str]]:
+    """(summary path or None for the dataset's own, message, fix) for records the recipe cannot read, and for
+    split counts in data.training.splits that disagree with the file (when the run reads that file)."""
+    out: list[tuple[tuple | None, str, str]] = []
+    bad = _bad_records(path, *_stamp(path))
+    for split in needed:
+        if split in bad:
+            out.append(
+                (None, bad[split], f"give every record of the '{split}' split string 'input' and 'output' fields")
+            )
+    counts = _dataset_splits(path)
+    declared = summary.data["data"]["training"].get("splits") or {}
+    if run.get("dataset_path") or not isinstance(counts, dict):
+        return out
+    for split, n in declared.items():
+        if isinstance(n, int) and not isinstance(n, bool) and counts.get(split, 0) != n:
+            out.append(
+                (
+                    ("data", "training", "splits", split),
+                    f"data.training.splits.{split} is {n}, but the file has {counts.get(split, 0)} records in "
+                    f"'{split}'",
+                    f"set splits.{split}: {counts.get(split, 0)}, or regenerate the dataset",
+                )
+            )
+    return out
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    """What changes when a file is rewritten (a cache key that never serves an old version of the file)."""
+    st = path.stat()
+    return st.st_mtime_ns, st.st_size
+
+
+@cache
+def _bad_records(path: Path, mtime_ns: int, size: int) -> dict[str, str]:
+    """Split name -> the first record of that split that is not {"input": text, "output": text} (read once)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}  # _dataset_splits says why
+    out: dict[str, str] = {}
+    for split, records in data.items() if isinstance(data, dict) else ():
+        if not isinstance(records, list):
+            continue
+        for i, record in enumerate(records):
+            if not isinstance(record, dict):
+                why = "is not an object"
+            else:
+                absent = [k for k in ("input", "output") if not isinstance(record.get(k), str)]
+                why = f"has no text '{absent[0]}'" if absent else ""
+            if why:
+                n = sum(
+                    not (isinstance(r, dict) and all(isinstance(r.get(k), str) for k in ("input", "output")))
+                    for r in records
+                )
+                out[split] = f"record {split}[{i}] {why} ({n} of {len(records)} records are not {{input, output}})"
+                break
+    return out
+
+
+def _run_dir_elsewhere(run_dir: Path, experiment_dir: Path) -> str | None:
+    """Why a run directory that is a symbolic link (to elsewhere, or dangling) cannot be written, else None."""
+    if not run_dir.is_symlink():
+        return None
+    target = run_dir.resolve()
+    if target == experiment_dir.resolve() / run_dir.name:
+        return None
+    return f"the run directory {run_dir} is a symbolic link to {target}, outside its place in the experiment"
 
 
 def _check_model_files(rp: RunPlan, entry: dict, model_dir: Path, doc, here: tuple) -> None:

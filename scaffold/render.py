@@ -5,6 +5,9 @@ Pure functions of their inputs; jinja2 with StrictUndefined so a missing value i
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 import shlex
 from functools import cache
 from pathlib import Path
@@ -14,11 +17,16 @@ import jinja2
 
 from .plan import FINETUNE_FILE, SETUP_FILE, SLURM_FILE
 from .resources import data_dir
-from .yamlio import dump_yaml, yaml_scalar
+from .timeutil import parse_time
+from .yamlio import dump_flat, yaml_scalar
 
 SINGLE_DEVICE = "lora_finetune_single_device"
 DISTRIBUTED = "lora_finetune_distributed"
 VALIDATING = "lora_finetune_single_device_val"
+FULL_SINGLE_DEVICE = "full_finetune_single_device"
+FULL_DISTRIBUTED = "full_finetune_distributed"
+# Recipes launched through torchrun (`tune run --nproc_per_node N ...`).
+TORCHRUN_RECIPES = (DISTRIBUTED, FULL_DISTRIBUTED)
 # What `tune run` is given for each recipe. This project's recipe is named by its path inside the installed
 # package: tune run turns a path that is not a built-in recipe into a module name (`/` -> `.`) and runs it
 # with runpy, so it works from any directory where scaffold-torchtune is installed.
@@ -26,7 +34,16 @@ TUNE_RUN_RECIPE = {
     SINGLE_DEVICE: SINGLE_DEVICE,
     DISTRIBUTED: DISTRIBUTED,
     VALIDATING: "scaffold/torchtune_ext/lora_finetune_single_device_val.py",
+    FULL_SINGLE_DEVICE: FULL_SINGLE_DEVICE,
+    FULL_DISTRIBUTED: FULL_DISTRIBUTED,
 }
+# Multi-node rendezvous: c10d on the first node, at a port derived from the job id (two jobs sharing a first
+# node rarely meet on one port).
+RDZV_BASE_PORT = 29500
+RDZV_PORT_SPAN = 1000
+# requeue: SLURM signals the batch shell this long before the time limit (at most half the limit).
+REQUEUE_SIGNAL = "USR1"
+REQUEUE_LEAD_SECONDS = 300
 DATASET_BUILDERS = {
     "chat_completion": "torchtune.datasets.instruct_dataset",
     "text_completion": "scaffold.torchtune_ext.datasets.prompt_completion_text_dataset",
@@ -47,6 +64,19 @@ class RenderError(Exception):
         self.file = file  # the generated file that could not be rendered
 
 
+_INTERPOLATION = re.compile(r"(\\*)\$\{")
+
+
+def omegaconf_literal(value: Any) -> Any:
+    """A value as OmegaConf must read it to give it back unchanged: `${` starts an interpolation there, so a
+    prompt or path holding `${...}` is escaped (`\\${`, doubling any backslashes before it)."""
+    if isinstance(value, str) and "${" in value:
+        return _INTERPOLATION.sub(lambda m: m.group(1) * 2 + "\\${", value)
+    if isinstance(value, list):
+        return [omegaconf_literal(v) for v in value]
+    return value
+
+
 @cache
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
@@ -55,21 +85,52 @@ def _environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
-    env.filters["yaml"] = yaml_scalar
+    # Values reach finetune.yaml as YAML that OmegaConf (torchtune's loader) reads back exactly.
+    env.filters["yaml"] = lambda v: yaml_scalar(omegaconf_literal(v))
     env.filters["sh"] = lambda v: shlex.quote(str(v))
     return env
 
 
+def method(setup: dict) -> str:
+    """`lora` or `full` (setup files written before `method` existed are LoRA)."""
+    return setup.get("method") or "lora"
+
+
 def recipe_for(setup: dict) -> str:
-    """The recipe for this run: one device (with validation: this project's validating recipe), or the
-    distributed recipe for several GPUs (which has no validation; the planner refuses that combination)."""
-    if setup["gpus"] > 1:
+    """The recipe for this run. LoRA: one device (with validation: this project's validating recipe), or the
+    distributed recipe for several GPUs (which has no validation; the planner refuses that combination).
+    Full fine-tuning: single device, or distributed for several GPUs or nodes."""
+    distributed = setup["gpus"] > 1 or setup.get("nodes", 1) > 1
+    if method(setup) == "full":
+        return FULL_DISTRIBUTED if distributed else FULL_SINGLE_DEVICE
+    if distributed:
         return DISTRIBUTED
     return VALIDATING if setup["validation_during_training"] else SINGLE_DEVICE
 
 
+def unsupported(setup: dict) -> str | None:
+    """Why no stock torchtune 0.6.1 recipe can run these settings, or None. The planner refuses these with the
+    summary's line and a fix; this catches them again where setup_finetune.yaml is edited by hand."""
+    nodes, gpus = setup.get("nodes", 1), setup["gpus"]
+    if nodes > 1 and method(setup) == "lora":
+        return (
+            f"{nodes} nodes with LoRA: lora_finetune_distributed of torchtune 0.6.1 is single-node (set method: full)"
+        )
+    if nodes > 1 and gpus < 1:
+        return f"{nodes} nodes without GPUs: multi-node training needs compute.gpus >= 1"
+    if nodes > 1 and setup["gpu_directive"] == "gpus":
+        return (
+            "several nodes with gpu_directive gpus: --gpus asks for a job total that SLURM may spread unevenly, "
+            "and torchrun needs the same count on every node (use gpu_directive gres or gpus-per-node)"
+        )
+    if setup.get("validation_during_training") and recipe_for(setup) != VALIDATING:
+        return f"validation during training with {recipe_for(setup)}: only single-device LoRA has a validating recipe"
+    return None
+
+
 def gpu_request(setup: dict) -> str | None:
-    """The GPU request in the site's syntax, or None for a run without GPUs."""
+    """The GPU request in the site's syntax (per node: `--gres=gpu:N`, `--gpus-per-node=N`; `--gpus=N` on one
+    node only), or None for a run without GPUs."""
     n = setup["gpus"]
     if not n:
         return None
@@ -83,22 +144,53 @@ def gpu_request(setup: dict) -> str | None:
 
 
 def launch_command(setup: dict) -> str:
-    """`tune run` with the recipe matching the GPU count (torchrun with one process per GPU for several)."""
+    """`tune run` with the recipe matching the GPU and node counts: torchrun with one process per GPU for
+    several; for several nodes, one torchrun per node through srun, meeting at a c10d rendezvous on the first
+    node (`$rdzv_endpoint`, set by the batch script)."""
     config = shlex.quote(str(Path(setup["run_dir"]) / FINETUNE_FILE))
     recipe = recipe_for(setup)
-    if recipe == DISTRIBUTED:
+    nodes = setup.get("nodes", 1)
+    if nodes > 1:
+        return (
+            f"srun --nodes={nodes} --ntasks-per-node=1 --kill-on-bad-exit=1 "
+            f"tune run --nnodes {nodes} --nproc_per_node {setup['gpus']} "
+            f'--rdzv_id "$SLURM_JOB_ID" --rdzv_backend c10d --rdzv_endpoint "$rdzv_endpoint" '
+            f"{TUNE_RUN_RECIPE[recipe]} --config {config}"
+        )
+    if recipe in TORCHRUN_RECIPES:
         return f"tune run --nproc_per_node {setup['gpus']} {recipe} --config {config}"
     return f"tune run {TUNE_RUN_RECIPE[recipe]} --config {config}"
+
+
+def requeue_lead_seconds(setup: dict) -> int:
+    """How long before the time limit SLURM signals the batch shell of a requeue run."""
+    seconds = parse_time(str(setup["time"])) or 0
+    return max(1, min(REQUEUE_LEAD_SECONDS, seconds // 2))
+
+
+def resume_files(setup: dict) -> str:
+    """The weights a restarted run resumes from, as a glob inside an epoch directory: the adapter (LoRA; the
+    base weights come from the model directory) or every shard of the full model."""
+    return "adapter_model.pt" if method(setup) == "lora" else "model-*-of-*.safetensors"
 
 
 def context(setup: dict, model: dict) -> dict[str, Any]:
     """Template variables: the setup's own values plus what follows from them and the registry entry."""
     prefix, _, suffix = setup["prompt"].partition("{input}")
     model_dir = Path(setup["model_dir"])
+    why = unsupported(setup)
+    if why:
+        raise RenderError(f"cannot render a run of {why}", SLURM_FILE)
     ctx = dict(setup)
+    builder = "lora_builder" if method(setup) == "lora" else "full_builder"
+    if not model.get(builder):
+        raise RenderError(f"the model registry entry of {setup['model']} has no {builder}", FINETUNE_FILE)
     ctx.update(
+        method=method(setup),
+        requeue=bool(setup.get("requeue")),
+        nodes=setup.get("nodes", 1),
         recipe=recipe_for(setup),
-        model_builder=model["lora_builder"],
+        model_builder=model[builder],
         model_args=dict(model.get("model_args") or {}),
         model_type=model["model_type"],
         checkpoint_files=model["checkpoint_files"],
@@ -110,6 +202,11 @@ def context(setup: dict, model: dict) -> dict[str, Any]:
         dataset_builder=DATASET_BUILDERS[setup["dataset_type"]],
         gpu_request=gpu_request(setup),
         launch=launch_command(setup),
+        requeue_signal=REQUEUE_SIGNAL,
+        requeue_lead_seconds=requeue_lead_seconds(setup),
+        resume_files=resume_files(setup),
+        rdzv_base_port=RDZV_BASE_PORT,
+        rdzv_port_span=RDZV_PORT_SPAN,
     )
     return ctx
 
@@ -135,7 +232,24 @@ def render_slurm(setup: dict, model: dict) -> str:
 
 def render_setup(setup: dict) -> str:
     """setup_finetune.yaml text: a short header and the flat settings, in a stable order."""
-    return SETUP_HEADER.format(run_name=setup["run_name"]) + dump_yaml(setup)
+    return SETUP_HEADER.format(run_name=setup["run_name"]) + dump_flat(setup)
+
+
+@cache
+def _renderer_digest() -> str:
+    """A digest of everything besides the settings that decides the generated text: templates and the code
+    that fills them. A change to any of them regenerates every run."""
+    h = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for path in sorted(data_dir("templates").glob("*.j2")) + [here / "render.py", here / "yamlio.py"]:
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def fingerprint(setup: dict, model: dict) -> str:
+    """What a run's files are generated from: equal fingerprints give byte-identical files."""
+    payload = json.dumps([setup, model, _renderer_digest()], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
 def render_run(setup: dict, model: dict) -> dict[str, str]:

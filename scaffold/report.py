@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+from . import sweep
 from .generate import Report
+from .plan import Plan
 
 
 def counts(report: Report) -> dict[str, int]:
@@ -17,6 +19,7 @@ def counts(report: Report) -> dict[str, int]:
         "runs_failed": len(report.runs) - len(ok),
         "checks_passed": sum(c.ok for c in checks),
         "checks_failed": sum(not c.ok for c in checks),
+        "runs_checked_earlier": sum(r.checked_earlier for r in ok),
     }
 
 
@@ -51,7 +54,11 @@ def as_json(report: Report) -> str:
             }
             for r in report.runs
         ],
-        "verification": {"checks_passed": c["checks_passed"], "checks_failed": c["checks_failed"]},
+        "verification": {
+            "checks_passed": c["checks_passed"],
+            "checks_failed": c["checks_failed"],
+            "runs_unchanged_checked_earlier": c["runs_checked_earlier"],
+        },
         "log": report.log,
         "log_error": report.log_error,
         "seconds": round(report.seconds, 3),
@@ -89,7 +96,11 @@ def as_text(report: Report, show_diffs: bool = True) -> str:
     lines.append(f"control/eval-only runs created: {c['control_runs']}")
     lines.append(f"run directories: {c['run_directories']}")
     if not report.dry_run:
-        lines.append(f"verification: {c['checks_passed']} checks passed, {c['checks_failed']} failed")
+        earlier = c["runs_checked_earlier"]
+        lines.append(
+            f"verification: {c['checks_passed']} checks passed, {c['checks_failed']} failed"
+            + (f" ({earlier} unchanged runs were checked when they were written)" if earlier else "")
+        )
     for p in report.errors:
         lines.append(f"error: {p.format()}")
     failed = [r for r in report.runs if r.status != "ok"]
@@ -99,4 +110,20 @@ def as_text(report: Report, show_diffs: bool = True) -> str:
         lines.append(f"log: {report.log}")
     if report.log_error:
         lines.append(f"warning: {report.log_error}")
+    return "\n".join(lines) + "\n"
+
+
+def plan_text(plan: Plan) -> str:
+    """The runs a generate would write, with the settings each run sets (--print-plan)."""
+    summary = plan.summary
+    swept = sweep.varied(summary.data.get("variables"))
+    lines = [
+        f"plan for {summary.name}: {len(plan.runs)} runs"
+        + (f" ({summary.swept} expanded from variables: {', '.join(swept)})" if summary.swept else "")
+    ]
+    width = max((len(r.name) for r in plan.runs), default=0)
+    for rp, run in zip(plan.runs, summary.data["runs"], strict=True):
+        settings = " ".join(f"{k}={v}" for k, v in (run.get("parameters") or {}).items())
+        status = "" if not rp.problems else f"  ({len(rp.problems)} problem(s): {rp.problems[0].message})"
+        lines.append(f"  {rp.name:<{width}}  {rp.type:<10}  {run.get('model', '')}  {settings}{status}")
     return "\n".join(lines) + "\n"

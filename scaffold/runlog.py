@@ -27,9 +27,8 @@ class RunLog:
         self.error: str | None = None
 
     def line(self, level: str, message: str, run: str | None = None) -> None:
-        prefix = f"[{run}] " if run else ""
-        for part in str(message).splitlines() or [""]:
-            self._lines.append(f"{now()} {level:<5} {prefix}{part}")
+        head = f"{now()} {level:<5} {f'[{run}] ' if run else ''}"
+        self._lines += [head + part for part in str(message).splitlines() or [""]]
 
     def info(self, message: str, run: str | None = None) -> None:
         self.line("INFO", message, run)

@@ -3,8 +3,10 @@ and compared with what the summary asked for. (The full verification suite is th
 
 from __future__ import annotations
 
+import multiprocessing
 import re
 import subprocess
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from . import params
 from .plan import FINETUNE_FILE, SLURM_FILE, RunPlan
 from .render import recipe_for
 from .resources import load_data
+from .yamlio import load_generated_config
 
 
 @dataclass
@@ -28,6 +31,153 @@ def load_like_torchtune(path: Path) -> dict:
 
     cfg = OmegaConf.load(path)
     return OmegaConf.to_container(cfg, resolve=True)
+
+
+def check_config(rp: RunPlan) -> list[CheckResult]:
+    """The checks of one run's finetune.yaml, re-read from disk."""
+    assert rp.setup is not None
+    try:
+        cfg = load_generated_config((rp.local_dir / FINETUNE_FILE).read_text(encoding="utf-8"))
+    except Exception as e:  # any parse or resolution error means torchtune could not load it either
+        return [CheckResult("finetune_yaml_loads", False, f"{FINETUNE_FILE} does not load: {e}")]
+    results = [CheckResult("finetune_yaml_loads", True)]
+    results += check_parameters(cfg, rp.setup, rp.name)
+    results.append(check_recipe_keys(cfg, recipe_for(rp.setup)))
+    return results
+
+
+def _check_configs(rps: list[RunPlan]) -> list[list[CheckResult]]:
+    return [check_config(rp) for rp in rps]
+
+
+class ConfigChecks:
+    """check_config for many runs, on another core while the caller goes on writing: batches of runs go to
+    one forked worker process (parsing thousands of YAML files is most of the self-check's time). Where fork
+    is unavailable, the checks run in this process."""
+
+    BATCH = 64
+
+    def __init__(self) -> None:
+        self._batch: list[RunPlan] = []
+        self._futures: list = []
+        self._pool = None
+        self._done: list[tuple[RunPlan, list[CheckResult]]] = []
+
+    def add(self, rp: RunPlan) -> None:
+        self._batch.append(rp)
+        if len(self._batch) >= self.BATCH:
+            self._submit()
+
+    def _submit(self) -> None:
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        if self._pool is None and "fork" in multiprocessing.get_all_start_methods():
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+        if self._pool is None:
+            self._done += zip(batch, _check_configs(batch), strict=True)
+        else:
+            self._futures.append((batch, self._pool.submit(_check_configs, batch)))
+
+    def results(self) -> dict[str, list[CheckResult]]:
+        self._submit()
+        for batch, future in self._futures:
+            try:
+                self._done += zip(batch, future.result(), strict=True)
+            except Exception:  # a broken worker must not cost the check: run that batch here
+                self._done += zip(batch, _check_configs(batch), strict=True)
+        if self._pool is not None:
+            self._pool.shutdown()
+        return {rp.name: results for rp, results in self._done}
+
+
+class SelfCheck:
+    """The self-check of many runs (what `generate` runs), fed each run as soon as its files are written:
+    each finetune.yaml is re-read with libyaml (interpolations resolved as OmegaConf resolves them) in a worker
+    process, and every batch script goes through one `bash -n`; both run beside the writing."""
+
+    def __init__(self) -> None:
+        self._configs = ConfigChecks()
+        self._bash = BashSyntaxCheck()
+        self._slurm: dict[str, list[CheckResult]] = {}
+
+    def add(self, rp: RunPlan) -> None:
+        assert rp.setup is not None
+        text = (rp.local_dir / SLURM_FILE).read_text(encoding="utf-8")
+        self._slurm[rp.name] = check_slurm_text(text, rp.setup)
+        self._bash.add(rp.name, text)
+        self._configs.add(rp)
+
+    def results(self) -> dict[str, list[CheckResult]]:
+        configs, syntax = self._configs.results(), self._bash.result()
+        return {
+            name: configs[name] + self._slurm[name] + [CheckResult("slurm_syntax", not syntax[name], syntax[name])]
+            for name in self._slurm
+        }
+
+
+def check_runs(rps: list[RunPlan]) -> dict[str, list[CheckResult]]:
+    """The self-check of these runs' files on disk."""
+    check = SelfCheck()
+    for rp in rps:
+        check.add(rp)
+    return check.results()
+
+
+def bash_syntax(scripts: dict[str, str]) -> dict[str, str]:
+    """`bash -n` of many scripts in one process (see BashSyntaxCheck). Returns name -> error ("" if it parses)."""
+    check = BashSyntaxCheck()
+    for name, text in scripts.items():
+        check.add(name, text)
+    return check.result()
+
+
+class BashSyntaxCheck:
+    """`bash -n` over many scripts in one process that parses while the caller goes on: each script is fed,
+    wrapped as a function body, to the stdin of one `bash -n` started at once. Only if that fails is each
+    script checked alone, to say which."""
+
+    def __init__(self) -> None:
+        self._scripts: dict[str, str] = {}
+        self._proc: subprocess.Popen | None = None
+        self._pending: list[str] = []
+
+    def add(self, name: str, text: str) -> None:
+        self._scripts[name] = text
+        self._pending.append(f"__scaffold_check_{len(self._scripts)}() {{\n{text}\n}}\n")
+        if len(self._pending) >= 64:
+            self._feed()
+
+    def _feed(self) -> None:
+        if self._proc is None:
+            self._proc = subprocess.Popen(
+                ["bash", "-n"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write("".join(self._pending).encode("utf-8"))
+            self._proc.stdin.flush()
+        except BrokenPipeError:  # bash stopped at a syntax error: result() checks each script alone
+            pass
+        self._pending = []
+
+    def result(self) -> dict[str, str]:
+        if not self._scripts:
+            return {}
+        self._feed()
+        assert self._proc is not None
+        try:
+            self._proc.communicate()
+        except BrokenPipeError:
+            self._proc.wait()
+        if self._proc.returncode == 0:
+            return dict.fromkeys(self._scripts, "")
+        return {n: _bash_n(text) for n, text in self._scripts.items()}
+
+
+def _bash_n(text: str) -> str:
+    proc = subprocess.run(["bash", "-n"], input=text, capture_output=True, text=True)
+    return "" if proc.returncode == 0 else (proc.stderr.strip() or f"bash -n exited {proc.returncode}")
 
 
 def check_run(rp: RunPlan) -> list[CheckResult]:
@@ -99,8 +249,13 @@ _DIRECTIVE = re.compile(r"^#SBATCH\s+--([a-z-]+)(?:=(.*))?$")
 def check_slurm(path: Path, setup: dict) -> list[CheckResult]:
     """The batch script parses, names the job after the run and runs this run's config."""
     text = path.read_text(encoding="utf-8")
-    proc = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
-    out = [CheckResult("slurm_syntax", proc.returncode == 0, proc.stderr.strip())]
+    error = _bash_n(text)
+    return [CheckResult("slurm_syntax", not error, error)] + check_slurm_text(text, setup)
+
+
+def check_slurm_text(text: str, setup: dict) -> list[CheckResult]:
+    """The batch script names the job after the run and runs this run's config."""
+    out = []
     directives = {}
     for line in text.splitlines():
         m = _DIRECTIVE.match(line)

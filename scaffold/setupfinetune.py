@@ -84,7 +84,15 @@ def setup_finetune(
     try:
         doc = load_yaml(run_dir / SETUP_FILE)
         if not isinstance(doc.data, dict):
-            raise InputError([doc.problem((), "setup_finetune.yaml must be a mapping of settings")])
+            raise InputError(
+                [
+                    doc.problem(
+                        (),
+                        "setup_finetune.yaml must be a mapping of settings",
+                        "write one `key: value` setting per line, or run `scaffold generate` again to recreate it",
+                    )
+                ]
+            )
         known = list(schemas.schema(schemas.SETUP)["properties"])
         changes = parse_overrides(overrides, known)
         setup = dict(doc.data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from . import params, schemas
@@ -20,6 +21,7 @@ class Summary:
     notes: list[str] = field(default_factory=list)
     legacy_gpus: int | None = None  # older controls.gpus: the default GPU count of every run
     legacy_gpus_mark: tuple[int | None, int | None] = (None, None)
+    swept: int = 0  # the first `swept` runs were expanded from `variables`
 
     @property
     def data(self) -> dict:
@@ -29,7 +31,7 @@ class Summary:
     def path(self) -> Path:
         return self.doc.path
 
-    @property
+    @cached_property
     def local_dir(self) -> Path:
         """Where the summary is, and where the run directories are written."""
         return self.doc.path.resolve().parent
@@ -100,6 +102,9 @@ def load(target: Path) -> Summary:
     problems += schemas.validate(schemas.SUMMARY, doc)
     if problems:
         raise InputError(problems)
+    from . import sweep  # (sweep needs the validated summary; it imports this module for types only)
+
+    sweep.expand(summary)
     return summary
 
 
@@ -142,11 +147,18 @@ def _normalise(summary: Summary) -> list[Problem]:
     if isinstance(controls, dict):
         if "base_recipe" in controls:
             line = doc.locate(("controls", "base_recipe"))[0]
-            notes.append(
-                f"{doc.name}:{line}: controls.base_recipe ({controls['base_recipe']}) is an older setting and is not "
-                "used: the recipe follows from each run's GPU count and validation setting"
-            )
-            del controls["base_recipe"]
+            recipe = controls.pop("base_recipe")
+            if isinstance(recipe, str) and recipe.startswith("full_finetune") and "method" not in controls:
+                controls["method"] = "full"
+                notes.append(
+                    f"{doc.name}:{line}: controls.base_recipe ({recipe}) is an older setting: read as method: full "
+                    "(the recipe follows from each run's method, GPU count and validation setting)"
+                )
+            else:
+                notes.append(
+                    f"{doc.name}:{line}: controls.base_recipe ({recipe}) is an older setting and is not "
+                    "used: the recipe follows from each run's method, GPU count and validation setting"
+                )
         if "gpus" in controls:
             line = doc.locate(("controls", "gpus"))[0]
             summary.legacy_gpus_mark = doc.locate(("controls", "gpus"))

@@ -5,14 +5,16 @@ from __future__ import annotations
 import contextlib
 import difflib
 import hashlib
+import itertools
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 MANIFEST = ".scaffold-manifest.json"
+TEMP_SUFFIX = ".tmp"
+_TEMP_NUMBERS = itertools.count()
 
 CREATED, UPDATED, UNCHANGED, KEPT, FORCED = "created", "updated", "unchanged", "kept (edited by hand)", "overwritten"
 
@@ -25,11 +27,13 @@ def atomic_write(path: Path, content: str | bytes, mode: int = 0o644) -> None:
     """Write a whole file or nothing: a temporary file in the same directory, then rename over the target."""
     path = Path(path)
     data = content.encode("utf-8") if isinstance(content, str) else content
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # O_EXCL on a name of our own (pid + counter): no other process or call can share it. The mode is given
+    # at creation (then subject to the umask, like any new file), so no chmod is needed.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(_TEMP_NUMBERS)}{TEMP_SUFFIX}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -66,14 +70,20 @@ class Manifest:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        self._prefix = str(self.root.resolve()) + os.sep
         self.path = self.root / MANIFEST
         try:
-            self.files: dict[str, str] = json.loads(self.path.read_text(encoding="utf-8")).get("files", {})
-        except (FileNotFoundError, ValueError, AttributeError):
-            self.files = {}
+            body = json.loads(self.path.read_text(encoding="utf-8"))
+            self.files: dict[str, str] = dict(body.get("files", {}))
+            self.sources: dict[str, str] = dict(body.get("sources", {}))
+        except (FileNotFoundError, ValueError, AttributeError, TypeError):
+            self.files, self.sources = {}, {}
         self._dirty = False
 
     def key(self, path: Path) -> str:
+        text = str(path)
+        if text.startswith(self._prefix) and ".." not in text:  # the common case: paths built under the root
+            return text[len(self._prefix) :]
         return Path(path).resolve().relative_to(self.root.resolve()).as_posix()
 
     def generated_hash(self, path: Path) -> str | None:
@@ -85,9 +95,33 @@ class Manifest:
             self.files[k] = digest
             self._dirty = True
 
+    def source(self, run: str) -> str | None:
+        """The fingerprint of the settings a run's files were last generated from."""
+        return self.sources.get(run)
+
+    def record_source(self, run: str, fingerprint: str) -> None:
+        if self.sources.get(run) != fingerprint:
+            self.sources[run] = fingerprint
+            self._dirty = True
+
+    def unchanged(self, paths: list[Path]) -> bool:
+        """Every file exists and is byte-for-byte what this tool last wrote there."""
+        for path in paths:
+            want = self.generated_hash(path)
+            try:
+                if want is None or sha256(path.read_bytes()) != want:
+                    return False
+            except OSError:
+                return False
+        return True
+
     def save(self) -> None:
         if self._dirty:
-            body = {"tool": "scaffold-torchtune", "files": dict(sorted(self.files.items()))}
+            body = {
+                "tool": "scaffold-torchtune",
+                "files": dict(sorted(self.files.items())),
+                "sources": dict(sorted(self.sources.items())),
+            }
             atomic_write(self.path, json.dumps(body, indent=1) + "\n")
             self._dirty = False
 

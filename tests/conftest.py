@@ -133,3 +133,14 @@ def restore_syrupy():
     saved = getattr(syrupy, "_syrupy", None)
     yield
     syrupy._syrupy = saved
+
+
+@pytest.fixture
+def planted(verify_template: Experiment, pytester, restore_syrupy):
+    """A fresh copy of the suite's template experiment in pytester's directory, to plant a defect in."""
+    from .verify_support import EXP, Planted
+
+    shutil.copytree(verify_template.dir, pytester.path / EXP)
+    local = pytester.path / "scaffold.local.yaml"
+    shutil.copy(verify_template.local, local)
+    return Planted(pytester.path / EXP, local)

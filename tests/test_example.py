@@ -70,7 +70,7 @@ def test_rerun_rewrites_nothing(local_example: Experiment) -> None:
     before = {p: p.stat().st_mtime_ns for p in local_example.dir.rglob("*") if p.is_file() and "logs" not in p.parts}
     res = local_example.generate()
     assert res.code == 0
-    assert res.out.count("unchanged") == 6
+    assert res.out.count("yaml unchanged") + res.out.count("slurm unchanged") == 6
     after = {p: p.stat().st_mtime_ns for p in local_example.dir.rglob("*") if p.is_file() and "logs" not in p.parts}
     assert after == before
 

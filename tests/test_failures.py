@@ -552,13 +552,15 @@ def test_validation_that_cannot_happen_is_refused(local_example: Experiment, cha
     data["runs"][1]["parameters"]["validation_during_training"] = True
     if "compute" in change:
         data["runs"][1]["compute"] = change["compute"]
+    path = local_example.dir / "data" / "words_5L_80P_10.json"
+    records = json.loads(path.read_text())
     if "splits" in change:
         data["data"]["training"]["splits"]["validation"] = 0
+        records["validation"] = []  # as declared (a count that disagrees with the file is refused as such)
     if "dataset" in change:
-        path = local_example.dir / "data" / "words_5L_80P_10.json"
-        records = json.loads(path.read_text())
         del records["validation"]
-        path.write_text(json.dumps(records))
+        data["data"]["training"]["splits"].pop("validation")
+    path.write_text(json.dumps(records))
     local_example.save(data)
     before = local_example.snapshot()
     res = local_example.generate()

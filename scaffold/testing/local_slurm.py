@@ -1,13 +1,19 @@
-"""A real single-node Slurm 22.05 on loopback, for tests that submit generated ``finetune.slurm`` files.
+"""A real Slurm 22.05 on loopback, for tests that submit generated ``finetune.slurm`` files.
 
 Everything (config, munge key and socket, controller state, spool, logs, pid files, fake GPU devices)
 lives under one state directory, so the cluster never touches ``/etc/slurm`` or a system munged.
 Every client call needs ``SLURM_CONF`` exported (``Cluster.env``); without it a client looks for a
 configless controller through DNS and fails.
 
+One node by default. ``nodes=N`` starts N slurmd daemons on this machine, one per node name (the first is
+this host's short name, then ``NAME-2``...), all at 127.0.0.1 on their own ports: multi-node scripts then
+pass ``sbatch --test-only`` and really run ``srun`` across "nodes" (whose tasks all run here).
+The partitions and node feature are those of the shipped example's site config (partition ``gpu``, feature
+``gpu80``), so the example's scripts are accepted as generated.
+
 Command line::
 
-    python -m scaffold.testing.local_slurm start|stop|status|env [--dir DIR]
+    python -m scaffold.testing.local_slurm start|stop|status|env [--dir DIR] [--nodes N]
 
 From pytest::
 
@@ -46,6 +52,9 @@ NODE_MEMORY_MB = 1_000_000
 NODE_GPUS = 8
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
 DEF_MEM_PER_CPU_MB = 1024  # without a default, a job with no --mem takes the whole node's memory
+NODE_FEATURES = "gpu80"  # the shipped example's constraint
+# A requeued job may start again only cred_expire + 1 s after the requeue (Slurm's default: 120 s).
+CRED_EXPIRE_S = 10
 
 TERMINAL_STATES = frozenset(
     {
@@ -78,6 +87,7 @@ class Partition:
 PARTITIONS: tuple[Partition, ...] = (
     Partition("debug", "1-00:00:00", default=True),
     Partition("short", "01:00:00"),  # a short limit so tests can check time limits against a partition
+    Partition("gpu", "1-00:00:00"),  # the shipped example's partition (its partition_max_time)
 )
 
 
@@ -136,17 +146,32 @@ class Layout:
         return self.root / "dev"
 
     def pid_file(self, daemon: str) -> Path:
+        """``daemon`` is munged, slurmctld or ``slurmd-NODE`` (one slurmd per node: see slurm.conf's %n)."""
         # munged insists on a pid file in a directory it considers secure: keep it with its socket.
         return (self.munge_dir if daemon == "munged" else self.run_dir) / f"{daemon}.pid"
 
     def log_file(self, daemon: str) -> Path:
         return (self.munge_dir if daemon == "munged" else self.log_dir) / f"{daemon}.log"
 
+    def daemons(self) -> list[str]:
+        """The daemons of the configured cluster, in start order: munged, slurmctld, one slurmd per node."""
+        return ["munged", "slurmctld", *(f"slurmd-{n}" for n in self.nodes())]
+
+    def nodes(self) -> list[str]:
+        """Node names of the written slurm.conf (none before the first start)."""
+        try:
+            text = self.conf.read_text()
+        except OSError:
+            return []
+        return re.findall(r"^NodeName=(\S+)", text, flags=re.MULTILINE)
+
     def gpu_devices(self) -> list[Path]:
         return [self.dev_dir / f"gpu{i}" for i in range(NODE_GPUS)]
 
 
-DAEMONS = ("munged", "slurmctld", "slurmd")  # start order; stopped in reverse
+def process_name(daemon: str) -> str:
+    """The process name (``/proc/PID/comm``) of a daemon label: ``slurmd-NODE`` runs as ``slurmd``."""
+    return "slurmd" if daemon.startswith("slurmd-") else daemon
 
 
 @dataclass(frozen=True)
@@ -155,10 +180,11 @@ class Cluster:
 
     state_dir: Path
     conf: Path
-    node: str
+    node: str  # the first node (this host's short name)
     env: dict[str, str]  # variables to add to the environment of every client call
     partitions: tuple[Partition, ...] = PARTITIONS
-    gpus: int = NODE_GPUS
+    gpus: int = NODE_GPUS  # per node
+    nodes: tuple[str, ...] = ()  # every node, the first one first
 
     def environ(self) -> dict[str, str]:
         """The current process environment plus ``env``, for ``subprocess``."""
@@ -257,30 +283,46 @@ def short_hostname() -> str:
     return socket.gethostname().split(".")[0]
 
 
-def render_slurm_conf(layout: Layout, node: str, ctld_port: int, slurmd_port: int) -> str:
-    """The text of slurm.conf for a single loopback node."""
+def node_names(first: str, count: int) -> list[str]:
+    """``count`` node names: this host's short name, then ``NAME-2``, ``NAME-3``..."""
+    return [first] + [f"{first}-{i}" for i in range(2, count + 1)]
+
+
+def render_slurm_conf(layout: Layout, nodes: Sequence[str], ctld_port: int, slurmd_ports: Sequence[int]) -> str:
+    """The text of slurm.conf: loopback nodes, each slurmd on its own port of 127.0.0.1."""
+    node = nodes[0]
     partitions = "\n".join(
-        f"PartitionName={p.name} Nodes={node} MaxTime={p.max_time} State=UP" + (" Default=YES" if p.default else "")
+        f"PartitionName={p.name} Nodes={','.join(nodes)} MaxTime={p.max_time} State=UP"
+        + (" Default=YES" if p.default else "")
         for p in PARTITIONS
+    )
+    # NodeHostname is this host for every node: each slurmd is started with -N NAME and trusts the node line.
+    node_lines = "\n".join(
+        f"NodeName={name} NodeAddr=127.0.0.1 NodeHostname={node} Port={port} CPUs={NODE_CPUS} Boards=1 "
+        f"SocketsPerBoard=1 CoresPerSocket={NODE_CPUS} ThreadsPerCore=1 RealMemory={NODE_MEMORY_MB} "
+        f"Gres=gpu:{NODE_GPUS} Features={NODE_FEATURES} State=UNKNOWN"
+        for name, port in zip(nodes, slurmd_ports, strict=True)
     )
     return f"""\
 # Written by scaffold.testing.local_slurm; rewritten on every start.
 ClusterName={CLUSTER_NAME}
 SlurmctldHost={node}(127.0.0.1)
 SlurmctldPort={ctld_port}
-SlurmdPort={slurmd_port}
+SlurmdPort={slurmd_ports[0]}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-# Both munge plugins read the socket from here; the system munged is never used.
-AuthInfo=socket={layout.munge_socket}
+# Both munge plugins read the socket from here; the system munged is never used. A requeued job waits
+# cred_expire + 1 s before it may start again (default 120 s): short here, so requeue tests stay fast.
+AuthInfo=socket={layout.munge_socket},cred_expire={CRED_EXPIRE_S}
 StateSaveLocation={layout.state}
-SlurmdSpoolDir={layout.spool}
+# %n: the node name, so that several slurmd daemons on this machine keep apart.
+SlurmdSpoolDir={layout.spool}/%n
 SlurmctldPidFile={layout.pid_file("slurmctld")}
-SlurmdPidFile={layout.pid_file("slurmd")}
+SlurmdPidFile={layout.run_dir}/slurmd-%n.pid
 SlurmctldLogFile={layout.log_file("slurmctld")}
-SlurmdLogFile={layout.log_file("slurmd")}
+SlurmdLogFile={layout.log_dir}/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
 PlugStackConfig={layout.plugstack}
@@ -297,7 +339,9 @@ MailProg=/bin/true
 EnforcePartLimits=ALL
 SchedulerType=sched/backfill
 # Batch jobs are started by a background pass every batch_sched_delay s (default 3): 0 starts them in ~1 s.
-SchedulerParameters=batch_sched_delay=0
+# sched_interval: the main loop also runs every second (default 60 s), so a requeued job restarts as soon as
+# it may.
+SchedulerParameters=batch_sched_delay=0,sched_interval=1
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU={DEF_MEM_PER_CPU_MB}
@@ -310,24 +354,26 @@ KillWait=5
 InactiveLimit=0
 # Loopback only: nothing listens on other interfaces.
 CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
-NodeName={node} NodeAddr=127.0.0.1 NodeHostname={node} CPUs={NODE_CPUS} Boards=1 SocketsPerBoard=1 \
-CoresPerSocket={NODE_CPUS} ThreadsPerCore=1 RealMemory={NODE_MEMORY_MB} Gres=gpu:{NODE_GPUS} State=UNKNOWN
+{node_lines}
 {partitions}
 """
 
 
-def render_gres_conf(layout: Layout, node: str) -> str:
-    """gres.conf naming one device file per fake GPU (counts without files drain the node)."""
-    return f"NodeName={node} Name=gpu File={layout.dev_dir}/gpu[0-{NODE_GPUS - 1}]\n"
+def render_gres_conf(layout: Layout, nodes: Sequence[str]) -> str:
+    """gres.conf naming one device file per fake GPU (counts without files drain the node); the nodes share
+    the device files."""
+    return "".join(f"NodeName={node} Name=gpu File={layout.dev_dir}/gpu[0-{NODE_GPUS - 1}]\n" for node in nodes)
 
 
-def write_config(layout: Layout, node: str, ctld_port: int, slurmd_port: int) -> None:
+def write_config(layout: Layout, nodes: Sequence[str], ctld_port: int, slurmd_ports: Sequence[int]) -> None:
     """Create the directory tree, munge key, fake GPU devices and Slurm config files."""
     if len(str(layout.munge_socket).encode()) > UNIX_PATH_MAX:
         # A long pytest tmp_path would otherwise fail later, in munged, with a cryptic message.
         raise LocalSlurmError(f"state directory {layout.root} is too long for a Unix socket path: use a shorter one")
-    for d in (layout.etc, layout.state, layout.spool, layout.log_dir, layout.run_dir, layout.dev_dir):
+    for d in (layout.etc, layout.state, layout.log_dir, layout.run_dir, layout.dev_dir):
         d.mkdir(parents=True, exist_ok=True)
+    for node in nodes:
+        (layout.spool / node).mkdir(parents=True, exist_ok=True)
     # munged insists that its socket directory is searchable by all and writable only by its owner,
     # and that the key is readable only by its owner.
     layout.munge_dir.mkdir(parents=True, exist_ok=True)
@@ -341,8 +387,8 @@ def write_config(layout: Layout, node: str, ctld_port: int, slurmd_port: int) ->
             # /dev/null's major/minor: harmless to open, and slurmd only needs a character device.
             os.mknod(dev, 0o666 | 0o020000, os.makedev(1, 3))
     layout.plugstack.write_text("")
-    layout.gres_conf.write_text(render_gres_conf(layout, node))
-    layout.conf.write_text(render_slurm_conf(layout, node, ctld_port, slurmd_port))
+    layout.gres_conf.write_text(render_gres_conf(layout, nodes))
+    layout.conf.write_text(render_slurm_conf(layout, nodes, ctld_port, slurmd_ports))
 
 
 # --- processes ---------------------------------------------------------------------------------
@@ -389,10 +435,14 @@ def _alive(pid: int, name: str) -> bool:
 
 
 def _daemon_pids(layout: Layout) -> dict[str, int | None]:
+    """Daemon label -> live pid (None when not running), for every daemon of the configured cluster and any
+    slurmd whose pid file is left from an earlier configuration."""
+    labels = layout.daemons()
+    labels += sorted(p.stem for p in layout.run_dir.glob("slurmd-*.pid") if p.stem not in labels)
     pids: dict[str, int | None] = {}
-    for daemon in DAEMONS:
+    for daemon in labels:
         pid = _read_pid(layout.pid_file(daemon))
-        pids[daemon] = pid if pid is not None and _alive(pid, daemon) else None
+        pids[daemon] = pid if pid is not None and _alive(pid, process_name(daemon)) else None
     return pids
 
 
@@ -402,7 +452,7 @@ def _tail_text(text: str, lines: int = 20) -> str:
 
 def _log_tails(layout: Layout, lines: int = 20) -> str:
     parts = []
-    for daemon in DAEMONS:
+    for daemon in layout.daemons():
         for path in (layout.log_file(daemon), layout.log_dir / f"{daemon}.stderr"):
             if path.exists() and path.stat().st_size:
                 parts.append(f"--- {path} (last {lines} lines)\n{_tail_text(path.read_text(errors='replace'), lines)}")
@@ -431,7 +481,7 @@ def _launch(layout: Layout, daemon: str, cmd: list[str], timeout: float) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         pid = _read_pid(pid_file)
-        if pid is not None and _alive(pid, daemon):
+        if pid is not None and _alive(pid, process_name(daemon)):
             return pid
         time.sleep(0.05)
     raise LocalSlurmError(f"{daemon} wrote no live pid to {pid_file} within {timeout:.0f} s\n{_log_tails(layout)}")
@@ -452,14 +502,19 @@ def _node_state(layout: Layout, node: str) -> tuple[str, str]:
     return state.strip(), "" if reason == "none" else reason
 
 
-def _wait_idle(layout: Layout, node: str, timeout: float) -> None:
-    """Wait until slurmd has registered and the node can take jobs; fail fast on a drained node."""
+def _wait_idle(layout: Layout, nodes: Sequence[str], timeout: float) -> None:
+    """Wait until every slurmd has registered and its node can take jobs; fail fast on a drained node."""
     deadline = time.monotonic() + timeout
-    state, reason = "", ""
+    state, reason, node = "", "", nodes[0]
+    waiting = list(nodes)
     while time.monotonic() < deadline:
+        node = waiting[0]
         state, reason = _node_state(layout, node)
         if state in ("idle", "mixed", "allocated"):
-            return
+            waiting.pop(0)
+            if not waiting:
+                return
+            continue
         if state.startswith(("drain", "inval")):
             # A mismatch between slurm.conf, gres.conf and what slurmd reports: waiting will not fix it.
             raise LocalSlurmError(f"node {node} is {state}: {reason}\n{_log_tails(layout)}")
@@ -476,32 +531,43 @@ def _wait_idle(layout: Layout, node: str, timeout: float) -> None:
 # --- public API --------------------------------------------------------------------------------
 
 
-def _cluster(layout: Layout, node: str) -> Cluster:
-    return Cluster(state_dir=layout.root, conf=layout.conf, node=node, env={"SLURM_CONF": str(layout.conf)})
+def _cluster(layout: Layout, nodes: Sequence[str]) -> Cluster:
+    return Cluster(
+        state_dir=layout.root,
+        conf=layout.conf,
+        node=nodes[0],
+        env={"SLURM_CONF": str(layout.conf)},
+        nodes=tuple(nodes),
+    )
 
 
 def is_running(state_dir: Path | str = DEFAULT_DIR) -> bool:
-    """Whether all three daemons of the cluster in ``state_dir`` are alive."""
-    return all(pid is not None for pid in _daemon_pids(Layout(Path(state_dir))).values())
+    """Whether every daemon of the cluster in ``state_dir`` (munged, slurmctld, a slurmd per node) is alive."""
+    layout = Layout(Path(state_dir))
+    return bool(layout.nodes()) and all(pid is not None for pid in _daemon_pids(layout).values())
 
 
-def start(state_dir: Path | str = DEFAULT_DIR, timeout: float = 30.0) -> Cluster:
-    """Install if needed, configure and start the cluster in ``state_dir``; wait until its node is idle.
+def start(state_dir: Path | str = DEFAULT_DIR, timeout: float = 30.0, nodes: int = 1) -> Cluster:
+    """Install if needed, configure and start the cluster in ``state_dir`` with ``nodes`` nodes; wait until
+    every node is idle.
 
-    A cluster already running there and healthy is reused; a partly running one is stopped first.
+    A cluster already running there with that many nodes and healthy is reused; any other is stopped first.
     """
+    if nodes < 1:
+        raise ValueError("a cluster needs at least one node")
     layout = Layout(Path(state_dir).absolute())
-    node = short_hostname()
-    if is_running(layout.root) and layout.conf.exists():
-        state, _ = _node_state(layout, node)
-        if state in ("idle", "mixed", "allocated"):
-            return _cluster(layout, node)
+    names = node_names(short_hostname(), nodes)
+    ready = ("idle", "mixed", "allocated")
+    if is_running(layout.root) and layout.nodes() == names and all(_node_state(layout, n)[0] in ready for n in names):
+        return _cluster(layout, names)
     stop(layout.root)
     ensure_packages()
     ctld_port = _pick_port(DEFAULT_CTLD_PORT)
-    slurmd_port = _pick_port(DEFAULT_SLURMD_PORT, taken=(ctld_port,))
-    write_config(layout, node, ctld_port, slurmd_port)
-    for daemon in DAEMONS:
+    slurmd_ports: list[int] = []
+    for i in range(nodes):
+        slurmd_ports.append(_pick_port(DEFAULT_SLURMD_PORT + i, taken=(ctld_port, *slurmd_ports)))
+    write_config(layout, names, ctld_port, slurmd_ports)
+    for daemon in layout.daemons():
         # Daemons append to their logs: start afresh so that error tails show this start only.
         layout.log_file(daemon).unlink(missing_ok=True)
     try:
@@ -521,12 +587,13 @@ def start(state_dir: Path | str = DEFAULT_DIR, timeout: float = 30.0) -> Cluster
         conf = f"-f{layout.conf}"
         # -c: start with an empty queue, so no job of an earlier session runs again (job ids keep counting).
         _launch(layout, "slurmctld", [_bin("slurmctld"), conf, "-c"], timeout)
-        _launch(layout, "slurmd", [_bin("slurmd"), conf, "-N", node], timeout)
-        _wait_idle(layout, node, timeout)
+        for name in names:
+            _launch(layout, f"slurmd-{name}", [_bin("slurmd"), conf, "-N", name], timeout)
+        _wait_idle(layout, names, timeout)
     except BaseException:
         stop(layout.root)
         raise
-    return _cluster(layout, node)
+    return _cluster(layout, names)
 
 
 def _cancel_all_jobs(layout: Layout, timeout: float) -> None:
@@ -551,18 +618,18 @@ def stop(state_dir: Path | str = DEFAULT_DIR, timeout: float = 15.0) -> None:
     pids = _daemon_pids(layout)
     if pids["slurmctld"] is not None and pids["munged"] is not None:
         _cancel_all_jobs(layout, timeout)
-    for daemon in reversed(DAEMONS):
-        pid = pids[daemon]
+    for daemon in reversed(list(pids)):
+        pid, name = pids[daemon], process_name(daemon)
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + timeout
-            while _alive(pid, daemon) and time.monotonic() < deadline:
+            while _alive(pid, name) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            if _alive(pid, daemon):
+            if _alive(pid, name):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                while _alive(pid, daemon):
+                while _alive(pid, name):
                     time.sleep(0.05)
         layout.pid_file(daemon).unlink(missing_ok=True)
 
@@ -628,16 +695,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("action", choices=("start", "stop", "status", "env"))
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help=f"state directory (default {DEFAULT_DIR})")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for start or stop")
+    parser.add_argument("--nodes", type=int, default=1, help="nodes to start (each a slurmd on this machine)")
     args = parser.parse_args(argv)
     layout = Layout(args.dir.absolute())
     try:
         if args.action == "start":
             t0 = time.monotonic()
-            cluster = start(layout.root, timeout=args.timeout)
+            cluster = start(layout.root, timeout=args.timeout, nodes=args.nodes)
             parts = ", ".join(
                 f"{p.name} (max {p.max_time}{', default' if p.default else ''})" for p in cluster.partitions
             )
-            print(f"local Slurm up in {time.monotonic() - t0:.1f} s: node {cluster.node}, partitions {parts}")
+            print(
+                f"local Slurm up in {time.monotonic() - t0:.1f} s: node(s) {', '.join(cluster.nodes)} "
+                f"({NODE_CPUS} CPUs, {NODE_GPUS} fake GPUs each), partitions {parts}"
+            )
             print(f"export SLURM_CONF={cluster.conf}")
         elif args.action == "stop":
             stop(layout.root, timeout=args.timeout)
@@ -646,9 +717,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             pids = _daemon_pids(layout)
             for daemon, pid in pids.items():
                 print(f"{daemon}: {'running, pid ' + str(pid) if pid else 'not running'}")
-            if all(pids.values()):
-                state, reason = _node_state(layout, short_hostname())
-                print(f"node {short_hostname()}: {state or 'no answer'}{' (' + reason + ')' if reason else ''}")
+            if layout.nodes() and all(pids.values()):
+                for node in layout.nodes():
+                    state, reason = _node_state(layout, node)
+                    print(f"node {node}: {state or 'no answer'}{' (' + reason + ')' if reason else ''}")
                 return 0
             return 1
         else:

@@ -1,0 +1,153 @@
+"""Benchmark (run on demand: `nox -s bench`, or `python benchmarks/bench_generate.py --runs 1000`).
+
+Builds an experiment whose fine-tuned runs are expanded from `variables`, then measures, as whole processes:
+`scaffold generate` from scratch, an unchanged re-run, and the verification suite over the result (when the
+`scaffold verify` command exists). Interleaved with them, it measures a floor: a bare Python process writing
+files of the same sizes the same way (temporary file + rename), because the disks here are shared and noisy.
+Prints wall time, time per run and peak memory, and writes them as JSON.
+
+Targets (2-core machines): 1,000 runs generated in <= 1.0 s wall, import included; unchanged re-run <= 0.5 s;
+verification <= 20 s; peak memory <= 200 MB; generate/floor <= 3x; 10,000 runs <= ~10 x 1,000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+FLOOR = r"""
+import os, sys, tempfile
+from pathlib import Path
+sizes = [int(x) for x in Path(sys.argv[2]).read_text().split()]
+root = Path(sys.argv[1])
+for i in range(0, len(sizes), 3):
+    d = root / f"run{i}"
+    (d / "artifacts").mkdir(parents=True)
+    for j, size in enumerate(sizes[i:i + 3]):
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".f", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            f.write(b"x" * size)
+        os.replace(tmp, d / f"file{j}")
+"""
+
+
+def grid(runs: int) -> dict:
+    """Variables whose product (x 2 models) is `runs` fine-tuned runs."""
+    per_model = runs // 2
+    ranks = [4, 8, 16, 32, 64]
+    seeds = list(range(1, per_model // (len(ranks) * 10) + 1))
+    lrs = [round(1e-5 * (i + 1), 8) for i in range(per_model // (len(ranks) * len(seeds)))]
+    assert len(ranks) * len(lrs) * len(seeds) * 2 == runs, (len(ranks), len(lrs), len(seeds))
+    return {"lora_rank": ranks, "lr": lrs, "seed": seeds}
+
+
+def make_experiment(root: Path, runs: int) -> tuple[Path, Path]:
+    exp = root / "exp"
+    (exp / "data").mkdir(parents=True)
+    shutil.copy(REPO / "examples" / "capitalization" / "data" / "words_5L_80P_10.json", exp / "data")
+    summary = yaml.safe_load((REPO / "examples" / "capitalization" / "experiment_summary.yaml").read_text())
+    summary["experiment"]["dir"] = "/scratch/bench/exp"
+    summary["controls"]["batch_size"] = 1
+    summary["variables"] = grid(runs)
+    summary["models"]["base"].append({"name": "Llama-3.2-3B-Instruct", "path": "/scratch/models/Llama-3.2-3B-Instruct"})
+    summary["runs"] = [r for r in summary["runs"] if r["type"] == "control"]
+    (exp / "experiment_summary.yaml").write_text(yaml.safe_dump(summary, sort_keys=False))
+    local = root / "scaffold.local.yaml"
+    shutil.copy(REPO / "examples" / "scaffold.local.example.yaml", local)
+    return exp, local
+
+
+def timed(cmd: list[str], **kw) -> dict:
+    """Wall time and peak RSS (MB) of one whole process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # ru_maxrss of children is the max over all children so far: run the heaviest process first (generate).
+    return {
+        "wall_s": round(wall, 3),
+        "peak_mb": round(max(after, before) / 1024, 1),
+        "code": proc.returncode,
+        "tail": (proc.stdout + proc.stderr)[-800:],
+    }
+
+
+def bench(runs: int, work: Path) -> dict:
+    exp, local = make_experiment(work, runs)
+    gen = [sys.executable, "-m", "scaffold", "generate", str(exp), "--local-config", str(local), "--no-check-paths"]
+    result: dict = {"runs": runs}
+    result["generate"] = timed(gen)
+    assert result["generate"]["code"] == 0, result["generate"]["tail"]
+    sizes = [
+        p.stat().st_size
+        for d in sorted(exp.iterdir())
+        if d.is_dir() and d.name not in ("data", "logs")
+        for p in sorted(d.iterdir())
+        if p.is_file()
+    ]
+    size_file = work / "sizes.txt"
+    size_file.write_text(" ".join(map(str, sizes)))
+    floor_dir = work / "floor"
+    result["floor"] = timed([sys.executable, "-c", FLOOR, str(floor_dir), str(size_file)])
+    result["rerun"] = timed(gen)
+    assert "0 failed" in result["rerun"]["tail"] or result["rerun"]["code"] == 0, result["rerun"]["tail"]
+    verify = [
+        sys.executable,
+        "-m",
+        "scaffold",
+        "verify",
+        str(exp),
+        "--local-config",
+        str(local),
+        "--no-check-paths",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+    ]
+    probe = subprocess.run([sys.executable, "-m", "scaffold", "verify", "--help"], capture_output=True)
+    result["verify"] = timed(verify) if probe.returncode == 0 else {"skipped": "no `scaffold verify` command"}
+    g = result["generate"]
+    result["per_run_ms"] = round(1000 * g["wall_s"] / runs, 3)
+    result["generate_over_floor"] = round(g["wall_s"] / max(result["floor"]["wall_s"], 1e-9), 2)
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, nargs="+", default=[1000])
+    ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results.json")
+    args = ap.parse_args()
+    results = []
+    for n in args.runs:
+        with tempfile.TemporaryDirectory(prefix=f"scaffold-bench-{n}-") as tmp:
+            r = bench(n, Path(tmp))
+        results.append(r)
+        v = r["verify"]
+        print(
+            f"{n:>6} runs: generate {r['generate']['wall_s']:.3f} s ({r['per_run_ms']:.3f} ms/run, "
+            f"{r['generate']['peak_mb']} MB peak), floor {r['floor']['wall_s']:.3f} s "
+            f"(x{r['generate_over_floor']}), unchanged re-run {r['rerun']['wall_s']:.3f} s, "
+            + (f"verify {v['wall_s']:.1f} s" if "wall_s" in v else v["skipped"]),
+            flush=True,
+        )
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    raise SystemExit(main())

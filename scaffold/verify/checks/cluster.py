@@ -1,0 +1,32 @@
+"""Checks that ask a SLURM controller: where one is reachable from here (`sinfo` answers), each batch script goes
+through `sbatch --test-only`; elsewhere they are skipped, with the reason printed. What --test-only cannot see
+(a missing --output directory; a time over the partition limit where the site does not enforce it) stays with
+the static checks of slurm.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from ...errors import Problem
+from ...plan import SLURM_FILE
+from ...sbatch import controller_unreachable, test_only
+from ..context import RunContext
+from ..findings import NotApplicable
+from . import FINE_TUNED, check
+
+
+@check("sbatch_test_only", scope=FINE_TUNED, file=SLURM_FILE)
+def accepted_by_the_controller(run: RunContext) -> Iterator[Problem]:
+    """`sbatch --test-only` accepts the script: time syntax, partition, memory, CPUs, GPUs, nodes and features are
+    ones the cluster can run (needs a reachable controller; skipped elsewhere)."""
+    path = run.require(SLURM_FILE)
+    why = controller_unreachable()
+    if why:
+        raise NotApplicable(f"no SLURM controller reachable ({why}): sbatch --test-only not run")
+    answer = test_only(path)
+    if not answer.ok:
+        yield run.problem(
+            f"sbatch --test-only rejects it: {answer.message}",
+            file=SLURM_FILE,
+            fix="fix the #SBATCH values (compute: in the summary, or the local config) and regenerate",
+        )

@@ -1,0 +1,239 @@
+"""The pytest plugin (entry point `pytest11: scaffold_verify`): `pytest --experiment DIR` collects the
+verification suite of one experiment as ordinary pytest Function items with stable, unique ids:
+
+    experiment_summary.yaml::summary_schema[EXPERIMENT]     experiment-level checks (EXPERIMENT: the directory name)
+    experiment_summary.yaml::slurm_job_name[RUN]            one per check and run
+    experiment_summary.yaml::golden[RUN-finetune.yaml]      one per generated file (syrupy's `snapshot` fixture)
+
+The summary file is the collector, so an experiment repo needs no test files: installing the package is enough.
+Without --experiment the plugin does nothing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ..plan import TRAINING_FILES
+from ..summary import summary_path
+from .checks import EXPERIMENT, FINE_TUNED, Check, all_checks
+from .context import ExperimentContext
+from .expectations import CollectionError, Expectations, Options, RunRef, item_id
+from .findings import Blocked, CheckFailed, NotApplicable
+
+SUMMARY_KEY = pytest.StashKey[Path]()
+CONTEXT_KEY = pytest.StashKey[ExperimentContext]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("scaffold-verify", "scaffold-torchtune verification suite")
+    group.addoption(
+        "--experiment",
+        metavar="DIR",
+        default=None,
+        help="check the generated runs of this experiment (directory holding experiment_summary.yaml, or the file)",
+    )
+    group.addoption(
+        "--local-config",
+        metavar="PATH",
+        default=None,
+        help="site config for --experiment (default: $SCAFFOLD_LOCAL_CONFIG, else the nearest one upward)",
+    )
+    group.addoption(
+        "--no-check-paths",
+        action="store_true",
+        default=False,
+        help="do not check model, tokenizer and dataset paths outside the experiment (machines that do not mount "
+        "the cluster's storage); those checks are skipped with the reason",
+    )
+    group.addoption(
+        "--golden-dir",
+        metavar="DIR",
+        default=None,
+        help="golden snapshots of --experiment (default: golden/ beside the summary)",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    experiment = config.getoption("experiment", None)
+    if not experiment:
+        return
+    summary = summary_path(Path(experiment)).resolve()
+    if not summary.is_file():
+        raise pytest.UsageError(f"--experiment {experiment}: no experiment summary at {summary}")
+    config.stash[SUMMARY_KEY] = summary
+    # The summary is the suite's collector: collect it, alone unless test paths were given explicitly.
+    if config.args_source == pytest.Config.ArgsSource.ARGS:
+        named = any(Path(arg.partition("::")[0]).resolve() == summary for arg in config.args)
+        config.args = config.args if named else [*config.args, str(summary)]
+    else:
+        config.args = [str(summary)]
+    # Skip reasons (--no-check-paths, torchtune not importable, blocked checks) belong in the report.
+    if not {"s", "a", "A"} & set(config.option.reportchars):
+        config.option.reportchars += "s"
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    summary = parent.config.stash.get(SUMMARY_KEY, None)
+    if summary is None or file_path.name != summary.name or file_path.resolve() != summary:
+        return None
+    if CONTEXT_KEY in parent.config.stash:
+        return None  # reached twice (an explicit argument and a directory holding it): collect it once
+    try:
+        file_path.relative_to(parent.config.rootpath)
+        nodeid = None  # pytest's own: the path below the rootdir
+    except ValueError:  # pytest would name an initial path outside the rootdir "": give it its absolute path
+        nodeid = file_path.as_posix()
+    return ExperimentFile.from_parent(parent, path=file_path, nodeid=nodeid)
+
+
+def options_from(config: pytest.Config) -> Options:
+    local, golden = config.getoption("local_config"), config.getoption("golden_dir")
+    return Options(
+        experiment=config.stash[SUMMARY_KEY],
+        local_config=Path(local) if local else None,
+        check_paths=not config.getoption("no_check_paths"),
+        golden_dir=Path(golden) if golden else None,
+        update_golden=bool(getattr(config.option, "update_snapshots", False)),
+    )
+
+
+class SuiteCollectionError(Exception):
+    """The experiment cannot be collected (no runs, duplicate run names...); the message says why and the fix."""
+
+
+class ExperimentFile(pytest.File):
+    """experiment_summary.yaml as the collector of its experiment's verification items."""
+
+    def collect(self):
+        try:
+            expectations = Expectations(options_from(self.config))
+        except CollectionError as e:
+            raise SuiteCollectionError(str(e)) from None
+        context = ExperimentContext(expectations)
+        self.config.stash[CONTEXT_KEY] = context
+        items: list[VerifyItem] = []
+        for check in all_checks():
+            if check.scope == EXPERIMENT:
+                items.append(self._item(check.id, expectations.name, check, context, None))
+                continue
+            for ref in expectations.fine_tuned_runs() if check.scope == FINE_TUNED else expectations.runs:
+                items.append(self._item(check.id, ref.name, check, context.run(ref), ref))
+        for ref in expectations.fine_tuned_runs():
+            for file in TRAINING_FILES:
+                items.append(self._item("golden", f"{ref.name}-{file}", None, (context, ref, file), ref))
+        counts = Counter(item.nodeid for item in items)
+        duplicates = sorted(n.rpartition("::")[2] for n, count in counts.items() if count > 1)
+        if duplicates:
+            raise SuiteCollectionError(f"test ids are not unique: {', '.join(duplicates)} (fix: rename the runs)")
+        return items
+
+    def _item(self, check_id: str, target: str, check: Check | None, subject, ref: RunRef | None) -> VerifyItem:
+        name = item_id(check_id, target)
+        func = _check_function(name, check, subject) if check else _golden_function(name, *subject)
+        item = VerifyItem.from_parent(self, name=name, callobj=func)
+        item.check = check
+        if ref is not None:
+            item.line = max(ref.line - 1, 0)  # pytest reports line + 1
+        return item
+
+    def repr_failure(self, excinfo, *args, **kwargs):
+        if isinstance(excinfo.value, SuiteCollectionError):
+            return f"scaffold verify: {excinfo.value}"
+        return super().repr_failure(excinfo, *args, **kwargs)
+
+
+class VerifyItem(pytest.Function):
+    """One check on one target; a failure prints its findings (run, file:line, expected, found), no traceback."""
+
+    check: Check | None = None
+    #: 0-based line of the item's run in the summary (0 for the experiment): where skips point.
+    line: int = 0
+
+    def repr_failure(self, excinfo, *args, **kwargs):
+        if isinstance(excinfo.value, CheckFailed):
+            head = f"{self.name}: {self.check.description}" if self.check else self.name
+            problems = excinfo.value.problems
+            first = problems[0] if problems else None
+            crash = (f"{first.field}: {first.message}" if first.field else first.message) if first else head
+            more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+            return FailureRepr(head, crash.splitlines()[0] + more, excinfo.value.text())
+        return super().repr_failure(excinfo, *args, **kwargs)
+
+    def reportinfo(self):
+        return self.path, self.line, self.name
+
+
+class _Crash:
+    def __init__(self, message: str):
+        self.path, self.lineno, self.message = "", 0, message
+
+
+class FailureRepr:
+    """A failure's text for the terminal, with a one-line `reprcrash` for the short summary and JUnit XML."""
+
+    def __init__(self, head: str, first: str, text: str):
+        self.text = f"{head}\n{text}"
+        self.reprcrash = _Crash(first)
+
+    def toterminal(self, tw) -> None:
+        for line in self.text.splitlines():
+            tw.line(line)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _skip(name: str, reason: str):
+    # Reported at the item's location (the run in the summary), not at this line of the plugin.
+    return pytest.skip.Exception(f"{name}: {reason}", _use_item_location=True)
+
+
+def _check_function(name: str, check: Check, subject) -> Callable[[], None]:
+    def run_check() -> None:
+        if check.requires_torchtune and importlib.util.find_spec("torchtune") is None:
+            raise _skip(name, "torchtune is not importable here; run the suite where the runs train to include it")
+        try:
+            problems = list(check.func(subject) or ())
+        except Blocked as e:
+            raise _skip(name, f"blocked: {e.reason}; {e.by} reports it") from None
+        except NotApplicable as e:
+            raise _skip(name, str(e)) from None
+        if problems:
+            raise CheckFailed(problems)
+
+    run_check.__name__ = check.id
+    run_check.__doc__ = check.func.__doc__
+    return run_check
+
+
+def _golden_function(name: str, context: ExperimentContext, ref: RunRef, file: str) -> Callable:
+    from .snapshots import compare
+
+    def golden(snapshot) -> None:
+        try:
+            compare(context.run(ref), file, snapshot)
+        except Blocked as e:
+            raise _skip(name, f"blocked: {e.reason}; {e.by} reports it") from None
+
+    golden.__doc__ = f"{file} is the same as its golden copy."
+    return golden
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    context = config.stash.get(CONTEXT_KEY, None)
+    if context is None:
+        return
+    exp = context.expectations
+    terminalreporter.write_sep("-", "scaffold verify")
+    terminalreporter.write_line(
+        f"experiment {exp.name}: {len(exp.runs)} runs ({len(exp.fine_tuned_runs())} fine-tuned), "
+        f"{len(all_checks())} checks; golden files in {exp.golden_dir}"
+    )
+    for path in context.removed_golden:
+        terminalreporter.write_line(f"removed stale golden file {path}")

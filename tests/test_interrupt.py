@@ -1,0 +1,294 @@
+"""Interruption: `scaffold generate` killed (SIGKILL) at random points while it writes a large experiment.
+
+After every kill each generated file is the previous complete version or the complete new one (never a partial
+file, never lost), the log holds only whole lines, and a re-run finishes the job. Rounds alternate between a first
+generation and regenerations after a change (lr), so both "old version" and "new version" are exercised.
+
+The kill goes to the process group (as `scancel`, a terminal's Ctrl-\\ or a cgroup OOM kill do): the self-check
+runs in a forked worker, which a kill of the parent alone leaves behind (see the test marked as a known bug below).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scaffold.generate import generate
+
+from .conftest import EXAMPLE, EXAMPLE_LOCAL
+
+N_RUNS = 200
+ROUNDS = [1e-4, 2e-4, 1e-4, 2e-4]  # lr of each round: a first generation, then regenerations after a change
+KILLS_PER_ROUND = 5
+SEED = 20261130
+GENERATED = ("setup_finetune.yaml", "finetune.yaml", "finetune.slurm")
+MANIFEST = ".scaffold-manifest.json"
+LOG = "logs/scaffold-torchtune.log"
+TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z ")
+TEMP = re.compile(r"^\.(setup_finetune\.yaml|finetune\.yaml|finetune\.slurm|\.scaffold-manifest\.json)\..+\.tmp$")
+
+
+class KnownBug(AssertionError):
+    """The failure a test marked xfail(strict=True) documents; any other failure is reported as such."""
+
+
+def run_names(n: int = N_RUNS) -> list[str]:
+    ranks = [4, 8, 16, 32]
+    return [f"Llama-3.2-1B-Instruct_rank{r}_s{i}" for i in range(n // len(ranks)) for r in ranks]
+
+
+def make_experiment(root: Path, lr: float, n: int = N_RUNS) -> Path:
+    """The example with n fine-tuned runs listed explicitly (rank x seed), at learning rate `lr`."""
+    exp = root / "cap"
+    if not exp.exists():
+        shutil.copytree(EXAMPLE / "data", exp / "data")
+        shutil.copy(EXAMPLE_LOCAL, root / "scaffold.local.yaml")
+    summary = yaml.safe_load((EXAMPLE / "experiment_summary.yaml").read_text())
+    for key in ("variables", "evaluation"):
+        summary.pop(key)
+    summary["controls"]["lr"] = lr
+    summary["runs"] = [
+        {
+            "name": name,
+            "type": "fine-tuned",
+            "model": "Llama-3.2-1B-Instruct",
+            "parameters": {"lora_rank": int(name.split("rank")[1].split("_")[0]), "seed": int(name.rsplit("s", 1)[1])},
+        }
+        for name in run_names(n)
+    ]
+    (exp / "experiment_summary.yaml").write_text(yaml.safe_dump(summary, sort_keys=False))
+    return exp
+
+
+def command(exp: Path) -> list[str]:
+    return [sys.executable, "-m", "scaffold", "generate", str(exp), "--local-config", str(exp.parent / "scaffold.local.yaml"),
+            "--no-check-paths"]  # fmt: skip
+
+
+def start(exp: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "SCAFFOLD_LOCAL_CONFIG"}
+    return subprocess.Popen(
+        command(exp), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env
+    )
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def complete_run(exp: Path) -> None:
+    proc = subprocess.run(command(exp), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def snapshot(exp: Path) -> tuple[dict[str, bytes], list[str]]:
+    """The generated files (the runs' three files and the manifest) by relative path, and leftover temp files."""
+    files, temps = {}, []
+    for p in exp.rglob("*"):
+        if not p.is_file():
+            continue
+        rel = p.relative_to(exp).as_posix()
+        if TEMP.match(p.name):
+            temps.append(rel)
+        elif p.name in GENERATED or rel == MANIFEST:
+            files[rel] = p.read_bytes()
+    return files, temps
+
+
+def manifest_files(data: bytes) -> dict:
+    return json.loads(data)["files"]
+
+
+def same_file(rel: str, got: bytes, want: bytes | None) -> bool:
+    if want is None:
+        return False
+    if rel == MANIFEST:
+        return manifest_files(got) == manifest_files(want)
+    return got == want
+
+
+def assert_log_lines_whole(exp: Path) -> None:
+    text = (exp / LOG).read_text(encoding="utf-8")
+    assert text.endswith("\n"), "the log ends inside a line"
+    bad = [ln for ln in text.splitlines() if not TIMESTAMP.match(ln)]
+    assert not bad, f"log lines without a timestamp (torn or interleaved): {bad[:3]}"
+
+
+@pytest.fixture(scope="module")
+def references(tmp_path_factory) -> dict:
+    """The complete generation for each lr, made in other directories; and how long one generation takes here."""
+    refs: dict = {}
+    for lr in sorted(set(ROUNDS)):
+        root = tmp_path_factory.mktemp(f"ref-{lr}")
+        exp = make_experiment(root, lr)
+        started = time.monotonic()
+        complete_run(exp)
+        refs.setdefault("seconds", time.monotonic() - started)
+        refs[lr] = snapshot(exp)[0]
+        assert len(refs[lr]) == 3 * N_RUNS + 1
+    assert refs[ROUNDS[0]] != refs[ROUNDS[1]]
+    return refs
+
+
+def test_sigkill_at_random_points_never_leaves_a_partial_or_lost_file(references, tmp_path, record_property):
+    rng = random.Random(SEED)
+    duration = references["seconds"]
+    n = len(ROUNDS) * KILLS_PER_ROUND
+    points = [(i + rng.random()) / n * duration for i in range(n)]  # spread over the whole run, one per slice
+    rng.shuffle(points)
+    exp = None
+    old: dict[str, bytes] = {}
+    stats = {"kill_points": 0, "killed_while_running": 0, "mid_write": 0, "files_lost": 0, "partial_files": 0,
+             "temp_files_left": 0, "completing_reruns": 0}  # fmt: skip
+    for r, lr in enumerate(ROUNDS):
+        exp = make_experiment(tmp_path, lr)
+        new = references[lr]
+        for delay in sorted(points[r * KILLS_PER_ROUND : (r + 1) * KILLS_PER_ROUND]):
+            proc = start(exp)
+            time.sleep(delay)
+            running = proc.poll() is None
+            kill_group(proc)
+            stats["kill_points"] += 1
+            stats["killed_while_running"] += running
+            files, temps = snapshot(exp)
+            stats["temp_files_left"] = max(stats["temp_files_left"], len(temps))
+            assert all(TEMP.match(Path(t).name) for t in temps)
+            lost = [rel for rel in old if rel not in files]
+            partial = [rel for rel, data in files.items() if not (same_file(rel, data, old.get(rel)) or
+                                                                   same_file(rel, data, new.get(rel)))]  # fmt: skip
+            stats["files_lost"] += len(lost)
+            stats["partial_files"] += len(partial)
+            assert not lost, f"round {r}, kill at {delay:.2f} s: files lost: {lost[:5]}"
+            assert not partial, f"round {r}, kill at {delay:.2f} s: neither old nor new: {partial[:5]}"
+            assert set(files) <= set(new) | set(old), "a file that no generation makes"
+            changed = sum(not same_file(rel, data, old.get(rel)) for rel, data in files.items() if rel != MANIFEST)
+            stats["mid_write"] += 0 < changed < 3 * N_RUNS
+            if (exp / LOG).exists():
+                assert_log_lines_whole(exp)
+        complete_run(exp)
+        stats["completing_reruns"] += 1
+        files, _ = snapshot(exp)
+        assert {rel: d for rel, d in files.items() if rel != MANIFEST} == {
+            rel: d for rel, d in new.items() if rel != MANIFEST
+        }, f"round {r}: the re-run did not finish the job"
+        assert manifest_files(files[MANIFEST]) == manifest_files(new[MANIFEST])
+        assert_log_lines_whole(exp)
+        old = new
+    for key, value in stats.items():
+        record_property(key, value)
+    print(f"\ninterruption: {N_RUNS} runs, one generation {duration:.2f} s, {stats}")
+    assert stats["files_lost"] == 0 and stats["partial_files"] == 0
+    # The kill points must have hit generations at work, not only start-up or finished processes.
+    assert stats["mid_write"] >= n // 4, stats
+
+
+# --- known bugs (xfail strict: they pass once fixed, and then the marker must go) ---------------------------------
+
+
+SMALL = 60  # runs of the experiments below
+
+
+def regenerate_killed_midway(tmp_path: Path) -> Path:
+    """A complete generation at lr 1e-4, then one at 2e-4 killed (whole group) once it has rewritten some runs."""
+    exp = make_experiment(tmp_path, 1e-4, SMALL)
+    complete_run(exp)
+    make_experiment(tmp_path, 2e-4, SMALL)
+    configs = [exp / name / "finetune.yaml" for name in run_names(SMALL)]
+    proc = start(exp)
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(b"lr: 0.0002" in p.read_bytes() for p in configs[: SMALL // 4]):
+                break
+            time.sleep(0.002)
+    finally:
+        kill_group(proc)
+    rewritten = sum(b"lr: 0.0002" in p.read_bytes() for p in configs)
+    assert 0 < rewritten < SMALL, f"the kill came too early or too late ({rewritten} runs rewritten)"
+    return exp
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=KnownBug,
+    reason="the manifest is saved only at the end of a generation: files an interrupted (SIGKILL or Ctrl-C) "
+    "generation wrote are not in it, so the next generation with changed input takes them for hand edits",
+)
+def test_a_changed_input_after_an_interrupted_generation_is_not_a_hand_edit(tmp_path):
+    exp = regenerate_killed_midway(tmp_path)
+    make_experiment(tmp_path, 3e-4, SMALL)
+    report = generate(exp, local_config=tmp_path / "scaffold.local.yaml", check_paths=False)
+    kept = [r.name for r in report.runs if any(s.startswith("kept") for s in r.files.values())]
+    if kept:
+        raise KnownBug(f"{len(kept)} runs reported as edited by hand after an interrupted generation")
+    assert report.exit_status == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=KnownBug,
+    reason="a write killed between mkstemp and rename leaves .{name}.*.tmp; the next generation (which holds the "
+    "lock, so no other writer can own it) does not remove it",
+)
+def test_a_rerun_removes_stale_temporary_files(tmp_path):
+    exp = make_experiment(tmp_path, 1e-4, 4)
+    report = generate(exp, local_config=tmp_path / "scaffold.local.yaml", check_paths=False)
+    assert report.exit_status == 0
+    stale = [exp / name / f".finetune.yaml.k1ll3d{i}.tmp" for i, name in enumerate(run_names()[:3])]
+    for path in stale:
+        path.write_text("output_dir: /half-writ")
+    make_experiment(tmp_path, 2e-4, 4)
+    assert generate(exp, local_config=tmp_path / "scaffold.local.yaml", check_paths=False).exit_status == 0
+    left = [p.name for p in stale if p.exists()]
+    if left:
+        raise KnownBug(f"stale temporary files left: {left}")
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc")
+@pytest.mark.xfail(
+    strict=True,
+    raises=KnownBug,
+    reason="the self-check's worker is forked while the experiment lock is held: a SIGKILL of `scaffold generate` "
+    "alone orphans the worker, which keeps the lock (and can block for ever writing to its result pipe)",
+)
+def test_killing_generate_alone_releases_the_experiment_lock(tmp_path):
+    # N_RUNS: the orphan's results then overflow its pipe, and it blocks for good (fewer runs: it lingers a while)
+    exp = make_experiment(tmp_path, 1e-4)
+    complete_run(exp)
+    make_experiment(tmp_path, 2e-4)
+    proc = start(exp)
+    try:
+        deadline = time.monotonic() + 60
+        while not children(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert proc.poll() is None, "generate finished before its worker was seen"
+        time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)  # the parent alone, as `kill -9 PID` or the OOM killer does
+        proc.wait()
+        report = generate(exp, local_config=tmp_path / "scaffold.local.yaml", check_paths=False, lock_timeout=2)
+        if report.errors:
+            raise KnownBug(f"the lock outlived the killed process: {report.errors[0].format()}")
+        assert report.exit_status == 0
+    finally:
+        kill_group(proc)  # the orphaned worker is still in the group

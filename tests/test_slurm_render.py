@@ -1,0 +1,393 @@
+"""Multi-GPU, multi-node and requeue batch scripts, by what they say and by what they do (no cluster needed).
+
+The scripts are generated from a summary and then run by bash with stand-ins for the cluster's commands
+(`tune`, `srun`, `scontrol`, `getent`) put on PATH by the run's environment activation (the local config's
+`venv`), exactly as a site's environment would be: the scripts are never edited.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import EXAMPLE, EXAMPLE_LOCAL, Experiment, run_cli
+
+MODEL = "Llama-3.2-1B-Instruct"
+RUNS = {
+    # name: (parameters, compute)
+    f"{MODEL}_gpus4": ({"lora_rank": 8}, {"gpus": 4}),
+    f"{MODEL}_full": ({"method": "full"}, {}),
+    f"{MODEL}_full_gpus4": ({"method": "full"}, {"gpus": 4}),
+    f"{MODEL}_full_2nodes": ({"method": "full"}, {"gpus": 4, "nodes": 2, "time": "04:00:00"}),
+    f"{MODEL}_rank8_requeue": ({"lora_rank": 8, "requeue": True}, {"time": "02:00:00"}),
+    f"{MODEL}_full_2nodes_requeue": ({"method": "full", "requeue": True}, {"gpus": 2, "nodes": 2}),
+}
+
+# Stand-ins for the cluster's commands. Each records how it was called in $STUB_LOG.
+STUBS = {
+    "tune": """#!/bin/bash
+echo "tune $*" >> "$STUB_LOG/calls"
+touch "$STUB_LOG/tune.started"
+if [ -n "$TUNE_WAIT_FOR" ]; then
+  for _ in $(seq 1 100); do [ -e "$TUNE_WAIT_FOR" ] && break; sleep 0.1; done
+fi
+exit "${TUNE_EXIT:-0}"
+""",
+    "srun": """#!/bin/bash
+echo "srun $*" >> "$STUB_LOG/calls"
+while [[ "$1" == --* ]]; do shift; done
+exec "$@"
+""",
+    "scontrol": """#!/bin/bash
+echo "scontrol $*" >> "$STUB_LOG/calls"
+if [ "$1 $2" = "show hostnames" ]; then printf '%s\\n' $STUB_HOSTNAMES; fi
+""",
+    "getent": """#!/bin/bash
+echo "getent $*" >> "$STUB_LOG/calls"
+echo "$STUB_ADDR STREAM $2"
+""",
+}
+
+
+def make_stub_venv(root: Path) -> Path:
+    """A directory shaped like a virtualenv whose activation puts the stand-ins first on PATH."""
+    venv = root / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "activate").write_text(f'export PATH="{venv / "bin"}:$PATH"\n')
+    for name, text in STUBS.items():
+        (venv / "bin" / name).write_text(text)
+        (venv / "bin" / name).chmod(0o755)
+    return venv
+
+
+def experiment(root: Path, runs: dict, local_extra: dict | None = None) -> Experiment:
+    """The shipped example with these runs, and a local config that activates the stub venv (no modules or
+    conda); experiment.dir is left unset so that generated paths are the local ones."""
+    import shutil
+
+    exp = root / "exp"
+    shutil.copytree(EXAMPLE, exp, ignore=shutil.ignore_patterns("Llama-*", "logs", ".scaffold-manifest.json"))
+    data = yaml.safe_load((exp / "experiment_summary.yaml").read_text())
+    del data["experiment"]["dir"]
+    del data["variables"]
+    data["controls"]["epochs"] = 3
+    data["controls"]["batch_size"] = 1  # the example dataset has 8 records: one step even on 8 GPUs
+    data["runs"] = [
+        {"name": name, "type": "fine-tuned", "model": MODEL, "parameters": p, **({"compute": c} if c else {})}
+        for name, (p, c) in runs.items()
+    ]
+    (exp / "experiment_summary.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    local = yaml.safe_load(EXAMPLE_LOCAL.read_text())
+    for key in ("modules", "conda_env"):
+        local.pop(key, None)
+    local["venv"] = str(make_stub_venv(root))
+    local.update(local_extra or {})
+    (root / "scaffold.local.yaml").write_text(yaml.safe_dump(local))
+    return Experiment(exp, root / "scaffold.local.yaml")
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory) -> Experiment:
+    exp = experiment(tmp_path_factory.mktemp("slurm-render"), RUNS)
+    res = exp.generate("--no-check-paths")
+    assert res.code == 0, res.out + res.err
+    return exp
+
+
+def script(exp: Experiment, run: str) -> str:
+    return (exp.dir / run / "finetune.slurm").read_text()
+
+
+def directives(text: str) -> list[str]:
+    return [line.removeprefix("#SBATCH ") for line in text.splitlines() if line.startswith("#SBATCH ")]
+
+
+def launch(text: str) -> str:
+    (line,) = [ln for ln in text.splitlines() if ln.startswith(("tune run ", "srun "))]
+    return line
+
+
+# --- what the scripts say ---------------------------------------------------------------------------------------
+
+
+def test_every_script_parses(generated: Experiment) -> None:
+    for run in RUNS:
+        proc = subprocess.run(["bash", "-n", str(generated.dir / run / "finetune.slurm")], capture_output=True)
+        assert proc.returncode == 0, (run, proc.stderr)
+
+
+def test_multi_gpu_runs_torchrun_with_one_process_per_gpu(generated: Experiment) -> None:
+    text = script(generated, f"{MODEL}_gpus4")
+    assert "--gres=gpu:4" in directives(text) and "--nodes=1" in directives(text)
+    config = generated.dir / f"{MODEL}_gpus4" / "finetune.yaml"
+    assert launch(text) == f"tune run --nproc_per_node 4 lora_finetune_distributed --config {config} || status=$?"
+    assert "srun" not in text and "--requeue" not in text
+
+
+@pytest.mark.parametrize(
+    ("run", "recipe"),
+    [(f"{MODEL}_full", "full_finetune_single_device"), (f"{MODEL}_full_gpus4", "full_finetune_distributed")],
+)
+def test_full_fine_tuning_uses_the_full_recipes_and_builder(generated: Experiment, run: str, recipe: str) -> None:
+    text = script(generated, run)
+    assert f" {recipe} --config " in launch(text)
+    cfg = yaml.safe_load((generated.dir / run / "finetune.yaml").read_text())
+    assert cfg["model"] == {"_component_": "torchtune.models.llama3_2.llama3_2_1b"}
+    assert "save_adapter_weights_only" not in cfg
+    assert ("optimizer_in_bwd" in cfg) == (recipe == "full_finetune_single_device")
+
+
+def test_multi_node_runs_one_torchrun_per_node_with_a_rendezvous(generated: Experiment) -> None:
+    text = script(generated, f"{MODEL}_full_2nodes")
+    assert {"--nodes=2", "--ntasks-per-node=1", "--gres=gpu:4"} <= set(directives(text))
+    assert launch(text).startswith(
+        "srun --nodes=2 --ntasks-per-node=1 --kill-on-bad-exit=1 tune run --nnodes 2 --nproc_per_node 4 "
+        '--rdzv_id "$SLURM_JOB_ID" --rdzv_backend c10d --rdzv_endpoint "$rdzv_endpoint" full_finetune_distributed '
+    )
+    assert 'scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p' in text
+    assert "$((29500 + SLURM_JOB_ID % 1000))" in text
+
+
+def test_requeue_adds_the_directives_and_the_trap(generated: Experiment) -> None:
+    text = script(generated, f"{MODEL}_rank8_requeue")
+    assert {"--requeue", "--open-mode=append", "--signal=B:USR1@300"} <= set(directives(text))
+    assert "trap requeue_job USR1" in text and 'scontrol requeue "$SLURM_JOB_ID"' in text
+    assert launch(text).endswith(
+        '--config {} "${{resume[@]}}" &'.format(generated.dir / f"{MODEL}_rank8_requeue" / "finetune.yaml")
+    )
+    # Without requeue, none of it.
+    plain = script(generated, f"{MODEL}_gpus4")
+    assert "trap" not in plain and "--signal" not in plain and "resume" not in plain
+
+
+def test_the_requeue_signal_comes_at_most_halfway(tmp_path: Path) -> None:
+    exp = experiment(tmp_path, {f"{MODEL}_requeue": ({"requeue": True}, {"time": "00:04:00"})})
+    assert exp.generate("--no-check-paths").code == 0
+    assert "--signal=B:USR1@120" in directives(script(exp, f"{MODEL}_requeue"))
+
+
+@pytest.mark.parametrize(
+    ("site", "nodes", "gpu_line"),
+    [
+        ("gres", 1, "--gres=gpu:4"),
+        ("gpus", 1, "--gpus=4"),
+        ("gpus-per-node", 1, "--gpus-per-node=4"),
+        ("gres", 2, "--gres=gpu:4"),
+        ("gpus-per-node", 2, "--gpus-per-node=4"),
+    ],
+)
+def test_gpu_request_follows_the_site_syntax(tmp_path: Path, site: str, nodes: int, gpu_line: str) -> None:
+    params = {"method": "full"} if nodes > 1 else {}
+    exp = experiment(tmp_path, {f"{MODEL}_x": (params, {"gpus": 4, "nodes": nodes})}, {"gpu_directive": site})
+    res = exp.generate("--no-check-paths")
+    assert res.code == 0, res.err
+    gpu_lines = [d for d in directives(script(exp, f"{MODEL}_x")) if d.startswith(("--gres", "--gpus"))]
+    assert gpu_lines == [gpu_line]
+
+
+# --- what is refused ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "compute", "local", "field", "message"),
+    [
+        ({}, {"nodes": 2}, {}, "runs[0].compute.nodes", "multi-node LoRA fine-tuning is not supported"),
+        ({"method": "full"}, {"nodes": 2, "gpus": 0}, {}, "runs[0].compute.nodes", "2 nodes need GPUs"),
+        ({"method": "full"}, {"nodes": 2}, {"gpu_directive": "gpus"}, "gpu_directive", "may spread unevenly"),
+        (
+            {"method": "full", "validation_during_training": True},
+            {},
+            {},
+            "runs[0].parameters.validation_during_training",
+            "with method full",
+        ),
+        ({"method": "full", "lora_rank": 16}, {}, {}, "runs[0].parameters.lora_rank", "lora_rank is a LoRA setting"),
+    ],
+)
+def test_unsupported_combinations_are_refused(
+    tmp_path: Path, params: dict, compute: dict, local: dict, field: str, message: str
+) -> None:
+    exp = experiment(tmp_path, {f"{MODEL}_x": (params, compute)}, local)
+    res = exp.generate("--no-check-paths")
+    assert res.code == 1, res.out + res.err
+    (line,) = [ln for ln in (res.out + res.err).splitlines() if f"{field}:" in ln]
+    assert message in line and "(fix: " in line, line
+    assert not (exp.dir / f"{MODEL}_x" / "finetune.slurm").exists()
+
+
+def test_a_full_run_named_with_a_lora_token_is_refused(tmp_path: Path) -> None:
+    exp = experiment(tmp_path, {f"{MODEL}_full_rank8": ({"method": "full"}, {})})
+    res = exp.generate("--no-check-paths")
+    assert res.code == 1 and "the run name spells lora_rank, a LoRA setting" in res.out, res.out + res.err
+
+
+def test_setup_finetune_refuses_multi_node_lora(generated: Experiment, tmp_path: Path) -> None:
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(generated.dir / f"{MODEL}_gpus4", run_dir)
+    res = run_cli("setup-finetune", "--dir", run_dir, "--nodes", "2")
+    assert res.code == 1 and "2 nodes with LoRA" in res.err and "set method: full" in res.err, res.out + res.err
+
+
+# --- what the scripts do (bash, with stand-ins for tune, srun, scontrol, getent) -------------------------------------
+
+
+def run_script(
+    exp: Experiment, run: str, tmp_path: Path, env: dict[str, str], *, wait: bool = True
+) -> subprocess.Popen | subprocess.CompletedProcess:
+    log = tmp_path / "stub-log"
+    log.mkdir(exist_ok=True)
+    full_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SLURM_")},
+        "STUB_LOG": str(log),
+        "SLURM_JOB_ID": "12345",
+        "SLURM_JOB_NODELIST": "node[1-2]",
+        "STUB_HOSTNAMES": "node1 node2",
+        "STUB_ADDR": "10.1.2.3",
+        **env,
+    }
+    cmd = ["bash", str(exp.dir / run / "finetune.slurm")]
+    if not wait:
+        return subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=60)
+
+
+def calls(tmp_path: Path) -> list[str]:
+    path = tmp_path / "stub-log" / "calls"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_multi_node_meets_at_the_first_nodes_address(generated: Experiment, tmp_path: Path) -> None:
+    proc = run_script(generated, f"{MODEL}_full_2nodes", tmp_path, {"SLURM_JOB_NUM_NODES": "2"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (tune,) = [c for c in calls(tmp_path) if c.startswith("tune ")]
+    assert "--nnodes 2 --nproc_per_node 4 --rdzv_id 12345 --rdzv_backend c10d --rdzv_endpoint 10.1.2.3:29845 " in tune
+    assert "getent ahostsv4 node1" in calls(tmp_path)
+    assert "rendezvous at 10.1.2.3:29845" in proc.stdout
+
+
+@pytest.mark.parametrize("address", ["127.0.1.1", "127.0.0.1", "::1"])
+def test_multi_node_fails_loudly_on_a_loopback_address(generated: Experiment, tmp_path: Path, address: str) -> None:
+    proc = run_script(generated, f"{MODEL}_full_2nodes", tmp_path, {"SLURM_JOB_NUM_NODES": "2", "STUB_ADDR": address})
+    assert proc.returncode == 1
+    assert f"the first node node1 resolves to the loopback address {address}" in proc.stderr
+    assert not [c for c in calls(tmp_path) if c.startswith(("tune ", "srun "))]
+
+
+def test_one_node_may_rendezvous_on_loopback(generated: Experiment, tmp_path: Path) -> None:
+    """`sbatch --nodes=1` on the command line overrides the script: one node reaches itself on loopback."""
+    env = {"SLURM_JOB_NUM_NODES": "1", "STUB_ADDR": "127.0.0.1", "STUB_HOSTNAMES": "node1"}
+    proc = run_script(generated, f"{MODEL}_full_2nodes", tmp_path, env)
+    assert proc.returncode == 0, proc.stderr
+    assert any("--rdzv_endpoint 127.0.0.1:29845" in c for c in calls(tmp_path))
+
+
+def test_the_script_exits_with_the_trainers_status(generated: Experiment, tmp_path: Path) -> None:
+    for run in (f"{MODEL}_gpus4", f"{MODEL}_rank8_requeue"):
+        proc = run_script(generated, run, tmp_path, {"TUNE_EXIT": "3"})
+        assert proc.returncode == 3 and "tune run exited with status 3" in proc.stdout, run
+
+
+def make_checkpoints(output_dir: Path, files: list[str], newer_epoch: int | None = None) -> None:
+    """epoch_0 weights, then the recipe state, then (optionally) a later epoch cut short before its state."""
+    past = time.time() - 100
+    for name in files:
+        path = output_dir / "epoch_0" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"w")
+        os.utime(path, (past, past))
+    state = output_dir / "recipe_state" / "recipe_state.pt"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_bytes(b"s")
+    os.utime(state, (past + 10, past + 10))
+    if newer_epoch is not None:
+        for name in files:
+            path = output_dir / f"epoch_{newer_epoch}" / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"w")
+
+
+def test_first_start_does_not_resume(generated: Experiment, tmp_path: Path) -> None:
+    run = f"{MODEL}_rank8_requeue"
+    make_checkpoints(generated.dir / run / "artifacts", ["adapter_model.pt"])
+    try:
+        proc = run_script(generated, run, tmp_path, {})
+    finally:
+        import shutil
+
+        shutil.rmtree(generated.dir / run / "artifacts")
+        (generated.dir / run / "artifacts").mkdir()
+    assert proc.returncode == 0
+    (tune,) = [c for c in calls(tmp_path) if c.startswith("tune ")]
+    assert tune.endswith("finetune.yaml"), tune
+
+
+def test_a_restarted_lora_run_resumes_from_its_last_complete_epoch(tmp_path: Path) -> None:
+    exp = experiment(tmp_path, {f"{MODEL}_requeue": ({"requeue": True}, {})})
+    assert exp.generate("--no-check-paths").code == 0
+    run = f"{MODEL}_requeue"
+    proc = run_script(exp, run, tmp_path, {"SLURM_RESTART_COUNT": "1"})
+    assert "restart 1: no complete epoch checkpoint, training from the start" in proc.stdout
+    make_checkpoints(exp.dir / run / "artifacts", ["adapter_model.pt"], newer_epoch=1)  # epoch_1 was cut short
+    (tmp_path / "stub-log" / "calls").unlink()
+    proc = run_script(exp, run, tmp_path, {"SLURM_RESTART_COUNT": "2"})
+    assert proc.returncode == 0, proc.stderr
+    (tune,) = [c for c in calls(tmp_path) if c.startswith("tune ")]
+    assert tune.endswith(
+        "finetune.yaml resume_from_checkpoint=True checkpointer.recipe_checkpoint=recipe_state/recipe_state.pt "
+        "checkpointer.adapter_checkpoint=epoch_0/adapter_model.pt"
+    ), tune
+    assert f"restart 2: resuming from {exp.dir / run / 'artifacts' / 'epoch_0'}" in proc.stdout
+
+
+def test_a_restarted_full_run_resumes_from_its_epoch_shards(generated: Experiment, tmp_path: Path) -> None:
+    run = f"{MODEL}_full_2nodes_requeue"
+    shards = ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+    make_checkpoints(generated.dir / run / "artifacts", shards)
+    proc = run_script(generated, run, tmp_path, {"SLURM_RESTART_COUNT": "1", "SLURM_JOB_NUM_NODES": "2"})
+    assert proc.returncode == 0, proc.stderr
+    (tune,) = [c for c in calls(tmp_path) if c.startswith("tune ")]
+    assert tune.endswith(
+        "resume_from_checkpoint=True checkpointer.recipe_checkpoint=recipe_state/recipe_state.pt "
+        "checkpointer.checkpoint_files=[epoch_0/model-00001-of-00002.safetensors,"
+        "epoch_0/model-00002-of-00002.safetensors]"
+    ), tune
+    assert [c for c in calls(tmp_path) if c.startswith("srun ")], "the multi-node launch goes through srun"
+
+
+def test_the_trap_requeues_and_waits_for_the_trainer(generated: Experiment, tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    proc = run_script(generated, f"{MODEL}_rank8_requeue", tmp_path, {"TUNE_WAIT_FOR": str(release)}, wait=False)
+    started = tmp_path / "stub-log" / "tune.started"
+    deadline = time.monotonic() + 30
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists(), "the trainer never started"
+    proc.send_signal(signal.SIGUSR1)  # what SLURM's --signal=B:USR1@N does
+    deadline = time.monotonic() + 10
+    while "scontrol requeue 12345" not in calls(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the script must keep waiting for the trainer after the trap"
+    release.touch()  # here the trainer ends by itself; on a cluster SLURM stops it when the job is requeued
+    out, err = proc.communicate(timeout=30)
+    assert "scontrol requeue 12345" in calls(tmp_path)
+    assert "the time limit is near; requeueing job 12345" in out
+    assert proc.returncode == 0 and "tune run exited with status 0" in out, out + err
+
+
+def test_an_older_full_base_recipe_reads_as_method_full(tmp_path: Path) -> None:
+    exp = experiment(tmp_path, {f"{MODEL}_x": ({}, {})})
+    text = exp.summary.read_text().replace("controls:\n", "controls:\n  base_recipe: full_finetune_single_device\n", 1)
+    exp.summary.write_text(text)
+    res = exp.generate("--no-check-paths")
+    assert res.code == 0, res.out + res.err
+    assert " full_finetune_single_device --config " in launch(script(exp, f"{MODEL}_x"))
+    log = (exp.dir / "logs" / "scaffold-torchtune.log").read_text()
+    assert "controls.base_recipe (full_finetune_single_device) is an older setting: read as method: full" in log
