@@ -497,6 +497,25 @@ def test_two_forced_overwrites_keep_both_backups(example: Experiment, monkeypatc
     assert sorted(p.read_bytes() for p in target.parent.glob("finetune.yaml.*.bak")) == sorted(edits)
 
 
+def test_damaged_manifest_overwrites_nothing_and_force_names_every_backup(example: Experiment):
+    """Without a readable manifest no file is known to be the tool's own: all are kept unless --force, which keeps
+    each old version as a backup that the JSON report lists."""
+    assert example.generate("--no-check-paths").code == 0
+    edit(example, "lr: 1e-4", "lr: 2e-4")
+    (example.dir / ".scaffold-manifest.json").write_text('{"files": {"torn')
+    before = example.snapshot()
+    res = example.generate("--no-check-paths", "--json")
+    assert res.code == 1
+    assert_nothing_lost(before, example.snapshot())
+    res = example.generate("--no-check-paths", "--json", "--force")
+    assert res.code == 0, res.out
+    for run in json.loads(res.out)["runs"][:2]:
+        backups = [example.dir.parent / b for b in run["backups"]]
+        assert len(backups) == 2 and all(b.is_file() for b in backups)  # setup_finetune.yaml and finetune.yaml
+        for b in backups:
+            assert b.read_bytes() == before[str(b.relative_to(example.dir)).rsplit(".", 3)[0]]
+
+
 # --- refusals: another tool, unknown model, validation during training --------------------------------------
 
 

@@ -144,6 +144,7 @@ def references(tmp_path_factory) -> dict:
     return refs
 
 
+@pytest.mark.slow  # 20 killed generations of 200 runs and 4 complete ones: about 30 s
 def test_sigkill_at_random_points_never_leaves_a_partial_or_lost_file(references, tmp_path, record_property):
     rng = random.Random(SEED)
     duration = references["seconds"]

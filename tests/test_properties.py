@@ -82,8 +82,10 @@ def summaries(draw) -> dict:
         merged = {"batch_size": 4, "gradient_accumulation_steps": 1, **summary["controls"], **parameters}
         assume(merged["batch_size"] * merged["gradient_accumulation_steps"] * gpus <= TRAIN_RECORDS)
         if draw(st.booleans()):
-            h, m, s = draw(st.integers(0, 23)), draw(st.integers(0, 59)), draw(st.integers(0, 59))
-            run["compute"] = {"time": f"{h:02d}:{m:02d}:{s:02d}", "gpus": gpus, "mem": f"{draw(st.integers(1, 512))}G"}
+            seconds = draw(st.integers(1, 86_400))  # up to the example's partition limit, one day
+            h, m, s = seconds // 3600, seconds // 60 % 60, seconds % 60
+            time = f"{h:02d}:{m:02d}:{s:02d}" if h < 24 else "1-00:00:00"
+            run["compute"] = {"time": time, "gpus": gpus, "mem": f"{draw(st.integers(1, 512))}G"}
         elif gpus > 1:
             run["compute"] = {"gpus": gpus}
         runs.append(run)

@@ -51,6 +51,10 @@ class RunRef:
         return self.type == FINE_TUNED
 
 
+def _lists_fine_tuned(runs: object) -> bool:
+    return isinstance(runs, list) and any(isinstance(r, dict) and r.get("type") == "fine-tuned" for r in runs)
+
+
 def read_runs(summary_path: Path) -> list[RunRef]:
     """The runs of a summary, for collection. Unreadable summaries, no runs and duplicate names are errors:
     tests need stable, unique ids, and an experiment with nothing to check must never pass."""
@@ -59,6 +63,14 @@ def read_runs(summary_path: Path) -> list[RunRef]:
     except InputError as e:
         raise CollectionError(f"cannot read the runs of the experiment: {e}") from None
     runs = doc.data.get("runs") if isinstance(doc.data, dict) else None
+    if isinstance(doc.data, dict) and doc.data.get("variables") and not _lists_fine_tuned(runs):
+        # The fine-tuned runs are expanded from `variables`: collect what the generator plans (when the summary
+        # is valid; when it is not, summary_schema reports why and the listed runs are collected).
+        try:
+            expanded = summary.load(summary_path)
+            doc, runs = expanded.doc, expanded.data["runs"]
+        except InputError:
+            pass
     if not isinstance(runs, list) or not runs:
         line = doc.locate(("runs",))[0] if isinstance(doc.data, dict) and "runs" in doc.data else None
         where = f"{doc.name}:{line}" if line else doc.name

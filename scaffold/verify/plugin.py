@@ -11,6 +11,7 @@ Without --experiment the plugin does nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from collections import Counter
 from collections.abc import Callable
@@ -18,13 +19,15 @@ from pathlib import Path
 
 import pytest
 
+from ..errors import Problem  # noqa: TC001
 from ..plan import TRAINING_FILES
 from ..summary import summary_path
-from .checks import EXPERIMENT, FINE_TUNED, Check, all_checks
+from .checks import EXPERIMENT, FINE_TUNED, RUN, Check, all_checks
 from .context import ExperimentContext
 from .expectations import CollectionError, Expectations, Options, RunRef, item_id
 from .findings import Blocked, CheckFailed, NotApplicable
 
+PER_CHECK_UP_TO = 50  # runs; above, --items auto collects one test per run and file
 SUMMARY_KEY = pytest.StashKey[Path]()
 CONTEXT_KEY = pytest.StashKey[ExperimentContext]()
 
@@ -49,6 +52,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="do not check model, tokenizer and dataset paths outside the experiment (machines that do not mount "
         "the cluster's storage); those checks are skipped with the reason",
+    )
+    group.addoption(
+        "--items",
+        choices=("auto", "check", "file"),
+        default="auto",
+        help="one test per check and run (`check`), or per run and file with every check of that file in it "
+        "(`file`: pytest's cost per test dominates large sweeps); `auto`: per check up to "
+        f"{PER_CHECK_UP_TO} runs, per file above",
     )
     group.addoption(
         "--golden-dir",
@@ -117,6 +128,41 @@ class ExperimentFile(pytest.File):
             raise SuiteCollectionError(str(e)) from None
         context = ExperimentContext(expectations)
         self.config.stash[CONTEXT_KEY] = context
+        mode = self.config.getoption("items", "auto")
+        if mode == "file" or (mode == "auto" and len(expectations.runs) > PER_CHECK_UP_TO):
+            items = self._items_per_file(expectations, context)
+        else:
+            items = self._items_per_check(expectations, context)
+        counts = Counter(item.nodeid for item in items)
+        duplicates = sorted(n.rpartition("::")[2] for n, count in counts.items() if count > 1)
+        if duplicates:
+            raise SuiteCollectionError(f"test ids are not unique: {', '.join(duplicates)} (fix: rename the runs)")
+        return items
+
+    def _items_per_file(self, expectations: Expectations, context: ExperimentContext) -> list[VerifyItem]:
+        """Experiment checks one test each; then per run, one test per file (e.g. finetune_yaml[RUN]) running every check of
+        that file (and the file's golden comparison), and one (checks[RUN]) for the checks of no single file."""
+        items = [self._item(c.id, expectations.name, c, context, None) for c in all_checks() if c.scope == EXPERIMENT]
+        fine_tuned = {ref.name for ref in expectations.fine_tuned_runs()}
+        for ref in expectations.runs:
+            groups: dict[str, list[Check]] = {}
+            for c in all_checks():
+                if c.scope == RUN or (c.scope == FINE_TUNED and ref.name in fine_tuned):
+                    groups.setdefault(c.file or "checks", []).append(c)
+            if ref.name in fine_tuned:
+                for file in TRAINING_FILES:
+                    groups.setdefault(file, [])
+            for file, checks in groups.items():
+                # pytest shows a "." in a test name as "::": name the test finetune_yaml[RUN], not finetune.yaml
+                name = item_id(file.replace(".", "_").replace("/", "_"), ref.name)
+                golden = file in TRAINING_FILES and ref.name in fine_tuned
+                func = _group_function(name, checks, context, ref, file if golden else None)
+                item = VerifyItem.from_parent(self, name=name, callobj=func)
+                item.line = max(ref.line - 1, 0)
+                items.append(item)
+        return items
+
+    def _items_per_check(self, expectations: Expectations, context: ExperimentContext) -> list[VerifyItem]:
         items: list[VerifyItem] = []
         for check in all_checks():
             if check.scope == EXPERIMENT:
@@ -127,10 +173,6 @@ class ExperimentFile(pytest.File):
         for ref in expectations.fine_tuned_runs():
             for file in TRAINING_FILES:
                 items.append(self._item("golden", f"{ref.name}-{file}", None, (context, ref, file), ref))
-        counts = Counter(item.nodeid for item in items)
-        duplicates = sorted(n.rpartition("::")[2] for n, count in counts.items() if count > 1)
-        if duplicates:
-            raise SuiteCollectionError(f"test ids are not unique: {', '.join(duplicates)} (fix: rename the runs)")
         return items
 
     def _item(self, check_id: str, target: str, check: Check | None, subject, ref: RunRef | None) -> VerifyItem:
@@ -210,6 +252,56 @@ def _check_function(name: str, check: Check, subject) -> Callable[[], None]:
     run_check.__name__ = check.id
     run_check.__doc__ = check.func.__doc__
     return run_check
+
+
+def _group_function(
+    name: str, checks: list[Check], context: ExperimentContext, ref: RunRef, golden: str | None
+) -> Callable:
+    """Every check of one run and file in one test: each failing check's problems are reported under its id,
+    skipped ones are listed with their reasons, and the test is skipped only when every check was."""
+
+    def run_checks(**fixtures) -> None:
+        failed, skipped = [], []
+        subject = context.run(ref)
+        for c in checks:
+            if c.requires_torchtune and importlib.util.find_spec("torchtune") is None:
+                skipped.append(f"{c.id}: torchtune is not importable here")
+                continue
+            try:
+                failed += [_tagged(p, c.id) for p in c.func(subject) or ()]
+            except Blocked as e:
+                skipped.append(f"{c.id}: blocked: {e.reason}; {e.by} reports it")
+            except NotApplicable as e:
+                skipped.append(f"{c.id}: {e}")
+        if golden is not None:
+            from .snapshots import compare
+
+            try:
+                compare(subject, golden, fixtures["snapshot"])
+            except Blocked as e:
+                skipped.append(f"golden: blocked: {e.reason}")
+            except CheckFailed as e:
+                failed += [_tagged(p, "golden") for p in e.problems]
+        if failed:
+            raise CheckFailed(failed)
+        if skipped and len(skipped) == len(checks) + (golden is not None):
+            raise _skip(name, "; ".join(skipped))
+
+    if golden is not None:
+
+        def with_snapshot(snapshot) -> None:
+            run_checks(snapshot=snapshot)
+
+        func = with_snapshot
+    else:
+        func = run_checks  # type: ignore[assignment]
+    func.__doc__ = f"The checks of {name}: {', '.join(c.id for c in checks)}" + (" and golden" if golden else "")
+    return func
+
+
+def _tagged(problem: Problem, check_id: str) -> Problem:
+    """A problem with the id of the check that found it in front of its message."""
+    return dataclasses.replace(problem, message=f"[{check_id}] {problem.message}")
 
 
 def _golden_function(name: str, context: ExperimentContext, ref: RunRef, file: str) -> Callable:

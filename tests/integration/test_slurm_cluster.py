@@ -9,7 +9,7 @@ stops it at the end. On it:
   polls `scontrol` until it ends, then checks its state, its SLURM log in `artifacts/` and the adapter.
 - a second submit skips or refuses what was submitted; `--resubmit` queues again.
 - requeue: SIGUSR1 (what `--signal=B:USR1@N` sends) makes the trap requeue the job, which starts again and
-  trains from the start; a requeued finished job resumes from its last complete epoch; a job with a 2-minute
+  trains from the start; a requeued finished job resumes from its last complete epoch; a job with a 3-minute
   limit is signalled by SLURM itself and requeued once.
 - `sbatch --test-only` accepts the shipped example and multi-GPU, multi-node and requeue scripts, and rejects
   planted defects (`--time=5h`, an unknown partition, more GPUs than a node has) through the verification
@@ -173,16 +173,16 @@ if [ "${SLURM_RESTART_COUNT:-0}" -eq 0 ]; then exec sleep 600; fi
 
 @pytest.fixture(scope="module")
 def timer_job(cluster, tmp_path_factory):
-    """A requeue run with a 2-minute limit (signal 60 s before it) whose trainer sleeps until the job is requeued,
+    """A requeue run with a 3-minute limit (signal 90 s before it) whose trainer sleeps until the job is requeued,
     then ends at once on the restart."""
     root = tmp_path_factory.mktemp("timer")
     exp = example_experiment(
         root,
-        {TIMER_RUN: ({"requeue": True}, {"time": "00:02:00"})},
+        {TIMER_RUN: ({"requeue": True}, {"time": "00:03:00"})},
         {"venv": str(stub_venv(root, TIMER_TUNE))},
     )
     job_id = cluster.sbatch(exp.dir / TIMER_RUN / "finetune.slurm")
-    say(f"timer job {job_id} submitted (time limit 00:02:00, --signal=B:USR1@60)")
+    say(f"timer job {job_id} submitted (time limit 00:03:00, --signal=B:USR1@90)")
     return exp, job_id, time.monotonic()
 
 
@@ -455,9 +455,12 @@ def test_a_two_node_job_runs_srun_on_both_nodes_or_fails_loudly_on_loopback(clus
 
 def test_slurm_signals_before_the_time_limit_and_the_job_is_requeued_once(cluster, timer_job) -> None:
     exp, job_id, submitted = timer_job
-    result = wait(cluster, job_id, timeout=240)
+    result = wait(cluster, job_id, timeout=300)
     text = job_log(exp.dir / TIMER_RUN, job_id)
-    say(f"timer job {job_id}: done {time.monotonic() - submitted:.0f} s after submission")
+    say(f"timer job {job_id}: done {time.monotonic() - submitted:.0f} s after submission; its log:")
+    for line in text.splitlines():
+        if line.startswith(("scaffold-torchtune:", "stub tune:", "slurmstepd")):
+            say(f"  {line}")
     assert result.ok and result.fields["Restarts"] == "1", text
     assert "SIGUSR1 at" in text and f"requeueing job {job_id}" in text
     assert "stub tune: restart 0:" in text and "stub tune: restart 1:" in text

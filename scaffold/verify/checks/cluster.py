@@ -5,14 +5,20 @@ the static checks of slurm.py."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 from ...errors import Problem
 from ...plan import SLURM_FILE
-from ...sbatch import controller_unreachable, test_only
+from ...sbatch import TestOnly, controller_unreachable, test_only
 from ..context import RunContext
 from ..findings import NotApplicable
 from . import FINE_TUNED, check
+
+# Options that name or route a job but never decide whether the cluster accepts it: scripts that differ only in
+# these (the runs of a sweep, mostly) get the controller's answer once, not once per run.
+_NAMING = frozenset({"job-name", "output", "error", "open-mode", "mail-user", "mail-type", "comment", "chdir"})
+_answers: dict[tuple, TestOnly] = {}
 
 
 @check("sbatch_test_only", scope=FINE_TUNED, file=SLURM_FILE)
@@ -23,7 +29,13 @@ def accepted_by_the_controller(run: RunContext) -> Iterator[Problem]:
     why = controller_unreachable()
     if why:
         raise NotApplicable(f"no SLURM controller reachable ({why}): sbatch --test-only not run")
-    answer = test_only(path)
+    key = (
+        os.environ.get("SLURM_CONF", ""),
+        tuple((d.option, d.value) for d in run.slurm().directives if d.option not in _NAMING),
+    )
+    if key not in _answers:
+        _answers[key] = test_only(path)
+    answer = _answers[key]
     if not answer.ok:
         yield run.problem(
             f"sbatch --test-only rejects it: {answer.message}",
