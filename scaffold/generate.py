@@ -16,7 +16,7 @@ from .lock import DEFAULT_TIMEOUT, LockTimeout, experiment_lock
 from .plan import SETUP_FILE, TRAINING_FILES, Plan, RunPlan, describe, make_plan
 from .render import RenderError, fingerprint, recipe_for, render_run
 from .runlog import LOG_DIR, LOG_NAME, RunLog
-from .writer import KEPT, UNCHANGED, FileResult, Manifest, write
+from .writer import KEPT, UNCHANGED, FileResult, Manifest, remove_stale_temporaries, write
 
 
 @dataclass
@@ -200,6 +200,8 @@ def _generate_run(
         assert rp.setup is not None
         out.recipe = recipe_for(rp.setup)
         model = plan.models[rp.setup["model"]]
+        if not dry_run:
+            remove_stale_temporaries(rp.local_dir, TRAINING_FILES)
         out.fingerprint = fingerprint(rp.setup, model)
         files = [rp.local_dir / name for name in TRAINING_FILES]
         if not force and manifest.source(rp.name) == out.fingerprint and manifest.unchanged(files):

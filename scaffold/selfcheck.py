@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import params
+from .lock import close_inherited_locks
 from .plan import FINETUNE_FILE, SLURM_FILE, RunPlan
 from .render import recipe_for
 from .resources import load_data
@@ -73,7 +74,9 @@ class ConfigChecks:
         if not batch:
             return
         if self._pool is None and "fork" in multiprocessing.get_all_start_methods():
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+            self._pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("fork"), initializer=close_inherited_locks
+            )
         if self._pool is None:
             self._done += zip(batch, _check_configs(batch), strict=True)
         else:

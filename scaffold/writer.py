@@ -57,6 +57,22 @@ def backup(path: Path) -> Path:
     raise FileExistsError(f"no free backup name for {path}")
 
 
+def remove_stale_temporaries(directory: Path, names: tuple[str, ...]) -> list[Path]:
+    """Remove the temporary files a killed write of these files left (`.{name}.{pid}.{n}.tmp`). Only call it
+    while holding the experiment's lock: then no other writer can own them."""
+    removed = []
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return removed
+    for entry in entries:
+        if entry.endswith(TEMP_SUFFIX) and any(entry.startswith(f".{name}.") for name in names):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(Path(directory) / entry)
+                removed.append(Path(directory) / entry)
+    return removed
+
+
 @dataclass
 class FileResult:
     path: Path

@@ -246,7 +246,8 @@ def _fast_flow(value: Any) -> str | None:
 
 
 def dump_flat(data: dict[str, Any]) -> str:
-    """`dump_yaml` of a mapping of simple values (setup_finetune.yaml), fast; byte-identical to dump_yaml."""
+    """`dump_yaml` of a mapping of simple values (setup_finetune.yaml), fast: byte-identical to dump_yaml for
+    printable text (other characters are written as escapes)."""
     if not data:
         return dump_yaml(data)
     lines = []
