@@ -67,6 +67,13 @@ def slurm(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """On demand: time generate, an unchanged re-run and verify over sweeps of N runs (default 100 and 1,000)."""
+    session.install(".")
+    session.run("python", "benchmarks/bench_generate.py", "--runs", *(session.posargs or ["100", "1000"]))
+
+
+@nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", ".")
