@@ -255,24 +255,15 @@ def dump_flat(data: dict[str, Any]) -> str:
         if type(key) is not str or _fast_scalar(key) != key:  # a key that YAML would quote ('no', '1')
             return dump_yaml(data)
         if type(value) is list and value:
-            items = [_fast_scalar(v) for v in value]
-            if None in items:
-                return dump_yaml(data)
             lines.append(f"{key}:")
-            lines += [f"  - {item}" for item in items]
+            lines += [f"  - {_fast_scalar(v) or yaml_scalar(v)}" for v in value]
         elif type(value) is dict and value:
-            pairs = [(k, _fast_scalar(v)) for k, v in value.items()]
-            if any(v is None or _fast_scalar(k) != k for k, v in pairs):
+            if any(type(k) is not str or _fast_scalar(k) != k for k in value):
                 return dump_yaml(data)
             lines.append(f"{key}:")
-            lines += [f"  {k}: {v}" for k, v in pairs]
+            lines += [f"  {k}: {_fast_scalar(v) or yaml_scalar(v)}" for k, v in value.items()]
         else:
-            text = "[]" if value == [] else "{}" if value == {} else _fast_scalar(value)
-            if text is None:
-                text = yaml_scalar(value)
-                if "\n" in text:
-                    return dump_yaml(data)
-            lines.append(f"{key}: {text}")
+            lines.append(f"{key}: {'[]' if value == [] else '{}' if value == {} else yaml_scalar(value)}")
     return "\n".join(lines) + "\n"
 
 

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
@@ -65,6 +65,7 @@ class Field:
     yaml_paths: dict[str, Callable[[object], object]] = field(default_factory=dict)
     setup_key: str | None = None
     plain: str = "PLAINVALUE"  # stands for the hostile text in the reference files; appears nowhere else
+    path_like: bool = False  # read as a path: carried as pathlib writes it (no trailing or doubled `/`)
 
 
 def same(v):
@@ -76,13 +77,13 @@ FIELDS = [
           {"metric_logger.name": same}, "run_name"),
     Field("experiment.name", "summary", ("experiment", "name"), lambda h: f"cap{h}", {}, "experiment"),
     Field("experiment.dir", "summary", ("experiment", "dir"), lambda h: f"/scratch/cap{h}",
-          {"output_dir": lambda v: f"{v}/{RUN}/artifacts"}),
+          {"output_dir": lambda v: f"{v}/{RUN}/artifacts"}, path_like=True),
     Field("experiment.project", "summary", ("experiment", "project"), lambda h: f"cap{h}", {}, "project"),
     Field("model path", "summary", ("models", "base", 0, "path"), lambda h: f"/models/Llama{h}",
           {"checkpointer.checkpoint_dir": same, "tokenizer.path": lambda v: f"{v}/original/tokenizer.model"},
-          "model_dir"),
+          "model_dir", path_like=True),
     Field("dataset path", "summary", ("data", "training", "path"), lambda h: f"/datasets/words{h}.json",
-          {"dataset.data_files": same}, "dataset_path"),
+          {"dataset.data_files": same}, "dataset_path", path_like=True),
     Field("dataset label", "summary", ("data", "training", "dataset_label"), lambda h: f"words{h}", {},
           "dataset_label"),
     Field("system_prompt", "summary", ("controls", "system_prompt"), lambda h: f"You are {h} helpful.",
@@ -109,7 +110,7 @@ FIELDS = [
     Field("gpu_type", "local", ("gpu_type",), lambda h: f"h100{h}", {}, "gpu_type"),
     Field("wandb_entity", "local", ("wandb_entity",), lambda h: f"lab{h}", {"metric_logger.entity": same},
           "wandb_entity"),
-    Field("models_dir", "local", ("models_dir",), lambda h: f"/models{h}", {}),
+    Field("models_dir", "local", ("models_dir",), lambda h: f"/models{h}", {}, path_like=True),
 ]  # fmt: skip
 BY_NAME = {f.name: f for f in FIELDS}
 
@@ -177,9 +178,33 @@ def words(line: str) -> list[str]:
     return list(lex)
 
 
+def active(line: str) -> list[str]:
+    """The characters of a command line that the shell would act on: outside quotes `$`, backticks, globs, `~`,
+    braces, operators; inside double quotes `$` and backticks. (shlex.split unquotes, but does not expand.)"""
+    out: list[str] = []
+    state, i = "", 0
+    while i < len(line):
+        c = line[i]
+        if state == "'":
+            state = "" if c == "'" else state
+        elif c == "\\":
+            i += 1
+        elif state == '"':
+            if c == '"':
+                state = ""
+            elif c in "$`":
+                out.append(c)
+        elif c in "'\"":
+            state = c
+        elif c in "$`*?[~{};&|()<>#!":
+            out.append(c)
+        i += 1
+    return out
+
+
 def assert_same_script(script: str, reference: str, plain: str, value: str) -> None:
     """`script` is `reference` with `value` in place of `plain`, and nothing else: same lines, same #SBATCH lines,
-    same shell words (the value being one word, or inside one)."""
+    same shell words (the value being one word, or inside one), nothing more for the shell to expand."""
     got, ref = script_lines(script), script_lines(reference)
     assert len(got) == len(ref), "the value added or removed a line of the batch script"
     assert sum(ln.startswith("#SBATCH") for ln in got) == sum(ln.startswith("#SBATCH") for ln in ref)
@@ -190,6 +215,7 @@ def assert_same_script(script: str, reference: str, plain: str, value: str) -> N
             assert g == r.replace(plain, value), f"comment or #SBATCH line changed beyond the value:\n{r}\n{g}"
             continue
         assert words(g) == [w.replace(plain, value) for w in words(r)], f"command changed:\n{r}\n{g}"
+        assert active(g) == active(r), f"the value is not quoted for the shell:\n{r}\n{g}"
     check = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
 
@@ -226,8 +252,9 @@ def references(tmp_path_factory) -> dict[str, Generated]:
     return out
 
 
-def check_carried(spec: Field, value: object, res: Generated, ref: Generated, tmp: Path) -> None:
+def check_carried(spec: Field, given: object, res: Generated, ref: Generated, tmp: Path) -> None:
     plain = spec.make(spec.plain)
+    value = str(PurePosixPath(given)) if spec.path_like else given
     # The batch script: the reference with the value in place, nothing more.
     if isinstance(value, list):
         (p_item,), (v_item,) = plain, value
@@ -359,3 +386,24 @@ def test_no_value_reaches_the_script_unquoted_outside_sbatch_and_comments(refere
             if plain in line and not line.lstrip().startswith("#"):
                 assert all(w.count(plain) <= 1 for w in words(line)), (name, line)
                 assert [w for w in words(line) if plain in w], (name, line)
+
+
+@pytest.mark.parametrize(
+    "value, script",
+    [
+        ("a`id`", "conda activate a`id`"),  # same words for shlex, but the shell runs `id`
+        ("a; id", "conda activate a; id"),
+        ("$HOME", "conda activate $HOME"),
+        ("a*", "conda activate a*"),
+        ("a\nid", "conda activate a\nid"),
+        ("a\n#SBATCH --wrap=id", "conda activate 'a\n#SBATCH --wrap=id'"),  # quoted, but a new #SBATCH line
+    ],
+)
+def test_the_script_comparison_catches_what_it_must(value, script):
+    """The check above is only as good as its comparison: these scripts each let a value act, and fail it."""
+    reference = "#!/bin/bash\n#SBATCH --account=PLAIN\nconda activate PLAIN\n"
+    with pytest.raises(AssertionError):
+        assert_same_script(f"#!/bin/bash\n#SBATCH --account=PLAIN\n{script}\n", reference, "PLAIN", value)
+    quoted = f"#!/bin/bash\n#SBATCH --account=PLAIN\nconda activate {shlex.quote(value)}\n"
+    if "\n" not in value:
+        assert_same_script(quoted, reference, "PLAIN", value)

@@ -4,8 +4,9 @@ After every kill each generated file is the previous complete version or the com
 file, never lost), the log holds only whole lines, and a re-run finishes the job. Rounds alternate between a first
 generation and regenerations after a change (lr), so both "old version" and "new version" are exercised.
 
-The kill goes to the process group (as `scancel`, a terminal's Ctrl-\\ or a cgroup OOM kill do): the self-check
-runs in a forked worker, which a kill of the parent alone leaves behind (see the test marked as a known bug below).
+The kill goes to the process group (as `scancel` or a cgroup OOM kill do). A kill of `scaffold generate` alone
+(`kill -9 PID`), which leaves its forked self-check worker behind, is tested on its own below: the worker must not
+keep the experiment locked.
 """
 
 from __future__ import annotations
@@ -197,7 +198,7 @@ def test_sigkill_at_random_points_never_leaves_a_partial_or_lost_file(references
     assert stats["mid_write"] >= n // 4, stats
 
 
-# --- known bugs (xfail strict: they pass once fixed, and then the marker must go) ---------------------------------
+# --- after an interruption (a test marked xfail(strict) documents a known bug: once fixed, the marker must go) ---
 
 
 SMALL = 60  # runs of the experiments below

@@ -101,7 +101,8 @@ def write(root: Path, summary: dict) -> Path:
     exp = root / "cap"
     shutil.copytree(EXAMPLE / "data", exp / "data")
     shutil.copy(EXAMPLE_LOCAL, root / "scaffold.local.yaml")
-    (exp / "experiment_summary.yaml").write_text(yaml.safe_dump(summary, sort_keys=False, allow_unicode=True))
+    # allow_unicode=False: PyYAML writes a raw U+0085 that it then reads back as a space
+    (exp / "experiment_summary.yaml").write_text(yaml.safe_dump(summary, sort_keys=False, allow_unicode=False))
     return exp
 
 
