@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -114,6 +115,8 @@ def _add_verify_commands(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # SIGTERM (a scheduler or orchestrator stopping us) unwinds like Ctrl-C, so interrupted writes clean up.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from collections.abc import Iterator
@@ -131,12 +132,20 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
 
     manifest = Manifest(summary.local_dir)
     check = selfcheck.SelfCheck()  # runs beside the writing, fed each run once its files are on disk
-    for rp in plan.runs:
-        out = _generate_run(rp, plan, manifest, log, force=force, dry_run=dry_run)
-        report.runs.append(out)
-        if not dry_run and out.status == "ok" and rp.fine_tuned and not out.checked_earlier:
-            check.add(rp)
-        log.flush()
+    try:
+        for rp in plan.runs:
+            out = _generate_run(rp, plan, manifest, log, force=force, dry_run=dry_run)
+            report.runs.append(out)
+            if not dry_run and out.status == "ok" and rp.fine_tuned and not out.checked_earlier:
+                check.add(rp)
+            log.flush()
+    except BaseException:
+        # Interrupted (Ctrl-C, SIGTERM): record what was written, so the next run does not take this run's own
+        # files for hand edits. (After a SIGKILL nothing can run: see the known limitation in the README.)
+        if not dry_run:
+            with contextlib.suppress(OSError):
+                manifest.save()
+        raise
     if not dry_run:
         _self_check(report, log, check, manifest)
     if not dry_run:

@@ -282,3 +282,42 @@ def test_killing_generate_alone_releases_the_experiment_lock(tmp_path):
         assert report.exit_status == 0
     finally:
         kill_group(proc)  # the orphaned worker is still in the group
+
+
+def test_sigterm_mid_generation_records_what_was_written(example):
+    """A scheduler's SIGTERM unwinds generate like Ctrl-C: the manifest records the files already written, so a
+    generation with changed input afterwards updates them instead of keeping them as hand edits."""
+    import signal as _signal
+    import subprocess as _subprocess
+    import sys as _sys
+    import time as _time
+
+    import yaml as _yaml
+
+    data = _yaml.safe_load(example.summary.read_text())
+    data.pop("runs")
+    data["variables"] = {"lora_rank": list(range(1, 101)), "seed": [1, 2]}
+    example.summary.write_text(_yaml.safe_dump(data, sort_keys=False))
+    cmd = [
+        _sys.executable,
+        "-m",
+        "scaffold",
+        "generate",
+        str(example.dir),
+        "--local-config",
+        str(example.local),
+        "--no-check-paths",
+    ]
+    proc = _subprocess.Popen(cmd, stdout=_subprocess.PIPE, stderr=_subprocess.PIPE)
+    deadline = _time.monotonic() + 60
+    while _time.monotonic() < deadline and len(list(example.dir.glob("*/finetune.slurm"))) < 20:
+        _time.sleep(0.02)
+    proc.send_signal(_signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    written = len(list(example.dir.glob("*/finetune.slurm")))
+    assert 0 < written < 200, written
+    data["controls"]["lr"] = 2e-4
+    example.summary.write_text(_yaml.safe_dump(data, sort_keys=False))
+    rerun = _subprocess.run(cmd, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+    assert "edited by hand" not in rerun.stdout
