@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import re
 import subprocess
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,21 +27,21 @@ class CheckResult:
     message: str = ""
 
 
-def load_like_torchtune(path: Path) -> dict:
+def load_like_torchtune(text: str) -> dict:
     """Load a config with OmegaConf, as torchtune does (duplicate keys rejected, interpolations resolved)."""
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(path)
-    return OmegaConf.to_container(cfg, resolve=True)
+    return OmegaConf.to_container(OmegaConf.create(text), resolve=True)
 
 
-def check_config(rp: RunPlan) -> list[CheckResult]:
-    """The checks of one run's finetune.yaml, re-read from disk."""
+def check_config(rp: RunPlan, load: Callable[[str], dict] = load_generated_config) -> list[CheckResult]:
+    """The checks of one run's finetune.yaml, re-read from disk (by default with libyaml, fast; `load` may be
+    OmegaConf itself)."""
     assert rp.setup is not None
     try:
-        cfg = load_generated_config((rp.local_dir / FINETUNE_FILE).read_text(encoding="utf-8"))
+        cfg = load((rp.local_dir / FINETUNE_FILE).read_text(encoding="utf-8"))
     except Exception as e:  # any parse or resolution error means torchtune could not load it either
-        return [CheckResult("finetune_yaml_loads", False, f"{FINETUNE_FILE} does not load: {e}")]
+        return [CheckResult("finetune_yaml_loads", False, f"{FINETUNE_FILE} does not load as torchtune loads it: {e}")]
     results = [CheckResult("finetune_yaml_loads", True)]
     results += check_parameters(cfg, rp.setup, rp.name)
     results.append(check_recipe_keys(cfg, recipe_for(rp.setup)))
@@ -119,22 +120,6 @@ class SelfCheck:
         }
 
 
-def check_runs(rps: list[RunPlan]) -> dict[str, list[CheckResult]]:
-    """The self-check of these runs' files on disk."""
-    check = SelfCheck()
-    for rp in rps:
-        check.add(rp)
-    return check.results()
-
-
-def bash_syntax(scripts: dict[str, str]) -> dict[str, str]:
-    """`bash -n` of many scripts in one process (see BashSyntaxCheck). Returns name -> error ("" if it parses)."""
-    check = BashSyntaxCheck()
-    for name, text in scripts.items():
-        check.add(name, text)
-    return check.result()
-
-
 class BashSyntaxCheck:
     """`bash -n` over many scripts in one process that parses while the caller goes on: each script is fed,
     wrapped as a function body, to the stdin of one `bash -n` started at once. Only if that fails is each
@@ -184,18 +169,10 @@ def _bash_n(text: str) -> str:
 
 
 def check_run(rp: RunPlan) -> list[CheckResult]:
-    """Every self-check of one fine-tuned run, over the files on disk."""
+    """Every self-check of one fine-tuned run, over the files on disk, the config read by OmegaConf itself
+    (`scaffold setup-finetune`: one run, where the seconds OmegaConf costs per thousand configs do not matter)."""
     assert rp.setup is not None
-    results: list[CheckResult] = []
-    try:
-        cfg = load_like_torchtune(rp.local_dir / FINETUNE_FILE)
-    except Exception as e:  # OmegaConf raises many types; any of them means torchtune cannot load the file
-        return [CheckResult("finetune_yaml_loads", False, f"{FINETUNE_FILE} does not load as torchtune loads it: {e}")]
-    results.append(CheckResult("finetune_yaml_loads", True))
-    results += check_parameters(cfg, rp.setup, rp.name)
-    results.append(check_recipe_keys(cfg, recipe_for(rp.setup)))
-    results += check_slurm(rp.local_dir / SLURM_FILE, rp.setup)
-    return results
+    return check_config(rp, load_like_torchtune) + check_slurm(rp.local_dir / SLURM_FILE, rp.setup)
 
 
 def check_parameters(cfg: dict, expected: dict[str, Any], run_name: str) -> list[CheckResult]:
