@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -58,11 +60,13 @@ def make_plan(summary: Summary, local: LocalConfig, *, check_paths: bool = True)
     models = registry.models(local.get("models"))
     _check_collisions(summary)
     unnamed = {p.run: p for p in sweep.name_problems(summary)}
+    shared = _Shared(summary, local, models, check_paths)
     runs = []
+    local_dir = str(summary.local_dir)
     for i, run in enumerate(summary.data["runs"]):
-        rp = RunPlan(run["name"], run["type"], i, summary.local_dir / run["name"])
+        rp = RunPlan(run["name"], run["type"], i, Path(os.path.join(local_dir, run["name"])))
         if rp.fine_tuned:
-            _plan_fine_tuned(rp, run, summary, local, models, check_paths)
+            _plan_fine_tuned(rp, run, shared)
         if rp.name in unnamed:
             rp.problems.insert(0, unnamed[rp.name])
         runs.append(rp)
@@ -128,43 +132,145 @@ def _check_collisions(summary: Summary) -> None:
         raise InputError(problems)
 
 
-def _plan_fine_tuned(
-    rp: RunPlan, run: dict, summary: Summary, local: LocalConfig, models: dict, check_paths: bool
-) -> None:
-    doc = summary.doc
+class _Shared:
+    """What every run of one plan shares, worked out once: the parameter defaults merged with the controls,
+    each model's registry entry and directory, each dataset's checks, the site settings. Planning a sweep of
+    thousands of runs then costs little more per run than its own settings (see benchmarks/)."""
+
+    def __init__(self, summary: Summary, local: LocalConfig, models: dict, check_paths: bool):
+        self.summary, self.local, self.models, self.check_paths = summary, local, models, check_paths
+        self.doc = summary.doc
+        self.root = str(summary.root)
+        self.table = params.table()
+        self.controls = summary.data.get("controls") or {}
+        self.values: dict[str, Any] = {}
+        self.sources: dict[str, str] = {}
+        for name, p in self.table.items():  # table default < controls (the run's own come on top)
+            if name in self.controls:
+                self.values[name], self.sources[name] = self.controls[name], "controls"
+            else:
+                self.values[name], self.sources[name] = p.default, "default"
+        self.lora_only = [n for n, p in self.table.items() if p.when.get("method") == "lora"]
+        self.base = {m["name"]: (i, m) for i, m in enumerate(summary.data["models"]["base"])}
+        self.training = summary.data["data"]["training"]
+        self.output = summary.data.get("output") or {}
+        self.wandb = bool(self.output.get("wandb_project"))
+        # Run directories already on disk that are symbolic links (one directory listing, not a stat per run).
+        self.links: set[str] = set()
+        with contextlib.suppress(OSError), os.scandir(summary.local_dir) as entries:
+            self.links = {e.name for e in entries if e.is_symlink()}
+        self.site = {
+            "account": local.get("account"),
+            "partition": local.get("partition"),
+            "qos": local.get("qos"),
+            "constraint": local.get("constraint"),
+            "gpu_directive": local.get("gpu_directive", "gres"),
+            "gpu_type": local.get("gpu_type"),
+            "mail_user": local.get("mail_user"),
+            "mail_type": local.get("mail_type", "FAIL") if local.get("mail_user") else None,
+            "conda_env": local.get("conda_env"),
+            "venv": local.get("venv"),
+        }
+        self._models: dict[str, tuple] = {}
+        self._paths: dict[str, tuple[Path, bool]] = {}
+        self._datasets: dict[tuple, tuple[list, int | None]] = {}
+        self._model_files: dict[tuple, tuple[str, str] | None] = {}
+        self._environment: list[tuple[str, str, str]] | None = None
+
+    def model(self, name: str) -> tuple:
+        """(registry entry or Problem, model directory or None, how the directory was found)."""
+        if name not in self._models:
+            entry = registry.lookup(name, self.models)
+            model_dir, how = None, None
+            if name in self.base and self.base[name][1].get("path"):
+                model_dir, how = self.summary.resolve(self.base[name][1]["path"]), "summary"
+            elif self.local.get("models_dir"):
+                model_dir, how = Path(self.local.get("models_dir")) / name, "models_dir"
+            self._models[name] = (entry, model_dir, how)
+        return self._models[name]
+
+    def dataset(self, text: str) -> tuple[Path, bool]:
+        """(the dataset path as generated files name it, whether this machine checks it: a dataset inside the
+        experiment is always checked, one elsewhere only with path checks)."""
+        if text not in self._paths:
+            path = self.summary.resolve(text)
+            self._paths[text] = (path, self.check_paths or self.summary.is_inside(path))
+        return self._paths[text]
+
+    def dataset_findings(self, dataset: Path, validation: bool, own: bool) -> tuple[list, int | None]:
+        """([(summary path or None for the run's dataset setting, message, fix)], records in the train split)
+        for one dataset as a run reads it (once per dataset, whatever the number of runs)."""
+        key = (dataset, validation, own)
+        if key in self._datasets:
+            return self._datasets[key]
+        out: list[tuple[tuple | None, str, str]] = []
+        train = None
+        local_dataset = self.summary.to_local(dataset)
+        if not local_dataset.is_file():
+            out.append((None, f"dataset not found: {local_dataset}", "check the path, or generate the dataset first"))
+        else:
+            needed = ["train"] + (["validation"] if validation else [])
+            missing = _missing_splits(local_dataset, needed)
+            for split, message in missing.items():
+                out.append(
+                    (None, f"dataset {local_dataset}: {message}", f"give the JSON file a non-empty '{split}' list")
+                )
+            splits = _dataset_splits(local_dataset)
+            if not missing:
+                train = splits["train"] if isinstance(splits, dict) else None
+                for path, message, fix in _dataset_content_problems(local_dataset, needed, self.summary, own):
+                    out.append((path, f"dataset {local_dataset}: {message}", fix))
+        self._datasets[key] = (out, train)
+        return out, train
+
+    def model_files(self, name: str, entry: dict, model_dir: Path) -> tuple[str, str] | None:
+        key = (name, model_dir)
+        if key not in self._model_files:
+            self._model_files[key] = _model_files_problem(entry, model_dir)
+        return self._model_files[key]
+
+    def environment(self) -> list[tuple[str, str, str]]:
+        """(local config key, message, fix) for a venv or conda environment named but not found."""
+        if self._environment is None:
+            self._environment = _environment_problems(self.site)
+        return self._environment
+
+
+def _plan_fine_tuned(rp: RunPlan, run: dict, shared: _Shared) -> None:
+    summary, local, doc = shared.summary, shared.local, shared.doc
     here = ("runs", rp.index)
 
     def problem(path: tuple, message: str, fix: str | None = None) -> None:
         rp.problems.append(doc.problem(path, message, fix, run=rp.name))
 
-    elsewhere = _run_dir_elsewhere(rp.local_dir, summary.local_dir)
-    if elsewhere:
-        problem(here + ("name",), elsewhere, "remove the link: a run's files are written only inside the experiment")
-        return
+    if rp.name in shared.links:
+        elsewhere = _run_dir_elsewhere(rp.local_dir, summary.local_dir)
+        if elsewhere:
+            problem(
+                here + ("name",), elsewhere, "remove the link: a run's files are written only inside the experiment"
+            )
+            return
 
     # Parameters: table default < controls < the run's own.
-    controls = summary.data.get("controls") or {}
     given = run.get("parameters") or {}
-    values: dict[str, Any] = {}
-    for name, p in params.table().items():
-        if name in given:
-            values[name], rp.sources[name] = given[name], "run"
-        elif name in controls:
-            values[name], rp.sources[name] = controls[name], "controls"
-        else:
-            values[name], rp.sources[name] = p.default, "default"
+    values = dict(shared.values)
+    rp.sources = dict(shared.sources)
+    for name, value in given.items():
+        if name in values:
+            values[name], rp.sources[name] = value, "run"
     if values["lora_alpha"] is None:
         values["lora_alpha"] = 2 * values["lora_rank"]
         rp.sources["lora_alpha"] = "2 x lora_rank"
     if values["metric_logger"] is None:
-        values["metric_logger"] = "wandb" if (summary.data.get("output") or {}).get("wandb_project") else "disk"
-        rp.sources["metric_logger"] = "output.wandb_project" if values["metric_logger"] == "wandb" else "default"
-    prompt_path = here + ("parameters", "prompt") if "prompt" in given else ("controls", "prompt")
+        values["metric_logger"] = "wandb" if shared.wandb else "disk"
+        rp.sources["metric_logger"] = "output.wandb_project" if shared.wandb else "default"
     if values["prompt"].count("{input}") != 1:
+        prompt_path = here + ("parameters", "prompt") if "prompt" in given else ("controls", "prompt")
         problem(prompt_path, "the prompt must contain {input} exactly once", "write the prompt as 'text {input} text'")
 
     # The run name must agree with the values it spells.
-    for name, spelt in params.parse_run_name(rp.name).items():
+    spelt_names = params.parse_run_name(rp.name)
+    for name, spelt in spelt_names.items():
         if len(spelt) > 1:
             problem(here + ("name",), f"the run name spells {name} twice ({', '.join(t for t, _ in spelt)})")
         token, value = spelt[0]
@@ -178,24 +284,20 @@ def _plan_fine_tuned(
 
     # Model: the registry says how to build it, the summary (or the models directory) where it is.
     model_name = run["model"]
-    entry = registry.lookup(model_name, models)
+    entry, model_dir, how = shared.model(model_name)
     if isinstance(entry, Problem):
         line, col = doc.locate(here + ("model",))
         rp.problems.append(Problem(entry.message, doc.name, line, col, f"runs[{rp.index}].model", entry.fix, rp.name))
         return
-    base = {m["name"]: (i, m) for i, m in enumerate(summary.data["models"]["base"])}
-    if model_name in base and base[model_name][1].get("path"):
-        model_dir = summary.resolve(base[model_name][1]["path"])
-    elif local.get("models_dir"):
-        model_dir = Path(local.get("models_dir")) / model_name
-        rp.notes.append(f"model directory {model_dir} (from the local config's models directory)")
-    else:
+    if model_dir is None:
         problem(
             here + ("model",),
             f"no path for model '{model_name}'",
             "add it to models.base with a path, or set the models directory in the local config",
         )
         return
+    if how == "models_dir":
+        rp.notes.append(f"model directory {model_dir} (from the local config's models directory)")
 
     # Resources: the run's compute > older controls.gpus > registry defaults > local config defaults.
     compute = run.get("compute") or {}
@@ -231,14 +333,13 @@ def _plan_fine_tuned(
     if full:
         # A LoRA setting has no effect on full fine-tuning: a run that gives one, or spells one in its name,
         # was probably meant to be LoRA.
-        lora_only = [n for n, p in params.table().items() if p.when.get("method") == "lora"]
-        for name in (n for n in lora_only if n in given):
+        for name in (n for n in shared.lora_only if n in given):
             problem(
                 here + ("parameters", name),
                 f"{name} is a LoRA setting, but this run's method is full (every weight is trained, no adapter)",
                 f"remove {name} from the run, or set method: lora",
             )
-        spelt = [n for n in params.parse_run_name(rp.name) if n in lora_only]
+        spelt = [n for n in spelt_names if n in shared.lora_only]
         if spelt:
             problem(
                 here + ("name",),
@@ -295,60 +396,54 @@ def _plan_fine_tuned(
                 "train without validation",
                 "use compute.gpus: 1, or set validation_during_training: false and evaluate after training",
             )
-        declared = (summary.data["data"]["training"].get("splits") or {}).get("validation")
+        declared = (shared.training.get("splits") or {}).get("validation")
         if declared == 0:
             problem(
                 vpath,
                 "validation during training was asked for, but data.training.splits.validation is 0",
                 "add validation records to the dataset, or set validation_during_training: false",
             )
-    # Paths
-    training = summary.data["data"]["training"]
-    dataset = summary.resolve(run.get("dataset_path") or training["path"])
-    run_dir = summary.root / rp.name
-    output_dir = run_dir / "artifacts"
-    if _inside(output_dir, model_dir):
+    # Paths (strings: the run's own are plain names under a normalised root)
+    dataset, check_dataset = shared.dataset(run.get("dataset_path") or shared.training["path"])
+    run_dir = os.path.join(shared.root, rp.name)
+    output_dir = os.path.join(run_dir, "artifacts")
+    model_str = str(model_dir)
+    if output_dir == model_str or output_dir.startswith(model_str.rstrip("/") + "/"):
         problem(here + ("model",), f"the output directory {output_dir} is inside the model directory {model_dir}")
-    if check_paths or summary.is_inside(dataset):
-        local_dataset = summary.to_local(dataset)
+    if check_dataset:
         dpath = here + ("dataset_path",) if run.get("dataset_path") else ("data", "training", "path")
-        if not local_dataset.is_file():
-            problem(dpath, f"dataset not found: {local_dataset}", "check the path, or generate the dataset first")
-        else:
-            needed = ["train"] + (["validation"] if values["validation_during_training"] else [])
-            missing = _missing_splits(local_dataset, needed)
-            for split, message in missing.items():
-                problem(dpath, f"dataset {local_dataset}: {message}", f"give the JSON file a non-empty '{split}' list")
-            splits = _dataset_splits(local_dataset)
-            per_step = values["batch_size"] * values["gradient_accumulation_steps"] * world
-            if not missing and isinstance(splits, dict) and splits["train"] < per_step:
-                # torchtune's dataloader drops the last partial batch: this run would train zero steps.
-                problem(
-                    dpath,
-                    f"the train split has {splits['train']} records, fewer than one optimizer step needs "
-                    f"(batch_size {values['batch_size']} x gradient_accumulation_steps "
-                    f"{values['gradient_accumulation_steps']} x {world} GPU(s) = {per_step}): it would train "
-                    "zero steps",
-                    "lower batch_size or gradient_accumulation_steps, or add training records",
-                )
-            if not missing:
-                for path, message, fix in _dataset_content_problems(local_dataset, needed, summary, run):
-                    problem(path or dpath, f"dataset {local_dataset}: {message}", fix)
-    if check_paths:
-        _check_model_files(rp, entry, model_dir, doc, here)
+        findings, train = shared.dataset_findings(
+            dataset, bool(values["validation_during_training"]), bool(run.get("dataset_path"))
+        )
+        per_step = values["batch_size"] * values["gradient_accumulation_steps"] * world
+        if train is not None and train < per_step:
+            # torchtune's dataloader drops the last partial batch: this run would train zero steps.
+            problem(
+                dpath,
+                f"the train split has {train} records, fewer than one optimizer step needs "
+                f"(batch_size {values['batch_size']} x gradient_accumulation_steps "
+                f"{values['gradient_accumulation_steps']} x {world} GPU(s) = {per_step}): it would train "
+                "zero steps",
+                "lower batch_size or gradient_accumulation_steps, or add training records",
+            )
+        for path, message, fix in findings:
+            problem(path or dpath, message, fix)
+    if shared.check_paths:
+        missing = shared.model_files(model_name, entry, model_dir)
+        if missing:
+            problem(here + ("model",), *missing)
 
-    output = summary.data.get("output") or {}
     setup: dict[str, Any] = {
         "run_name": rp.name,
         "experiment": summary.name,
         "project": summary.data["experiment"].get("project"),
-        "run_dir": str(run_dir),
-        "output_dir": str(output_dir),
+        "run_dir": run_dir,
+        "output_dir": output_dir,
         "model": model_name,
-        "model_dir": str(model_dir),
+        "model_dir": model_str,
         "dataset_path": str(dataset),
-        "dataset_label": training.get("dataset_label"),
-        "wandb_project": output.get("wandb_project"),
+        "dataset_label": shared.training.get("dataset_label"),
+        "wandb_project": shared.output.get("wandb_project"),
         "wandb_entity": local.get("wandb_entity"),
     }
     setup.update(values)
@@ -361,16 +456,11 @@ def _plan_fine_tuned(
             "cpus_per_task": _first(
                 compute.get("cpus_per_task"), res.get("cpus_per_task"), local.get("default_cpus"), DEFAULT_CPUS
             ),
-            "account": local.get("account"),
-            "partition": local.get("partition"),
-            "qos": local.get("qos"),
-            "constraint": local.get("constraint"),
-            "gpu_directive": local.get("gpu_directive", "gres"),
-            "gpu_type": local.get("gpu_type"),
-            "mail_user": local.get("mail_user"),
-            "mail_type": local.get("mail_type", "FAIL") if local.get("mail_user") else None,
-            "conda_env": local.get("conda_env"),
-            "venv": local.get("venv"),
+        }
+    )
+    setup.update(shared.site)
+    setup.update(
+        {
             "modules": list(local.get("modules", [])),
             "sbatch_extra": list(local.get("sbatch_extra", [])),
             "slurm_overrides": dict(run.get("slurm_overrides") or {}),
@@ -378,8 +468,10 @@ def _plan_fine_tuned(
     )
     if not (setup["conda_env"] or setup["venv"]):
         rp.notes.append("no conda environment or venv in the local config: the batch script activates nothing")
-    if check_paths:
-        _check_environment(rp, setup, local)
+    if shared.check_paths:
+        for key, message, fix in shared.environment():
+            line, col = local.doc.locate((key,))
+            rp.problems.append(Problem(message, local.doc.name, line, col, key, fix, rp.name))
     rp.setup = setup
 
 
@@ -403,7 +495,7 @@ def _missing_splits(path: Path, needed: list[str]) -> dict[str, str]:
 
 
 def _dataset_content_problems(
-    path: Path, needed: list[str], summary: Summary, run: dict
+    path: Path, needed: list[str], summary: Summary, own: bool
 ) -> list[tuple[tuple | None, str, str]]:
     """(summary path or None for the dataset's own, message, fix) for records the recipe cannot read, and for
     split counts in data.training.splits that disagree with the file (when the run reads that file)."""
@@ -416,7 +508,7 @@ def _dataset_content_problems(
             )
     counts = _dataset_splits(path)
     declared = summary.data["data"]["training"].get("splits") or {}
-    if run.get("dataset_path") or not isinstance(counts, dict):
+    if own or not isinstance(counts, dict):  # a run's own dataset is not the one data.training describes
         return out
     for split, n in declared.items():
         if isinstance(n, int) and not isinstance(n, bool) and counts.get(split, 0) != n:
@@ -474,60 +566,45 @@ def _run_dir_elsewhere(run_dir: Path, experiment_dir: Path) -> str | None:
     return f"the run directory {run_dir} is a symbolic link to {target}, outside its place in the experiment"
 
 
-def _check_model_files(rp: RunPlan, entry: dict, model_dir: Path, doc, here: tuple) -> None:
-    path = here + ("model",)
+def _model_files_problem(entry: dict, model_dir: Path) -> tuple[str, str] | None:
+    """(message, fix) when the model directory or a file the registry entry names is missing."""
     if not model_dir.is_dir():
-        rp.problems.append(
-            doc.problem(
-                path, f"model directory not found: {model_dir}", "download the model or fix models.base[].path", rp.name
-            )
-        )
-        return
+        return f"model directory not found: {model_dir}", "download the model or fix models.base[].path"
     missing = [
         n for n in ["config.json", *checkpoint_file_names(entry["checkpoint_files"])] if not (model_dir / n).is_file()
     ]
     missing += [f for f in entry["tokenizer"]["files"].values() if not (model_dir / f).is_file()]
     if missing:
-        rp.problems.append(
-            doc.problem(
-                path,
-                f"model files missing in {model_dir}: {', '.join(missing)}",
-                "complete the download, or fix the registry entry's checkpoint_files",
-                rp.name,
-            )
+        return (
+            f"model files missing in {model_dir}: {', '.join(missing)}",
+            "complete the download, or fix the registry entry's checkpoint_files",
         )
+    return None
 
 
-def _check_environment(rp: RunPlan, setup: dict, local: LocalConfig) -> None:
-    """The venv named by the local config must exist when this machine can see it (conda envs by prefix)."""
-    venv = setup.get("venv")
+def _environment_problems(site: dict) -> list[tuple[str, str, str]]:
+    """(local config key, message, fix): the venv or conda environment (by prefix) the local config names must
+    exist when this machine can see it."""
+    out = []
+    venv = site.get("venv")
     if venv and not (Path(venv) / "bin" / "activate").is_file():
-        line, col = local.doc.locate(("venv",))
-        rp.problems.append(
-            Problem(
-                f"virtual environment not found: {venv}/bin/activate",
-                local.doc.name,
-                line,
-                col,
+        out.append(
+            (
                 "venv",
+                f"virtual environment not found: {venv}/bin/activate",
                 "create it (python -m venv ...) or fix `venv` in the local config",
-                rp.name,
             )
         )
-    env = setup.get("conda_env")
+    env = site.get("conda_env")
     if env and env.startswith("/") and not Path(env).is_dir():
-        line, col = local.doc.locate(("conda_env",))
-        rp.problems.append(
-            Problem(
-                f"conda environment not found: {env}",
-                local.doc.name,
-                line,
-                col,
+        out.append(
+            (
                 "conda_env",
+                f"conda environment not found: {env}",
                 "create it or fix the conda environment in the local config",
-                rp.name,
             )
         )
+    return out
 
 
 def checkpoint_file_names(spec: Any) -> list[str]:
@@ -544,14 +621,6 @@ def _first(*values: Any) -> Any:
         if v is not None:
             return v
     return None
-
-
-def _inside(path: Path, parent: Path) -> bool:
-    try:
-        Path(path).relative_to(parent)
-        return True
-    except ValueError:
-        return False
 
 
 def describe(rp: RunPlan) -> str:
