@@ -3,56 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__, localconfig, schemas, selfcheck
+from . import __version__, localconfig, schemas, selfcheck, uptodate
 from . import summary as summary_mod
 from .errors import InputError, Problem, display_path
 from .lock import DEFAULT_TIMEOUT, LockTimeout, experiment_lock
-from .plan import SETUP_FILE, TRAINING_FILES, Plan, RunPlan, describe, make_plan
-from .render import RenderError, fingerprint, recipe_for, render_run
+from .outcome import Report, RunOutcome
+from .plan import SETUP_FILE, TRAINING_FILES, Plan, RunPlan, describe, make_plan, shared_settings
+from .render import RenderError, fingerprint, model_json, recipe_for, render_run
 from .runlog import LOG_DIR, LOG_NAME, RunLog
-from .writer import KEPT, UNCHANGED, FileResult, Manifest, remove_stale_temporaries, write
-
-
-@dataclass
-class RunOutcome:
-    name: str
-    type: str
-    status: str = "ok"  # ok | failed
-    directory: str = ""
-    files: dict[str, str] = field(default_factory=dict)
-    backups: list[str] = field(default_factory=list)
-    errors: list[Problem] = field(default_factory=list)
-    checks: list[selfcheck.CheckResult] = field(default_factory=list)
-    diffs: dict[str, str] = field(default_factory=dict)
-    recipe: str | None = None
-    fingerprint: str | None = None
-    checked_earlier: bool = False  # unchanged since a generate that wrote and checked its files
-
-
-@dataclass
-class Report:
-    summary: str
-    experiment: str | None = None
-    runs: list[RunOutcome] = field(default_factory=list)
-    input_errors: list[Problem] = field(default_factory=list)
-    errors: list[Problem] = field(default_factory=list)  # not about one run: e.g. the experiment is locked
-    log: str | None = None
-    log_error: str | None = None
-    dry_run: bool = False
-    seconds: float = 0.0
-
-    @property
-    def exit_status(self) -> int:
-        if self.input_errors:
-            return 2
-        return 1 if any(r.status != "ok" for r in self.runs) or self.log_error or self.errors else 0
+from .writer import KEPT, UNCHANGED, FileResult, Manifest, remove_stale_temporaries, write, write_new
 
 
 def generate(
@@ -70,7 +36,7 @@ def generate(
     report = Report(summary=display_path(summary_file), dry_run=dry_run)
     log = RunLog(None)
     if not dry_run and summary_file.is_file():
-        log = RunLog(summary_file.resolve().parent / LOG_DIR / LOG_NAME)
+        log = RunLog(summary_file.resolve().parent / LOG_DIR / LOG_NAME, keep_open=True)
         report.log = display_path(log.path)
     try:
         plan = _load_plan(summary_file, local_config, check_paths)
@@ -82,14 +48,17 @@ def generate(
             log.heading(f"scaffold-torchtune {__version__} generate {report.summary}: input invalid, nothing written")
             for p in e.problems:
                 log.error_line(p.format())
-            log.flush()
+            log.close()
             report.log_error = log.error
         report.seconds = time.perf_counter() - started
         return report
 
     try:
         with _lock(summary.local_dir, dry_run, lock_timeout):
-            _generate_all(plan, report, log, force=force, dry_run=dry_run, check_paths=check_paths)
+            try:
+                _generate_all(plan, report, log, force=force, dry_run=dry_run, check_paths=check_paths)
+            finally:
+                log.close()
     except LockTimeout as e:
         report.errors.append(Problem(str(e), display_path(summary.local_dir), fix="wait for the other process"))
     report.seconds = time.perf_counter() - started
@@ -121,24 +90,40 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
         f"scaffold-torchtune {__version__} generate {report.summary} (experiment {summary.name}; "
         f"local config {display_path(local.path)}; force={force}; check_paths={check_paths})"
     )
-    for note in summary.notes + local.notes:
-        log.info(note)
+    notes = summary.notes + local.notes
     if summary.root != summary.local_dir:
-        log.info(
+        notes.append(
             f"experiment.dir is {summary.root}: generated files name paths there; files are written to "
             f"{summary.local_dir}"
+        )
+    for note in notes:
+        log.info(note)
+    # What this generation depends on, as it is now (before anything is written): kept by the manifest when
+    # every run ends generated and checked, so that an unchanged re-run can say so at once (scaffold.uptodate).
+    key = uptodate.input_key(summary.path, summary.doc.digest, local.path, local.doc.digest, check_paths, plan.inputs)
+    log.flush()
+
+    shared = shared_settings(plan.runs)
+    if shared:
+        first = next(rp for rp in plan.runs if rp.setup)
+        log.info(
+            "settings of every fine-tuned run (value and where it came from; each run's section lists the "
+            "others):\n" + describe(first, only=shared)
         )
     log.flush()
 
     manifest = Manifest(summary.local_dir)
-    check = selfcheck.SelfCheck()  # runs beside the writing, fed each run once its files are on disk
+    check = selfcheck.SelfCheck()  # runs beside the writing, fed each run once its files are written
+    model_texts: dict[str, str] = {}
     try:
         for rp in plan.runs:
-            out = _generate_run(rp, plan, manifest, log, force=force, dry_run=dry_run)
+            out, texts = _generate_run(
+                rp, plan, manifest, log, force=force, dry_run=dry_run, shared=shared, model_texts=model_texts
+            )
             report.runs.append(out)
             if not dry_run and out.status == "ok" and rp.fine_tuned and not out.checked_earlier:
-                check.add(rp)
-            log.flush()
+                check.add(rp, texts)
+            log.flush_some()
     except BaseException:
         # Interrupted (Ctrl-C, SIGTERM): record what was written, so the next run does not take this run's own
         # files for hand edits. (After a SIGKILL nothing can run: see the known limitation in the README.)
@@ -148,6 +133,10 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
         raise
     if not dry_run:
         _self_check(report, log, check, manifest)
+        everything_ok = not report.errors and all(r.status == "ok" for r in report.runs)
+        if everything_ok and all(r.checks or r.checked_earlier or r.type != "fine-tuned" for r in report.runs):
+            manifest.set_state(uptodate.state(key, plan.inputs, report, notes))
+        # (else any state from before stays only if nothing was written: it still describes those files.)
     if not dry_run:
         try:
             manifest.save()
@@ -196,30 +185,42 @@ def _check_shell_safe_root(summary) -> None:
 
 
 def _generate_run(
-    rp: RunPlan, plan: Plan, manifest: Manifest, log: RunLog, *, force: bool, dry_run: bool
-) -> RunOutcome:
+    rp: RunPlan,
+    plan: Plan,
+    manifest: Manifest,
+    log: RunLog,
+    *,
+    force: bool,
+    dry_run: bool,
+    shared: frozenset[str] = frozenset(),
+    model_texts: dict[str, str] | None = None,
+) -> tuple[RunOutcome, dict[str, str]]:
+    """One run: its outcome, and the texts written (for the self-check)."""
     out = RunOutcome(rp.name, rp.type, directory=display_path(rp.local_dir))
     log.heading(f"run {rp.name} ({rp.type})")
     for note in rp.notes:
         log.info(note, rp.name)
     if rp.problems:
-        return _fail(out, rp.problems, log)
+        return _fail(out, rp.problems, log), {}
     texts: dict[str, str] = {}
     if rp.fine_tuned:
         assert rp.setup is not None
         out.recipe = recipe_for(rp.setup)
         model = plan.models[rp.setup["model"]]
-        if not dry_run:
-            remove_stale_temporaries(rp.local_dir, TRAINING_FILES)
-        out.fingerprint = fingerprint(rp.setup, model)
+        if model_texts is None:
+            model_texts = {}
+        if rp.setup["model"] not in model_texts:
+            model_texts[rp.setup["model"]] = model_json(model)
+        out.fingerprint = fingerprint(rp.setup, model, model_texts[rp.setup["model"]])
         files = [rp.local_dir / name for name in TRAINING_FILES]
         if not force and manifest.source(rp.name) == out.fingerprint and manifest.unchanged(files):
             # Same settings, same templates, files as written (and checked) then: nothing to render or write.
             out.files = dict.fromkeys(TRAINING_FILES, UNCHANGED)
             out.checked_earlier = True
             log.info("unchanged since generated (settings, templates and files all as then)", rp.name)
-            return out
-        log.info("settings (value and where it came from):\n" + describe(rp), rp.name)
+            return out, {}
+        own = describe(rp, skip=shared)
+        log.info("settings (value and where it came from):\n" + own if own else "settings: as every run", rp.name)
         try:
             texts = render_run(rp.setup, model)
         except RenderError as e:
@@ -230,17 +231,26 @@ def _generate_run(
                 "registry entry, or report a bug in the template",
                 run=rp.name,
             )
-            return _fail(out, [problem], log)
+            return _fail(out, [problem], log), {}
     try:
-        if not dry_run:
-            rp.local_dir.mkdir(parents=True, exist_ok=True)
+        if not dry_run and rp.fine_tuned and manifest.state is not None:
+            # Files are about to change: the state of the last generation must not outlive them, also when
+            # this process is killed before it saves the manifest.
+            manifest.set_state(None)
+            manifest.save()
+        created = False if dry_run else _make_dir(rp.local_dir)
         if not rp.fine_tuned:
-            present = [n for n in TRAINING_FILES if (rp.local_dir / n).exists()]
+            present = [] if created else [n for n in TRAINING_FILES if (rp.local_dir / n).exists()]
             if present:
                 log.info(f"note: training files present in a {rp.type} run directory: {', '.join(present)}", rp.name)
             log.info(f"{rp.type} run: directory only ({out.directory})", rp.name)
-            return out
-        problems = _write_run_files(rp, texts, out, manifest, log, force=force, dry_run=dry_run)
+            return out, {}
+        if created:
+            problems = _write_new_run_files(rp, texts, out, manifest, log)
+        else:
+            if not dry_run:
+                remove_stale_temporaries(rp.local_dir, TRAINING_FILES)
+            problems = _write_run_files(rp, texts, out, manifest, log, force=force, dry_run=dry_run)
     except PermissionError as e:
         target = Path(e.filename or rp.local_dir)
         where = target if target.is_dir() else target.parent
@@ -254,7 +264,33 @@ def _generate_run(
         ]
     except OSError as e:
         problems = [Problem(f"cannot write: {e.strerror} ({e.filename})", run=rp.name)]
-    return _fail(out, problems, log) if problems else out
+    return (_fail(out, problems, log), {}) if problems else (out, texts)
+
+
+def _make_dir(path: Path) -> bool:
+    """Create a run directory; True when this call created it (so nothing in it can need keeping)."""
+    try:
+        os.mkdir(path)
+        return True
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+        return False
+    except FileNotFoundError:  # the experiment directory itself went away: create it again, as before
+        os.makedirs(path, exist_ok=True)
+        return True
+
+
+def _write_new_run_files(
+    rp: RunPlan, texts: dict[str, str], out: RunOutcome, manifest: Manifest, log: RunLog
+) -> list[Problem]:
+    """The three files of a fine-tuned run in its new directory (the common case of a first generation)."""
+    # --output of the batch script points here; SLURM does not create it (the job would fail with no log).
+    os.mkdir(rp.local_dir / "artifacts")
+    for name in TRAINING_FILES:
+        out.files[name] = write_new(rp.local_dir / name, texts[name], manifest).status
+    log.info(", ".join(f"{name}: {status}" for name, status in out.files.items()), rp.name)
+    return []
 
 
 def _self_check(report: Report, log: RunLog, check: selfcheck.SelfCheck, manifest: Manifest) -> None:

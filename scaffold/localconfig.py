@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import schemas
+from .discover import ENV_VAR, NAMES, find  # noqa: F401 (the local config's discovery, re-exported)
 from .errors import InputError, Problem, display_path
 from .yamlio import Document, load_yaml
-
-NAMES = ("scaffold.local.yaml", "claude.local.md")
-ENV_VAR = "SCAFFOLD_LOCAL_CONFIG"
 
 # Markdown bullet label (lower case) -> normalised key. Labels under a "Weights & Biases" heading are
 # prefixed with "wandb " first, so "Entity" there becomes "wandb entity".
@@ -66,31 +64,6 @@ class LocalConfig:
         return default if value is None else value
 
 
-def find(experiment_dir: Path, explicit: Path | None = None) -> Path:
-    """--local-config, else $SCAFFOLD_LOCAL_CONFIG, else the nearest config upward from the experiment."""
-    if explicit is not None:
-        return Path(explicit)
-    env = os.environ.get(ENV_VAR)
-    if env:
-        return Path(env)
-    here = experiment_dir.resolve()
-    for d in (here, *here.parents):
-        for name in NAMES:
-            if (d / name).is_file():
-                return d / name
-    raise InputError(
-        [
-            Problem(
-                "no local config found (searched upward from the experiment for "
-                + " or ".join(NAMES)
-                + f", and ${ENV_VAR} is unset)",
-                display_path(experiment_dir),
-                fix="create scaffold.local.yaml beside the experiment or pass --local-config PATH",
-            )
-        ]
-    )
-
-
 def load(path: Path) -> LocalConfig:
     """Read either form, normalise, and validate against schemas/local_config.schema.json."""
     path = Path(path)
@@ -121,10 +94,12 @@ def load(path: Path) -> LocalConfig:
 def parse_markdown(path: Path) -> tuple[Document, list[str]]:
     """`- **Key**: `value`` bullets and a `module load` line in a bash block -> settings with line marks."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read()
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as a text-mode read
     except (OSError, UnicodeDecodeError) as e:
         raise InputError([Problem(f"cannot read: {e}", display_path(path))]) from None
-    doc = Document(path, {})
+    doc = Document(path, {}, digest=hashlib.sha256(data).hexdigest())
     notes: list[str] = []
     heading = ""
     in_code = False

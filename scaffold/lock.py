@@ -50,8 +50,11 @@ def _holder(fd: int) -> str:
 
 
 @contextmanager
-def experiment_lock(directory: Path, command: str, timeout: float = DEFAULT_TIMEOUT) -> Iterator[None]:
-    """Hold the experiment's lock for the duration of the block (waiting up to `timeout` seconds for it)."""
+def experiment_lock(
+    directory: Path, command: str, timeout: float = DEFAULT_TIMEOUT, wait: bool = True
+) -> Iterator[None]:
+    """Hold the experiment's lock for the duration of the block (waiting up to `timeout` seconds for it; with
+    `wait=False`, LockTimeout at once and silently when another process holds it)."""
     path = Path(directory) / LOCK_DIR / LOCK_NAME
     path.parent.mkdir(exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -63,6 +66,8 @@ def experiment_lock(directory: Path, command: str, timeout: float = DEFAULT_TIME
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if not wait:
+                    raise LockTimeout(f"{path} is held by {_holder(fd)}") from None
                 if not told:
                     print(f"scaffold: waiting for {path}, held by {_holder(fd)}", file=sys.stderr)
                     told = True

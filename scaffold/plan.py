@@ -5,24 +5,22 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from . import params, registry, sweep
+from .discover import FINETUNE_FILE, SETUP_FILE, SLURM_FILE, TRAINING_FILES  # noqa: F401 (re-exported)
 from .errors import InputError, Problem
 from .localconfig import LocalConfig
 from .runlog import LOG_DIR
 from .summary import SUMMARY_NAME, Summary
 from .timeutil import format_time, parse_time
-from .writer import MANIFEST
+from .writer import MANIFEST, signature
 
 FINE_TUNED = "fine-tuned"
-SETUP_FILE = "setup_finetune.yaml"
-FINETUNE_FILE = "finetune.yaml"
-SLURM_FILE = "finetune.slurm"
-TRAINING_FILES = (SETUP_FILE, FINETUNE_FILE, SLURM_FILE)
 
 DEFAULT_TIME = "01:00:00"
 DEFAULT_MEM = "32G"
@@ -53,6 +51,9 @@ class Plan:
     local: LocalConfig
     models: dict[str, dict]
     runs: list[RunPlan]
+    # Every path outside the summary and the local config whose state the plan depends on (datasets read,
+    # model files and environments looked for), with its state when looked at: see scaffold.uptodate.
+    inputs: dict[str, list | None] = field(default_factory=dict)
 
 
 def make_plan(summary: Summary, local: LocalConfig, *, check_paths: bool = True) -> Plan:
@@ -70,7 +71,7 @@ def make_plan(summary: Summary, local: LocalConfig, *, check_paths: bool = True)
         if rp.name in unnamed:
             rp.problems.insert(0, unnamed[rp.name])
         runs.append(rp)
-    return Plan(summary, local, models, runs)
+    return Plan(summary, local, models, runs, shared.inputs)
 
 
 def reserved_names(summary: Summary) -> dict[str, str]:
@@ -176,6 +177,14 @@ class _Shared:
         self._datasets: dict[tuple, tuple[list, int | None]] = {}
         self._model_files: dict[tuple, tuple[str, str] | None] = {}
         self._environment: list[tuple[str, str, str]] | None = None
+        self.inputs: dict[str, list | None] = {}
+
+    def watch(self, path: Path) -> Path:
+        """Record the state of a path the plan is about to look at (before looking)."""
+        key = str(path)
+        if key not in self.inputs:
+            self.inputs[key] = signature(key)
+        return path
 
     def model(self, name: str) -> tuple:
         """(registry entry or Problem, model directory or None, how the directory was found)."""
@@ -205,7 +214,7 @@ class _Shared:
             return self._datasets[key]
         out: list[tuple[tuple | None, str, str]] = []
         train = None
-        local_dataset = self.summary.to_local(dataset)
+        local_dataset = self.watch(self.summary.to_local(dataset))
         if not local_dataset.is_file():
             out.append((None, f"dataset not found: {local_dataset}", "check the path, or generate the dataset first"))
         else:
@@ -226,13 +235,13 @@ class _Shared:
     def model_files(self, name: str, entry: dict, model_dir: Path) -> tuple[str, str] | None:
         key = (name, model_dir)
         if key not in self._model_files:
-            self._model_files[key] = _model_files_problem(entry, model_dir)
+            self._model_files[key] = _model_files_problem(entry, model_dir, self.watch)
         return self._model_files[key]
 
     def environment(self) -> list[tuple[str, str, str]]:
         """(local config key, message, fix) for a venv or conda environment named but not found."""
         if self._environment is None:
-            self._environment = _environment_problems(self.site)
+            self._environment = _environment_problems(self.site, self.watch)
         return self._environment
 
 
@@ -566,14 +575,16 @@ def _run_dir_elsewhere(run_dir: Path, experiment_dir: Path) -> str | None:
     return f"the run directory {run_dir} is a symbolic link to {target}, outside its place in the experiment"
 
 
-def _model_files_problem(entry: dict, model_dir: Path) -> tuple[str, str] | None:
+def _model_files_problem(entry: dict, model_dir: Path, watch: Callable[[Path], Path]) -> tuple[str, str] | None:
     """(message, fix) when the model directory or a file the registry entry names is missing."""
-    if not model_dir.is_dir():
+    if not watch(model_dir).is_dir():
         return f"model directory not found: {model_dir}", "download the model or fix models.base[].path"
     missing = [
-        n for n in ["config.json", *checkpoint_file_names(entry["checkpoint_files"])] if not (model_dir / n).is_file()
+        n
+        for n in ["config.json", *checkpoint_file_names(entry["checkpoint_files"])]
+        if not watch(model_dir / n).is_file()
     ]
-    missing += [f for f in entry["tokenizer"]["files"].values() if not (model_dir / f).is_file()]
+    missing += [f for f in entry["tokenizer"]["files"].values() if not watch(model_dir / f).is_file()]
     if missing:
         return (
             f"model files missing in {model_dir}: {', '.join(missing)}",
@@ -582,12 +593,12 @@ def _model_files_problem(entry: dict, model_dir: Path) -> tuple[str, str] | None
     return None
 
 
-def _environment_problems(site: dict) -> list[tuple[str, str, str]]:
+def _environment_problems(site: dict, watch: Callable[[Path], Path]) -> list[tuple[str, str, str]]:
     """(local config key, message, fix): the venv or conda environment (by prefix) the local config names must
     exist when this machine can see it."""
     out = []
     venv = site.get("venv")
-    if venv and not (Path(venv) / "bin" / "activate").is_file():
+    if venv and not watch(Path(venv) / "bin" / "activate").is_file():
         out.append(
             (
                 "venv",
@@ -596,7 +607,7 @@ def _environment_problems(site: dict) -> list[tuple[str, str, str]]:
             )
         )
     env = site.get("conda_env")
-    if env and env.startswith("/") and not Path(env).is_dir():
+    if env and env.startswith("/") and not watch(Path(env)).is_dir():
         out.append(
             (
                 "conda_env",
@@ -623,8 +634,39 @@ def _first(*values: Any) -> Any:
     return None
 
 
-def describe(rp: RunPlan) -> str:
-    """One line per parameter with its value and where it came from (for the log)."""
+def describe(rp: RunPlan, *, only: frozenset[str] | None = None, skip: frozenset[str] = frozenset()) -> str:
+    """One line per parameter with its value and where it came from (for the log): every parameter, or those
+    in `only`, less those in `skip`."""
     if not rp.setup:
         return ""
-    return "\n".join(f"  {k} = {json.dumps(rp.setup[k])} ({rp.sources[k]})" for k in params.table())
+    return "\n".join(
+        f"  {k} = {_log_value(rp.setup[k])} ({rp.sources[k]})"
+        for k in params.table()
+        if (only is None or k in only) and k not in skip
+    )
+
+
+def _log_value(value: Any) -> str:
+    return json.dumps(value)
+
+
+def shared_settings(runs: list[RunPlan]) -> frozenset[str]:
+    """The parameters that every fine-tuned run of a sweep (two or more) sets alike, from the same place: the
+    log gives them once, and each run's section only the others."""
+    planned = [rp for rp in runs if rp.setup]
+    if len(planned) < 2:
+        return frozenset()
+    first = planned[0]
+    keys = set(params.table())
+    for rp in planned[1:]:
+        assert rp.setup is not None and first.setup is not None
+        keys = {
+            k
+            for k in keys
+            if rp.sources[k] == first.sources[k]
+            and type(rp.setup[k]) is type(first.setup[k])
+            and rp.setup[k] == first.setup[k]
+        }
+        if not keys:
+            break
+    return frozenset(keys)

@@ -77,6 +77,30 @@ def omegaconf_literal(value: Any) -> Any:
     return value
 
 
+_FILTER_CACHE: dict[tuple, str] = {}
+
+
+def _yaml_filter(value: Any) -> str:
+    """A value as finetune.yaml writes it (memoised: a sweep repeats most values in every run)."""
+    kind = type(value)
+    if kind is list:
+        key: tuple = (kind, tuple((type(v), repr(v)) for v in value))
+    elif kind is dict:
+        return yaml_scalar(omegaconf_literal(value))
+    else:
+        key = (kind, repr(value) if kind is float else value)  # repr: 0.0 and -0.0 differ
+    try:
+        return _FILTER_CACHE[key]
+    except KeyError:
+        pass
+    except TypeError:  # unhashable
+        return yaml_scalar(omegaconf_literal(value))
+    if len(_FILTER_CACHE) > 100_000:  # bounded: run names and paths are new in every run
+        _FILTER_CACHE.clear()
+    text = _FILTER_CACHE[key] = yaml_scalar(omegaconf_literal(value))
+    return text
+
+
 @cache
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
@@ -86,7 +110,7 @@ def _environment() -> jinja2.Environment:
         autoescape=False,
     )
     # Values reach finetune.yaml as YAML that OmegaConf (torchtune's loader) reads back exactly.
-    env.filters["yaml"] = lambda v: yaml_scalar(omegaconf_literal(v))
+    env.filters["yaml"] = _yaml_filter
     env.filters["sh"] = lambda v: shlex.quote(str(v))
     return env
 
@@ -220,14 +244,14 @@ def _render(template: str, ctx: dict) -> str:
         raise RenderError(f"{template}: {e}", template.removesuffix(".j2")) from None
 
 
-def render_finetune_yaml(setup: dict, model: dict) -> str:
-    """The torchtune config for this run."""
-    return _render("finetune.yaml.j2", context(setup, model))
+def render_finetune_yaml(setup: dict, model: dict, ctx: dict | None = None) -> str:
+    """The torchtune config for this run (`ctx`: its template variables, when the caller has them)."""
+    return _render("finetune.yaml.j2", ctx or context(setup, model))
 
 
-def render_slurm(setup: dict, model: dict) -> str:
-    """The batch script for this run."""
-    return _render("finetune.slurm.j2", context(setup, model))
+def render_slurm(setup: dict, model: dict, ctx: dict | None = None) -> str:
+    """The batch script for this run (`ctx`: its template variables, when the caller has them)."""
+    return _render("finetune.slurm.j2", ctx or context(setup, model))
 
 
 def render_setup(setup: dict) -> str:
@@ -246,16 +270,26 @@ def _renderer_digest() -> str:
     return h.hexdigest()
 
 
-def fingerprint(setup: dict, model: dict) -> str:
-    """What a run's files are generated from: equal fingerprints give byte-identical files."""
-    payload = json.dumps([setup, model, _renderer_digest()], sort_keys=True, default=str)
+def fingerprint(setup: dict, model: dict, model_text: str | None = None) -> str:
+    """What a run's files are generated from: equal fingerprints give byte-identical files. (`model_text`:
+    `model_json(model)`, when the caller renders many runs of one model.)"""
+    if model_text is None:
+        model_text = model_json(model)
+    # The same text as json.dumps([setup, model, digest], sort_keys=True, default=str), model part reused.
+    payload = f"[{json.dumps(setup, sort_keys=True, default=str)}, {model_text}, {json.dumps(_renderer_digest())}]"
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def model_json(model: dict) -> str:
+    """A model registry entry as the fingerprint includes it."""
+    return json.dumps(model, sort_keys=True, default=str)
 
 
 def render_run(setup: dict, model: dict) -> dict[str, str]:
     """All three files of a fine-tuned run, by file name."""
+    ctx = context(setup, model)
     return {
         SETUP_FILE: render_setup(setup),
-        FINETUNE_FILE: render_finetune_yaml(setup, model),
-        SLURM_FILE: render_slurm(setup, model),
+        FINETUNE_FILE: render_finetune_yaml(setup, model, ctx),
+        SLURM_FILE: render_slurm(setup, model, ctx),
     }

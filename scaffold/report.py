@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
-from . import sweep
-from .generate import Report
-from .plan import Plan
+from .outcome import Report
+
+if TYPE_CHECKING:
+    from .plan import Plan
 
 
 def counts(report: Report) -> dict[str, int]:
@@ -115,6 +117,8 @@ def as_text(report: Report, show_diffs: bool = True) -> str:
 
 def plan_text(plan: Plan) -> str:
     """The runs a generate would write, with the settings each run sets (--print-plan)."""
+    from . import sweep
+
     summary = plan.summary
     swept = sweep.varied(summary.data.get("variables"))
     lines = [

@@ -8,23 +8,16 @@ import re
 import subprocess
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import params
 from .lock import close_inherited_locks
+from .outcome import CheckResult
 from .plan import FINETUNE_FILE, SLURM_FILE, RunPlan
 from .render import recipe_for
 from .resources import load_data
 from .yamlio import load_generated_config
-
-
-@dataclass
-class CheckResult:
-    check: str
-    ok: bool
-    message: str = ""
 
 
 def load_like_torchtune(text: str) -> dict:
@@ -41,15 +34,32 @@ def check_config(rp: RunPlan, load: Callable[[str], dict] = load_generated_confi
     try:
         cfg = load((rp.local_dir / FINETUNE_FILE).read_text(encoding="utf-8"))
     except Exception as e:  # any parse or resolution error means torchtune could not load it either
-        return [CheckResult("finetune_yaml_loads", False, f"{FINETUNE_FILE} does not load as torchtune loads it: {e}")]
+        cfg = e
+    return check_loaded_config(rp, cfg)
+
+
+def check_loaded_config(rp: RunPlan, cfg: Any) -> list[CheckResult]:
+    """The checks of one run's finetune.yaml as loaded (or the exception loading it raised)."""
+    assert rp.setup is not None
+    if isinstance(cfg, Exception):  # any parse or resolution error means torchtune could not load it either
+        return [
+            CheckResult("finetune_yaml_loads", False, f"{FINETUNE_FILE} does not load as torchtune loads it: {cfg}")
+        ]
     results = [CheckResult("finetune_yaml_loads", True)]
     results += check_parameters(cfg, rp.setup, rp.name)
     results.append(check_recipe_keys(cfg, recipe_for(rp.setup)))
     return results
 
 
-def _check_configs(rps: list[RunPlan]) -> list[list[CheckResult]]:
-    return [check_config(rp) for rp in rps]
+def _load(text: str) -> Any:
+    try:
+        return load_generated_config(text)
+    except Exception as e:  # reported by check_loaded_config
+        return e
+
+
+def _check_configs(batch: list[tuple[RunPlan, str]]) -> list[list[CheckResult]]:
+    return [check_loaded_config(rp, _load(text)) for rp, text in batch]
 
 
 class ConfigChecks:
@@ -60,13 +70,14 @@ class ConfigChecks:
     BATCH = 64
 
     def __init__(self) -> None:
-        self._batch: list[RunPlan] = []
+        self._batch: list[tuple[RunPlan, str]] = []
         self._futures: list = []
         self._pool = None
         self._done: list[tuple[RunPlan, list[CheckResult]]] = []
 
-    def add(self, rp: RunPlan) -> None:
-        self._batch.append(rp)
+    def add(self, rp: RunPlan, text: str) -> None:
+        """Check this run's finetune.yaml, whose text (as written) is `text`."""
+        self._batch.append((rp, text))
         if len(self._batch) >= self.BATCH:
             self._submit()
 
@@ -78,39 +89,43 @@ class ConfigChecks:
             self._pool = ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("fork"), initializer=close_inherited_locks
             )
+        runs = [rp for rp, _ in batch]
         if self._pool is None:
-            self._done += zip(batch, _check_configs(batch), strict=True)
+            self._done += zip(runs, _check_configs(batch), strict=True)
         else:
             self._futures.append((batch, self._pool.submit(_check_configs, batch)))
 
     def results(self) -> dict[str, list[CheckResult]]:
         self._submit()
         for batch, future in self._futures:
+            runs = [rp for rp, _ in batch]
             try:
-                self._done += zip(batch, future.result(), strict=True)
+                self._done += zip(runs, future.result(), strict=True)
             except Exception:  # a broken worker must not cost the check: run that batch here
-                self._done += zip(batch, _check_configs(batch), strict=True)
+                self._done += zip(runs, _check_configs(batch), strict=True)
         if self._pool is not None:
             self._pool.shutdown()
         return {rp.name: results for rp, results in self._done}
 
 
 class SelfCheck:
-    """The self-check of many runs (what `generate` runs), fed each run as soon as its files are written:
-    each finetune.yaml is re-read with libyaml (interpolations resolved as OmegaConf resolves them) in a worker
-    process, and every batch script goes through one `bash -n`; both run beside the writing."""
+    """The self-check of many runs (what `generate` runs), fed each run as soon as its files are written, with
+    the texts written: each finetune.yaml is read again with libyaml (interpolations resolved as OmegaConf
+    resolves them) in a worker process, and every batch script goes through one `bash -n`; both run beside
+    the writing. (The verification suite reads the files back from disk.)"""
 
     def __init__(self) -> None:
         self._configs = ConfigChecks()
         self._bash = BashSyntaxCheck()
         self._slurm: dict[str, list[CheckResult]] = {}
 
-    def add(self, rp: RunPlan) -> None:
+    def add(self, rp: RunPlan, texts: dict[str, str]) -> None:
+        """Check a run whose files were just written with these texts (by file name)."""
         assert rp.setup is not None
-        text = (rp.local_dir / SLURM_FILE).read_text(encoding="utf-8")
+        text = texts[SLURM_FILE]
         self._slurm[rp.name] = check_slurm_text(text, rp.setup)
         self._bash.add(rp.name, text)
-        self._configs.add(rp)
+        self._configs.add(rp, texts[FINETUNE_FILE])
 
     def results(self) -> dict[str, list[CheckResult]]:
         configs, syntax = self._configs.results(), self._bash.result()
@@ -238,7 +253,7 @@ def check_slurm_text(text: str, setup: dict) -> list[CheckResult]:
     out = []
     directives = {}
     for line in text.splitlines():
-        m = _DIRECTIVE.match(line)
+        m = _DIRECTIVE.match(line) if line.startswith("#SBATCH") else None
         if m:
             directives[m.group(1)] = m.group(2)
     name = directives.get("job-name")

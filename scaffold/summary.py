@@ -7,10 +7,9 @@ from functools import cached_property
 from pathlib import Path
 
 from . import params, schemas
+from .discover import SUMMARY_NAME, summary_path  # noqa: F401 (re-exported)
 from .errors import InputError, Problem, display_path
 from .yamlio import Document, Path_, load_yaml
-
-SUMMARY_NAME = "experiment_summary.yaml"
 
 
 @dataclass
@@ -64,14 +63,6 @@ class Summary:
             return True
         except ValueError:
             return False
-
-
-def summary_path(target: Path) -> Path:
-    """EXPERIMENT may be the directory holding experiment_summary.yaml or the summary file itself."""
-    target = Path(target)
-    if target.is_dir():
-        return target / SUMMARY_NAME
-    return target
 
 
 def load(target: Path) -> Summary:

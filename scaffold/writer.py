@@ -8,6 +8,8 @@ import hashlib
 import itertools
 import json
 import os
+import stat
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,22 +25,53 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def atomic_write(path: Path, content: str | bytes, mode: int = 0o644) -> None:
-    """Write a whole file or nothing: a temporary file in the same directory, then rename over the target."""
-    path = Path(path)
+def atomic_write(path: Path | str, content: str | bytes, mode: int = 0o644) -> Stamp:
+    """Write a whole file or nothing: a temporary file in the same directory, then rename over the target.
+    Returns the file's stamp (the rename keeps size, modification time and inode)."""
+    path = os.fspath(path)
     data = content.encode("utf-8") if isinstance(content, str) else content
     # O_EXCL on a name of our own (pid + counter): no other process or call can share it. The mode is given
     # at creation (then subject to the umask, like any new file), so no chmod is needed.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(_TEMP_NUMBERS)}{TEMP_SUFFIX}")
+    head, name = os.path.split(path)
+    tmp = os.path.join(head, f".{name}.{os.getpid()}.{next(_TEMP_NUMBERS)}{TEMP_SUFFIX}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+Stamp = tuple[int, int, int]  # size, modification time (ns), inode: what changes when a file is rewritten
+# A file whose stamp was taken this close to the manifest's saving may have been changed again within the same
+# filesystem timestamp tick: its content is compared instead (git's "racily clean" entries).
+RACY_NS = 50_000_000
+
+
+def signature(path: Path | str) -> list[int] | None:
+    """What a path is (file type), and its size, modification time and inode; None when absent."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [stat.S_IFMT(st.st_mode), st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def stamp(path: Path | str) -> Stamp | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def backup(path: Path) -> Path:
@@ -88,12 +121,21 @@ class Manifest:
         self.root = Path(root)
         self._prefix = str(self.root.resolve()) + os.sep
         self.path = self.root / MANIFEST
+        self.files: dict[str, str] = {}
+        self.sources: dict[str, str] = {}
+        self.stamps: dict[str, list[int]] = {}  # path -> stamp when written (see `unchanged`)
+        self.saved_ns = 0
+        # The last generation that left every run generated and checked: see scaffold.uptodate.
+        self.state: dict | None = None
         try:
             body = json.loads(self.path.read_text(encoding="utf-8"))
-            self.files: dict[str, str] = dict(body.get("files", {}))
-            self.sources: dict[str, str] = dict(body.get("sources", {}))
+            self.files = dict(body.get("files", {}))
+            self.sources = dict(body.get("sources", {}))
+            self.stamps = {k: v for k, v in dict(body.get("stamps", {})).items() if isinstance(v, list) and len(v) == 3}
+            self.saved_ns = int(body.get("saved_ns", 0))
+            self.state = body.get("state") if isinstance(body.get("state"), dict) else None
         except (FileNotFoundError, ValueError, AttributeError, TypeError):
-            self.files, self.sources = {}, {}
+            self.files, self.sources, self.stamps = {}, {}, {}
         self._dirty = False
 
     def key(self, path: Path) -> str:
@@ -105,11 +147,18 @@ class Manifest:
     def generated_hash(self, path: Path) -> str | None:
         return self.files.get(self.key(path))
 
-    def record(self, path: Path, digest: str) -> None:
+    def record(self, path: Path, digest: str, written: Stamp | None = None) -> None:
+        """What this tool wrote at `path`: its hash and, when known, its stamp right after writing."""
         k = self.key(path)
+        self.set_state(None)  # whatever it said, files are being written now
         if self.files.get(k) != digest:
             self.files[k] = digest
             self._dirty = True
+        if written is not None and self.stamps.get(k) != list(written):
+            self.stamps[k] = list(written)
+            self._dirty = True
+        elif written is None and k in self.stamps and self.files.get(k) != digest:
+            del self.stamps[k]
 
     def source(self, run: str) -> str | None:
         """The fingerprint of the settings a run's files were last generated from."""
@@ -120,25 +169,49 @@ class Manifest:
             self.sources[run] = fingerprint
             self._dirty = True
 
-    def unchanged(self, paths: list[Path]) -> bool:
-        """Every file exists and is byte-for-byte what this tool last wrote there."""
+    def set_state(self, state: dict | None) -> None:
+        if self.state != state:
+            self.state = state
+            self._dirty = True
+
+    def unchanged(self, paths: list[Path] | list[str]) -> bool:
+        """Every file exists and is byte-for-byte what this tool last wrote there. As git does, a file whose
+        size, modification time and inode are those it had right after writing is taken as unchanged without
+        reading it, unless that stamp is too close to the manifest's saving to tell a later edit apart (then
+        its content is compared). So an edit that keeps the size and lands within the same filesystem
+        timestamp tick as the generation itself would not be seen."""
         for path in paths:
-            want = self.generated_hash(path)
+            k = self.key(path)
+            want = self.files.get(k)
+            if want is None:
+                return False
+            recorded = self.stamps.get(k)
+            if recorded is not None and recorded[1] < self.saved_ns - RACY_NS:
+                now = stamp(path)
+                if now is not None and list(now) == recorded:
+                    continue
             try:
-                if want is None or sha256(path.read_bytes()) != want:
-                    return False
+                with open(path, "rb") as f:
+                    if sha256(f.read()) != want:
+                        return False
             except OSError:
                 return False
         return True
 
     def save(self) -> None:
         if self._dirty:
+            # Written before the file, so that no stamp taken before saving is newer than it.
+            self.saved_ns = time.time_ns()
             body = {
                 "tool": "scaffold-torchtune",
+                "saved_ns": self.saved_ns,
                 "files": dict(sorted(self.files.items())),
                 "sources": dict(sorted(self.sources.items())),
+                "stamps": dict(sorted(self.stamps.items())),
             }
-            atomic_write(self.path, json.dumps(body, indent=1) + "\n")
+            if self.state is not None:
+                body["state"] = self.state
+            atomic_write(self.path, json.dumps(body, indent=1, separators=(",", ":")) + "\n")
             self._dirty = False
 
 
@@ -178,7 +251,20 @@ def write(path: Path, text: str, manifest: Manifest, force: bool, dry_run: bool 
         return result
     if result.status == FORCED:
         result.backup = backup(path)
+    data = text.encode("utf-8")
+    written = None
     if result.status != UNCHANGED:
-        atomic_write(path, text, mode=0o755 if path.suffix == ".slurm" else 0o644)
-    manifest.record(path, sha256(text.encode("utf-8")))
+        written = atomic_write(path, data, mode=_mode(path))
+    manifest.record(path, sha256(data), written)
     return result
+
+
+def write_new(path: Path, text: str, manifest: Manifest) -> FileResult:
+    """Write a generated file into a directory this process has just created (nothing there to keep)."""
+    data = text.encode("utf-8")
+    manifest.record(path, sha256(data), atomic_write(path, data, mode=_mode(path)))
+    return FileResult(path, CREATED)
+
+
+def _mode(path: Path) -> int:
+    return 0o755 if os.fspath(path).endswith(".slurm") else 0o644

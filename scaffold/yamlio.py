@@ -7,6 +7,7 @@ Only `yaml.SafeLoader` machinery is used. Two deliberate differences from plain 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ class Document:
     data: Any
     marks: dict[Path_, tuple[int, int]] = field(default_factory=dict)
     raw: dict[Path_, str] = field(default_factory=dict)  # plain scalar source text
+    digest: str | None = None  # sha256 of the file's bytes, when read from a file
 
     @property
     def name(self) -> str:
@@ -151,7 +153,10 @@ def parse_yaml(text: str, path: Path) -> Document:
 def load_yaml(path: Path) -> Document:
     """Read and parse a YAML file; unreadable files and bad encodings are InputErrors too."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read()
+        # As a text-mode read does: universal newlines.
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     except FileNotFoundError:
         raise InputError([Problem("file not found", display_path(path))]) from None
     except UnicodeDecodeError as e:
@@ -162,7 +167,9 @@ def load_yaml(path: Path) -> Document:
         raise InputError([problem]) from None
     except OSError as e:
         raise InputError([Problem(f"cannot read: {e.strerror}", display_path(path))]) from None
-    return parse_yaml(text, path)
+    doc = parse_yaml(text, path)
+    doc.digest = hashlib.sha256(data).hexdigest()
+    return doc
 
 
 class _Dumper(yaml.SafeDumper):
@@ -245,25 +252,47 @@ def _fast_flow(value: Any) -> str | None:
     return _fast_scalar(value)
 
 
+_LINE_CACHE: dict[tuple, str] = {}
+
+
 def dump_flat(data: dict[str, Any]) -> str:
     """`dump_yaml` of a mapping of simple values (setup_finetune.yaml), fast: byte-identical to dump_yaml for
-    printable text (other characters are written as escapes)."""
+    printable text (other characters are written as escapes). The line of each scalar setting is memoised:
+    a sweep repeats most of them in every run."""
     if not data:
         return dump_yaml(data)
     lines = []
+    cache = _LINE_CACHE
     for key, value in data.items():
+        kind = type(value)
+        if kind is not list and kind is not dict:
+            memo = (key, kind, repr(value) if kind is float else value)  # repr: 0.0 and -0.0 differ
+            try:
+                lines.append(cache[memo])
+                continue
+            except KeyError:
+                pass
+            except TypeError:  # unhashable
+                memo = None
+        else:
+            memo = None
         if type(key) is not str or _fast_scalar(key) != key:  # a key that YAML would quote ('no', '1')
             return dump_yaml(data)
-        if type(value) is list and value:
+        if kind is list and value:
             lines.append(f"{key}:")
             lines += [f"  - {_fast_scalar(v) or yaml_scalar(v)}" for v in value]
-        elif type(value) is dict and value:
+        elif kind is dict and value:
             if any(type(k) is not str or _fast_scalar(k) != k for k in value):
                 return dump_yaml(data)
             lines.append(f"{key}:")
             lines += [f"  {k}: {_fast_scalar(v) or yaml_scalar(v)}" for k, v in value.items()]
         else:
-            lines.append(f"{key}: {'[]' if value == [] else '{}' if value == {} else yaml_scalar(value)}")
+            line = f"{key}: {'[]' if value == [] else '{}' if value == {} else yaml_scalar(value)}"
+            lines.append(line)
+            if memo is not None:
+                if len(cache) > 100_000:  # bounded: run names and paths are new in every run
+                    cache.clear()
+                cache[memo] = line
     return "\n".join(lines) + "\n"
 
 
@@ -322,7 +351,16 @@ def load_generated_config(text: str) -> Any:
     r"""A generated finetune.yaml as torchtune sees it, fast: interpolations of other keys (`${output_dir}`)
     resolved and escaped ones (`\${`) unescaped, as OmegaConf does for the forms this project writes.
     (The verification suite loads every file with OmegaConf itself.)"""
-    data = yaml.load(text, Loader=_FastLoader)
+    return resolve_interpolations(yaml.load(text, Loader=_FastLoader))
+
+
+_WHOLE = object()
+
+
+def resolve_interpolations(data: Any, value: Any = _WHOLE) -> Any:
+    """The second step of `load_generated_config`: `value` (by default all of `data`, the document as libyaml
+    read it) with its interpolations resolved against `data`. Returns new dicts and lists; `data` is not changed.
+    (scaffold.yamlread resolves the documents it assembles from parts of others with this too.)"""
 
     def lookup(dotted: str) -> Any:
         node = data
@@ -351,4 +389,4 @@ def load_generated_config(text: str) -> Any:
 
         return _REFERENCE.sub(sub, value)
 
-    return resolve(data)
+    return resolve(data if value is _WHOLE else value)

@@ -1,0 +1,51 @@
+"""Finding an experiment's files: the summary, and the local (site) config. Light on imports: the unchanged
+re-run (scaffold.uptodate) finds them without loading the validators."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import InputError, Problem, display_path
+
+SUMMARY_NAME = "experiment_summary.yaml"
+NAMES = ("scaffold.local.yaml", "claude.local.md")
+ENV_VAR = "SCAFFOLD_LOCAL_CONFIG"
+# A fine-tuned run's files.
+SETUP_FILE = "setup_finetune.yaml"
+FINETUNE_FILE = "finetune.yaml"
+SLURM_FILE = "finetune.slurm"
+TRAINING_FILES = (SETUP_FILE, FINETUNE_FILE, SLURM_FILE)
+
+
+def summary_path(target: Path) -> Path:
+    """EXPERIMENT may be the directory holding experiment_summary.yaml or the summary file itself."""
+    target = Path(target)
+    if target.is_dir():
+        return target / SUMMARY_NAME
+    return target
+
+
+def find(experiment_dir: Path, explicit: Path | None = None) -> Path:
+    """--local-config, else $SCAFFOLD_LOCAL_CONFIG, else the nearest config upward from the experiment."""
+    if explicit is not None:
+        return Path(explicit)
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env)
+    here = experiment_dir.resolve()
+    for d in (here, *here.parents):
+        for name in NAMES:
+            if (d / name).is_file():
+                return d / name
+    raise InputError(
+        [
+            Problem(
+                "no local config found (searched upward from the experiment for "
+                + " or ".join(NAMES)
+                + f", and ${ENV_VAR} is unset)",
+                display_path(experiment_dir),
+                fix="create scaffold.local.yaml beside the experiment or pass --local-config PATH",
+            )
+        ]
+    )

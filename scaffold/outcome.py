@@ -1,0 +1,50 @@
+"""What a generate did, as data: the report's runs and checks. (Light on imports: the unchanged re-run,
+scaffold.uptodate, builds these without loading the generator.)"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import Problem
+
+
+@dataclass
+class CheckResult:
+    check: str
+    ok: bool
+    message: str = ""
+
+
+@dataclass
+class RunOutcome:
+    name: str
+    type: str
+    status: str = "ok"  # ok | failed
+    directory: str = ""
+    files: dict[str, str] = field(default_factory=dict)
+    backups: list[str] = field(default_factory=list)
+    errors: list[Problem] = field(default_factory=list)
+    checks: list[CheckResult] = field(default_factory=list)
+    diffs: dict[str, str] = field(default_factory=dict)
+    recipe: str | None = None
+    fingerprint: str | None = None
+    checked_earlier: bool = False  # unchanged since a generate that wrote and checked its files
+
+
+@dataclass
+class Report:
+    summary: str
+    experiment: str | None = None
+    runs: list[RunOutcome] = field(default_factory=list)
+    input_errors: list[Problem] = field(default_factory=list)
+    errors: list[Problem] = field(default_factory=list)  # not about one run: e.g. the experiment is locked
+    log: str | None = None
+    log_error: str | None = None
+    dry_run: bool = False
+    seconds: float = 0.0
+
+    @property
+    def exit_status(self) -> int:
+        if self.input_errors:
+            return 2
+        return 1 if any(r.status != "ok" for r in self.runs) or self.log_error or self.errors else 0
