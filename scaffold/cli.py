@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from .report import as_json, as_text
 
-    if not (args.print_plan or args.dry_run or args.force):
+    if not (args.print_plan or args.dry_run or args.force or os.environ.get("SCAFFOLD_NO_SHORTCUT")):
         from .uptodate import try_unchanged
 
         # Nothing changed since the last generation: say so without loading the generator (a few hundredths
