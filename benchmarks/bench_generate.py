@@ -15,12 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
@@ -69,27 +67,33 @@ def make_experiment(root: Path, runs: int) -> tuple[Path, Path]:
     return exp, local
 
 
-def timed(cmd: list[str], **kw) -> dict:
-    """Wall time and peak RSS (MB) of one whole process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    wall = time.perf_counter() - t
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # ru_maxrss of children is the max over all children so far: run the heaviest process first (generate).
-    return {
-        "wall_s": round(wall, 3),
-        "peak_mb": round(max(after, before) / 1024, 1),
-        "code": proc.returncode,
-        "tail": (proc.stdout + proc.stderr)[-800:],
-    }
+# Runs one command and reports its own wall time and peak memory (ru_maxrss of this wrapper's only child), so
+# that neither the benchmark's nor another measured process's memory is counted.
+MEASURE = r"""
+import json, resource, subprocess, sys, time
+t = time.perf_counter()
+proc = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+wall = time.perf_counter() - t
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(json.dumps({"wall_s": round(wall, 3), "peak_mb": round(peak / 1024, 1), "code": proc.returncode,
+                  "tail": (proc.stdout + proc.stderr)[-800:]}))
+"""
 
 
-def bench(runs: int, work: Path) -> dict:
+def timed(cmd: list[str], cwd: Path) -> dict:
+    """Wall time and peak RSS (MB) of one whole process, run in `cwd` (outside the source tree, so that
+    `python -m scaffold` imports the installed package, as a user's does)."""
+    proc = subprocess.run([sys.executable, "-c", MEASURE, *cmd], capture_output=True, text=True, cwd=cwd)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr)
+    return json.loads(proc.stdout)
+
+
+def bench(runs: int, work: Path, verify_suite: bool = True) -> dict:
     exp, local = make_experiment(work, runs)
     gen = [sys.executable, "-m", "scaffold", "generate", str(exp), "--local-config", str(local), "--no-check-paths"]
     result: dict = {"runs": runs}
-    result["generate"] = timed(gen)
+    result["generate"] = timed(gen, work)
     assert result["generate"]["code"] == 0, result["generate"]["tail"]
     sizes = [
         p.stat().st_size
@@ -101,8 +105,8 @@ def bench(runs: int, work: Path) -> dict:
     size_file = work / "sizes.txt"
     size_file.write_text(" ".join(map(str, sizes)))
     floor_dir = work / "floor"
-    result["floor"] = timed([sys.executable, "-c", FLOOR, str(floor_dir), str(size_file)])
-    result["rerun"] = timed(gen)
+    result["floor"] = timed([sys.executable, "-c", FLOOR, str(floor_dir), str(size_file)], work)
+    result["rerun"] = timed(gen, work)
     assert "0 failed" in result["rerun"]["tail"] or result["rerun"]["code"] == 0, result["rerun"]["tail"]
     verify = [
         sys.executable,
@@ -117,9 +121,12 @@ def bench(runs: int, work: Path) -> dict:
         "-p",
         "no:cacheprovider",
     ]
-    # Accept the golden files once (an experiment repo commits them), then time the suite over the result.
-    subprocess.run([*verify, "--snapshot-update"], capture_output=True)
-    result["verify"] = timed(verify)
+    if verify_suite:
+        # Accept the golden files once (an experiment repo commits them), then time the suite over the result.
+        subprocess.run([*verify, "--snapshot-update"], capture_output=True, cwd=work)
+        result["verify"] = timed(verify, work)
+    else:
+        result["verify"] = {"skipped": "verify not timed (--no-verify)"}
     g = result["generate"]
     result["per_run_ms"] = round(1000 * g["wall_s"] / runs, 3)
     result["generate_over_floor"] = round(g["wall_s"] / max(result["floor"]["wall_s"], 1e-9), 2)
@@ -128,22 +135,37 @@ def bench(runs: int, work: Path) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, nargs="+", default=[1000])
+    ap.add_argument("--runs", type=int, nargs="+", default=[1000], help="sweep sizes (even, e.g. 100 1000 10000)")
+    ap.add_argument("--repeat", type=int, default=1, help="measure each size this many times (the disks are noisy)")
+    ap.add_argument("--no-verify", action="store_true", help="time generate and the re-run only")
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results.json")
     args = ap.parse_args()
     results = []
     for n in args.runs:
-        with tempfile.TemporaryDirectory(prefix=f"scaffold-bench-{n}-") as tmp:
-            r = bench(n, Path(tmp))
-        results.append(r)
-        v = r["verify"]
-        print(
-            f"{n:>6} runs: generate {r['generate']['wall_s']:.3f} s ({r['per_run_ms']:.3f} ms/run, "
-            f"{r['generate']['peak_mb']} MB peak), floor {r['floor']['wall_s']:.3f} s "
-            f"(x{r['generate_over_floor']}), unchanged re-run {r['rerun']['wall_s']:.3f} s, "
-            + (f"verify {v['wall_s']:.1f} s" if "wall_s" in v else v["skipped"]),
-            flush=True,
-        )
+        for _ in range(args.repeat):
+            with tempfile.TemporaryDirectory(prefix=f"scaffold-bench-{n}-") as tmp:
+                r = bench(n, Path(tmp), verify_suite=not args.no_verify)
+            results.append(r)
+            v = r["verify"]
+            print(
+                f"{n:>6} runs: generate {r['generate']['wall_s']:.3f} s ({r['per_run_ms']:.3f} ms/run, "
+                f"{r['generate']['peak_mb']} MB peak), floor {r['floor']['wall_s']:.3f} s "
+                f"(x{r['generate_over_floor']}), unchanged re-run {r['rerun']['wall_s']:.3f} s, "
+                + (f"verify {v['wall_s']:.1f} s ({v['peak_mb']} MB peak)" if "wall_s" in v else v["skipped"]),
+                flush=True,
+            )
+    sizes = sorted({r["runs"] for r in results})
+    for small, large in zip(sizes, sizes[1:], strict=False):
+
+        def best(n: int, what: str) -> float:
+            return min(r[what]["wall_s"] for r in results if r["runs"] == n and "wall_s" in r[what])
+
+        for what in ("generate", "rerun", "verify"):
+            try:
+                ratio = best(large, what) / best(small, what)
+            except ValueError:
+                continue
+            print(f"{what}: {large} runs take x{ratio:.1f} the time of {small} (x{large / small:.0f} the runs)")
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(f"results: {args.json}")
     return 0

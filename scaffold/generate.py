@@ -212,7 +212,8 @@ def _generate_run(
         if rp.setup["model"] not in model_texts:
             model_texts[rp.setup["model"]] = model_json(model)
         out.fingerprint = fingerprint(rp.setup, model, model_texts[rp.setup["model"]])
-        files = [rp.local_dir / name for name in TRAINING_FILES]
+        run_dir = str(rp.local_dir)
+        files = [os.path.join(run_dir, name) for name in TRAINING_FILES]
         if not force and manifest.source(rp.name) == out.fingerprint and manifest.unchanged(files):
             # Same settings, same templates, files as written (and checked) then: nothing to render or write.
             out.files = dict.fromkeys(TRAINING_FILES, UNCHANGED)
@@ -286,9 +287,10 @@ def _write_new_run_files(
 ) -> list[Problem]:
     """The three files of a fine-tuned run in its new directory (the common case of a first generation)."""
     # --output of the batch script points here; SLURM does not create it (the job would fail with no log).
-    os.mkdir(rp.local_dir / "artifacts")
+    run_dir = str(rp.local_dir)
+    os.mkdir(os.path.join(run_dir, "artifacts"))
     for name in TRAINING_FILES:
-        out.files[name] = write_new(rp.local_dir / name, texts[name], manifest).status
+        out.files[name] = write_new(os.path.join(run_dir, name), texts[name], manifest)
     log.info(", ".join(f"{name}: {status}" for name, status in out.files.items()), rp.name)
     return []
 

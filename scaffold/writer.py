@@ -259,11 +259,12 @@ def write(path: Path, text: str, manifest: Manifest, force: bool, dry_run: bool 
     return result
 
 
-def write_new(path: Path, text: str, manifest: Manifest) -> FileResult:
-    """Write a generated file into a directory this process has just created (nothing there to keep)."""
+def write_new(path: Path | str, text: str, manifest: Manifest) -> str:
+    """Write a generated file into a directory this process has just created (nothing there to keep); its
+    status."""
     data = text.encode("utf-8")
     manifest.record(path, sha256(data), atomic_write(path, data, mode=_mode(path)))
-    return FileResult(path, CREATED)
+    return CREATED
 
 
 def _mode(path: Path) -> int:
