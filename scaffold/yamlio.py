@@ -339,9 +339,25 @@ _CLoaderBase = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class _FastLoader(_CLoaderBase):  # type: ignore[valid-type,misc]
-    """libyaml's parser with our (YAML 1.2 float) resolvers: for re-reading thousands of generated files."""
+    """libyaml's parser with our (YAML 1.2 float) resolvers: for re-reading thousands of generated files. A key
+    given twice in one mapping is an error, as in OmegaConf's loader (torchtune's), which PyYAML allows."""
 
     yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                key = (key_node.tag, key_node.value)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"found duplicate key {key_node.value}",
+                        key_node.start_mark,
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _REFERENCE = re.compile(r"(\\*)\$\{(?:([A-Za-z_][A-Za-z0-9_.]*)\})?")

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from scaffold.errors import InputError
-from scaffold.yamlio import _pyyaml_flow, dump_flat, dump_yaml, parse_yaml, yaml_scalar
+from scaffold.yamlio import _pyyaml_flow, dump_flat, dump_yaml, load_generated_config, parse_yaml, yaml_scalar
 
 VALUES = [
     None,
@@ -129,3 +130,10 @@ def test_duplicate_keys_are_an_error_with_their_line() -> None:
 
 def test_1e_minus_5_is_a_float_as_omegaconf_reads_it() -> None:
     assert parse_yaml("lr: 1e-5\n", Path("x.yaml")).data == {"lr": 1e-5}
+
+
+@pytest.mark.parametrize("text", ["a: 1\na: 2\n", "x:\n  a: 1\n  b: 2\n  a: 3\n", "a: 1\n'a': 2\n"])
+def test_generated_configs_with_a_key_given_twice_do_not_load(text: str) -> None:
+    """OmegaConf (torchtune's loader) rejects a repeated key; PyYAML alone would keep the last value."""
+    with pytest.raises(yaml.YAMLError, match="duplicate key a"):
+        load_generated_config(text)
