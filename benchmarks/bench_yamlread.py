@@ -3,7 +3,7 @@ files back, as the self-check does, whole (`load_generated_config` each) vs `Inc
 
 Renders the sweep of bench_generate.py (2 models x ranks x lrs x seeds) in memory, then times, in this process:
 every text parsed whole; one fresh reader over all texts in one call; and one reader fed batches of 64 texts
-(how ConfigChecks hands out work). Each is repeated; the best and the median are printed, in ms per config.
+(how the generator's worker hands out work: scaffold.pipeline). Each is repeated; the best and the median are printed, in ms per config.
 Target: <= 0.1 ms per config for 1,000 runs (a whole parse costs about 1 ms).
 """
 

@@ -10,13 +10,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import __version__, localconfig, schemas, selfcheck, uptodate
+from . import __version__, localconfig, schemas, uptodate
 from . import summary as summary_mod
 from .errors import InputError, Problem, display_path
 from .lock import DEFAULT_TIMEOUT, LockTimeout, experiment_lock
-from .outcome import Report, RunOutcome
+from .outcome import CheckResult, Report, RunOutcome
+from .pipeline import Renderer, Row
 from .plan import SETUP_FILE, TRAINING_FILES, Plan, RunPlan, describe, make_plan, shared_settings
-from .render import RenderError, fingerprint, model_json, recipe_for, render_run
+from .render import fingerprint, model_json, recipe_for
 from .runlog import LOG_DIR, LOG_NAME, RunLog
 from .writer import KEPT, UNCHANGED, FileResult, Manifest, remove_stale_temporaries, write, write_new
 
@@ -113,26 +114,59 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
     log.flush()
 
     manifest = Manifest(summary.local_dir)
-    check = selfcheck.SelfCheck()  # runs beside the writing, fed each run once its files are written
-    model_texts: dict[str, str] = {}
+    # Which runs have something to render: a fine-tuned run is skipped when its settings, the templates and its
+    # files on disk are all as when it was last generated and checked.
+    fingerprints: dict[str, str] = {}
+    unchanged: set[str] = set()
+    model_texts = {name: model_json(model) for name, model in plan.models.items()}
+    for rp in plan.runs:
+        if rp.fine_tuned and not rp.problems and rp.setup is not None:
+            fingerprints[rp.name] = fp = fingerprint(
+                rp.setup, plan.models[rp.setup["model"]], model_texts[rp.setup["model"]]
+            )
+            run_dir = str(rp.local_dir)
+            if (
+                not force
+                and manifest.source(rp.name) == fp
+                and manifest.unchanged([os.path.join(run_dir, name) for name in TRAINING_FILES])
+            ):
+                unchanged.add(rp.name)
+    # The others are rendered (and self-checked) on the other core while this process writes.
+    renderer = Renderer(
+        plan,
+        [i for i, rp in enumerate(plan.runs) if rp.name in fingerprints and rp.name not in unchanged],
+        check=not dry_run,
+    )
+    checks: dict[str, list[CheckResult]] = {}
     try:
-        for rp in plan.runs:
-            out, texts = _generate_run(
-                rp, plan, manifest, log, force=force, dry_run=dry_run, shared=shared, model_texts=model_texts
+        for i, rp in enumerate(plan.runs):
+            out, row = _generate_run(
+                i,
+                rp,
+                manifest,
+                log,
+                force=force,
+                dry_run=dry_run,
+                shared=shared,
+                fingerprint=fingerprints.get(rp.name),
+                unchanged=rp.name in unchanged,
+                renderer=renderer,
             )
             report.runs.append(out)
-            if not dry_run and out.status == "ok" and rp.fine_tuned and not out.checked_earlier:
-                check.add(rp, texts)
+            if not dry_run and out.status == "ok" and row is not None and row[2] is not None:
+                checks[rp.name] = row[2]
             log.flush_some()
     except BaseException:
+        renderer.close(interrupted=True)
         # Interrupted (Ctrl-C, SIGTERM): record what was written, so the next run does not take this run's own
         # files for hand edits. (After a SIGKILL nothing can run: see the known limitation in the README.)
         if not dry_run:
             with contextlib.suppress(OSError):
                 manifest.save()
         raise
+    renderer.close()
     if not dry_run:
-        _self_check(report, log, check, manifest)
+        _self_check(report, log, checks, manifest)
         everything_ok = not report.errors and all(r.status == "ok" for r in report.runs)
         if everything_ok and all(r.checks or r.checked_earlier or r.type != "fine-tuned" for r in report.runs):
             manifest.set_state(uptodate.state(key, plan.inputs, report, notes))
@@ -185,54 +219,52 @@ def _check_shell_safe_root(summary) -> None:
 
 
 def _generate_run(
+    index: int,
     rp: RunPlan,
-    plan: Plan,
     manifest: Manifest,
     log: RunLog,
     *,
     force: bool,
     dry_run: bool,
-    shared: frozenset[str] = frozenset(),
-    model_texts: dict[str, str] | None = None,
-) -> tuple[RunOutcome, dict[str, str]]:
-    """One run: its outcome, and the texts written (for the self-check)."""
+    shared: frozenset[str],
+    fingerprint: str | None,
+    unchanged: bool,
+    renderer: Renderer,
+) -> tuple[RunOutcome, Row | None]:
+    """One run: its outcome, and what the renderer gave for it (texts and self-checks), if anything."""
     out = RunOutcome(rp.name, rp.type, directory=display_path(rp.local_dir))
     log.heading(f"run {rp.name} ({rp.type})")
     for note in rp.notes:
         log.info(note, rp.name)
     if rp.problems:
-        return _fail(out, rp.problems, log), {}
+        return _fail(out, rp.problems, log), None
     texts: dict[str, str] = {}
+    row = None
     if rp.fine_tuned:
         assert rp.setup is not None
         out.recipe = recipe_for(rp.setup)
-        model = plan.models[rp.setup["model"]]
-        if model_texts is None:
-            model_texts = {}
-        if rp.setup["model"] not in model_texts:
-            model_texts[rp.setup["model"]] = model_json(model)
-        out.fingerprint = fingerprint(rp.setup, model, model_texts[rp.setup["model"]])
-        run_dir = str(rp.local_dir)
-        files = [os.path.join(run_dir, name) for name in TRAINING_FILES]
-        if not force and manifest.source(rp.name) == out.fingerprint and manifest.unchanged(files):
+        out.fingerprint = fingerprint
+        if unchanged:
             # Same settings, same templates, files as written (and checked) then: nothing to render or write.
             out.files = dict.fromkeys(TRAINING_FILES, UNCHANGED)
             out.checked_earlier = True
             log.info("unchanged since generated (settings, templates and files all as then)", rp.name)
-            return out, {}
+            return out, None
         own = describe(rp, skip=shared)
         log.info("settings (value and where it came from):\n" + own if own else "settings: as every run", rp.name)
-        try:
-            texts = render_run(rp.setup, model)
-        except RenderError as e:
+        row = renderer.get(index)
+        if row[1] is not None:
+            message, file = row[1]
             problem = Problem(
-                f"rendering failed: {e}",
-                display_path(rp.local_dir / e.file),
+                f"rendering failed: {message}",
+                display_path(rp.local_dir / file),
                 fix="a template needs a setting this run does not have: check the run's parameters and the model "
                 "registry entry, or report a bug in the template",
                 run=rp.name,
             )
-            return _fail(out, [problem], log), {}
+            return _fail(out, [problem], log), None
+        assert row[0] is not None
+        texts = row[0]
     try:
         if not dry_run and rp.fine_tuned and manifest.state is not None:
             # Files are about to change: the state of the last generation must not outlive them, also when
@@ -245,7 +277,7 @@ def _generate_run(
             if present:
                 log.info(f"note: training files present in a {rp.type} run directory: {', '.join(present)}", rp.name)
             log.info(f"{rp.type} run: directory only ({out.directory})", rp.name)
-            return out, {}
+            return out, None
         if created:
             problems = _write_new_run_files(rp, texts, out, manifest, log)
         else:
@@ -265,7 +297,7 @@ def _generate_run(
         ]
     except OSError as e:
         problems = [Problem(f"cannot write: {e.strerror} ({e.filename})", run=rp.name)]
-    return (_fail(out, problems, log), {}) if problems else (out, texts)
+    return (_fail(out, problems, log), None) if problems else (out, row)
 
 
 def _make_dir(path: Path) -> bool:
@@ -295,16 +327,15 @@ def _write_new_run_files(
     return []
 
 
-def _self_check(report: Report, log: RunLog, check: selfcheck.SelfCheck, manifest: Manifest) -> None:
-    """Collect the checks of what was written; a failed check fails its run."""
+def _self_check(report: Report, log: RunLog, checks: dict[str, list[CheckResult]], manifest: Manifest) -> None:
+    """Take the checks of what was written; a failed check fails its run."""
     outcomes = {o.name: o for o in report.runs}
-    results = check.results()
-    log.heading(f"self-check of {len(results)} fine-tuned runs")
-    for name, checks in results.items():
+    log.heading(f"self-check of {len(checks)} fine-tuned runs")
+    for name, results in checks.items():
         out = outcomes[name]
-        out.checks = checks
-        bad = [c for c in checks if not c.ok]
-        log.info(f"self-check: {len(checks) - len(bad)}/{len(checks)} passed", name)
+        out.checks = results
+        bad = [c for c in results if not c.ok]
+        log.info(f"self-check: {len(results) - len(bad)}/{len(results)} passed", name)
         if bad:
             _fail(out, [Problem(f"self-check {c.check} failed: {c.message}", run=name) for c in bad], log)
         elif out.fingerprint:

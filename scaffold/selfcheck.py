@@ -1,18 +1,17 @@
-"""The generator's own check of what it wrote: each file is re-read from disk, as torchtune and bash read it,
-and compared with what the summary asked for. (The full verification suite is the pytest plugin.)"""
+"""The generator's own check of what it writes: each file's text read as torchtune and bash read it, and
+compared with what the summary asked for (`check_texts`, for the texts generate writes; `check_run`, for the
+files of one run on disk, after `scaffold setup-finetune`). The full verification suite is the pytest plugin,
+which reads every file back from disk."""
 
 from __future__ import annotations
 
-import multiprocessing
 import re
 import subprocess
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from . import params
-from .lock import close_inherited_locks
 from .outcome import CheckResult
 from .plan import FINETUNE_FILE, SLURM_FILE, RunPlan
 from .render import recipe_for
@@ -66,120 +65,72 @@ def _check_configs(batch: list[tuple[RunPlan, str]]) -> list[list[CheckResult]]:
     return [check_loaded_config(rp, cfg) for (rp, _), cfg in zip(batch, loaded, strict=True)]
 
 
-class ConfigChecks:
-    """check_config for many runs, on another core while the caller goes on writing: batches of runs go to
-    one forked worker process (parsing thousands of YAML files is most of the self-check's time). Where fork
-    is unavailable, the checks run in this process."""
-
-    BATCH = 64
-
-    def __init__(self) -> None:
-        self._batch: list[tuple[RunPlan, str]] = []
-        self._futures: list = []
-        self._pool = None
-        self._done: list[tuple[RunPlan, list[CheckResult]]] = []
-
-    def add(self, rp: RunPlan, text: str) -> None:
-        """Check this run's finetune.yaml, whose text (as written) is `text`."""
-        self._batch.append((rp, text))
-        if len(self._batch) >= self.BATCH:
-            self._submit()
-
-    def _submit(self) -> None:
-        batch, self._batch = self._batch, []
-        if not batch:
-            return
-        if self._pool is None and "fork" in multiprocessing.get_all_start_methods():
-            self._pool = ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("fork"), initializer=close_inherited_locks
-            )
-        runs = [rp for rp, _ in batch]
-        if self._pool is None:
-            self._done += zip(runs, _check_configs(batch), strict=True)
-        else:
-            self._futures.append((batch, self._pool.submit(_check_configs, batch)))
-
-    def results(self) -> dict[str, list[CheckResult]]:
-        self._submit()
-        for batch, future in self._futures:
-            runs = [rp for rp, _ in batch]
-            try:
-                self._done += zip(runs, future.result(), strict=True)
-            except Exception:  # a broken worker must not cost the check: run that batch here
-                self._done += zip(runs, _check_configs(batch), strict=True)
-        if self._pool is not None:
-            self._pool.shutdown()
-        return {rp.name: results for rp, results in self._done}
-
-
-class SelfCheck:
-    """The self-check of many runs (what `generate` runs), fed each run as soon as its files are written, with
-    the texts written: each finetune.yaml is read again with libyaml (interpolations resolved as OmegaConf
-    resolves them) in a worker process, and every batch script goes through one `bash -n`; both run beside
-    the writing. (The verification suite reads the files back from disk.)"""
-
-    def __init__(self) -> None:
-        self._configs = ConfigChecks()
-        self._bash = BashSyntaxCheck()
-        self._slurm: dict[str, list[CheckResult]] = {}
-
-    def add(self, rp: RunPlan, texts: dict[str, str]) -> None:
-        """Check a run whose files were just written with these texts (by file name)."""
+def check_texts(batch: list[tuple[RunPlan, dict[str, str]]]) -> list[list[CheckResult]]:
+    """The self-check of runs whose files were rendered with these texts (by file name): each finetune.yaml read
+    as torchtune reads it, each batch script's directives, and `bash -n` of each batch script."""
+    configs = _check_configs([(rp, texts[FINETUNE_FILE]) for rp, texts in batch])
+    syntax = bash_syntax([(texts[SLURM_FILE], rp.setup or {}) for rp, texts in batch])
+    out = []
+    for (rp, texts), config, error in zip(batch, configs, syntax, strict=True):
         assert rp.setup is not None
-        text = texts[SLURM_FILE]
-        self._slurm[rp.name] = check_slurm_text(text, rp.setup)
-        self._bash.add(rp.name, text)
-        self._configs.add(rp, texts[FINETUNE_FILE])
-
-    def results(self) -> dict[str, list[CheckResult]]:
-        configs, syntax = self._configs.results(), self._bash.result()
-        return {
-            name: configs[name] + self._slurm[name] + [CheckResult("slurm_syntax", not syntax[name], syntax[name])]
-            for name in self._slurm
-        }
+        slurm = check_slurm_text(texts[SLURM_FILE], rp.setup)
+        out.append(config + slurm + [CheckResult("slurm_syntax", not error, error)])
+    return out
 
 
-class BashSyntaxCheck:
-    """`bash -n` over many scripts in one process that parses while the caller goes on: each script is fed,
-    wrapped as a function body, to the stdin of one `bash -n` started at once. Only if that fails is each
-    script checked alone, to say which."""
+# Characters that cannot change how bash splits a script into words and commands, and bash's reserved words.
+_INERT = re.compile(r"[A-Za-z0-9._/-]{3,}\Z")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_RESERVED = {"if", "then", "else", "elif", "fi", "case", "esac", "for", "select", "while", "until", "do", "done"}
+_RESERVED |= {"in", "function", "time", "coproc"}
+_PARSED: set[str] = set()  # scripts (masked, see bash_syntax) that bash -n accepted, in this process
 
-    def __init__(self) -> None:
-        self._scripts: dict[str, str] = {}
-        self._proc: subprocess.Popen | None = None
-        self._pending: list[str] = []
 
-    def add(self, name: str, text: str) -> None:
-        self._scripts[name] = text
-        self._pending.append(f"__scaffold_check_{len(self._scripts)}() {{\n{text}\n}}\n")
-        if len(self._pending) >= 64:
-            self._feed()
+def _masked(text: str, setup: dict[str, Any]) -> str:
+    """The script with the run's own inert values (a run name, a path: letters, digits, `._/-`) replaced by a
+    placeholder named after the setting, wherever one stands whole (no letter, digit, `_`, `.` or `-` touches
+    it). Such a swap cannot change how bash parses the script: no quote, operator, expansion, blank or `=` comes
+    or goes, the word stays a name or not a name (`x=` stays an assignment or a plain word), and neither the
+    value nor the placeholder is a reserved word. So a sweep's scripts mask to a few texts, each parsed once."""
+    values = [(v, k) for k, v in setup.items() if isinstance(v, str) and _INERT.match(v) and v not in _RESERVED]
+    for value, key in sorted(values, key=lambda vk: (-len(vk[0]), vk[1])):
+        placeholder = f"__scaffold_{key}__" if _IDENTIFIER.match(value) else f"__scaffold-{key}__"
+        text = _replace_whole(text, value, placeholder)
+    return text
 
-    def _feed(self) -> None:
-        if self._proc is None:
-            self._proc = subprocess.Popen(
-                ["bash", "-n"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-            )
-        assert self._proc.stdin is not None
-        try:
-            self._proc.stdin.write("".join(self._pending).encode("utf-8"))
-            self._proc.stdin.flush()
-        except BrokenPipeError:  # bash stopped at a syntax error: result() checks each script alone
-            pass
-        self._pending = []
 
-    def result(self) -> dict[str, str]:
-        if not self._scripts:
-            return {}
-        self._feed()
-        assert self._proc is not None
-        try:
-            self._proc.communicate()
-        except BrokenPipeError:
-            self._proc.wait()
-        if self._proc.returncode == 0:
-            return dict.fromkeys(self._scripts, "")
-        return {n: _bash_n(text) for n, text in self._scripts.items()}
+_WORD_PART = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+
+
+def _replace_whole(text: str, value: str, placeholder: str) -> str:
+    """`text` with each occurrence of `value` that no letter, digit, `_`, `.` or `-` touches replaced."""
+    parts, start = [], 0
+    at = text.find(value)
+    while at >= 0:
+        end = at + len(value)
+        if (at == 0 or text[at - 1] not in _WORD_PART) and (end == len(text) or text[end] not in _WORD_PART):
+            parts += [text[start:at], placeholder]
+            start = end
+        at = text.find(value, end if start == end else at + 1)
+    return "".join(parts) + text[start:] if parts else text
+
+
+def bash_syntax(scripts: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """`bash -n` of each (script, its run's settings): "" when it parses, else bash's message. Scripts that mask
+    (see `_masked`) to a text already parsed are not parsed again; the rest are parsed by one bash, each wrapped
+    as a function body; only if that fails is each checked alone, unmasked, to say which."""
+    # Only the values that differ between these runs need a placeholder (the others are the same text in each).
+    varying = {k for _, setup in scripts[1:] for k, v in setup.items() if scripts[0][1].get(k) != v}
+    masked = [_masked(text, {k: setup[k] for k in varying if k in setup}) for text, setup in scripts]
+    todo = sorted({m for m in masked if m not in _PARSED})
+    if todo:
+        wrapped = "".join(f"__scaffold_check_{n}() {{\n{text}\n}}\n" for n, text in enumerate(todo))
+        proc = subprocess.run(["bash", "-n"], input=wrapped.encode("utf-8"), capture_output=True)
+        if proc.returncode == 0:
+            _PARSED.update(todo)
+        else:
+            return [_bash_n(text) for text, _ in scripts]
+    return [""] * len(scripts)
 
 
 def _bash_n(text: str) -> str:
@@ -194,18 +145,35 @@ def check_run(rp: RunPlan) -> list[CheckResult]:
     return check_config(rp, load_like_torchtune) + check_slurm(rp.local_dir / SLURM_FILE, rp.setup)
 
 
+_APPLICABLE: dict[tuple, list[tuple[str, str, list[str]]]] = {}
+
+
+def _applicable(expected: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
+    """(name, path, path split at dots) of each parameter that lands in finetune.yaml for these settings
+    (which depends only on the settings the table's `when:` conditions name)."""
+    table = params.table()
+    conditions = sorted({k for p in table.values() for k in p.when})
+    key = tuple(repr(expected.get(k)) for k in conditions)
+    if key not in _APPLICABLE:
+        _APPLICABLE[key] = [(n, p.path, p.path.split(".")) for n, p in table.items() if p.applies(expected) and p.path]
+    return _APPLICABLE[key]
+
+
 def check_parameters(cfg: dict, expected: dict[str, Any], run_name: str) -> list[CheckResult]:
     """Each parameter of the table sits at its path with the expected value; the run name agrees."""
     out = []
-    for name, p in params.table().items():
-        if not p.applies(expected):
-            continue
-        found, value = params.get_path(cfg, p.path)
-        want = expected[name]
+    for name, path, parts in _applicable(expected):
+        node, found = cfg, True
+        for part in parts:  # params.get_path, inlined: thousands of runs x dozens of parameters
+            if not isinstance(node, dict) or part not in node:
+                found = False
+                break
+            node = node[part]
+        value, want = (node if found else None), expected[name]
         if not found:
-            out.append(CheckResult(f"param:{name}", False, f"{p.path} is missing (expected {want!r})"))
+            out.append(CheckResult(f"param:{name}", False, f"{path} is missing (expected {want!r})"))
         elif not params.same_value(value, want):
-            out.append(CheckResult(f"param:{name}", False, f"{p.path} is {value!r}, expected {want!r}"))
+            out.append(CheckResult(f"param:{name}", False, f"{path} is {value!r}, expected {want!r}"))
         else:
             out.append(CheckResult(f"param:{name}", True))
     out.append(check_prompt(cfg, expected))

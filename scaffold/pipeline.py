@@ -1,0 +1,112 @@
+"""Rendering and self-checking runs on the second core while the generator writes.
+
+Writing a run's files is the filesystem's work (creating files and directories), rendering and checking them is
+Python's: a forked worker process renders the runs to be written, in batches, checks what it rendered (each
+finetune.yaml read back as torchtune reads it, each batch script's directives and its `bash -n`), and hands the
+texts and the checks back in order; the generator writes each run as its batch arrives. Where fork is
+unavailable, or for a handful of runs, the same work is done in this process, in the same order.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import TYPE_CHECKING
+
+from .lock import close_inherited_locks
+from .render import RenderError, render_run
+
+if TYPE_CHECKING:
+    from .outcome import CheckResult
+    from .plan import Plan
+
+BATCH = 32  # runs per task handed to the worker
+AHEAD = 8  # batches in flight: the worker runs ahead of the writer by this many (bounded memory)
+
+# What the forked worker renders: set before the fork, inherited by it (no plan is pickled).
+_JOB: tuple[Plan, bool] | None = None
+
+Row = tuple[dict[str, str] | None, tuple[str, str] | None, "list[CheckResult] | None"]
+
+
+def _worker_init() -> None:
+    close_inherited_locks()  # never keep the experiment locked after the generator died
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the generator's to handle: it stops this worker
+
+
+def _render_batch(indices: list[int]) -> list[tuple[int, Row]]:
+    """Render (and, when asked, check) the runs at these indices of the plan: (index, (texts, error, checks))."""
+    from . import selfcheck
+
+    assert _JOB is not None
+    plan, check = _JOB
+    rendered: list[tuple[int, dict[str, str] | None, tuple[str, str] | None]] = []
+    for i in indices:
+        rp = plan.runs[i]
+        assert rp.setup is not None
+        try:
+            rendered.append((i, render_run(rp.setup, plan.models[rp.setup["model"]]), None))
+        except RenderError as e:
+            rendered.append((i, None, (str(e), e.file)))
+    checks: dict[int, list[CheckResult]] = {}
+    if check:
+        ok = [(i, texts) for i, texts, _ in rendered if texts is not None]
+        results = selfcheck.check_texts([(plan.runs[i], texts) for i, texts in ok])
+        checks = {i: r for (i, _), r in zip(ok, results, strict=True)}
+    return [(i, (texts, error, checks.get(i))) for i, texts, error in rendered]
+
+
+class Renderer:
+    """The texts (and self-checks) of the runs at `indices` of `plan`, asked for in that order with `get`."""
+
+    def __init__(self, plan: Plan, indices: list[int], check: bool):
+        global _JOB
+        _JOB = (plan, check)
+        self._batches = [indices[k : k + BATCH] for k in range(0, len(indices), BATCH)]
+        self._batch_of = {i: b for b, batch in enumerate(self._batches) for i in batch}
+        self._rows: dict[int, Row] = {}
+        self._futures: dict[int, Future] = {}
+        self._submitted = 0
+        self._pool: ProcessPoolExecutor | None = None
+        if len(self._batches) > 1 and "fork" in multiprocessing.get_all_start_methods():
+            self._pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init
+            )
+            for _ in range(AHEAD):
+                self._submit()
+
+    def _submit(self) -> None:
+        if self._pool is not None and self._submitted < len(self._batches):
+            self._futures[self._submitted] = self._pool.submit(_render_batch, self._batches[self._submitted])
+            self._submitted += 1
+
+    def get(self, index: int) -> Row:
+        """(texts by file name, or None; (message, file) of a rendering error, or None; checks, or None)."""
+        if index not in self._rows:
+            b = self._batch_of[index]
+            rows = None
+            if self._pool is not None:
+                while self._submitted <= b:
+                    self._submit()
+                future = self._futures.pop(b)
+                try:
+                    rows = future.result()
+                except Exception:  # a broken worker must not cost the run: render that batch here
+                    rows = None
+                self._submit()
+            if rows is None:
+                rows = _render_batch(self._batches[b])
+            self._rows.update(rows)
+        return self._rows.pop(index)
+
+    def close(self, interrupted: bool = False) -> None:
+        global _JOB
+        _JOB = None
+        if self._pool is None:
+            return
+        if interrupted:
+            for process in list(getattr(self._pool, "_processes", {}).values()):
+                process.terminate()
+        self._pool.shutdown(wait=not interrupted, cancel_futures=True)
+        self._pool = None
