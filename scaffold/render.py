@@ -11,14 +11,15 @@ import re
 import shlex
 from functools import cache
 from pathlib import Path
-from typing import Any
-
-import jinja2
+from typing import TYPE_CHECKING, Any
 
 from .plan import FINETUNE_FILE, SETUP_FILE, SLURM_FILE
 from .resources import data_dir
 from .timeutil import parse_time
 from .yamlio import dump_flat, yaml_scalar
+
+if TYPE_CHECKING:
+    import jinja2
 
 SINGLE_DEVICE = "lora_finetune_single_device"
 DISTRIBUTED = "lora_finetune_distributed"
@@ -103,6 +104,8 @@ def _yaml_filter(value: Any) -> str:
 
 @cache
 def _environment() -> jinja2.Environment:
+    import jinja2  # here, not at the top: generate's renderer is a forked worker, which imports it on its core
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
         undefined=jinja2.StrictUndefined,
@@ -236,8 +239,11 @@ def context(setup: dict, model: dict) -> dict[str, Any]:
 
 
 def _render(template: str, ctx: dict) -> str:
+    environment = _environment()
+    import jinja2
+
     try:
-        return _environment().get_template(template).render(ctx)
+        return environment.get_template(template).render(ctx)
     except jinja2.UndefinedError as e:
         raise RenderError(f"{template}: {e.message}", template.removesuffix(".j2")) from None
     except jinja2.TemplateError as e:
