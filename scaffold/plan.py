@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable
+from collections import ChainMap
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -36,7 +37,7 @@ class RunPlan:
     index: int
     local_dir: Path
     setup: dict | None = None
-    sources: dict[str, str] = field(default_factory=dict)  # parameter -> "run" | "controls" | "default" | ...
+    sources: Mapping[str, str] = field(default_factory=dict)  # parameter -> "run" | "controls" | "default" | ...
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -263,16 +264,17 @@ def _plan_fine_tuned(rp: RunPlan, run: dict, shared: _Shared) -> None:
     # Parameters: table default < controls < the run's own.
     given = run.get("parameters") or {}
     values = dict(shared.values)
-    rp.sources = dict(shared.sources)
+    own: dict[str, str] = {}  # where this run's values come from, where not as for every run (memory: sweeps)
+    rp.sources = ChainMap(own, shared.sources)
     for name, value in given.items():
         if name in values:
-            values[name], rp.sources[name] = value, "run"
+            values[name], own[name] = value, "run"
     if values["lora_alpha"] is None:
         values["lora_alpha"] = 2 * values["lora_rank"]
-        rp.sources["lora_alpha"] = "2 x lora_rank"
+        own["lora_alpha"] = "2 x lora_rank"
     if values["metric_logger"] is None:
         values["metric_logger"] = "wandb" if shared.wandb else "disk"
-        rp.sources["metric_logger"] = "output.wandb_project" if shared.wandb else "default"
+        own["metric_logger"] = "output.wandb_project" if shared.wandb else "default"
     if values["prompt"].count("{input}") != 1:
         prompt_path = here + ("parameters", "prompt") if "prompt" in given else ("controls", "prompt")
         problem(prompt_path, "the prompt must contain {input} exactly once", "write the prompt as 'text {input} text'")
