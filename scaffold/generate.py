@@ -115,28 +115,26 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
 
     manifest = Manifest(summary.local_dir)
     # Which runs have something to render: a fine-tuned run is skipped when its settings, the templates and its
-    # files on disk are all as when it was last generated and checked.
+    # files on disk are all as when it was last generated and checked. (A run never generated before needs no
+    # fingerprint to say so: the renderer works it out with the rest.)
     fingerprints: dict[str, str] = {}
     unchanged: set[str] = set()
+    to_render = []
     model_texts = {name: model_json(model) for name, model in plan.models.items()}
-    for rp in plan.runs:
+    for i, rp in enumerate(plan.runs):
         if rp.fine_tuned and not rp.problems and rp.setup is not None:
-            fingerprints[rp.name] = fp = fingerprint(
-                rp.setup, plan.models[rp.setup["model"]], model_texts[rp.setup["model"]]
-            )
-            run_dir = str(rp.local_dir)
-            if (
-                not force
-                and manifest.source(rp.name) == fp
-                and manifest.unchanged([os.path.join(run_dir, name) for name in TRAINING_FILES])
-            ):
-                unchanged.add(rp.name)
+            if not force and manifest.source(rp.name) is not None:
+                model = rp.setup["model"]
+                fingerprints[rp.name] = fp = fingerprint(rp.setup, plan.models[model], model_texts[model])
+                run_dir = str(rp.local_dir)
+                if manifest.source(rp.name) == fp and manifest.unchanged(
+                    [os.path.join(run_dir, name) for name in TRAINING_FILES]
+                ):
+                    unchanged.add(rp.name)
+                    continue
+            to_render.append(i)
     # The others are rendered (and self-checked) on the other core while this process writes.
-    renderer = Renderer(
-        plan,
-        [i for i, rp in enumerate(plan.runs) if rp.name in fingerprints and rp.name not in unchanged],
-        check=not dry_run,
-    )
+    renderer = Renderer(plan, to_render, check=not dry_run, model_texts=model_texts, shared=shared)
     checks: dict[str, list[CheckResult]] = {}
     try:
         for i, rp in enumerate(plan.runs):
@@ -148,13 +146,12 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
                 force=force,
                 dry_run=dry_run,
                 shared=shared,
-                fingerprint=fingerprints.get(rp.name),
                 unchanged=rp.name in unchanged,
                 renderer=renderer,
             )
             report.runs.append(out)
-            if not dry_run and out.status == "ok" and row is not None and row[2] is not None:
-                checks[rp.name] = row[2]
+            if not dry_run and out.status == "ok" and row is not None and row.checks is not None:
+                checks[rp.name] = row.checks
             log.flush_some()
     except BaseException:
         renderer.close(interrupted=True)
@@ -227,7 +224,6 @@ def _generate_run(
     force: bool,
     dry_run: bool,
     shared: frozenset[str],
-    fingerprint: str | None,
     unchanged: bool,
     renderer: Renderer,
 ) -> tuple[RunOutcome, Row | None]:
@@ -243,18 +239,18 @@ def _generate_run(
     if rp.fine_tuned:
         assert rp.setup is not None
         out.recipe = recipe_for(rp.setup)
-        out.fingerprint = fingerprint
         if unchanged:
             # Same settings, same templates, files as written (and checked) then: nothing to render or write.
             out.files = dict.fromkeys(TRAINING_FILES, UNCHANGED)
             out.checked_earlier = True
             log.info("unchanged since generated (settings, templates and files all as then)", rp.name)
             return out, None
-        own = describe(rp, skip=shared)
-        log.info("settings (value and where it came from):\n" + own if own else "settings: as every run", rp.name)
         row = renderer.get(index)
-        if row[1] is not None:
-            message, file = row[1]
+        out.fingerprint = row.fingerprint
+        own = row.settings
+        log.info("settings (value and where it came from):\n" + own if own else "settings: as every run", rp.name)
+        if row.error is not None:
+            message, file = row.error
             problem = Problem(
                 f"rendering failed: {message}",
                 display_path(rp.local_dir / file),
@@ -263,8 +259,8 @@ def _generate_run(
                 run=rp.name,
             )
             return _fail(out, [problem], log), None
-        assert row[0] is not None
-        texts = row[0]
+        assert row.texts is not None
+        texts = row.texts
     try:
         if not dry_run and rp.fine_tuned and manifest.state is not None:
             # Files are about to change: the state of the last generation must not outlive them, also when

@@ -12,10 +12,12 @@ from __future__ import annotations
 import multiprocessing
 import signal
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .lock import close_inherited_locks
-from .render import RenderError, render_run
+from .plan import describe
+from .render import RenderError, fingerprint, render_run
 
 if TYPE_CHECKING:
     from .outcome import CheckResult
@@ -24,10 +26,29 @@ if TYPE_CHECKING:
 BATCH = 32  # runs per task handed to the worker
 AHEAD = 8  # batches in flight: the worker runs ahead of the writer by this many (bounded memory)
 
-# What the forked worker renders: set before the fork, inherited by it (no plan is pickled).
-_JOB: tuple[Plan, bool] | None = None
 
-Row = tuple[dict[str, str] | None, tuple[str, str] | None, "list[CheckResult] | None"]
+@dataclass
+class Job:
+    """What the forked worker renders: set before the fork, inherited by it (no plan is pickled)."""
+
+    plan: Plan
+    check: bool  # self-check what is rendered
+    model_texts: dict[str, str]  # model registry entries as fingerprints include them
+    shared: frozenset[str]  # settings every run shares (logged once; a run's description lists the others)
+
+
+@dataclass
+class Row:
+    """What the renderer gives for one run."""
+
+    fingerprint: str
+    settings: str  # the run's own settings, as the log describes them
+    texts: dict[str, str] | None = None  # by file name
+    error: tuple[str, str] | None = None  # (message, file) of a rendering error
+    checks: list[CheckResult] | None = None
+
+
+_JOB: Job | None = None
 
 
 def _worker_init() -> None:
@@ -36,33 +57,38 @@ def _worker_init() -> None:
 
 
 def _render_batch(indices: list[int]) -> list[tuple[int, Row]]:
-    """Render (and, when asked, check) the runs at these indices of the plan: (index, (texts, error, checks))."""
+    """Render (and, when asked, check) the runs at these indices of the plan."""
     from . import selfcheck
 
     assert _JOB is not None
-    plan, check = _JOB
-    rendered: list[tuple[int, dict[str, str] | None, tuple[str, str] | None]] = []
+    job = _JOB
+    rows: list[tuple[int, Row]] = []
     for i in indices:
-        rp = plan.runs[i]
+        rp = job.plan.runs[i]
         assert rp.setup is not None
+        model = rp.setup["model"]
+        row = Row(fingerprint(rp.setup, job.plan.models[model], job.model_texts[model]), describe(rp, skip=job.shared))
         try:
-            rendered.append((i, render_run(rp.setup, plan.models[rp.setup["model"]]), None))
+            row.texts = render_run(rp.setup, job.plan.models[model])
         except RenderError as e:
-            rendered.append((i, None, (str(e), e.file)))
-    checks: dict[int, list[CheckResult]] = {}
-    if check:
-        ok = [(i, texts) for i, texts, _ in rendered if texts is not None]
-        results = selfcheck.check_texts([(plan.runs[i], texts) for i, texts in ok])
-        checks = {i: r for (i, _), r in zip(ok, results, strict=True)}
-    return [(i, (texts, error, checks.get(i))) for i, texts, error in rendered]
+            row.error = (str(e), e.file)
+        rows.append((i, row))
+    if job.check:
+        ok = [(i, row) for i, row in rows if row.texts is not None]
+        results = selfcheck.check_texts([(job.plan.runs[i], row.texts) for i, row in ok])  # type: ignore[misc]
+        for (_, row), checks in zip(ok, results, strict=True):
+            row.checks = checks
+    return rows
 
 
 class Renderer:
     """The texts (and self-checks) of the runs at `indices` of `plan`, asked for in that order with `get`."""
 
-    def __init__(self, plan: Plan, indices: list[int], check: bool):
+    def __init__(
+        self, plan: Plan, indices: list[int], check: bool, model_texts: dict[str, str], shared: frozenset[str]
+    ):
         global _JOB
-        _JOB = (plan, check)
+        _JOB = Job(plan, check, model_texts, shared)
         self._batches = [indices[k : k + BATCH] for k in range(0, len(indices), BATCH)]
         self._batch_of = {i: b for b, batch in enumerate(self._batches) for i in batch}
         self._rows: dict[int, Row] = {}
@@ -82,7 +108,6 @@ class Renderer:
             self._submitted += 1
 
     def get(self, index: int) -> Row:
-        """(texts by file name, or None; (message, file) of a rendering error, or None; checks, or None)."""
         if index not in self._rows:
             b = self._batch_of[index]
             rows = None
