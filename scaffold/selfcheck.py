@@ -88,21 +88,21 @@ def check_texts(batch: list[tuple[RunPlan, dict[str, str]]]) -> list[list[CheckR
     return out
 
 
-# Characters that cannot change how bash splits a script into words and commands, and bash's reserved words.
-_INERT = re.compile(r"[A-Za-z0-9._/-]{3,}\Z")
+# A run's own value that may be masked: letters, digits and `._/-`, at least one of `._/` or a digit (so never a
+# reserved word, a builtin that changes how its arguments parse, such as `declare`, or a word `[[ ]]` reads as an
+# operator, such as `-nt`), not starting with `-`.
+_INERT = re.compile(r"(?!-)(?=.*[._/0-9])[A-Za-z0-9._/-]{3,}\Z")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_RESERVED = {"if", "then", "else", "elif", "fi", "case", "esac", "for", "select", "while", "until", "do", "done"}
-_RESERVED |= {"in", "function", "time", "coproc"}
 _PARSED: set[str] = set()  # scripts (masked, see bash_syntax) that bash -n accepted, in this process
 
 
 def _masked(text: str, setup: dict[str, Any]) -> str:
-    """The script with the run's own inert values (a run name, a path: letters, digits, `._/-`) replaced by a
-    placeholder named after the setting, wherever one stands whole (no letter, digit, `_`, `.` or `-` touches
-    it). Such a swap cannot change how bash parses the script: no quote, operator, expansion, blank or `=` comes
-    or goes, the word stays a name or not a name (`x=` stays an assignment or a plain word), and neither the
-    value nor the placeholder is a reserved word. So a sweep's scripts mask to a few texts, each parsed once."""
-    values = [(v, k) for k, v in setup.items() if isinstance(v, str) and _INERT.match(v) and v not in _RESERVED]
+    """The script with the run's own inert values (a run name, a path) replaced by a placeholder named after the
+    setting, wherever one stands whole (no letter, digit, `_`, `.` or `-` touches it). Such a swap cannot change how
+    bash parses the script: no quote, operator, expansion, blank or `=` comes or goes, the word stays a name or
+    not a name (`x=` stays an assignment or a plain word), and neither the value nor the placeholder can be a
+    reserved word, a declaration builtin or a test operator. So a sweep's scripts mask to a few texts."""
+    values = [(v, k) for k, v in setup.items() if isinstance(v, str) and _INERT.match(v)]
     for value, key in sorted(values, key=lambda vk: (-len(vk[0]), vk[1])):
         placeholder = f"__scaffold_{key}__" if _IDENTIFIER.match(value) else f"__scaffold-{key}__"
         text = _replace_whole(text, value, placeholder)
@@ -125,22 +125,47 @@ def _replace_whole(text: str, value: str, placeholder: str) -> str:
     return "".join(parts) + text[start:] if parts else text
 
 
+# Reads NUL-separated scripts; for each, runs `bash -n` on it alone and writes its stderr, NUL, status, NUL.
+_LOOP = r"""
+while IFS= read -r -d '' script; do
+  printf '%s' "$script" | bash -n 2>&1 >/dev/null
+  printf '\0%d\0' "$?"
+done
+"""
+
+
 def bash_syntax(scripts: list[tuple[str, dict[str, Any]]]) -> list[str]:
-    """`bash -n` of each (script, its run's settings): "" when it parses, else bash's message. Scripts that mask
-    (see `_masked`) to a text already parsed are not parsed again; the rest are parsed by one bash, each wrapped
-    as a function body; only if that fails is each checked alone, unmasked, to say which."""
+    """`bash -n` of each (script, its run's settings): "" when it parses, else bash's message. Each script is
+    parsed alone (never with another: a quote one leaves open would be closed by the next); scripts that mask (see
+    `_masked`) to a text already parsed are not parsed again."""
     # Only the values that differ between these runs need a placeholder (the others are the same text in each).
     varying = {k for _, setup in scripts[1:] for k, v in setup.items() if scripts[0][1].get(k) != v}
     masked = [_masked(text, {k: setup[k] for k in varying if k in setup}) for text, setup in scripts]
     todo = sorted({m for m in masked if m not in _PARSED})
-    if todo:
-        wrapped = "".join(f"__scaffold_check_{n}() {{\n{text}\n}}\n" for n, text in enumerate(todo))
-        proc = subprocess.run(["bash", "-n"], input=wrapped.encode("utf-8"), capture_output=True)
-        if proc.returncode == 0:
-            _PARSED.update(todo)
+    errors = dict(zip(todo, _bash_n_each(todo), strict=True))
+    _PARSED.update(m for m in todo if not errors[m])
+    out = []
+    for (text, _), m in zip(scripts, masked, strict=True):
+        if m in _PARSED:
+            out.append("")
         else:
-            return [_bash_n(text) for text, _ in scripts]
-    return [""] * len(scripts)
+            out.append(_bash_n(text))  # the script itself, to report bash's own words about it
+    return out
+
+
+def _bash_n_each(texts: list[str]) -> list[str]:
+    """`bash -n` of each text alone: a subprocess each for a few, else one bash loop (cheaper per script)."""
+    if len(texts) <= 4 or any("\0" in t for t in texts):
+        return [_bash_n(t) for t in texts]
+    proc = subprocess.run(["bash", "-c", _LOOP], input="".join(t + "\0" for t in texts).encode(), capture_output=True)
+    fields = proc.stdout.decode("utf-8", "replace").split("\0")
+    if proc.returncode != 0 or len(fields) != 2 * len(texts) + 1:
+        return [_bash_n(t) for t in texts]
+    results = []
+    for n in range(len(texts)):
+        stderr, status = fields[2 * n], fields[2 * n + 1]
+        results.append("" if status == "0" else (stderr.strip() or f"bash -n exited {status}"))
+    return results
 
 
 def _bash_n(text: str) -> str:

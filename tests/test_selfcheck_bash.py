@@ -55,11 +55,16 @@ def test_an_error_is_found_even_after_the_same_shape_parsed():
     "value, masked",
     [
         ("done", False),  # a reserved word stays as it is
-        ("ab", False),  # too short to be worth it
-        ("x$y", False),  # not inert
-        ("a b", False),
+        ("declare", False),  # a builtin whose arguments bash parses as assignments
+        ("-nt", False),  # an operator inside [[ ]]
+        ("-x1", False),
+        ("tune", False),  # letters only: could be any of those
+        ("a1", False),  # too short to be worth it
+        ("x$y1", False),  # not inert
+        ("a b1", False),
         ("run-1", True),
         ("/p/q", True),
+        ("a_b", True),
     ],
 )
 def test_only_inert_values_are_masked(value: str, masked: bool):
@@ -69,10 +74,24 @@ def test_only_inert_values_are_masked(value: str, masked: bool):
 
 def test_a_name_stays_a_name_and_a_non_name_stays_one():
     """`x=(...)` is an array assignment only when x is a name: the placeholder keeps the value's kind."""
-    assert _masked("abc=(1 2)\n", {"v": "abc"}) == "__scaffold_v__=(1 2)\n"
-    assert _masked("a-c=(1 2)\n", {"v": "a-c"}) == "__scaffold-v__=(1 2)\n"
-    assert "syntax error" in bash_syntax([("a-c=(1 2)\n", {"v": "a-c"})])[0]
+    assert _masked("abc1=(1 2)\n", {"v": "abc1"}) == "__scaffold_v__=(1 2)\n"
+    assert _masked("a-c1=(1 2)\n", {"v": "a-c1"}) == "__scaffold-v__=(1 2)\n"
+    assert "syntax error" in bash_syntax([("a-c1=(1 2)\n", {"v": "a-c1"})])[0]
 
 
 def test_values_inside_longer_words_are_left_alone():
     assert _replace_whole("tune torchtune tune-x /a/tune/b", "tune", "T") == "T torchtune tune-x /a/T/b"
+
+
+def test_each_script_is_parsed_alone():
+    """A quote one script leaves open must not be closed by the next, nor a `}` end a wrapper around it."""
+    result = bash_syntax([("echo 'one\n", {}), ("echo two'\n", {})])
+    assert all(result), result
+    assert bash_syntax([("echo a\n}\nf() {\necho b\n", {})])[0]
+
+
+@pytest.mark.parametrize("n", [3, 12])  # a subprocess each, and one bash loop for many
+def test_many_distinct_scripts_each_get_their_own_answer(n: int):
+    scripts = [(f"echo {i}\n" + ("fi\n" if i % 3 == 1 else ""), {}) for i in range(n)]
+    result = bash_syntax(scripts)
+    assert [bool(r) for r in result] == [i % 3 == 1 for i in range(n)]
