@@ -1,5 +1,6 @@
-"""Large sweeps: one test per run and file (`--items file`, automatic above 50 runs), each running every check of
-that file and its golden comparison; a planted defect fails that file's test and names the check."""
+"""One test per run and file (`--items file`), each running every check of that file and its golden comparison; a
+planted defect fails that file's test and names the check. (Above 50 runs `--items auto` collects one test per run:
+tests/test_verify_scale.py.)"""
 
 from __future__ import annotations
 

@@ -1,10 +1,15 @@
 """What a check sees: the experiment's expectations and, per run, its generated files read from disk (each read
-once). Accessors raise Blocked when an input is broken, naming the check that reports it, so a check never fails
-for a cause that another check already reports."""
+once per session, and shared by every check of the run). Accessors raise Blocked when an input is broken, naming
+the check that reports it, so a check never fails for a cause that another check already reports.
+
+What is costly per run is shared across the session by ExperimentContext: loading finetune.yaml (ConfigLoader,
+see shapes.py) and `bash -n` over the batch scripts (BashSyntax, in the background). In large sweeps the plugin
+releases a run's files once its test is done, so memory does not grow with the number of runs."""
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -13,37 +18,78 @@ from ..errors import Problem
 from ..plan import FINETUNE_FILE, SLURM_FILE
 from .expectations import Expectations, RunExpectation, RunRef, item_id
 from .findings import UNSET, Blocked, finding
-from .generated import ConfigLoadError, LoadedConfig, SlurmScript, load_config, parse_slurm
+from .generated import ConfigLoadError, LoadedConfig, SlurmScript, parse_slurm_text
+from .prefetch import Prefetcher
+from .shapes import EVERY, ConfigLoader
+from .shell import BashSyntax
 
 
 class RunContext:
     """One run: its expectation and its files."""
 
-    def __init__(self, experiment: Expectations, ref: RunRef):
+    def __init__(self, experiment: Expectations, ref: RunRef, session: ExperimentContext | None = None):
         self.experiment = experiment
         self.ref = ref
         self.name = ref.name
         self.local_dir = experiment.local_dir / ref.name
+        self.session = session if session is not None else ExperimentContext(experiment)
+        self._paths: dict[str, Path] = {}
+        self._texts: dict[str, str | None] = {}
 
     def expected(self) -> RunExpectation:
+        return self._expected
+
+    @cached_property
+    def _expected(self) -> RunExpectation:
         return self.experiment.run(self.name)
 
     def path(self, file: str) -> Path:
-        return self.local_dir / file
+        path = self._paths.get(file)
+        if path is None:
+            path = self._paths[file] = self.local_dir / file
+        return path
+
+    @cached_property
+    def bundle(self) -> dict:
+        """What the session's worker read of this run's files ahead of its test (prefetch.py); {} when nothing."""
+        return self.session.prefetched(self.name) or {}
 
     def require(self, file: str) -> Path:
         """The path of a generated file that must exist; Blocked (by run_files) when it does not."""
         path = self.path(file)
-        if not path.is_file():
-            raise Blocked(f"{file} is missing", item_id("run_files", self.name))
+        if file not in self._texts:
+            known = self.bundle.get("exists", {}).get(file)
+            if not (known if known is not None else os.path.isfile(path)):
+                raise Blocked(f"{file} is missing", item_id("run_files", self.name))
         return path
+
+    def text(self, file: str) -> str | None:
+        """A generated file's text (utf-8), read once and shared by every check; None when it is not utf-8.
+        Blocked (by run_files) when the file is missing."""
+        if file not in self._texts:
+            path = self.require(file)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    self._texts[file] = f.read()
+            except UnicodeDecodeError:
+                self._texts[file] = None
+            except FileNotFoundError:
+                raise Blocked(f"{file} is missing", item_id("run_files", self.name)) from None
+        return self._texts[file]
 
     @cached_property
     def _config(self) -> LoadedConfig | ConfigLoadError:
+        path = self.require(FINETUNE_FILE)
         try:
-            return load_config(self.require(FINETUNE_FILE))
+            if "config" in self.bundle:
+                config = self.session.configs.load(path, parsed=self.bundle["config"])
+            else:
+                config = self.session.configs.load(path, self.text(FINETUNE_FILE))
         except ConfigLoadError as e:
+            self.session.output_dirs[self.name] = e
             return e
+        self.session.output_dirs[self.name] = config.data.get("output_dir")
+        return config
 
     def config_error(self) -> ConfigLoadError | None:
         return self._config if isinstance(self._config, ConfigLoadError) else None
@@ -56,10 +102,20 @@ class RunContext:
 
     @cached_property
     def _slurm(self) -> SlurmScript:
-        return parse_slurm(self.require(SLURM_FILE))
+        path = self.require(SLURM_FILE)
+        if "slurm" in self.bundle:
+            return self.bundle["slurm"]
+        text = self.text(SLURM_FILE)
+        if text is None:
+            text = path.read_bytes().decode("utf-8", errors="replace")
+        return parse_slurm_text(path, text)
 
     def slurm(self) -> SlurmScript:
         return self._slurm
+
+    def bash_syntax(self) -> tuple[int, str]:
+        """(exit status, stderr) of `bash -n` on finetune.slurm; Blocked (by run_files) when it is missing."""
+        return self.session.bash_syntax(self, self.require(SLURM_FILE))
 
     def to_local(self, path: str | Path) -> Path:
         """Where a path named by a generated file (a cluster path under experiment.dir) is on this machine."""
@@ -95,25 +151,93 @@ class RunContext:
 class ExperimentContext:
     """The experiment and its runs, shared by every item of one pytest session."""
 
-    def __init__(self, expectations: Expectations):
+    def __init__(self, expectations: Expectations, omegaconf: str = EVERY):
         self.expectations = expectations
         self._runs: dict[str, RunContext] = {}
         self.removed_golden: list[Path] = []  # stale golden files removed under --snapshot-update
+        self.configs = ConfigLoader(omegaconf)
+        # output_dir of each run whose finetune.yaml was loaded (output_dirs_unique), or why it does not load
+        self.output_dirs: dict[str, Any] = {}
+        self.selected: set[str] | None = None  # runs whose tests were selected (None: all)
+        self._bash: BashSyntax | None = None
+        self._prefetcher: Prefetcher | None = None
+        self.release_runs = False  # large sweeps: a run's files are forgotten once its test is done
+        self.partial_skips: Counter[tuple[str, str]] = Counter()  # (check, reason) skipped inside grouped tests
+        self.frozen = False  # gc.freeze() after collection (large sweeps)
+        self.memo: dict[Any, Any] = {}  # what checks compute once for runs that share an input (the dataset)
 
     @property
     def name(self) -> str:
         return self.expectations.name
 
     def run(self, ref: RunRef) -> RunContext:
-        if ref.name not in self._runs:
-            self._runs[ref.name] = RunContext(self.expectations, ref)
-        return self._runs[ref.name]
+        run = self._runs.get(ref.name)
+        if run is None:
+            run = self._runs[ref.name] = RunContext(self.expectations, ref, self)
+        return run
+
+    def release(self, ref: RunRef) -> None:
+        """Forget a run's files (its test is done); what the experiment-level checks need is kept."""
+        self._runs.pop(ref.name, None)
 
     def runs(self) -> list[RunContext]:
         return [self.run(ref) for ref in self.expectations.runs]
 
     def fine_tuned(self) -> list[RunContext]:
         return [self.run(ref) for ref in self.expectations.fine_tuned_runs()]
+
+    def output_dir(self, ref: RunRef) -> Any:
+        """The output_dir of a run's finetune.yaml as torchtune resolves it (recorded when its test loaded it);
+        Blocked when it does not load."""
+        if ref.name not in self.output_dirs:
+            run = self.run(ref)
+            run.config()
+            if self.release_runs:
+                self.release(ref)
+        found = self.output_dirs[ref.name]
+        if isinstance(found, ConfigLoadError):
+            raise Blocked(f"{FINETUNE_FILE} does not load", item_id("finetune_yaml_loads", ref.name))
+        return found
+
+    def _selected_fine_tuned(self) -> list[RunRef]:
+        return [r for r in self.expectations.fine_tuned_runs() if self.selected is None or r.name in self.selected]
+
+    def bash_syntax(self, run: RunContext, path: Path) -> tuple[int, str]:
+        """`bash -n` on one run's batch script. The first call (or prefetch()) starts it for the scripts of every
+        selected fine-tuned run, in the background."""
+        if self._bash is None:
+            self._start_bash()
+        assert self._bash is not None
+        return self._bash.result(path)
+
+    def _start_bash(self) -> None:
+        local = self.expectations.local_dir
+        paths = [local / ref.name / SLURM_FILE for ref in self._selected_fine_tuned()]
+        self._bash = BashSyntax(p for p in paths if os.path.isfile(p))
+
+    def prefetch(self) -> None:
+        """Large sweeps: start reading the selected runs' files in a worker process (prefetch.py), and `bash -n`
+        on their scripts, ahead of their tests."""
+        golden_dir = local_named = None
+        try:
+            summary = self.expectations.summary()
+            golden_dir = self.expectations.golden_dir
+            local_named = None if summary.data["experiment"].get("dir") else summary.local_dir
+        except Blocked:
+            pass  # the golden comparisons are blocked: the runs' tests say so
+        local = self.expectations.local_dir
+        runs = [(ref.name, local / ref.name) for ref in self._selected_fine_tuned()]
+        self._prefetcher = Prefetcher(runs, golden_dir, local_named, self.configs.yaml_loader is not None)
+        if self._bash is None:
+            self._start_bash()
+
+    def prefetched(self, name: str) -> dict | None:
+        return self._prefetcher.get(name) if self._prefetcher is not None else None
+
+    def close(self) -> None:
+        for worker in (self._bash, self._prefetcher):
+            if worker is not None:
+                worker.close()
 
 
 def inside(path: str | Path, parent: str | Path) -> bool:

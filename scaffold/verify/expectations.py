@@ -112,12 +112,12 @@ class RunExpectation:
     def recipe(self) -> str:
         return recipe_for(self.setup)
 
-    @property
+    @cached_property
     def run_dir(self) -> Path:
         """The run directory as generated files name it (under experiment.dir)."""
         return Path(self.setup["run_dir"])
 
-    @property
+    @cached_property
     def model_dir(self) -> Path:
         return Path(self.setup["model_dir"])
 

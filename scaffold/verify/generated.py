@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +178,11 @@ def parse_directive(lineno: int, line: str) -> Directive:
 
 def parse_slurm(path: Path) -> SlurmScript:
     """Directives are read as sbatch reads them: from the top, up to the first line that is a command."""
-    text = path.read_text(encoding="utf-8", errors="replace")
+    return parse_slurm_text(path, path.read_text(encoding="utf-8", errors="replace"))
+
+
+def parse_slurm_text(path: Path, text: str) -> SlurmScript:
+    """parse_slurm of a script's text (read by the caller)."""
     script = SlurmScript(path, text)
     for lineno, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
@@ -188,12 +192,26 @@ def parse_slurm(path: Path) -> SlurmScript:
             continue
         if not stripped or stripped.startswith("#"):
             continue
-        try:
-            words = shlex.split(stripped, comments=True)
-        except ValueError:
-            words = stripped.split()
-        script.commands.append(Command(lineno, line, words))
+        script.commands.append(Command(lineno, line, list(shell_words(stripped))))
     return script
+
+
+# Lines made of these characters only are split by shlex (posix, comments) exactly where they have spaces or tabs:
+# no quotes, escapes, comment signs or other whitespace.
+_PLAIN_LINE = re.compile(r"[A-Za-z0-9 \t_./:=,@%+\-${}()\[\]<>|&;!*?~^]*")
+_BLANKS = re.compile(r"[ \t]+")
+
+
+@lru_cache(maxsize=4096)
+def shell_words(line: str) -> tuple[str, ...]:
+    """A stripped shell line split as the shell splits its words (shlex, posix, comments); the lines a sweep's
+    scripts share are split once."""
+    if _PLAIN_LINE.fullmatch(line):
+        return tuple(w for w in _BLANKS.split(line) if w)
+    try:
+        return tuple(shlex.split(line, comments=True))
+    except ValueError:
+        return tuple(line.split())
 
 
 @dataclass

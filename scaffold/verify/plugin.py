@@ -2,8 +2,13 @@
 verification suite of one experiment as ordinary pytest Function items with stable, unique ids:
 
     experiment_summary.yaml::summary_schema[EXPERIMENT]     experiment-level checks (EXPERIMENT: the directory name)
-    experiment_summary.yaml::slurm_job_name[RUN]            one per check and run
+    experiment_summary.yaml::slurm_job_name[RUN]            one per check and run (`--items check`)
     experiment_summary.yaml::golden[RUN-finetune.yaml]      one per generated file (syrupy's `snapshot` fixture)
+    experiment_summary.yaml::finetune_yaml[RUN]             `--items file`: every check of one run and file
+    experiment_summary.yaml::run[RUN]                       `--items run`: every check and golden file of one run
+
+`--items auto` (the default) collects per check up to PER_CHECK_UP_TO runs and per run above: pytest's own cost
+per test, and what it keeps per test, dominate sweeps of thousands of runs.
 
 The summary file is the collector, so an experiment repo needs no test files: installing the package is enough.
 Without --experiment the plugin does nothing.
@@ -12,6 +17,7 @@ Without --experiment the plugin does nothing.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import importlib.util
 from collections import Counter
 from collections.abc import Callable
@@ -26,8 +32,10 @@ from .checks import EXPERIMENT, FINE_TUNED, RUN, Check, all_checks
 from .context import ExperimentContext
 from .expectations import CollectionError, Expectations, Options, RunRef, item_id
 from .findings import Blocked, CheckFailed, NotApplicable
+from .shapes import EVERY, PER_SHAPE
 
-PER_CHECK_UP_TO = 50  # runs; above, --items auto collects one test per run and file
+PER_CHECK_UP_TO = 50  # runs; above, --items auto collects one test per run, and --omegaconf auto loads by shape
+PREFETCH_FROM = 20  # selected runs in per-run tests: their files are read by a worker process (prefetch.py)
 SUMMARY_KEY = pytest.StashKey[Path]()
 CONTEXT_KEY = pytest.StashKey[ExperimentContext]()
 
@@ -55,11 +63,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--items",
-        choices=("auto", "check", "file"),
+        choices=("auto", "check", "file", "run"),
         default="auto",
-        help="one test per check and run (`check`), or per run and file with every check of that file in it "
-        "(`file`: pytest's cost per test dominates large sweeps); `auto`: per check up to "
-        f"{PER_CHECK_UP_TO} runs, per file above",
+        help="one test per check and run (`check`); per run and file, with every check of that file in it (`file`); "
+        "per run, with every check and golden file of the run in it (`run`: pytest's cost per test dominates large "
+        f"sweeps). `auto`: per check up to {PER_CHECK_UP_TO} runs, per run above. Failures name the run, file, "
+        "line and check in every mode",
+    )
+    group.addoption(
+        "--omegaconf",
+        choices=("auto", EVERY, PER_SHAPE),
+        default="auto",
+        help="load every finetune.yaml with OmegaConf itself (`every`), or parse each with OmegaConf's YAML loader "
+        "and load the first config of each shape (keys, nesting, scalar types, interpolations) with OmegaConf, "
+        f"the others taking its result (`per-shape`, ~10x faster). `auto`: every up to {PER_CHECK_UP_TO} runs, "
+        "per-shape above",
     )
     group.addoption(
         "--golden-dir",
@@ -87,6 +105,16 @@ def pytest_configure(config: pytest.Config) -> None:
     # Skip reasons (--no-check-paths, torchtune not importable, blocked checks) belong in the report.
     if not {"s", "a", "A"} & set(config.option.reportchars):
         config.option.reportchars += "s"
+    # Registered first, so it runs last: after pytest's own clean-up collected garbage over the unfrozen objects.
+    config.add_cleanup(lambda: _thaw(config))
+
+
+def _thaw(config: pytest.Config) -> None:
+    """Undo pytest_collection_finish's gc.freeze() (an in-process caller goes on with its own objects)."""
+    context = config.stash.get(CONTEXT_KEY, None)
+    if context is not None and context.frozen:
+        context.frozen = False
+        gc.unfreeze()
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
@@ -126,10 +154,18 @@ class ExperimentFile(pytest.File):
             expectations = Expectations(options_from(self.config))
         except CollectionError as e:
             raise SuiteCollectionError(str(e)) from None
-        context = ExperimentContext(expectations)
+        large = len(expectations.runs) > PER_CHECK_UP_TO
+        omegaconf = self.config.getoption("omegaconf", "auto")
+        if omegaconf == "auto":
+            omegaconf = PER_SHAPE if large else EVERY
+        context = ExperimentContext(expectations, omegaconf)
         self.config.stash[CONTEXT_KEY] = context
         mode = self.config.getoption("items", "auto")
-        if mode == "file" or (mode == "auto" and len(expectations.runs) > PER_CHECK_UP_TO):
+        if mode == "auto":
+            mode = "run" if large else "check"
+        if mode == "run":
+            items = self._items_per_run(expectations, context)
+        elif mode == "file":
             items = self._items_per_file(expectations, context)
         else:
             items = self._items_per_check(expectations, context)
@@ -139,6 +175,29 @@ class ExperimentFile(pytest.File):
             raise SuiteCollectionError(f"test ids are not unique: {', '.join(duplicates)} (fix: rename the runs)")
         return items
 
+    def _run_checks(self, ref: RunRef, fine_tuned: set[str]) -> list[Check]:
+        return [c for c in all_checks() if c.scope == RUN or (c.scope == FINE_TUNED and ref.name in fine_tuned)]
+
+    def _items_per_run(self, expectations: Expectations, context: ExperimentContext) -> list[VerifyItem]:
+        """Experiment checks one test each; per run, one test (run[RUN]) running every check of the run and its
+        golden comparisons. Experiment checks that read every run's files come last, so that each file is read
+        once: a run's files are released when its test is done (memory does not grow with the sweep)."""
+        context.release_runs = True
+        experiment = [c for c in all_checks() if c.scope == EXPERIMENT]
+        items = [self._item(c.id, expectations.name, c, context, None) for c in experiment if not c.reads_runs]
+        fine_tuned = {ref.name for ref in expectations.fine_tuned_runs()}
+        shared: dict[bool, object] = {}  # the fixture info of every run's test, by whether it compares golden files
+        for ref in expectations.runs:
+            golden = TRAINING_FILES if ref.name in fine_tuned else ()
+            name = item_id("run", ref.name)
+            func = _group_function(name, self._run_checks(ref, fine_tuned), context, ref, golden, release=True)
+            item = VerifyItem.from_parent(self, name=name, callobj=func, fixtureinfo=shared.get(bool(golden)))
+            shared.setdefault(bool(golden), item._fixtureinfo)
+            item.line, item.run = max(ref.line - 1, 0), ref
+            items.append(item)
+        items += [self._item(c.id, expectations.name, c, context, None) for c in experiment if c.reads_runs]
+        return items
+
     def _items_per_file(self, expectations: Expectations, context: ExperimentContext) -> list[VerifyItem]:
         """Experiment checks one test each; then per run, one test per file (e.g. finetune_yaml[RUN]) running every check of
         that file (and the file's golden comparison), and one (checks[RUN]) for the checks of no single file."""
@@ -146,19 +205,18 @@ class ExperimentFile(pytest.File):
         fine_tuned = {ref.name for ref in expectations.fine_tuned_runs()}
         for ref in expectations.runs:
             groups: dict[str, list[Check]] = {}
-            for c in all_checks():
-                if c.scope == RUN or (c.scope == FINE_TUNED and ref.name in fine_tuned):
-                    groups.setdefault(c.file or "checks", []).append(c)
+            for c in self._run_checks(ref, fine_tuned):
+                groups.setdefault(c.file or "checks", []).append(c)
             if ref.name in fine_tuned:
                 for file in TRAINING_FILES:
                     groups.setdefault(file, [])
             for file, checks in groups.items():
                 # pytest shows a "." in a test name as "::": name the test finetune_yaml[RUN], not finetune.yaml
                 name = item_id(file.replace(".", "_").replace("/", "_"), ref.name)
-                golden = file in TRAINING_FILES and ref.name in fine_tuned
-                func = _group_function(name, checks, context, ref, file if golden else None)
+                golden = (file,) if file in TRAINING_FILES and ref.name in fine_tuned else ()
+                func = _group_function(name, checks, context, ref, golden)
                 item = VerifyItem.from_parent(self, name=name, callobj=func)
-                item.line = max(ref.line - 1, 0)
+                item.line, item.run = max(ref.line - 1, 0), ref
                 items.append(item)
         return items
 
@@ -182,6 +240,7 @@ class ExperimentFile(pytest.File):
         item.check = check
         if ref is not None:
             item.line = max(ref.line - 1, 0)  # pytest reports line + 1
+            item.run = ref
         return item
 
     def repr_failure(self, excinfo, *args, **kwargs):
@@ -196,6 +255,8 @@ class VerifyItem(pytest.Function):
     check: Check | None = None
     #: 0-based line of the item's run in the summary (0 for the experiment): where skips point.
     line: int = 0
+    #: the run the item checks (None for the experiment)
+    run: RunRef | None = None
 
     def repr_failure(self, excinfo, *args, **kwargs):
         if isinstance(excinfo.value, CheckFailed):
@@ -238,7 +299,7 @@ def _skip(name: str, reason: str):
 
 def _check_function(name: str, check: Check, subject) -> Callable[[], None]:
     def run_check() -> None:
-        if check.requires_torchtune and importlib.util.find_spec("torchtune") is None:
+        if check.requires_torchtune and not torchtune_importable():
             raise _skip(name, "torchtune is not importable here; run the suite where the runs train to include it")
         try:
             problems = list(check.func(subject) or ())
@@ -254,43 +315,69 @@ def _check_function(name: str, check: Check, subject) -> Callable[[], None]:
     return run_check
 
 
+def torchtune_importable() -> bool:
+    """Whether torchtune can be imported here (asked once per session: a search of sys.path)."""
+    global _TORCHTUNE
+    if _TORCHTUNE is None:
+        _TORCHTUNE = importlib.util.find_spec("torchtune") is not None
+    return _TORCHTUNE
+
+
+_TORCHTUNE: bool | None = None
+
+
 def _group_function(
-    name: str, checks: list[Check], context: ExperimentContext, ref: RunRef, golden: str | None
+    name: str,
+    checks: list[Check],
+    context: ExperimentContext,
+    ref: RunRef,
+    golden: tuple[str, ...],
+    release: bool = False,
 ) -> Callable:
-    """Every check of one run and file in one test: each failing check's problems are reported under its id,
-    skipped ones are listed with their reasons, and the test is skipped only when every check was."""
+    """Every check of one run (and file) in one test: each failing check's problems are reported under its id; the
+    test is skipped, with every reason, only when every check was, and checks skipped in a test that ran others are
+    counted for the summary, with their reasons. With `release`, the run's files are forgotten when the test is
+    done."""
 
     def run_checks(**fixtures) -> None:
         failed, skipped = [], []
         subject = context.run(ref)
-        for c in checks:
-            if c.requires_torchtune and importlib.util.find_spec("torchtune") is None:
-                skipped.append(f"{c.id}: torchtune is not importable here")
-                continue
-            try:
-                failed += [_tagged(p, c.id) for p in c.func(subject) or ()]
-            except Blocked as e:
-                skipped.append(f"{c.id}: blocked: {e.reason}; {e.by} reports it")
-            except NotApplicable as e:
-                skipped.append(f"{c.id}: {e}")
-        if golden is not None:
-            from .snapshots import compare
+        try:
+            for c in checks:
+                if c.requires_torchtune and not torchtune_importable():
+                    skipped.append((c.id, "torchtune is not importable here"))
+                    continue
+                try:
+                    failed += [_tagged(p, c.id) for p in c.func(subject) or ()]
+                except Blocked as e:
+                    skipped.append((c.id, f"blocked: {e.reason}; {e.by} reports it"))
+                except NotApplicable as e:
+                    skipped.append((c.id, str(e)))
+            if golden:
+                from .snapshots import compare, same_as_golden
 
-            try:
-                compare(subject, golden, fixtures["snapshot"])
-            except Blocked as e:
-                skipped.append(f"golden: blocked: {e.reason}")
-            except CheckFailed as e:
-                failed += [_tagged(p, "golden") for p in e.problems]
+                for file in golden:
+                    try:
+                        if not same_as_golden(subject, file):  # syrupy reports the difference, or updates the copy
+                            compare(subject, file, fixtures["request"].getfixturevalue("snapshot"))
+                    except Blocked as e:
+                        skipped.append((f"golden {file}", f"blocked: {e.reason}"))
+                    except CheckFailed as e:
+                        failed += [_tagged(p, "golden") for p in e.problems]
+        finally:
+            if release:
+                context.release(ref)
+        if not failed and skipped and len(skipped) == len(checks) + len(golden):
+            raise _skip(name, "; ".join(f"{check}: {reason}" for check, reason in skipped))
+        for check, reason in skipped:
+            context.partial_skips[(check, reason)] += 1
         if failed:
             raise CheckFailed(failed)
-        if skipped and len(skipped) == len(checks) + (golden is not None):
-            raise _skip(name, "; ".join(skipped))
 
-    if golden is not None:
+    if golden:
 
-        def with_snapshot(snapshot) -> None:
-            run_checks(snapshot=snapshot)
+        def with_snapshot(request) -> None:
+            run_checks(request=request)  # syrupy's `snapshot` fixture is asked for when a golden copy differs
 
         func = with_snapshot
     else:
@@ -317,6 +404,28 @@ def _golden_function(name: str, context: ExperimentContext, ref: RunRef, file: s
     return golden
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    context = session.config.stash.get(CONTEXT_KEY, None)
+    if context is None:
+        return
+    # Work done for every run ahead of its test (bash -n in the background) covers the selected runs only.
+    context.selected = {item.run.name for item in session.items if isinstance(item, VerifyItem) and item.run}
+    if context.release_runs and len(context.selected) >= PREFETCH_FROM and not session.config.option.collectonly:
+        context.prefetch()
+    if context.release_runs:
+        # Large sweeps: what collection built lives until the end; keep the collector from scanning it again and
+        # again while the runs' tests allocate (and pytest's collections at the end).
+        gc.collect()
+        gc.freeze()
+        context.frozen = True
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    context = session.config.stash.get(CONTEXT_KEY, None)
+    if context is not None:
+        context.close()
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     context = config.stash.get(CONTEXT_KEY, None)
     if context is None:
@@ -327,5 +436,16 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         f"experiment {exp.name}: {len(exp.runs)} runs ({len(exp.fine_tuned_runs())} fine-tuned), "
         f"{len(all_checks())} checks; golden files in {exp.golden_dir}"
     )
+    loading = context.configs.describe()
+    if loading:
+        terminalreporter.write_line(loading)
+    skips = sorted(context.partial_skips.items(), key=lambda kv: (-kv[1], kv[0]))
+    for (check, reason), count in skips[:SKIPS_SHOWN]:
+        terminalreporter.write_line(f"skipped inside grouped tests: {check} in {count} test(s): {reason}")
+    if len(skips) > SKIPS_SHOWN:
+        terminalreporter.write_line(f"... and {len(skips) - SKIPS_SHOWN} more checks skipped inside grouped tests")
     for path in context.removed_golden:
         terminalreporter.write_line(f"removed stale golden file {path}")
+
+
+SKIPS_SHOWN = 10

@@ -29,8 +29,11 @@ def pytest_args(
 ) -> list[str]:
     """The pytest command line that runs the suite over one experiment."""
     args: list[str] = [] if plugin_autoloads() else ["-p", PLUGIN, "-p", "syrupy"]
-    # This process imported scaffold before pytest could mark it for assertion rewriting; the checks do not
-    # use `assert`, so say nothing about it.
+    # The checks raise CheckFailed and never `assert`: rewriting the asserts of every module that installed
+    # pytest plugins import (seconds where bytecode is not cached, e.g. PYTHONDONTWRITEBYTECODE) buys nothing.
+    # Test files of one's own given as extra arguments can ask for it again with --assert=rewrite.
+    args.append("--assert=plain")
+    # This process imported scaffold before pytest could mark it for assertion rewriting; say nothing about it.
     args += ["-W", f"ignore:Module already imported so cannot be rewritten:{REWRITE_WARNING}"]
     args += ["--experiment", str(experiment)]
     if local_config is not None:

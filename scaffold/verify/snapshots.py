@@ -9,6 +9,8 @@ directory, which is replaced by a placeholder before comparing (scaffold.golden.
 from __future__ import annotations
 
 import difflib
+import os
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +22,38 @@ from .expectations import Expectations
 from .findings import CheckFailed, finding
 
 
-def compare(run: RunContext, file: str, snapshot: Any) -> None:
-    """Compare one generated file with its golden copy (syrupy `snapshot` fixture); raise CheckFailed on a diff."""
+def generated_text(run: RunContext, file: str) -> str:
+    """A generated file's text as its golden copy holds it (machine-independent); Blocked when it is missing."""
     path = run.require(file)
     summary = run.experiment.summary()
     local_named = None if summary.data["experiment"].get("dir") else summary.local_dir
-    text = machine_independent(path.read_text(encoding="utf-8"), local_named)
+    text = run.text(file)
+    if text is None:  # not utf-8: compared as decoded with replacement characters, so it differs from its copy
+        text = path.read_bytes().decode("utf-8", errors="replace")
+    return machine_independent(text, local_named)
+
+
+def same_as_golden(run: RunContext, file: str) -> bool:
+    """Whether the golden copy exists and holds the generated file's text, read as syrupy reads it (utf-8,
+    universal newlines). When it does, syrupy's comparison would pass and an update would write nothing, so large
+    sweeps skip syrupy's bookkeeping for that file."""
+    known = run.bundle.get("golden", {}).get(file)
+    if known is not None:
+        return known
+    text = generated_text(run, file)
+    try:
+        with open(os.path.join(run.experiment.golden_dir, run.name, file), encoding="utf-8") as f:
+            return f.read() == text
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def compare(run: RunContext, file: str, snapshot: Any) -> None:
+    """Compare one generated file with its golden copy (syrupy `snapshot` fixture); raise CheckFailed on a diff."""
+    path = run.require(file)
+    text = generated_text(run, file)
     golden_dir = run.experiment.golden_dir
-    assertion = snapshot.use_extension(golden_extension(golden_dir, file, run.name))
+    assertion = snapshot.use_extension(_extension(golden_dir, file))
     if assertion == text:
         return
     golden = golden_dir / run.name / file
@@ -47,19 +73,39 @@ def compare(run: RunContext, file: str, snapshot: Any) -> None:
     raise CheckFailed([finding(message, run=run.name, file=path, fix=fix)])
 
 
-def expected_golden_files(expectations: Expectations) -> set[Path]:
-    """The golden file of every generated file of every fine-tuned run."""
-    return {expectations.golden_dir / r.name / f for r in expectations.fine_tuned_runs() for f in TRAINING_FILES}
+@cache
+def _extension(root: Path, file: str) -> type:
+    """The syrupy extension storing the golden copy of `file` of the test's run as `{root}/{run}/{file}` (one class
+    per file, the run read from the test: VerifyItem.run)."""
+    per_run = golden_extension(root, file, "")
+
+    class GoldenFileOfRun(per_run):  # type: ignore[valid-type,misc]
+        @classmethod
+        def dirname(cls, *, test_location) -> str:
+            return str(root / test_location.item.run.name)
+
+    GoldenFileOfRun.__name__ = per_run.__name__
+    return GoldenFileOfRun
 
 
 def stale_golden_files(expectations: Expectations) -> list[Path]:
-    """Files under the golden directory that belong to no run or file of the experiment (hidden files aside)."""
+    """Files under the golden directory that belong to no run or file of the experiment (hidden files aside), in
+    path order. (Walked as strings, not Path objects: a sweep's golden directory holds thousands of files.)"""
     root = expectations.golden_dir
     if not root.is_dir():
         return []
-    want = expected_golden_files(expectations)
-    found = [p for p in sorted(root.rglob("*")) if p.is_file() and not p.name.startswith(".")]
-    return [p for p in found if p not in want]
+    want = {(r.name, f) for r in expectations.fine_tuned_runs() for f in TRAINING_FILES}
+    stale: list[tuple[str, ...]] = []
+    for parent, dirs, files in os.walk(root):  # as rglob: symbolic links to directories are not entered
+        dirs.sort()
+        rel = os.path.relpath(parent, root)
+        parts = () if rel == os.curdir else tuple(rel.split(os.sep))
+        for name in files:
+            if name.startswith(".") or (len(parts) == 1 and (parts[0], name) in want):
+                continue
+            if os.path.isfile(os.path.join(parent, name)):
+                stale.append((*parts, name))
+    return [root.joinpath(*parts) for parts in sorted(stale)]
 
 
 def remove_stale(paths: list[Path], root: Path) -> None:

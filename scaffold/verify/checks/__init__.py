@@ -31,6 +31,7 @@ class Check:
     scope: str
     file: str | None  # the file it reads (for the report), None for inputs spread over several
     requires_torchtune: bool = False
+    reads_runs: bool = False  # an experiment check that reads every run's files (collected after the runs' tests)
 
     @property
     def description(self) -> str:
@@ -43,16 +44,18 @@ _REGISTRY: dict[str, Check] = {}
 
 
 def check(
-    id: str, *, scope: str, file: str | None = None, requires_torchtune: bool = False
+    id: str, *, scope: str, file: str | None = None, requires_torchtune: bool = False, reads_runs: bool = False
 ) -> Callable[[Callable], Callable]:
     """Register a check function under a stable id (the test id's prefix)."""
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}")
+    if reads_runs and scope != EXPERIMENT:
+        raise ValueError("reads_runs is for experiment checks")
 
     def register(func: Callable) -> Callable:
         if id in _REGISTRY and _REGISTRY[id].func.__qualname__ != func.__qualname__:
             raise ValueError(f"two checks share the id {id!r}")
-        _REGISTRY[id] = Check(id, func, scope, file, requires_torchtune)
+        _REGISTRY[id] = Check(id, func, scope, file, requires_torchtune, reads_runs)
         return func
 
     return register

@@ -26,7 +26,10 @@ def accepted_by_the_controller(run: RunContext) -> Iterator[Problem]:
     """`sbatch --test-only` accepts the script: time syntax, partition, memory, CPUs, GPUs, nodes and features are
     ones the cluster can run (needs a reachable controller; skipped elsewhere)."""
     path = run.require(SLURM_FILE)
-    why = controller_unreachable()
+    where = ("controller_unreachable", os.environ.get("SLURM_CONF"), os.environ.get("PATH"))
+    if where not in run.session.memo:
+        run.session.memo[where] = controller_unreachable()
+    why = run.session.memo[where]
     if why:
         raise NotApplicable(f"no SLURM controller reachable ({why}): sbatch --test-only not run")
     key = (

@@ -4,6 +4,7 @@ records for one optimizer step."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -26,11 +27,16 @@ def _read_json(path: Path, mtime_ns: int) -> object:
 
 def dataset_file(run: RunContext) -> tuple[Path, Path]:
     """(path as the config names it, where it is on this machine); NotApplicable when this machine cannot see it."""
-    summary = run.experiment.summary()
-    named = Path(run.expected().setup["dataset_path"])
-    if not summary.is_inside(named) and not run.experiment.options.check_paths:
+    named_text = run.expected().setup["dataset_path"]
+    memo = run.session.memo
+    if ("dataset_file", named_text) not in memo:
+        summary = run.experiment.summary()
+        named = Path(named_text)
+        memo["dataset_file", named_text] = (named, summary.is_inside(named), summary.to_local(named))
+    named, inside, local = memo["dataset_file", named_text]
+    if not inside and not run.experiment.options.check_paths:
         raise NotApplicable(f"--no-check-paths: the dataset {named} is outside the experiment and not read")
-    return named, summary.to_local(named)
+    return named, local
 
 
 def load_dataset(local: Path) -> object:
@@ -42,19 +48,34 @@ def dataset_has_declared_splits(run: RunContext) -> Iterator[Problem]:
     """The dataset file has the splits the summary declares (data.training.splits), with the declared counts, and
     every record has the keys the dataset builder reads."""
     named, local = dataset_file(run)
+    # What this check finds depends on the dataset file alone (and whether it is the summary's): runs that share
+    # it (all runs of a sweep, usually) read its records once.
+    try:
+        stamp: object = os.stat(local).st_mtime_ns
+    except OSError:
+        stamp = None
+    key = ("dataset_splits", named, local, stamp)
+    memo = run.session.memo
+    if key not in memo:
+        memo[key] = list(_dataset_problems(run, named, local))
+    for problem in memo[key]:
+        yield problem.with_run(run.name)
+
+
+def _dataset_problems(run: RunContext, named: Path, local: Path) -> Iterator[Problem]:
+    """dataset_has_declared_splits' findings, without the run's name."""
     if not local.is_file():
-        yield finding("dataset not found", run=run.name, file=local, fix="check the path, or generate the dataset")
+        yield finding("dataset not found", file=local, fix="check the path, or generate the dataset")
         return
     try:
         data = load_dataset(local)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         line = getattr(e, "lineno", None)
-        yield finding(f"the dataset is not readable JSON: {e}", run=run.name, file=local, line=line)
+        yield finding(f"the dataset is not readable JSON: {e}", file=local, line=line)
         return
     if not isinstance(data, dict):
         yield finding(
             "the dataset is not a mapping of splits",
-            run=run.name,
             file=local,
             expected='{"train": [...], "validation": [...], "test": [...]}',
             found=type(data).__name__,
@@ -70,7 +91,6 @@ def dataset_has_declared_splits(run: RunContext) -> Iterator[Problem]:
         if not isinstance(records, list):
             yield finding(
                 f"split '{split}' is missing",
-                run=run.name,
                 file=local,
                 field=split,
                 fix="regenerate the dataset, or fix data.training.splits",
@@ -79,7 +99,6 @@ def dataset_has_declared_splits(run: RunContext) -> Iterator[Problem]:
         if count is not None and len(records) != count:
             yield finding(
                 f"split '{split}' does not have the declared number of records (data.training.splits.{split})",
-                run=run.name,
                 file=local,
                 field=split,
                 expected=count,
@@ -90,7 +109,6 @@ def dataset_has_declared_splits(run: RunContext) -> Iterator[Problem]:
             if missing:
                 yield finding(
                     f"record lacks {', '.join(missing)} (text)",
-                    run=run.name,
                     file=local,
                     field=f"{split}[{i}]",
                     fix='every record is {"input": "...", "output": "..."}',

@@ -87,7 +87,10 @@ def components_are_known(run: RunContext) -> Iterator[Problem]:
     dataset builder for its dataset_type, and the project's optimizer, scheduler, loss, logger, checkpointer and
     profiler."""
     expected = run.expected()
-    allowed = allowed_components(expected)
+    key = ("allowed_components", expected.recipe, expected.setup["model"], expected.setup["dataset_type"])
+    if key not in run.session.memo:
+        run.session.memo[key] = allowed_components(expected)
+    allowed = run.session.memo[key]
     for path, component in components(run.config().data):
         section = path.split(".")[0]
         key = f"{path}._component_"

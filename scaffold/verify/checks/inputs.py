@@ -10,7 +10,7 @@ from ...plan import FINETUNE_FILE, TRAINING_FILES
 from ...runlog import LOG_DIR, LOG_NAME
 from ...summary import SUMMARY_NAME
 from ..context import ExperimentContext, RunContext
-from ..expectations import item_id
+from ..expectations import RunRef, item_id
 from ..findings import Blocked, finding
 from . import EXPERIMENT, FINE_TUNED, RUN, check
 
@@ -60,19 +60,20 @@ def run_names_are_unique(exp: ExperimentContext) -> list[Problem]:
         return out
 
 
-@check("output_dirs_unique", scope=EXPERIMENT, file=FINETUNE_FILE)
+@check("output_dirs_unique", scope=EXPERIMENT, file=FINETUNE_FILE, reads_runs=True)
 def output_dirs_are_unique(exp: ExperimentContext) -> Iterator[Problem]:
     """No two runs write to the same output_dir (as their finetune.yaml files resolve it)."""
-    owners: dict[str, list[RunContext]] = {}
-    for run in exp.fine_tuned():
+    owners: dict[str, list[RunRef]] = {}
+    for ref in exp.expectations.fine_tuned_runs():
         try:
-            out = run.config().data.get("output_dir")
+            out = exp.output_dir(ref)
         except Blocked:
             continue  # reported by that run's own checks
         if isinstance(out, str):
-            owners.setdefault(os.path.normpath(out), []).append(run)
+            owners.setdefault(os.path.normpath(out), []).append(ref)
     for out, runs in owners.items():
-        for run in runs[1:]:
+        for ref in runs[1:]:
+            run = exp.run(ref)
             yield run.problem(
                 f"output_dir is also the output_dir of run {runs[0].name}: their checkpoints would overwrite "
                 "each other",

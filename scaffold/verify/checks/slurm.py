@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,10 +48,9 @@ def gpu_directive(run: RunContext) -> Directive | None:
 @check("slurm_syntax", scope=FINE_TUNED, file=SLURM_FILE)
 def slurm_parses(run: RunContext) -> Iterator[Problem]:
     """bash -n accepts the batch script."""
-    path = run.require(SLURM_FILE)
-    proc = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True, timeout=60)
-    if proc.returncode != 0:
-        for line in proc.stderr.strip().splitlines() or ["bash -n failed"]:
+    status, stderr = run.bash_syntax()
+    if status != 0:
+        for line in stderr.strip().splitlines() or ["bash -n failed"]:
             m = re.search(r"line (\d+):\s*(.*)", line)
             yield run.problem(
                 f"bash -n: {m.group(2) if m else line}",
