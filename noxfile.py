@@ -68,9 +68,10 @@ def slurm(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """On demand: time generate, an unchanged re-run and verify over sweeps of N runs (default 100 and 1,000)."""
+    """On demand: time generate, an unchanged re-run and verify over sweeps of N runs (default 100 and 1,000;
+    `nox -s bench -- --runs 100 1000 10000 --repeat 3`)."""
     session.install(".")
-    session.run("python", "benchmarks/bench_generate.py", "--runs", *(session.posargs or ["100", "1000"]))
+    session.run("python", "benchmarks/bench_generate.py", *(session.posargs or ["--runs", "100", "1000"]))
 
 
 @nox.session(python=PYTHON)
