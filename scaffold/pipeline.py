@@ -3,8 +3,10 @@
 Writing a run's files is the filesystem's work (creating files and directories), rendering and checking them is
 Python's: a forked worker process renders the runs to be written, in batches, checks what it rendered (each
 finetune.yaml read back as torchtune reads it, each batch script's directives and its `bash -n`), and hands the
-texts and the checks back in order; the generator writes each run as its batch arrives. Where fork is
-unavailable, or for a handful of runs, the same work is done in this process, in the same order.
+texts and the checks back in order; the generator writes each run as its batch arrives. When the generator gets
+to a batch the worker has not started yet (the disk is fast, rendering is the slower part), it renders that batch
+itself, so both cores render. Where fork is unavailable, or for a handful of runs, all the work is done in this
+process, in the same order.
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ class Renderer:
         self._futures: dict[int, Future] = {}
         self._submitted = 0
         self._pool: ProcessPoolExecutor | None = None
+        self.local_batches = 0  # batches this process rendered itself (see get)
         if len(self._batches) > 1 and "fork" in multiprocessing.get_all_start_methods():
             self._pool = ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init
@@ -114,7 +117,12 @@ class Renderer:
             if self._pool is not None:
                 while self._submitted <= b:
                     self._submit()
-                future = self._futures.pop(b)
+                future = self._futures[b]
+                # While the worker is still on this batch, render the last batch it has not started here (the
+                # disk is fast, rendering is the slower part): both cores render, from both ends of the queue.
+                while not future.done() and self._steal(b):
+                    pass
+                del self._futures[b]
                 try:
                     rows = future.result()
                 except Exception:  # a broken worker must not cost the run: render that batch here
@@ -124,6 +132,17 @@ class Renderer:
                 rows = _render_batch(self._batches[b])
             self._rows.update(rows)
         return self._rows.pop(index)
+
+    def _steal(self, waiting_for: int) -> bool:
+        for later in sorted(self._futures, reverse=True):
+            if later <= waiting_for:
+                return False
+            if self._futures[later].cancel():
+                del self._futures[later]
+                self._rows.update(_render_batch(self._batches[later]))
+                self.local_batches += 1
+                return True
+        return False
 
     def close(self, interrupted: bool = False) -> None:
         global _JOB

@@ -10,6 +10,7 @@ import json
 import os
 import stat
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -137,6 +138,7 @@ class Manifest:
         except (FileNotFoundError, ValueError, AttributeError, TypeError):
             self.files, self.sources, self.stamps = {}, {}, {}
         self._dirty = False
+        self._pending: dict[str, str] = {}
 
     def key(self, path: Path) -> str:
         text = str(path)
@@ -198,7 +200,23 @@ class Manifest:
                 return False
         return True
 
+    @contextlib.contextmanager
+    def writing(self, path: Path | str, digest: str) -> Iterator[None]:
+        """Around writing a file and recording it: when the process is interrupted in between (Ctrl-C, SIGTERM:
+        after the rename, before the record), `save` still records the file if it holds what was written."""
+        self._pending[os.fspath(path)] = digest
+        yield  # (not in a `finally`: an interrupted write stays pending for `save`)
+        self._pending.pop(os.fspath(path), None)
+
     def save(self) -> None:
+        pending, self._pending = self._pending, {}
+        for path, digest in pending.items():  # interrupted mid-write: see `writing`
+            try:
+                with open(path, "rb") as f:
+                    if sha256(f.read()) == digest:
+                        self.record(path, digest, stamp(path))
+            except OSError:
+                pass
         if self._dirty:
             # Written before the file, so that no stamp taken before saving is newer than it.
             self.saved_ns = time.time_ns()
@@ -253,9 +271,11 @@ def write(path: Path, text: str, manifest: Manifest, force: bool, dry_run: bool 
         result.backup = backup(path)
     data = text.encode("utf-8")
     written = None
-    if result.status != UNCHANGED:
-        written = atomic_write(path, data, mode=_mode(path))
-    manifest.record(path, sha256(data), written)
+    digest = sha256(data)
+    with manifest.writing(path, digest):
+        if result.status != UNCHANGED:
+            written = atomic_write(path, data, mode=_mode(path))
+        manifest.record(path, digest, written)
     return result
 
 
@@ -263,7 +283,9 @@ def write_new(path: Path | str, text: str, manifest: Manifest) -> str:
     """Write a generated file into a directory this process has just created (nothing there to keep); its
     status."""
     data = text.encode("utf-8")
-    manifest.record(path, sha256(data), atomic_write(path, data, mode=_mode(path)))
+    digest = sha256(data)
+    with manifest.writing(path, digest):
+        manifest.record(path, digest, atomic_write(path, data, mode=_mode(path)))
     return CREATED
 
 

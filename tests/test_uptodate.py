@@ -211,3 +211,23 @@ def test_an_edit_that_keeps_size_and_time_but_not_inode_is_seen(tmp_path: Path):
     atomic_write(path, "a: 2\n")  # an editor's save: a new file renamed over the old
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert not m.unchanged([path])
+
+
+def test_a_file_renamed_into_place_but_not_yet_recorded_is_recorded_on_interrupt(tmp_path: Path, monkeypatch):
+    """SIGTERM (or Ctrl-C) right after a file's rename and before its record: saving the manifest on the way out
+    still records it, so the next generation does not take it for a hand edit."""
+    import scaffold.writer as writer
+
+    m = Manifest(tmp_path)
+    path = tmp_path / "f.yaml"
+
+    def interrupted_record(*args, **kwargs):
+        raise SystemExit(143)
+
+    monkeypatch.setattr(m, "record", interrupted_record)
+    with pytest.raises(SystemExit):
+        writer.write_new(path, "a: 1\n", m)
+    assert path.read_text() == "a: 1\n"
+    monkeypatch.undo()
+    m.save()
+    assert Manifest(tmp_path).generated_hash(path) == writer.sha256(b"a: 1\n")

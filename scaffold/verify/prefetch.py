@@ -25,7 +25,7 @@ from typing import Any
 from ..plan import FINETUNE_FILE, SLURM_FILE, TRAINING_FILES
 
 TIMEOUT = 120  # seconds without an answer: the worker is stopped and the rest is read in this process
-_WORKER = "import sys; sys.path.append(sys.argv[1]); from scaffold.verify.prefetch import main; main()"
+_WORKER = "import sys; sys.path.insert(0, sys.argv[1]); from scaffold.verify.prefetch import main; main()"
 
 
 def _read_text(path: str) -> str | None:
@@ -105,8 +105,9 @@ class Prefetcher:
             "per_shape": per_shape,
             "package": str(Path(__file__).resolve().parent),
         }
-        # The worker must run this very code: where `scaffold` is not importable as it is here, the directory
-        # holding it is searched last, and a worker that finds another copy answers nothing.
+        # The worker must run this very code: the directory holding this copy of `scaffold` is searched first
+        # (a source checkout may be tested while another copy is installed), and a worker that still finds
+        # another copy answers nothing.
         root = str(Path(__file__).resolve().parent.parent.parent)
         try:
             self._proc = subprocess.Popen(
