@@ -117,7 +117,6 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
     # Which runs have something to render: a fine-tuned run is skipped when its settings, the templates and its
     # files on disk are all as when it was last generated and checked. (A run never generated before needs no
     # fingerprint to say so: the renderer works it out with the rest.)
-    fingerprints: dict[str, str] = {}
     unchanged: set[str] = set()
     to_render = []
     model_texts = {name: model_json(model) for name, model in plan.models.items()}
@@ -125,7 +124,7 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
         if rp.fine_tuned and not rp.problems and rp.setup is not None:
             if not force and manifest.source(rp.name) is not None:
                 model = rp.setup["model"]
-                fingerprints[rp.name] = fp = fingerprint(rp.setup, plan.models[model], model_texts[model])
+                fp = fingerprint(rp.setup, plan.models[model], model_texts[model])
                 run_dir = str(rp.local_dir)
                 if manifest.source(rp.name) == fp and manifest.unchanged(
                     [os.path.join(run_dir, name) for name in TRAINING_FILES]
