@@ -66,13 +66,12 @@ def _unreachable(slurm_conf: str, path: str) -> str | None:
     return None
 
 
-def test_only(script: Path | str, env: Mapping[str, str] | None = None) -> TestOnly:
-    """`sbatch --test-only SCRIPT`: whether the controller would accept the script, and sbatch's message
-    (`Job N to start at ... on nodes ...`, or why not). Runs in the script's directory; creates no job."""
+def _sbatch(flag: str, script: Path | str, env: Mapping[str, str] | None) -> subprocess.CompletedProcess | str:
+    """`sbatch FLAG SCRIPT` from the script's directory, or why it could not be run (one line)."""
     script = Path(script)
     try:
-        proc = subprocess.run(
-            ["sbatch", "--test-only", str(script)],
+        return subprocess.run(
+            ["sbatch", flag, str(script)],
             cwd=script.parent,
             env=_environ(env),
             capture_output=True,
@@ -80,32 +79,30 @@ def test_only(script: Path | str, env: Mapping[str, str] | None = None) -> TestO
             timeout=QUERY_TIMEOUT_S,
         )
     except subprocess.TimeoutExpired:
-        return TestOnly(False, f"sbatch --test-only did not answer within {QUERY_TIMEOUT_S:.0f} s")
+        return f"sbatch {flag} did not answer within {QUERY_TIMEOUT_S:.0f} s"
     except OSError as e:
-        return TestOnly(False, f"sbatch could not be run: {e.strerror}")
-    lines = [ln.strip() for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()]
-    message = "; ".join(ln.removeprefix("sbatch: ") for ln in lines) or f"exit {proc.returncode}"
-    return TestOnly(proc.returncode == 0, message)
+        return f"sbatch could not be run: {e.strerror}"
+
+
+def _lines(text: str) -> str:
+    return "; ".join(ln.strip().removeprefix("sbatch: ") for ln in text.splitlines() if ln.strip())
+
+
+def test_only(script: Path | str, env: Mapping[str, str] | None = None) -> TestOnly:
+    """`sbatch --test-only SCRIPT`: whether the controller would accept the script, and sbatch's message
+    (`Job N to start at ... on nodes ...`, or why not). Runs in the script's directory; creates no job."""
+    proc = _sbatch("--test-only", script, env)
+    if isinstance(proc, str):
+        return TestOnly(False, proc)
+    return TestOnly(proc.returncode == 0, _lines(proc.stderr + proc.stdout) or f"exit {proc.returncode}")
 
 
 def submit(script: Path | str, env: Mapping[str, str] | None = None) -> tuple[str | None, str]:
     """`sbatch --parsable SCRIPT` from the script's directory: (job id, "") or (None, why not)."""
-    script = Path(script)
-    try:
-        proc = subprocess.run(
-            ["sbatch", "--parsable", str(script)],
-            cwd=script.parent,
-            env=_environ(env),
-            capture_output=True,
-            text=True,
-            timeout=QUERY_TIMEOUT_S,
-        )
-    except subprocess.TimeoutExpired:
-        return None, f"sbatch did not answer within {QUERY_TIMEOUT_S:.0f} s"
-    except OSError as e:
-        return None, f"sbatch could not be run: {e.strerror}"
+    proc = _sbatch("--parsable", script, env)
+    if isinstance(proc, str):
+        return None, proc
     job_id = proc.stdout.strip().split(";")[0]
     if proc.returncode != 0 or not job_id.isdigit():
-        text = (proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}").splitlines()
-        return None, "; ".join(ln.removeprefix("sbatch: ") for ln in text)
+        return None, _lines(proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}")
     return job_id, ""

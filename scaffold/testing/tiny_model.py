@@ -327,6 +327,51 @@ def write_capitalization_dataset(path: Path, n_train: int = 8, n_val: int = 2, n
     return path
 
 
+# The controls of a tiny-model experiment that trains for real on CPU, through the normal parameters (not by
+# editing generated files): two steps, fp32, no warm-up (so each run's learning rate acts from the first step).
+CPU_CONTROLS: dict[str, Any] = {
+    "system_prompt": "You are a helpful assistant.",
+    "prompt": "Capitalize the given word: {input}\n",
+    "epochs": 1,
+    "batch_size": 4,
+    "seed": 14,
+    "device": "cpu",
+    "dtype": "fp32",
+    "max_steps_per_epoch": 2,
+    "max_seq_len": 256,
+    "metric_logger": "disk",
+    "num_warmup_steps": 0,
+}
+
+
+def write_experiment(
+    root: Path, name: str, runs: dict[str, dict[str, Any]], local: dict[str, Any]
+) -> tuple[Path, Path]:
+    """A tiny-model experiment under `root`: the model (models/Tiny-Llama), the dataset, a local config (`local`
+    plus the model's registry entry) and a summary with these fine-tuned runs (name -> parameters), a control run
+    and CPU_CONTROLS. Returns (the experiment directory, the local config). Needs torch (the weights)."""
+    import yaml
+
+    root = Path(root)
+    model = make_tiny_llama(root / "models" / "Tiny-Llama")
+    data = write_capitalization_dataset(root / "data" / "capitalization.json")
+    local_path = root / "scaffold.local.yaml"
+    local_path.write_text(yaml.safe_dump({**local, "models": {"Tiny-Llama": registry_entry()}}))
+    exp = root / "exp"
+    exp.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "experiment": {"name": name, "project": "capitalization"},
+        "tools": {"preparation": "torchtune"},
+        "controls": dict(CPU_CONTROLS),
+        "models": {"base": [{"name": "Tiny-Llama", "path": str(model)}]},
+        "data": {"training": {"path": str(data), "splits": {"train": 8, "validation": 2, "test": 1}}},
+        "runs": [{"name": n, "type": "fine-tuned", "model": "Tiny-Llama", "parameters": p} for n, p in runs.items()]
+        + [{"name": "Tiny-Llama_base", "type": "control", "model": "Tiny-Llama", "parameters": {}}],
+    }
+    (exp / "experiment_summary.yaml").write_text(yaml.safe_dump(summary, sort_keys=False))
+    return exp, local_path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m scaffold.testing.tiny_model OUTDIR``."""
     parser = argparse.ArgumentParser(prog="python -m scaffold.testing.tiny_model", description=__doc__.split("\n")[0])

@@ -208,42 +208,9 @@ def tiny(cluster, tmp_path_factory) -> Experiment:
     from scaffold.testing import tiny_model
 
     root = tmp_path_factory.mktemp("tiny")
-    model = tiny_model.make_tiny_llama(root / "models" / "Tiny-Llama")
-    data = tiny_model.write_capitalization_dataset(root / "data" / "capitalization.json")
-    local = {
-        "account": "test",
-        "partition": "debug",
-        "venv": sys.prefix,  # the test virtualenv, activated by the batch script
-        "default_time": "00:10:00",
-        "models": {"Tiny-Llama": tiny_model.registry_entry()},
-    }
-    (root / "scaffold.local.yaml").write_text(yaml.safe_dump(local))
-    exp = root / "exp"
-    exp.mkdir()
-    summary = {
-        "experiment": {"name": "tiny-slurm", "project": "capitalization"},
-        "tools": {"preparation": "torchtune"},
-        "controls": {
-            "system_prompt": "You are a helpful assistant.",
-            "prompt": "Capitalize the given word: {input}\n",
-            "epochs": 1,
-            "batch_size": 4,
-            "seed": 14,
-            "device": "cpu",
-            "dtype": "fp32",
-            "max_steps_per_epoch": 2,
-            "max_seq_len": 256,
-            "metric_logger": "disk",
-            "num_warmup_steps": 0,
-        },
-        "models": {"base": [{"name": "Tiny-Llama", "path": str(model)}]},
-        "data": {"training": {"path": str(data), "splits": {"train": 8, "validation": 2, "test": 1}}},
-        "runs": [
-            {"name": n, "type": "fine-tuned", "model": "Tiny-Llama", "parameters": p} for n, p in TINY_RUNS.items()
-        ]
-        + [{"name": "Tiny-Llama_base", "type": "control", "model": "Tiny-Llama", "parameters": {}}],
-    }
-    (exp / "experiment_summary.yaml").write_text(yaml.safe_dump(summary, sort_keys=False))
+    # The batch script activates the test virtualenv.
+    local = {"account": "test", "partition": "debug", "venv": sys.prefix, "default_time": "00:10:00"}
+    exp, _ = tiny_model.write_experiment(root, "tiny-slurm", TINY_RUNS, local)
     e = Experiment(exp, root / "scaffold.local.yaml")
     res = e.generate()
     assert res.code == 0, res.out + res.err

@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 pytest.importorskip("torchtune", reason="torchtune is not installed here: run `nox -s integration`")
 
@@ -42,41 +41,8 @@ RUNS = {
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tt")
-    model = tiny_model.make_tiny_llama(root / "models" / "Tiny-Llama")
-    data = tiny_model.write_capitalization_dataset(root / "data" / "capitalization.json")
-    venv = Path(sys.prefix)
-    local = {
-        "account": "test",
-        "venv": str(venv),
-        "default_time": "00:10:00",
-        "models": {"Tiny-Llama": tiny_model.registry_entry()},
-    }
-    (root / "scaffold.local.yaml").write_text(yaml.safe_dump(local))
-    exp = root / "exp"
-    exp.mkdir()
-    summary = {
-        "experiment": {"name": "tiny", "project": "capitalization"},
-        "tools": {"preparation": "torchtune"},
-        "controls": {
-            "system_prompt": "You are a helpful assistant.",
-            "prompt": "Capitalize the given word: {input}\n",
-            "epochs": 1,
-            "batch_size": 4,
-            "seed": 14,
-            # CPU settings, through the normal parameters (not by editing the generated file)
-            "device": "cpu",
-            "dtype": "fp32",
-            "max_steps_per_epoch": 2,
-            "max_seq_len": 256,
-            "metric_logger": "disk",
-            "num_warmup_steps": 0,  # so the learning rate of each run acts from the first step
-        },
-        "models": {"base": [{"name": "Tiny-Llama", "path": str(model)}]},
-        "data": {"training": {"path": str(data), "splits": {"train": 8, "validation": 2, "test": 1}}},
-        "runs": [{"name": n, "type": "fine-tuned", "model": "Tiny-Llama", "parameters": p} for n, p in RUNS.items()]
-        + [{"name": "Tiny-Llama_base", "type": "control", "model": "Tiny-Llama", "parameters": {}}],
-    }
-    (exp / "experiment_summary.yaml").write_text(yaml.safe_dump(summary, sort_keys=False))
+    local = {"account": "test", "venv": sys.prefix, "default_time": "00:10:00"}
+    exp, _ = tiny_model.write_experiment(root, "tiny", RUNS, local)
     res = run_cli("generate", exp, "--local-config", root / "scaffold.local.yaml")
     assert res.code == 0, res.out + res.err
     return exp
