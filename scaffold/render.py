@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import secrets
 import shlex
 from functools import cache
 from pathlib import Path
@@ -260,7 +261,14 @@ def _jinja_render(template: str, ctx: dict) -> str:
 # expressions) with placeholders for the printed-only names, and each run's text is that skeleton with its own
 # values printed in, exactly as the template's filters print them (tests/test_render_specialised.py compares
 # both ways of rendering on every kind of run).
-_MARK = "\x00"
+# A slot's mark: NUL, a nonce drawn per process (no template or value holds it), the name, the filter, NUL.
+_NONCE = secrets.token_hex(8)
+_SLOT = re.compile(f"\x00{_NONCE}<([^\x00]*)\x01([a-z])>\x00")
+_FILTER_CODES = {"yaml": "y", "sh": "q"}  # the filters a printed-only name may go through; "s" is plain str()
+
+
+def _mark(name: str, how: str) -> str:
+    return f"\x00{_NONCE}<{name}\x01{how}>\x00"
 
 
 class _Slot:
@@ -272,15 +280,11 @@ class _Slot:
         self.name = name
 
     def __str__(self) -> str:
-        return f"{_MARK}{self.name}\x01s{_MARK}"
-
-
-_PRINT = {"s": str, "y": None, "q": None}  # how a slot is printed: str(), the yaml filter, the sh filter
+        return _mark(self.name, "s")
 
 
 class _Specialised:
     def __init__(self, template: str):
-        import jinja2
         from jinja2 import nodes
 
         self.template = template
@@ -299,7 +303,7 @@ class _Specialised:
                 grand = parents[-2] if len(parents) > 1 else None
                 if isinstance(parent, nodes.Output) or (
                     isinstance(parent, nodes.Filter)
-                    and parent.name in ("yaml", "sh")
+                    and parent.name in _FILTER_CODES
                     and parent.node is node
                     and not parent.args
                     and not parent.kwargs
@@ -314,14 +318,10 @@ class _Specialised:
         walk(tree, ())
         self.slots = frozenset(printed - other - assigned)
         self.structural = sorted(referenced - self.slots - assigned)
-        self.usable = _MARK not in source
         self._skeletons: dict[str, list] = {}
-        self._filters = {"y": env.filters["yaml"], "q": env.filters["sh"]}
-        self._jinja = jinja2
+        self._filters = {code: env.filters[name] for name, code in _FILTER_CODES.items()}
 
     def render(self, ctx: dict) -> str:
-        if not self.usable:
-            return _jinja_render(self.template, ctx)
         try:
             shape = repr([(k, ctx[k]) if k in ctx else k for k in self.structural])
             present = [k for k in self.slots if k in ctx]
@@ -348,32 +348,30 @@ class _Specialised:
         return "".join(out)
 
     def _skeleton(self, ctx: dict, present: list[str]) -> list | None:
-        """The template's output for this shape, split into text and (name, filter) slots; None when a value of
-        the shape itself holds the mark (then this run is rendered the ordinary way)."""
-        if _MARK in repr([ctx.get(k) for k in self.structural]):
-            return None
+        """The template's output for this shape, split into text and (name, filter) slots; None when a mark is
+        not one of this shape's slots (then this run is rendered the ordinary way)."""
         env = _environment()
-        yaml_filter, sh_filter = env.filters["yaml"], env.filters["sh"]
+        real = {name: env.filters[name] for name in _FILTER_CODES}
 
-        def marking(how: str, real):
-            return lambda v: f"{_MARK}{v.name}\x01{how}{_MARK}" if isinstance(v, _Slot) else real(v)
+        def marking(name: str):
+            code, filter_ = _FILTER_CODES[name], real[name]
+            return lambda v: _mark(v.name, code) if isinstance(v, _Slot) else filter_(v)
 
         marked = dict(ctx)
         marked.update({k: _Slot(k) for k in present})
-        env.filters["yaml"], env.filters["sh"] = marking("y", yaml_filter), marking("q", sh_filter)
+        env.filters.update({name: marking(name) for name in _FILTER_CODES})
         try:
             text = _jinja_render(self.template, marked)
         finally:
-            env.filters["yaml"], env.filters["sh"] = yaml_filter, sh_filter
-        pieces = text.split(_MARK)
+            env.filters.update(real)
+        pieces = _SLOT.split(text)  # text, name, filter, text, name, filter, ..., text
         skeleton: list = []
-        for n, piece in enumerate(pieces):
-            if n % 2 == 0:
-                if piece:
-                    skeleton.append(piece)
-            else:
-                name, _, how = piece.partition("\x01")
-                if name not in present or how not in _PRINT:
+        for n in range(0, len(pieces), 3):
+            if pieces[n]:
+                skeleton.append(pieces[n])
+            if n + 2 < len(pieces):
+                name, how = pieces[n + 1], pieces[n + 2]
+                if name not in present or (how != "s" and how not in self._filters):
                     return None
                 skeleton.append((name, how))
         return skeleton

@@ -108,3 +108,14 @@ def test_a_missing_value_is_the_same_error():
         render._render("finetune.slurm.j2", ctx)
     assert str(fast.value) == str(slow.value)
     assert setup is model is None
+
+
+def test_a_value_that_looks_like_a_slot_is_printed_as_it_is(every_kind):
+    """A value of the shape (here an #SBATCH line, printed in a loop) holding what a slot's mark looked like before
+    marks carried a nonce: printed as it is, never taken for a slot."""
+    setup, model = every_kind[0]
+    ctx = render.context(setup, model)
+    ctx["sbatch_extra"] = ["--comment=\x00run_name\x01s\x00"]
+    fast, slow = both_ways("finetune.slurm.j2", ctx)
+    assert fast == slow
+    assert "--comment=\x00run_name\x01s\x00" in fast
