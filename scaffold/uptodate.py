@@ -29,7 +29,7 @@ from .errors import InputError, display_path
 from .lock import LockTimeout, experiment_lock
 from .outcome import Report, RunOutcome
 from .runlog import LOG_DIR, LOG_NAME, RunLog
-from .writer import UNCHANGED, Manifest, signature
+from .writer import MANIFEST, UNCHANGED, Manifest, signature
 
 _PACKAGE = Path(__file__).resolve().parent
 _SHIPPED = (".py", ".j2", ".yaml", ".yml", ".json")
@@ -137,7 +137,7 @@ def try_unchanged(target: Path, *, local_config: Path | None, check_paths: bool)
 def _recorded_state(experiment: Path) -> bool:
     """Whether the manifest may hold a state at all (a cheap look before the real reading)."""
     try:
-        with open(experiment / ".scaffold-manifest.json", "rb") as f:
+        with open(experiment / MANIFEST, "rb") as f:
             return b'"state"' in f.read()
     except OSError:
         return False

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..plan import FINETUNE_FILE, SLURM_FILE, TRAINING_FILES
+from .shell import stop
 
 TIMEOUT = 120  # seconds without an answer: the worker is stopped and the rest is read in this process
 _WORKER = "import sys; sys.path.insert(0, sys.argv[1]); from scaffold.verify.prefetch import main; main()"
@@ -162,16 +163,7 @@ class Prefetcher:
     def close(self) -> None:
         self._done = True
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.kill()
-        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
-        for stream in (proc.stdin, proc.stdout):
-            with contextlib.suppress(OSError):
-                if stream is not None:
-                    stream.close()
+        stop(proc)
 
 
 if __name__ == "__main__":

@@ -88,13 +88,18 @@ class BashSyntax:
         """Stop the loop (if it still runs) and reap it."""
         self._done = True
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.kill()
-        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            proc.wait(timeout=5)
-        for stream in (proc.stdin, proc.stdout):
-            with contextlib.suppress(OSError):
-                if stream is not None:
-                    stream.close()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen | None) -> None:
+    """Kill a helper process if it still runs, reap it, and close our ends of its pipes."""
+    if proc is None:
+        return
+    if proc.poll() is None:
+        proc.kill()
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
+    for stream in (proc.stdin, proc.stdout):
+        with contextlib.suppress(OSError):
+            if stream is not None:
+                stream.close()
