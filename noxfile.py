@@ -4,18 +4,50 @@ and options after `--`: `nox -s scaffold -- path/to/experiment --dry-run`."""
 
 from __future__ import annotations
 
+import shutil
+import sys
+
 import nox
 
 nox.options.sessions = ["tests", "lint"]
 nox.options.reuse_existing_virtualenvs = True
+# A session whose interpreter is missing fails; it never reports "skipped" and exits 0.
+nox.options.error_on_missing_interpreters = True
 
 EXAMPLE = ["examples/capitalization", "--local-config", "examples/scaffold.local.example.yaml", "--no-check-paths"]
-PYTHON = "3.11"
+SUPPORTED = ("3.13", "3.12", "3.11")  # newest first: the one picked when nox itself runs on another Python
+NO_PYTHON = (
+    f"scaffold-torchtune needs Python 3.11, 3.12 or 3.13; nox runs on {sys.version.split()[0]} and none of "
+    "python3.11, python3.12, python3.13 is on PATH (fix: install one of them, e.g. `apt install python3.11` or "
+    "`pyenv install 3.12`, then run `python3.X -m pip install nox && python3.X -m nox ...` with it)"
+)
+
+
+def _python() -> str | None:
+    """The sessions' interpreter: the one running nox when it is 3.11 or newer (None tells nox to use it), else
+    the newest supported python3.X on PATH. With neither, sessions still start and fail with NO_PYTHON."""
+    if sys.version_info >= (3, 11):  # noqa: UP036 (the noxfile runs on whatever Python runs nox)
+        return None
+    return next((v for v in SUPPORTED if shutil.which(f"python{v}")), None)
+
+
+PYTHON = _python()
+
+
+def _check_python(session: nox.Session) -> None:
+    if PYTHON is None and sys.version_info < (3, 11):  # noqa: UP036
+        session.error(NO_PYTHON)
+
+
+# The torch wheel measured here (CPU build, SPEC section 6) is for Python 3.11: the real-torchtune sessions use
+# python3.11 when it is on PATH, so that pip takes that file instead of a multi-GB CUDA build.
+TORCH_PYTHON = "3.11" if shutil.which("python3.11") else PYTHON
 
 
 @nox.session(python=PYTHON)
 def scaffold(session: nox.Session) -> None:
     """Generate an experiment (default: the shipped example, whose model paths are cluster paths)."""
+    _check_python(session)
     session.install(".")
     session.run("scaffold", "generate", *(session.posargs or EXAMPLE))
 
@@ -25,6 +57,7 @@ def verify(session: nox.Session) -> None:
     """The verification suite (the package's pytest plugin). Default: generate the shipped example and verify it
     against golden/capitalization; with arguments, verify that experiment as it is (`nox -s verify -- DIR
     [--local-config P] [--no-check-paths] [pytest args]`), as an experiment repo's CI does."""
+    _check_python(session)
     session.install(".")
     if session.posargs:
         session.run("scaffold", "verify", *session.posargs)
@@ -36,6 +69,7 @@ def verify(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """The project's test suite (no GPU, no torchtune needed)."""
+    _check_python(session)
     session.install(".[test]")
     session.run("pytest", *session.posargs)
 
@@ -45,15 +79,16 @@ def tests(session: nox.Session) -> None:
 TORCHTUNE_STACK = ["torch==2.13.0", "torchtune==0.6.1", "torchao==0.15.0"]
 
 
-@nox.session(python=PYTHON)
+@nox.session(python=TORCH_PYTHON)
 def integration(session: nox.Session) -> None:
     """Real torchtune: generated configs bind (deep checks) and train for two steps on CPU."""
+    _check_python(session)
     session.install(*TORCHTUNE_STACK)
     session.install(".[test]")
     session.run("pytest", "tests/integration", "-m", "integration", "-s", *session.posargs)
 
 
-@nox.session(python=PYTHON)
+@nox.session(python=TORCH_PYTHON)
 def slurm(session: nox.Session) -> None:
     """Real Slurm in the loop (root; installs slurmctld, slurmd, slurm-client and munge from Debian if missing):
     a local two-node cluster runs `sbatch --test-only` on generated scripts and the jobs `scaffold submit` queues
@@ -61,6 +96,7 @@ def slurm(session: nox.Session) -> None:
     `python -m scaffold.testing.local_slurm start [--nodes N]`."""
     import glob
 
+    _check_python(session)
     session.install(*TORCHTUNE_STACK)
     session.install(".[test]")
     session.run("pytest", *sorted(glob.glob("tests/integration/test_slurm*.py")), "-m", "slurm", "-s", *session.posargs)
@@ -70,6 +106,7 @@ def slurm(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """On demand: time generate, an unchanged re-run and verify over sweeps of N runs (default 100 and 1,000;
     `nox -s bench -- --runs 100 1000 10000 --repeat 3`)."""
+    _check_python(session)
     session.install(".")
     session.run("python", "benchmarks/bench_generate.py", *(session.posargs or ["--runs", "100", "1000"]))
 

@@ -186,8 +186,12 @@ class _Dumper(yaml.SafeDumper):
 
 
 def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    # Multi-line strings as quoted scalars keep every byte, including trailing newlines.
-    style = '"' if "\n" in value else None
+    # The one rule for how a string is written, shared by dump_yaml and dump_flat/yaml_scalar (which fall back
+    # to this dumper): double-quoted when it holds a line break or a character that is not printable. Double
+    # quotes keep every byte (trailing newlines included) and write such characters as escapes; written plain
+    # or single-quoted, PyYAML folds NEL and line separators into spaces and writes a lone no-break space plain,
+    # which readers take for an empty value.
+    style = '"' if "\n" in value or not value.isprintable() else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
@@ -256,8 +260,7 @@ _LINE_CACHE: dict[tuple, str] = {}
 
 
 def dump_flat(data: dict[str, Any]) -> str:
-    """`dump_yaml` of a mapping of simple values (setup_finetune.yaml), fast: byte-identical to dump_yaml for
-    printable text (other characters are written as escapes). The line of each scalar setting is memoised:
+    """`dump_yaml` of a mapping of simple values (setup_finetune.yaml), fast and byte-identical to it. The line of each scalar setting is memoised:
     a sweep repeats most of them in every run."""
     if not data:
         return dump_yaml(data)
@@ -313,23 +316,13 @@ def yaml_scalar(value: Any) -> str:
     except KeyError:
         pass
     except TypeError:  # unhashable: nothing to remember it by
-        return _slow_scalar(value)
-    text = _SCALAR_CACHE[key] = _slow_scalar(value)
+        return _pyyaml_flow(value)
+    text = _SCALAR_CACHE[key] = _pyyaml_flow(value)
     return text
 
 
-def _slow_scalar(value: Any) -> str:
-    text = _pyyaml_flow(value)
-    if yaml.load(f"k: {text}", Loader=_Loader)["k"] != value and value == value:
-        # PyYAML writes some strings plain that it cannot read back (a lone no-break space): quote them.
-        text = _pyyaml_flow(value, style='"')
-    return text
-
-
-def _pyyaml_flow(value: Any, style: str | None = None) -> str:
-    text = yaml.dump(
-        value, Dumper=_Dumper, default_flow_style=True, default_style=style, allow_unicode=True, width=10_000
-    ).strip()
+def _pyyaml_flow(value: Any) -> str:
+    text = yaml.dump(value, Dumper=_Dumper, default_flow_style=True, allow_unicode=True, width=10_000).strip()
     for end in ("\n...", "..."):
         text = text.removesuffix(end).rstrip()
     return text

@@ -1,4 +1,4 @@
-"""Shared fixtures: a fresh copy of the shipped example (or of the reference fixture) in a temporary directory,
+"""Shared fixtures: a fresh copy of the shipped example (or of the original-format fixture) in a temporary directory,
 and a way to run the real CLI."""
 
 from __future__ import annotations
@@ -12,12 +12,20 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import settings
+
+# Property tests: derandomized by default, so a run's examples are the same on every machine and a red CI always
+# means a regression; the examples each test draws are set by its own @settings. HYPOTHESIS_PROFILE=explore draws
+# new random examples (and keeps failures in .hypothesis/ to replay) when you go looking for bugs.
+settings.register_profile("repro", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repro"))
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "capitalization"
 EXAMPLE_LOCAL = REPO / "examples" / "scaffold.local.example.yaml"
-SHARED = REPO.parent / "shared"
-REFERENCE = SHARED / "reference"
+# Inputs in the original tool's format, written for these tests (the suite reads nothing outside the repository).
+ORIGINAL_FORMAT = REPO / "tests" / "fixtures" / "original_format"
 
 
 @dataclass

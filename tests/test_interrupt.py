@@ -325,7 +325,11 @@ def test_sigterm_mid_generation_records_what_was_written(example):
     deadline = _time.monotonic() + 60
     while _time.monotonic() < deadline and len(list(example.dir.glob("*/finetune.slurm"))) < 20:
         _time.sleep(0.02)
+    # Frozen first, so that on a loaded machine the generation cannot finish between the look and the signal;
+    # the SIGTERM is delivered the moment it runs again.
+    proc.send_signal(_signal.SIGSTOP)
     proc.send_signal(_signal.SIGTERM)
+    proc.send_signal(_signal.SIGCONT)
     assert proc.wait(timeout=60) == 143
     written = len(list(example.dir.glob("*/finetune.slurm")))
     assert 0 < written < 200, written

@@ -11,14 +11,14 @@ import pytest
 from scaffold import localconfig
 from scaffold.errors import InputError
 
-from .conftest import EXAMPLE_LOCAL, REFERENCE, Experiment, Result, run_cli
+from .conftest import EXAMPLE_LOCAL, ORIGINAL_FORMAT, Experiment, Result, run_cli
 
-MARKDOWN_EXAMPLE = REFERENCE / "claude.local.md.example"
+MARKDOWN_EXAMPLE = ORIGINAL_FORMAT / "claude.local.md"
 RANK4 = "Llama-3.2-1B-Instruct_rank4"
 
 
 def markdown_config(directory: Path, old: str = "", new: str = "") -> Path:
-    """The reference claude.local.md, copied into `directory` (with one text replaced)."""
+    """The fixture claude.local.md, copied into `directory` (with one text replaced)."""
     path = directory / "claude.local.md"
     text = MARKDOWN_EXAMPLE.read_text()
     if old:
@@ -55,7 +55,7 @@ def test_markdown_example_is_normalised(tmp_path: Path):
         "username": "ada",
         "group": "NLPLAB",
         "scratch_dir": "/scratch/nlplab/ada",
-        "working_dir": "/scratch/nlplab/ada/src/experiments",
+        "working_dir": "/scratch/nlplab/ada/work",
         "models_dir": "/scratch/nlplab/pretrained-llms",
         "account": "nlplab",
         "partition": None,  # "(none)"
@@ -182,7 +182,7 @@ def test_named_config_that_does_not_exist(example: Experiment, tmp_path: Path):
 
 
 def test_example_config_reads_the_same_in_both_forms(tmp_path: Path):
-    """The shipped YAML example and the reference markdown say the same where they overlap."""
+    """The shipped YAML example and the fixture markdown say the same where they overlap."""
     yaml_form = localconfig.load(shutil.copy(EXAMPLE_LOCAL, tmp_path / "scaffold.local.yaml")).settings
     md_form = localconfig.load(markdown_config(tmp_path)).settings
     for key in ("username", "account", "constraint", "default_gpus", "conda_env", "modules", "wandb_entity"):

@@ -1,4 +1,4 @@
-"""The original-format reference summary (../shared/reference/cruijff) with its placeholders replaced."""
+"""A summary in the original tool's format (tests/fixtures/original_format) with its placeholders replaced."""
 
 from __future__ import annotations
 
@@ -9,26 +9,24 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from .conftest import REFERENCE, Experiment, make_model_dir
-
-pytestmark = pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared/reference is not beside the checkout")
+from .conftest import ORIGINAL_FORMAT, Experiment, make_model_dir
 
 
 @pytest.fixture
 def cruijff(tmp_path: Path) -> Experiment:
     scratch, repo = tmp_path / "scratch", tmp_path / "repo"
-    text = (REFERENCE / "cruijff" / "experiment_summary.yaml").read_text()
-    text = text.replace("__SCRATCH__", str(scratch)).replace("__REPO__", str(repo))
+    text = (ORIGINAL_FORMAT / "experiment_summary.yaml").read_text()
+    text = text.replace("@SCRATCH@", str(scratch)).replace("@REPO@", str(repo))
     data = yaml.safe_load(text)
     exp = Path(data["experiment"]["dir"])
     exp.mkdir(parents=True)
     (exp / "experiment_summary.yaml").write_text(text)
     dataset = Path(data["data"]["training"]["path"])
     dataset.parent.mkdir(parents=True)
-    shutil.copy(REFERENCE / "cruijff" / "words_5L_80P_10.json", dataset)
+    shutil.copy(ORIGINAL_FORMAT / "words_fixture.json", dataset)
     make_model_dir(Path(data["models"]["base"][0]["path"]))
     local = tmp_path / "claude.local.md"
-    shutil.copy(REFERENCE / "claude.local.md.example", local)
+    shutil.copy(ORIGINAL_FORMAT / "claude.local.md", local)
     return Experiment(exp, local)
 
 
@@ -58,7 +56,7 @@ def test_reference_generates_with_validation_off(cruijff: Experiment) -> None:
         cfg = OmegaConf.to_container(OmegaConf.load(run / "finetune.yaml"), resolve=True)
         assert cfg["model"]["lora_rank"] == rank and cfg["model"]["lora_alpha"] == 2 * rank
         assert cfg["output_dir"] == str(run / "artifacts")
-        assert cfg["metric_logger"]["project"] == "cruijff_kit_tests"
+        assert cfg["metric_logger"]["project"] == "word_case_fixture"
         script = (run / "finetune.slurm").read_text()
         # site settings from claude.local.md
         assert "#SBATCH --account=nlplab" in script and "#SBATCH --constraint=gpu80" in script
