@@ -19,6 +19,7 @@ from .localconfig import LocalConfig
 from .runlog import LOG_DIR
 from .summary import SUMMARY_NAME, Summary
 from .timeutil import format_time, parse_time
+from .torchtune_ext.datasets import CHAT_TEMPLATE_FILE
 from .writer import MANIFEST, signature
 
 FINE_TUNED = "fine-tuned"
@@ -177,6 +178,7 @@ class _Shared:
         self._paths: dict[str, tuple[Path, bool]] = {}
         self._datasets: dict[tuple, tuple[list, int | None]] = {}
         self._model_files: dict[tuple, tuple[str, str] | None] = {}
+        self._hf_tokenizer: dict[tuple, tuple[str, str] | None] = {}
         self._environment: list[tuple[str, str, str]] | None = None
         self.inputs: dict[str, list | None] = {}
 
@@ -239,6 +241,12 @@ class _Shared:
             self._model_files[key] = _model_files_problem(entry, model_dir, self.watch)
         return self._model_files[key]
 
+    def hf_tokenizer(self, model_dir: Path, dataset_type: str) -> tuple[str, str] | None:
+        key = (model_dir, dataset_type)
+        if key not in self._hf_tokenizer:
+            self._hf_tokenizer[key] = _hf_tokenizer_problem(model_dir, dataset_type, self.watch)
+        return self._hf_tokenizer[key]
+
     def environment(self) -> list[tuple[str, str, str]]:
         """(local config key, message, fix) for a venv or conda environment named but not found."""
         if self._environment is None:
@@ -275,9 +283,6 @@ def _plan_fine_tuned(rp: RunPlan, run: dict, shared: _Shared) -> None:
     if values["metric_logger"] is None:
         values["metric_logger"] = "wandb" if shared.wandb else "disk"
         own["metric_logger"] = "output.wandb_project" if shared.wandb else "default"
-    if values["prompt"].count("{input}") != 1:
-        prompt_path = here + ("parameters", "prompt") if "prompt" in given else ("controls", "prompt")
-        problem(prompt_path, "the prompt must contain {input} exactly once", "write the prompt as 'text {input} text'")
 
     # The run name must agree with the values it spells.
     spelt_names = params.parse_run_name(rp.name)
@@ -443,6 +448,10 @@ def _plan_fine_tuned(rp: RunPlan, run: dict, shared: _Shared) -> None:
         missing = shared.model_files(model_name, entry, model_dir)
         if missing:
             problem(here + ("model",), *missing)
+        else:
+            wrong_tokenizer = shared.hf_tokenizer(model_dir, values["dataset_type"])
+            if wrong_tokenizer:
+                problem(here + ("model",), *wrong_tokenizer)
 
     setup: dict[str, Any] = {
         "run_name": rp.name,
@@ -591,6 +600,34 @@ def _model_files_problem(entry: dict, model_dir: Path, watch: Callable[[Path], P
         return (
             f"model files missing in {model_dir}: {', '.join(missing)}",
             "complete the download, or fix the registry entry's checkpoint_files",
+        )
+    return None
+
+
+HF_TOKENIZER_CONFIG = "tokenizer_config.json"
+
+
+def _hf_tokenizer_problem(model_dir: Path, dataset_type: str, watch: Callable[[Path], Path]) -> tuple[str, str] | None:
+    """(message, fix) when the model directory lacks what the dataset builders tokenize with: the Hugging Face
+    tokenizer (tokenizer_config.json) and, for chat runs, the chat template the model is evaluated with."""
+    config_path = watch(model_dir / HF_TOKENIZER_CONFIG)
+    if not config_path.is_file():
+        return (
+            f"no Hugging Face tokenizer in {model_dir} ({HF_TOKENIZER_CONFIG} missing): the runs train on the tokens "
+            "of the model's own tokenizer, as they are evaluated",
+            "download the model's tokenizer files (tokenizer.json, tokenizer_config.json) into its directory",
+        )
+    if dataset_type != "chat_completion" or watch(model_dir / CHAT_TEMPLATE_FILE).is_file():
+        return None
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"{config_path}: cannot be read as JSON ({e})", "download the model's tokenizer_config.json again"
+    if not (isinstance(config, dict) and config.get("chat_template")):
+        return (
+            f"no chat template in {model_dir} (neither `chat_template` in {HF_TOKENIZER_CONFIG} nor "
+            f"{CHAT_TEMPLATE_FILE}): chat_completion runs train on the template the model is evaluated with",
+            "use the instruct model's directory, or set dataset_type: text_completion for a base model",
         )
     return None
 

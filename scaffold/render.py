@@ -46,8 +46,9 @@ RDZV_PORT_SPAN = 1000
 # requeue: SLURM signals the batch shell this long before the time limit (at most half the limit).
 REQUEUE_SIGNAL = "USR1"
 REQUEUE_LEAD_SECONDS = 300
+# Both tokenize with the model directory's Hugging Face tokenizer, as the evaluation step does (train/eval parity).
 DATASET_BUILDERS = {
-    "chat_completion": "torchtune.datasets.instruct_dataset",
+    "chat_completion": "scaffold.torchtune_ext.datasets.chat_template_dataset",
     "text_completion": "scaffold.torchtune_ext.datasets.prompt_completion_text_dataset",
 }
 
@@ -204,7 +205,6 @@ def resume_files(setup: dict) -> str:
 
 def context(setup: dict, model: dict) -> dict[str, Any]:
     """Template variables: the setup's own values plus what follows from them and the registry entry."""
-    prefix, _, suffix = setup["prompt"].partition("{input}")
     model_dir = Path(setup["model_dir"])
     why = unsupported(setup)
     if why:
@@ -225,8 +225,6 @@ def context(setup: dict, model: dict) -> dict[str, Any]:
         tokenizer_component=model["tokenizer"]["component"],
         tokenizer_files={k: str(model_dir / v) for k, v in model["tokenizer"]["files"].items()},
         tokenizer_args=dict(model["tokenizer"].get("args") or {}),
-        prompt_prefix=prefix,
-        prompt_suffix=suffix,
         dataset_builder=DATASET_BUILDERS[setup["dataset_type"]],
         gpu_request=gpu_request(setup),
         launch=launch_command(setup),

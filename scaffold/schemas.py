@@ -77,11 +77,21 @@ def _pattern(validator: Any, pattern: str, instance: Any, schema: dict) -> Any:
         yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
+def _prompt(validator: Any, enabled: bool, instance: Any, schema: dict) -> Any:
+    # `x-prompt: true`: a str.format template as the evaluation step fills it (the rule: params.prompt_problem).
+    if enabled and validator.is_type(instance, "string"):
+        wrong = params.prompt_problem(instance)
+        if wrong:
+            yield jsonschema.ValidationError(wrong[0])
+
+
 @cache
 def validator(name: str) -> jsonschema.protocols.Validator:
     """A compiled validator (built once per process), references inlined."""
     s = _inline_refs(schema(name), name)
-    cls = jsonschema.validators.extend(jsonschema.validators.validator_for(s), {"pattern": _pattern})
+    cls = jsonschema.validators.extend(
+        jsonschema.validators.validator_for(s), {"pattern": _pattern, "x-prompt": _prompt}
+    )
     # (The schemas are checked against their metaschema in tests/test_schemas.py, not on every start.)
     return cls(s, format_checker=cls.FORMAT_CHECKER)
 
@@ -157,6 +167,8 @@ def _problem(err: jsonschema.ValidationError, doc: Document, run: str | None) ->
             fix = fix or f"write a {expected}"
     elif kind == "pattern":
         message = f"{short(err.instance)} is not allowed here"
+    elif kind == "x-prompt":
+        message, fix = params.prompt_problem(err.instance) or (message, fix)
     elif kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         bound = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[kind]
         message = f"{err.instance!r} is out of range"

@@ -211,7 +211,6 @@ def check_parameters(cfg: dict, expected: dict[str, Any], run_name: str) -> list
             out.append(CheckResult(f"param:{name}", False, f"{path} is {value!r}, expected {want!r}"))
         else:
             out.append(passed(f"param:{name}"))
-    out.append(check_prompt(cfg, expected))
     for name, spelt in params.parse_run_name(run_name).items():
         path = params.table()[name].path
         found, value = params.get_path(cfg, path) if path else (False, None)
@@ -223,20 +222,6 @@ def check_parameters(cfg: dict, expected: dict[str, Any], run_name: str) -> list
             else CheckResult(f"name:{name}", False, f"run name says {tokens}, {path} is {value!r}")
         )
     return out
-
-
-def check_prompt(cfg: dict, expected: dict[str, Any]) -> CheckResult:
-    """Chat runs carry the prompt as tokenizer.prompt_template.user = [before {input}, after]; text-completion
-    runs give it to the dataset builder whole."""
-    if expected["dataset_type"] == "chat_completion":
-        path, want = "tokenizer.prompt_template.user", list(expected["prompt"].partition("{input}")[::2])
-    else:
-        path, want = "dataset.prompt", expected["prompt"]
-    found, value = params.get_path(cfg, path)
-    ok = found and value == want
-    return (
-        passed("param:prompt") if ok else CheckResult("param:prompt", False, f"{path} is {value!r}, expected {want!r}")
-    )
 
 
 def check_recipe_keys(cfg: dict, recipe: str) -> CheckResult:

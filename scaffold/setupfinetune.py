@@ -107,8 +107,6 @@ def setup_finetune(
         problems = schemas.validate(schemas.SETUP, doc, setup)
         if problems:
             raise InputError(problems)
-        if setup["prompt"].count("{input}") != 1:
-            raise InputError([doc.problem(("prompt",), "the prompt must contain {input} exactly once")])
         local_models = None
         try:
             local = localconfig.load(localconfig.find(run_dir, local_config))

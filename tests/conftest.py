@@ -90,9 +90,11 @@ def example(tmp_path: Path) -> Experiment:
 def make_model_dir(path: Path, files: list[str] | None = None) -> Path:
     """A model directory with the files the registry names (empty stand-ins: only their presence is checked
     by the generator; real weights are exercised by the torchtune integration tests)."""
-    for name in files or ["config.json", "model.safetensors", "original/tokenizer.model"]:
+    for name in files or ["config.json", "model.safetensors", "original/tokenizer.model", "tokenizer.json"]:
         (path / name).parent.mkdir(parents=True, exist_ok=True)
         (path / name).write_text("{}" if name.endswith(".json") else "")
+    # The Hugging Face tokenizer's config with a chat template: the generator checks that chat runs have one.
+    (path / "tokenizer_config.json").write_text('{"chat_template": "{{ messages }}"}')
     return path
 
 

@@ -43,8 +43,9 @@ def test_finetune_yaml_holds_the_run_values_as_torchtune_reads_them(local_exampl
             assert found and params.same_value(got, value), (run, name, got)
         assert cfg["output_dir"] == str(local_example.dir / run / "artifacts")
         assert cfg["checkpointer"]["output_dir"] == cfg["output_dir"]
-        assert cfg["tokenizer"]["prompt_template"]["user"] == ["Capitalize the given word: ", "\n"]
-        assert cfg["dataset"]["new_system_prompt"] == summary["controls"]["system_prompt"]
+        assert cfg["dataset"]["prompt"] == "Capitalize the given word: {input}\n"  # verbatim, whitespace kept
+        assert cfg["dataset"]["system_prompt"] == summary["controls"]["system_prompt"]
+        assert cfg["dataset"]["model_path"] == cfg["checkpointer"]["checkpoint_dir"]  # its HF tokenizer
         assert cfg["dataset"]["data_files"] == str(local_example.dir / "data" / "words_5L_80P_10.json")
 
 

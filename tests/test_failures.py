@@ -191,7 +191,7 @@ def test_missing_dataset_fails_every_fine_tuned_run(local_example: Experiment):
             'prompt: "Capitalize the given word: {input}\\n"',
             'prompt: "Capitalize the given word:\\n"',
             "controls.prompt",
-            "is not allowed here",
+            "the prompt must contain {input} exactly once",
         ),
         (
             'time: "00:30:00"',

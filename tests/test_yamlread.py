@@ -150,7 +150,7 @@ def test_results_are_fresh_and_the_references_untouched(sweeps) -> None:
     for result in first:  # callers may change what they get
         result["model"]["lora_rank"] = "changed"
         result["model"]["lora_attn_modules"].append("changed")
-        result["tokenizer"]["prompt_template"]["user"][0] = "changed"
+        result["dataset"]["chat_template_kwargs"]["date_string"] = "changed"
         result["checkpointer"]["output_dir"] = "changed"
         result["new"] = {}
     check(reader.read_many(texts + texts), texts + texts)

@@ -1,117 +1,313 @@
-"""Dataset builders for base-model (text completion) runs on ``{"input", "output"}`` records.
+"""Dataset builders that train on exactly the tokens the evaluation step will see.
 
-torchtune's ``text_completion_dataset`` reads one ready-made text column, and ``instruct_dataset`` wraps
-records in the Llama 3 chat headers, which a base model never saw. This builder reads the original JSON
-file as is and trains on plain text: the prompt with its `{input}` replaced by the record's input, then the output.
+The fine-tuned models are evaluated by inspect-ai's Hugging Face provider, which formats every sample with the
+model's own Hugging Face tokenizer: chat models through the chat template of the model directory
+(`apply_chat_template`), base models as plain text. torchtune's own formatting differs (its prompt template
+strips the whitespace around `{input}`, and it places headers, the Llama 3 date block, Qwen's default system
+prompt, BOS and EOS differently), so these builders tokenize each record with the model directory's Hugging
+Face tokenizer instead:
+
+- `chat_template_dataset` (dataset_type chat_completion): the conversation is `[system (when the system
+  prompt is not empty), user: prompt.format(**record)]`; the prompt part is
+  `apply_chat_template(conversation, add_generation_prompt=True)`, the tokens are the same conversation with
+  the assistant's `output`, and the prompt part must be a prefix of them (else the record fails, naming it).
+- `prompt_completion_text_dataset` (dataset_type text_completion): the prompt part is the tokenizer's plain
+  encoding of `prompt.format(**record)` (with the special tokens it adds itself, e.g. Llama's BOS), followed
+  by the encoding of `output` alone, so the prompt's tokens are the ones the evaluation step feeds the model.
+
+The prompt part is masked (label -100) unless `train_on_input`. Both read the original JSON file
+(`{"train": [...], "validation": [...], ...}`; `field` picks the split) and return `{"tokens", "labels"}`
+per record, cut to `max_seq_len` on the right, as torchtune's SFT datasets do. Nothing here imports torch or
+torchtune (`packed: true` imports torchtune's PackedDataset), so the verification suite builds a run's dataset
+with the same code wherever `transformers` is installed.
 
 Config use::
 
     dataset:
-      _component_: scaffold.torchtune_ext.datasets.prompt_completion_text_dataset
+      _component_: scaffold.torchtune_ext.datasets.chat_template_dataset
       source: json
-      data_files: /data/capitalization/words_5L_80P_10.json
+      data_files: /data/capitalization/words.json
       field: train
-      split: train
+      model_path: /models/Llama-3.2-1B-Instruct       # its tokenizer files and chat template
       prompt: "Capitalize the given word: {input}\\n"
+      system_prompt: You are a helpful assistant.
+      chat_template_kwargs: {date_string: 26 Jul 2024}  # the date Llama 3.x templates write
+      train_on_input: false
       packed: false
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from torchtune.data import truncate
-from torchtune.datasets import PackedDataset, TextCompletionDataset
-from torchtune.modules.transforms.tokenizers import ModelTokenizer
+CROSS_ENTROPY_IGNORE_IDX = -100  # torchtune's CROSS_ENTROPY_IGNORE_IDX (the loss skips these labels)
+CHAT_TEMPLATE_FILE = "chat_template.jinja"  # newer transformers save the template beside tokenizer_config.json
 
 
-class PromptCompletionTextDataset(TextCompletionDataset):
-    """A ``TextCompletionDataset`` whose text is a formatted prompt followed by the completion.
+class ParityError(ValueError):
+    """A record cannot be trained on the tokens the evaluation step will see."""
 
-    Every token is a label (plain language modelling, as in ``TextCompletionDataset``); BOS is added and,
-    with ``add_eos``, EOS so the model learns where a completion stops.
-    """
+
+def load_records(data_files: str | Sequence[str], field: str | None) -> list[dict[str, Any]]:
+    """The records of one split: `data[field]` of each JSON file (or the whole file when it is a list), or the
+    lines of a JSON Lines file."""
+    files = [data_files] if isinstance(data_files, str | os.PathLike) else list(data_files)
+    records: list[dict[str, Any]] = []
+    for file in files:
+        path = Path(file)
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".jsonl":
+            data: Any = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            data = json.loads(text)
+        if isinstance(data, dict):
+            if field is None or field not in data:
+                raise ValueError(f"{path}: no split {field!r} (the file has {sorted(data)})")
+            data = data[field]
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise ValueError(f"{path}: split {field!r} is not a list of records")
+        records += data
+    return records
+
+
+def load_tokenizer(model_path: str | os.PathLike) -> Any:
+    """The model directory's Hugging Face tokenizer, from local files only (compute nodes have no network)."""
+    try:
+        from transformers import AutoTokenizer
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "the dataset builders of scaffold-torchtune tokenize with the model's Hugging Face tokenizer: install "
+            "`transformers` in the training environment (pip install 'transformers>=4.45')"
+        ) from e
+    return AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
+
+
+def fill_prompt(prompt: str, record: Mapping[str, Any]) -> str:
+    """The user text of one record, filled as the evaluation step fills it: `prompt.format(**record)`, every
+    character of the prompt kept (no whitespace is stripped)."""
+    return prompt.format(**record)
+
+
+def conversation(prompt: str, system_prompt: str | None, record: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The messages of one record before the answer: a system message when the system prompt is not empty, then
+    the user's filled prompt."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return messages + [{"role": "user", "content": fill_prompt(prompt, record)}]
+
+
+def _ids(encoded: Any) -> list[int]:
+    # transformers 5 returns a BatchEncoding from apply_chat_template(tokenize=True) even with return_dict=False
+    # in some versions; 4.x returns a list.
+    if hasattr(encoded, "keys"):
+        encoded = encoded["input_ids"]
+    return list(encoded)
+
+
+def require_chat_template(tokenizer: Any) -> None:
+    if not getattr(tokenizer, "chat_template", None):
+        raise ParityError(
+            f"the tokenizer of {getattr(tokenizer, 'name_or_path', '?')} has no chat template (tokenizer_config.json "
+            f"`chat_template` or {CHAT_TEMPLATE_FILE}): a chat_completion run needs the template the model is "
+            "evaluated with (fix: use the instruct model's directory, or dataset_type: text_completion)"
+        )
+
+
+def chat_tokens(
+    tokenizer: Any,
+    messages: list[dict[str, str]],
+    answer: str,
+    chat_template_kwargs: Mapping[str, Any] | None = None,
+) -> tuple[list[int], int]:
+    """(tokens of the whole conversation with the answer, length of the prompt part)."""
+    require_chat_template(tokenizer)
+    kwargs = dict(chat_template_kwargs or {})
+    prompt = _ids(
+        tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=False, **kwargs)
+    )
+    full = _ids(
+        tokenizer.apply_chat_template(
+            [*messages, {"role": "assistant", "content": answer}],
+            tokenize=True,
+            add_generation_prompt=False,
+            return_dict=False,
+            **kwargs,
+        )
+    )
+    if full[: len(prompt)] != prompt:
+        at = next(i for i, (a, b) in enumerate(zip(prompt, full, strict=False)) if a != b) if full else 0
+        raise ParityError(
+            "the chat template's prompt part is not a prefix of the whole conversation (token "
+            f"{at}: {tokenizer.decode(prompt[at : at + 8])!r} vs {tokenizer.decode(full[at : at + 8])!r}), so the "
+            "answer cannot be separated from the prompt the model is evaluated on"
+        )
+    return full, len(prompt)
+
+
+def text_tokens(tokenizer: Any, prompt_text: str, answer: str, add_eos: bool = False) -> tuple[list[int], int]:
+    """(tokens of prompt + answer, length of the prompt part): the prompt encoded as the evaluation step
+    encodes it (with the special tokens the tokenizer adds, e.g. Llama's BOS), then the answer alone."""
+    prompt = _ids(tokenizer(prompt_text)["input_ids"])
+    answer_ids = _ids(tokenizer(answer, add_special_tokens=False)["input_ids"])
+    if add_eos and tokenizer.eos_token_id is not None:
+        answer_ids.append(tokenizer.eos_token_id)
+    return prompt + answer_ids, len(prompt)
+
+
+def labelled(tokens: list[int], prompt_len: int, train_on_input: bool, max_seq_len: int | None) -> dict[str, list[int]]:
+    """Tokens and labels (the prompt part masked unless train_on_input), cut to max_seq_len on the right."""
+    labels = list(tokens) if train_on_input else [CROSS_ENTROPY_IGNORE_IDX] * prompt_len + tokens[prompt_len:]
+    if max_seq_len is not None:
+        tokens, labels = tokens[:max_seq_len], labels[:max_seq_len]
+    return {"tokens": list(tokens), "labels": labels}
+
+
+class _RecordDataset:
+    """A map-style dataset (what torchtune's recipes and samplers need: len and indexing) over JSON records,
+    tokenized lazily, one record at a time."""
 
     def __init__(
         self,
-        tokenizer: ModelTokenizer,
         *,
         source: str,
-        prompt: str = "{input}",
-        column_map: Mapping[str, str] | None = None,
-        max_seq_len: int | None = None,
-        add_eos: bool = True,
-        filter_fn: Callable[..., bool] | None = None,
-        **load_dataset_kwargs: Any,
+        data_files: str | Sequence[str],
+        field: str | None,
+        model_path: str,
+        prompt: str,
+        train_on_input: bool,
+        max_seq_len: int | None,
     ) -> None:
-        # Same rule as the chat path (tokenizer.prompt_template): the text around one `{input}`; other
-        # braces are plain text.
-        if prompt.count("{input}") != 1:
-            raise ValueError(f"prompt must contain {{input}} exactly once: {prompt!r}")
-        super().__init__(
-            tokenizer=tokenizer, source=source, add_eos=add_eos, filter_fn=filter_fn, **load_dataset_kwargs
-        )
-        self._prefix, _, self._suffix = prompt.partition("{input}")
-        self._column_map = {"input": "input", "output": "output", **(column_map or {})}
-        self._max_seq_len = max_seq_len if max_seq_len is not None else tokenizer.max_seq_len
-        # Fail at setup, not at the first batch, when the file lacks a mapped column.
-        columns = getattr(self._data, "column_names", None)
-        if columns is not None:
-            missing = sorted(set(self._column_map.values()) - set(columns))
-            if missing:
-                raise ValueError(f"dataset columns {missing} not found; the data has {sorted(columns)}")
+        if source != "json":
+            raise ValueError(f"source must be 'json' (the original's dataset files), not {source!r}")
+        self._records = load_records(data_files, field)
+        self._tokenizer = load_tokenizer(model_path)
+        self._prompt = prompt
+        self._train_on_input = train_on_input
+        self._max_seq_len = max_seq_len
+        missing = [i for i, r in enumerate(self._records) if "output" not in r]
+        if missing:
+            raise ValueError(f"records {missing[:5]} of {data_files} have no 'output'")
+        for i, record in enumerate(self._records):  # a key the prompt names but a record lacks fails at setup
+            try:
+                fill_prompt(prompt, record)
+            except (KeyError, IndexError, ValueError) as e:
+                raise ValueError(f"record {i} of {data_files}: the prompt {prompt!r} cannot be filled: {e!r}") from e
 
-    def text(self, sample: Mapping[str, Any]) -> str:
-        """The training text of one record."""
-        record_input, record_output = sample[self._column_map["input"]], sample[self._column_map["output"]]
-        return f"{self._prefix}{record_input}{self._suffix}{record_output}"
+    def __len__(self) -> int:
+        return len(self._records)
 
-    def _prepare_sample(self, sample: Mapping[str, Any]) -> dict[str, list[int]]:
-        tokens = self._tokenizer.encode(text=self.text(sample), add_bos=True, add_eos=self.add_eos)
-        if self._max_seq_len is not None:
-            # Same cut as TextCompletionDataset: room for the label shift, EOS not forced back in.
-            tokens = truncate(tokens, self._max_seq_len - 1)
-        return {"tokens": tokens, "labels": tokens.copy()}
+    def tokens(self, record: Mapping[str, Any]) -> tuple[list[int], int]:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict[str, list[int]]:
+        record = self._records[index]
+        try:
+            tokens, prompt_len = self.tokens(record)
+        except ParityError as e:
+            raise ParityError(f"record {index}: {e}") from None
+        return labelled(tokens, prompt_len, self._train_on_input, self._max_seq_len)
 
 
-def prompt_completion_text_dataset(
-    tokenizer: ModelTokenizer,
+class ChatTemplateDataset(_RecordDataset):
+    def __init__(
+        self, *, system_prompt: str | None, chat_template_kwargs: Mapping[str, Any] | None, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self._system_prompt = system_prompt
+        self._template_kwargs = dict(chat_template_kwargs or {})
+        require_chat_template(self._tokenizer)
+
+    def tokens(self, record: Mapping[str, Any]) -> tuple[list[int], int]:
+        messages = conversation(self._prompt, self._system_prompt, record)
+        return chat_tokens(self._tokenizer, messages, str(record["output"]), self._template_kwargs)
+
+
+class PromptCompletionTextDataset(_RecordDataset):
+    def __init__(self, *, add_eos: bool, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._add_eos = add_eos
+
+    def tokens(self, record: Mapping[str, Any]) -> tuple[list[int], int]:
+        return text_tokens(self._tokenizer, fill_prompt(self._prompt, record), str(record["output"]), self._add_eos)
+
+
+def _max_seq_len(tokenizer: Any, max_seq_len: int | None) -> int | None:
+    return max_seq_len if max_seq_len is not None else getattr(tokenizer, "max_seq_len", None)
+
+
+def _maybe_packed(ds: _RecordDataset, packed: bool, max_seq_len: int | None) -> Any:
+    if not packed:
+        return ds
+    if max_seq_len is None:
+        raise ValueError("packed: true needs max_seq_len here or on the tokenizer")
+    from torchtune.datasets import PackedDataset
+
+    # Whole records per pack: an answer cut across two packs would teach half-answers.
+    return PackedDataset(ds, max_seq_len=max_seq_len, split_across_pack=False)
+
+
+def chat_template_dataset(
+    tokenizer: Any,
     *,
     source: str,
     data_files: str | list[str],
     field: str | None,
-    split: str = "train",
-    prompt: str = "{input}",
-    column_map: Mapping[str, str] | None = None,
+    model_path: str,
+    prompt: str,
+    system_prompt: str | None = None,
+    chat_template_kwargs: Mapping[str, Any] | None = None,
+    train_on_input: bool = False,
     max_seq_len: int | None = None,
     packed: bool = False,
-    add_eos: bool = True,
-    **load_dataset_kwargs: Any,
-) -> PromptCompletionTextDataset | PackedDataset:
-    """Build a plain-text dataset from ``{"input", "output"}`` records (e.g. one split of the original JSON).
+) -> Any:
+    """Chat records tokenized by the model directory's chat template (see the module's docstring).
 
-    ``field`` selects the list inside the JSON file (``train``, ``validation``, ...); ``split`` is the
-    Hugging Face split name, ``train`` for a single local file. ``column_map`` maps ``input``/``output``
-    to other column names. ``max_seq_len`` defaults to the tokenizer's; ``packed`` needs one of them.
+    `tokenizer` is the recipe's torchtune tokenizer (the recipe passes it; its `max_seq_len` is the default cut);
+    the tokens come from the Hugging Face tokenizer in `model_path`. `chat_template_kwargs` are passed to the
+    template (Llama 3.x templates write `date_string` as "Today Date"; without it they write the day of the run).
     """
-    if field is not None:
-        load_dataset_kwargs["field"] = field
-    ds = PromptCompletionTextDataset(
-        tokenizer,
+    limit = _max_seq_len(tokenizer, max_seq_len)
+    ds = ChatTemplateDataset(
         source=source,
-        prompt=prompt,
-        column_map=column_map,
-        max_seq_len=max_seq_len,
-        add_eos=add_eos,
         data_files=data_files,
-        split=split,
-        **load_dataset_kwargs,
+        field=field,
+        model_path=model_path,
+        prompt=prompt,
+        system_prompt=system_prompt,
+        chat_template_kwargs=chat_template_kwargs,
+        train_on_input=train_on_input,
+        max_seq_len=limit,
     )
-    if not packed:
-        return ds
-    pack_len = max_seq_len if max_seq_len is not None else tokenizer.max_seq_len
-    if pack_len is None:
-        raise ValueError("packed: true needs max_seq_len here or on the tokenizer")
-    # Whole records per pack: a completion cut across two packs would teach half-answers.
-    return PackedDataset(ds, max_seq_len=pack_len, split_across_pack=False)
+    return _maybe_packed(ds, packed, limit)
+
+
+def prompt_completion_text_dataset(
+    tokenizer: Any,
+    *,
+    source: str,
+    data_files: str | list[str],
+    field: str | None,
+    model_path: str,
+    prompt: str,
+    train_on_input: bool = False,
+    add_eos: bool = False,
+    max_seq_len: int | None = None,
+    packed: bool = False,
+) -> Any:
+    """Base-model records as plain text: the filled prompt encoded as the evaluation step encodes it, then the
+    output (see the module's docstring). `add_eos` appends the tokenizer's EOS (the original tool does not)."""
+    limit = _max_seq_len(tokenizer, max_seq_len)
+    ds = PromptCompletionTextDataset(
+        source=source,
+        data_files=data_files,
+        field=field,
+        model_path=model_path,
+        prompt=prompt,
+        train_on_input=train_on_input,
+        add_eos=add_eos,
+        max_seq_len=limit,
+    )
+    return _maybe_packed(ds, packed, limit)

@@ -112,18 +112,10 @@ def components_are_known(run: RunContext) -> Iterator[Problem]:
             yield run.problem(f"not {why}", key=key, expected=want, found=component, fix=REGEN)
 
 
-def prompt_expectation(setup: dict) -> tuple[str, object]:
-    """Where the prompt lands in finetune.yaml and the value it must have there."""
-    if setup["dataset_type"] == "text_completion":
-        return "dataset.prompt", setup["prompt"]
-    prefix, _, suffix = setup["prompt"].partition("{input}")
-    return "tokenizer.prompt_template.user", [prefix, suffix]
-
-
 @check("parameter_values", scope=FINE_TUNED, file=FINETUNE_FILE)
 def parameters_at_their_paths(run: RunContext) -> Iterator[Problem]:
     """Each parameter of the table sits at its path with the value the run, `controls` or the default gives it
-    (numbers compared numerically: 1e-5 equals 1.0e-05); the prompt is split into the prompt template."""
+    (numbers compared numerically: 1e-5 equals 1.0e-05; texts such as the prompt character for character)."""
     expected = run.expected()
     cfg = run.config().data
     for name, p in params.table().items():
@@ -136,16 +128,6 @@ def parameters_at_their_paths(run: RunContext) -> Iterator[Problem]:
             yield run.problem(f"{what} is missing", key=p.path, expected=want, fix=REGEN)
         elif not params.same_value(value, want):
             yield run.problem(what, key=p.path, expected=want, found=value, fix=REGEN)
-    path, want = prompt_expectation(expected.setup)
-    found, value = params.get_path(cfg, path)
-    if not found or value != want:
-        yield run.problem(
-            f"prompt (from {expected.summary_field('prompt')})",
-            key=path,
-            expected=want,
-            found=value if found else None,
-            fix=REGEN,
-        )
 
 
 @check("lora_alpha_rule", scope=FINE_TUNED, file=FINETUNE_FILE)
