@@ -217,15 +217,19 @@ def model_matches_registry(run: RunContext) -> Iterator[Problem]:
 
 @check("dataset_matches_summary", scope=FINE_TUNED, file=FINETUNE_FILE)
 def dataset_matches_summary(run: RunContext) -> Iterator[Problem]:
-    """The dataset section reads the summary's dataset file (or the run's dataset_path), train split; with
-    validation during training, dataset_val reads its validation split."""
+    """The dataset section reads the summary's dataset file (or the run's dataset_path), train split, with the
+    run's model's own tokenizer; with validation during training, dataset_val reads its validation split."""
     expected = run.expected()
     cfg = run.config().data
     sections = [("dataset", "train")]
     if expected.setup.get("validation_during_training"):
         sections.append(("dataset_val", "validation"))
     for section, split in sections:
-        for key, value in ((f"{section}.data_files", expected.setup["dataset_path"]), (f"{section}.field", split)):
+        for key, value in (
+            (f"{section}.data_files", expected.setup["dataset_path"]),
+            (f"{section}.field", split),
+            (f"{section}.model_path", str(expected.model_dir)),  # the tokenizer the records are tokenized with
+        ):
             found, got = params.get_path(cfg, key)
             if not found or got != value:
                 yield run.problem(
