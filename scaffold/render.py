@@ -46,6 +46,9 @@ RDZV_PORT_SPAN = 1000
 # requeue: SLURM signals the batch shell this long before the time limit (at most half the limit).
 REQUEUE_SIGNAL = "USR1"
 REQUEUE_LEAD_SECONDS = 300
+# Run by the batch script of a LoRA run after a successful `tune run` (python -m): each epoch's adapter_config.json
+# then names the local base model directory instead of the Hub id.
+POST_FINETUNE_MODULE = "scaffold.torchtune_ext.post_finetune"
 DATASET_BUILDERS = {
     "chat_completion": "torchtune.datasets.instruct_dataset",
     "text_completion": "scaffold.torchtune_ext.datasets.prompt_completion_text_dataset",
