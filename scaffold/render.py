@@ -46,6 +46,9 @@ RDZV_PORT_SPAN = 1000
 # requeue: SLURM signals the batch shell this long before the time limit (at most half the limit).
 REQUEUE_SIGNAL = "USR1"
 REQUEUE_LEAD_SECONDS = 300
+# Run by the batch script of a LoRA run after a successful `tune run` (python -m): each epoch's adapter_config.json
+# then names the local base model directory instead of the Hub id.
+POST_FINETUNE_MODULE = "scaffold.torchtune_ext.post_finetune"
 # Both tokenize with the model directory's Hugging Face tokenizer, as the evaluation step does (train/eval parity).
 DATASET_BUILDERS = {
     "chat_completion": "scaffold.torchtune_ext.datasets.chat_template_dataset",

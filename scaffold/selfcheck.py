@@ -14,7 +14,7 @@ from typing import Any
 from . import params
 from .outcome import CheckResult
 from .plan import FINETUNE_FILE, SLURM_FILE, RunPlan
-from .render import recipe_for
+from .render import POST_FINETUNE_MODULE, method, recipe_for
 from .resources import load_data
 from .yamlio import load_generated_config
 from .yamlread import IncrementalConfigReader
@@ -247,7 +247,7 @@ def check_slurm(path: Path, setup: dict) -> list[CheckResult]:
 
 
 def check_slurm_text(text: str, setup: dict) -> list[CheckResult]:
-    """The batch script names the job after the run and runs this run's config."""
+    """The batch script names the job after the run, runs this run's config and (LoRA) the post-training step."""
     out = []
     directives = {}
     for line in text.splitlines():
@@ -264,4 +264,11 @@ def check_slurm_text(text: str, setup: dict) -> list[CheckResult]:
         if ok
         else CheckResult("slurm_config", False, f"the script does not run --config {config}")
     )
+    if method(setup) == "lora":
+        ok = f"-m {POST_FINETUNE_MODULE} " in text
+        out.append(
+            passed("slurm_post_finetune")
+            if ok
+            else CheckResult("slurm_post_finetune", False, f"the script does not run python -m {POST_FINETUNE_MODULE}")
+        )
     return out

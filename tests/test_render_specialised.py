@@ -67,7 +67,7 @@ def test_printed_only_and_structural_names_are_told_apart():
     assert {"method", "dataset_type", "device", "model_args", "validation_during_training"} <= set(spec.structural)
     slurm = render._specialised("finetune.slurm.j2")
     assert "nodes" in slurm.structural  # printed, and also tested (`nodes > 1`)
-    assert "run_dir" in slurm.slots
+    assert {"run_dir", "output_dir", "model_dir"} <= slurm.slots  # a sweep's scripts share one skeleton
 
 
 PRINTABLE = st.one_of(

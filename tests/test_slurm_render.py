@@ -7,9 +7,14 @@ The scripts are generated from a summary and then run by bash with stand-ins for
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -37,6 +42,11 @@ touch "$STUB_LOG/tune.started"
 if [ -n "$TUNE_WAIT_FOR" ]; then
   for _ in $(seq 1 100); do [ -e "$TUNE_WAIT_FOR" ] && break; sleep 0.1; done
 fi
+if [ -n "$TUNE_ADAPTER_TO" ]; then  # what torchtune 0.6.1 saves at the end of an epoch of a LoRA run
+  mkdir -p "$TUNE_ADAPTER_TO/epoch_0"
+  printf '%s' '{"r": 8, "base_model_name_or_path": "meta-llama/Llama-3.2-1B-Instruct", "peft_type": "LORA"}' \
+    > "$TUNE_ADAPTER_TO/epoch_0/adapter_config.json"
+fi
 exit "${TUNE_EXIT:-0}"
 """,
     "srun": """#!/bin/bash
@@ -55,12 +65,27 @@ echo "$STUB_ADDR STREAM $2"
 }
 
 
+# The training environment's python (where scaffold-torchtune is installed): this one, recording its calls.
+PYTHON_STUB = f"""#!/bin/bash
+echo "python $*" >> "$STUB_LOG/calls"
+exec {shlex.quote(sys.executable)} "$@"
+"""
+# nvidia-smi, on PATH only where a test puts it: prints a CSV header and one sample, then samples on until killed.
+NVIDIA_SMI_STUB = """#!/bin/bash
+echo "nvidia-smi $*" >> "$STUB_LOG/calls"
+echo "timestamp, utilization.gpu [%], utilization.memory [%], memory.used [MiB], memory.total [MiB], power.draw [W], temperature.gpu"
+echo "2026/01/01 00:00:00.000, 97 %, 41 %, 30000 MiB, 81559 MiB, 350.00 W, 61"
+echo $$ > "$STUB_LOG/nvidia-smi.pid"
+exec sleep 300
+"""
+
+
 def make_stub_venv(root: Path) -> Path:
     """A directory shaped like a virtualenv whose activation puts the stand-ins first on PATH."""
     venv = root / "venv"
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "activate").write_text(f'export PATH="{venv / "bin"}:$PATH"\n')
-    for name, text in STUBS.items():
+    for name, text in {**STUBS, "python": PYTHON_STUB}.items():
         (venv / "bin" / name).write_text(text)
         (venv / "bin" / name).chmod(0o755)
     return venv
@@ -244,8 +269,13 @@ def run_script(
 ) -> subprocess.Popen | subprocess.CompletedProcess:
     log = tmp_path / "stub-log"
     log.mkdir(exist_ok=True)
+    # No nvidia-smi of this machine's (a test that wants one puts its own first on PATH).
+    path = os.pathsep.join(
+        d for d in os.environ.get("PATH", "").split(os.pathsep) if not (Path(d) / "nvidia-smi").exists()
+    )
     full_env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("SLURM_")},
+        "PATH": path,
         "STUB_LOG": str(log),
         "SLURM_JOB_ID": "12345",
         "SLURM_JOB_NODELIST": "node[1-2]",
@@ -293,6 +323,7 @@ def test_the_script_exits_with_the_trainers_status(generated: Experiment, tmp_pa
     for run in (f"{MODEL}_gpus4", f"{MODEL}_rank8_requeue"):
         proc = run_script(generated, run, tmp_path, {"TUNE_EXIT": "3"})
         assert proc.returncode == 3 and "tune run exited with status 3" in proc.stdout, run
+    assert not [c for c in calls(tmp_path) if c.startswith("python ")], "no post-training step after a failure"
 
 
 def make_checkpoints(output_dir: Path, files: list[str], newer_epoch: int | None = None) -> None:
@@ -391,3 +422,108 @@ def test_an_older_full_base_recipe_reads_as_method_full(tmp_path: Path) -> None:
     assert " full_finetune_single_device --config " in launch(script(exp, f"{MODEL}_x"))
     log = (exp.dir / "logs" / "scaffold-torchtune.log").read_text()
     assert "controls.base_recipe (full_finetune_single_device) is an older setting: read as method: full" in log
+
+
+# --- after training: the post-training step and GPU metrics ---------------------------------------------------------
+
+HUB_ID = "meta-llama/Llama-3.2-1B-Instruct"
+LORA_SCRIPTS = [f"{MODEL}_gpus4", f"{MODEL}_rank8_requeue"]  # the plain branch of the template and the requeue one
+
+
+@contextlib.contextmanager
+def fresh_artifacts(exp: Experiment, run: str):
+    """The run's output_dir, emptied again afterwards (the generated experiment is shared by this module)."""
+    out = exp.dir / run / "artifacts"
+    try:
+        yield out
+    finally:
+        shutil.rmtree(out)
+        out.mkdir()
+
+
+def model_dir(exp: Experiment, run: str) -> str:
+    return yaml.safe_load((exp.dir / run / "setup_finetune.yaml").read_text())["model_dir"]
+
+
+def test_only_lora_scripts_run_the_post_step(generated: Experiment) -> None:
+    for run in RUNS:
+        text = script(generated, run)
+        assert ("python -m scaffold.torchtune_ext.post_finetune " in text) == ("_full" not in run), run
+        assert "nvidia-smi --query-gpu=" in text, run
+
+
+def test_the_generators_self_check_misses_no_post_step(generated: Experiment) -> None:
+    from scaffold.selfcheck import check_slurm_text
+
+    for run in RUNS:
+        setup = yaml.safe_load((generated.dir / run / "setup_finetune.yaml").read_text())
+        text = script(generated, run)
+        names = {r.check: r.ok for r in check_slurm_text(text, setup)}
+        assert names.get("slurm_post_finetune") is (None if "_full" in run else True), run
+        without = "".join(ln for ln in text.splitlines(keepends=True) if "post_finetune" not in ln)
+        if "_full" not in run:
+            assert {r.check: r.ok for r in check_slurm_text(without, setup)}["slurm_post_finetune"] is False
+
+
+@pytest.mark.parametrize("run", LORA_SCRIPTS)
+def test_after_training_each_adapter_names_the_local_model(generated: Experiment, tmp_path: Path, run: str) -> None:
+    with fresh_artifacts(generated, run) as out:
+        proc = run_script(generated, run, tmp_path, {"TUNE_ADAPTER_TO": str(out)})
+        config = json.loads((out / "epoch_0" / "adapter_config.json").read_text())
+        metrics = (out / "gpu_metrics.csv").exists()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    want = model_dir(generated, run)
+    assert config == {"r": 8, "base_model_name_or_path": want, "peft_type": "LORA"}
+    assert list(config) == ["r", "base_model_name_or_path", "peft_type"]
+    assert f"base_model_name_or_path '{HUB_ID}' -> '{want}'" in proc.stdout
+    post = [c for c in calls(tmp_path) if c.startswith("python ")]
+    assert post == [f"python -m scaffold.torchtune_ext.post_finetune --output-dir {out} --model-dir {want}"]
+    # Without nvidia-smi on PATH: no metrics, and nothing said about it.
+    assert not metrics and "nvidia-smi" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("run", LORA_SCRIPTS)
+def test_a_failed_training_leaves_the_adapter_alone(generated: Experiment, tmp_path: Path, run: str) -> None:
+    with fresh_artifacts(generated, run) as out:
+        proc = run_script(generated, run, tmp_path, {"TUNE_ADAPTER_TO": str(out), "TUNE_EXIT": "3"})
+        config = json.loads((out / "epoch_0" / "adapter_config.json").read_text())
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert config["base_model_name_or_path"] == HUB_ID
+    assert not [c for c in calls(tmp_path) if c.startswith("python ")]
+
+
+@pytest.mark.parametrize("run", LORA_SCRIPTS)
+def test_a_failing_post_step_keeps_the_training_status(generated: Experiment, tmp_path: Path, run: str) -> None:
+    with fresh_artifacts(generated, run) as out:
+        (out / "epoch_1").mkdir()
+        (out / "epoch_1" / "adapter_config.json").write_text("{not json")
+        proc = run_script(generated, run, tmp_path, {"TUNE_ADAPTER_TO": str(out)})
+        config = json.loads((out / "epoch_0" / "adapter_config.json").read_text())
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # set -e does not stop the script at the failure
+    assert "the post-training step failed with status 1; the job keeps the training status" in proc.stderr
+    assert config["base_model_name_or_path"] == model_dir(generated, run)  # the other epoch was still done
+
+
+@pytest.mark.parametrize("run", [*LORA_SCRIPTS, f"{MODEL}_full"])
+def test_gpu_metrics_are_sampled_during_training_and_stopped_after(
+    generated: Experiment, tmp_path: Path, run: str
+) -> None:
+    smi = tmp_path / "smi"
+    smi.mkdir()
+    (smi / "nvidia-smi").write_text(NVIDIA_SMI_STUB)
+    (smi / "nvidia-smi").chmod(0o755)
+    pid_file = tmp_path / "stub-log" / "nvidia-smi.pid"
+    env = {"PATH": f"{smi}{os.pathsep}{os.environ['PATH']}", "TUNE_WAIT_FOR": str(pid_file)}  # trains until sampled
+    with fresh_artifacts(generated, run) as out:
+        proc = run_script(generated, run, tmp_path, env)
+        csv = (out / "gpu_metrics.csv").read_text()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    header, sample = NVIDIA_SMI_STUB.split('echo "')[2:4]
+    assert csv.splitlines() == [header.split('"')[0], sample.split('"')[0]]
+    (smi_call,) = [c for c in calls(tmp_path) if c.startswith("nvidia-smi ")]
+    assert smi_call == (
+        "nvidia-smi --query-gpu=timestamp,utilization.gpu,utilization.memory,memory.used,memory.total,"
+        "power.draw,temperature.gpu --format=csv -l 30"
+    )
+    with pytest.raises(ProcessLookupError):  # stopped and reaped by the script: no sampler outlives the job
+        os.kill(int(pid_file.read_text()), 0)

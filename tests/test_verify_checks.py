@@ -275,7 +275,7 @@ def test_shell_syntax_error_fails_slurm_syntax(planted: Planted, pytester) -> No
     planted.append(f"{R4}/finetune.slurm", "fi\n")
     out = planted.verify(pytester)
     assert out.failed == only(f"slurm_syntax[{R4}]"), out.text
-    assert f"{R4}/finetune.slurm:28: [run {R4}] bash -n: syntax error" in out.text
+    assert f"{R4}/finetune.slurm:49: [run {R4}] bash -n: syntax error" in out.text
 
 
 def test_directive_after_a_command_fails_slurm_directives_first(planted: Planted, pytester) -> None:
@@ -353,6 +353,30 @@ def test_other_environment_fails_slurm_environment(planted: Planted, pytester) -
     out = planted.verify(pytester)
     assert out.failed == only(f"slurm_environment[{R4}]"), out.text
     assert "conda environment activated (local config): expected 'tune', found 'base'" in out.text
+
+
+def _post_step_line(planted: Planted) -> str:
+    (line,) = [
+        ln
+        for ln in planted.path(f"{R4}/finetune.slurm").read_text().splitlines(keepends=True)
+        if "-m scaffold.torchtune_ext.post_finetune " in ln
+    ]
+    return line
+
+
+def test_missing_post_step_fails_slurm_post_finetune(planted: Planted, pytester) -> None:
+    planted.replace(f"{R4}/finetune.slurm", _post_step_line(planted), "")
+    out = planted.verify(pytester)
+    assert out.failed == only(f"slurm_post_finetune[{R4}]"), out.text
+    assert "the script must run the post-training step once after `tune run`" in out.text
+
+
+def test_post_step_with_another_model_dir_fails_slurm_post_finetune(planted: Planted, pytester) -> None:
+    line = _post_step_line(planted)
+    planted.replace(f"{R4}/finetune.slurm", line, line.replace("--model-dir ", "--model-dir /elsewhere"))
+    out = planted.verify(pytester)
+    assert out.failed == only(f"slurm_post_finetune[{R4}]"), out.text
+    assert "post-training step --model-dir is not this run's model_dir" in out.text
 
 
 def test_time_over_partition_limit_fails_slurm_time_limit(planted: Planted, pytester) -> None:

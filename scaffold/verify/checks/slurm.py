@@ -8,11 +8,11 @@ from pathlib import Path
 
 from ...errors import Problem
 from ...plan import FINETUNE_FILE, SLURM_FILE
-from ...render import TUNE_RUN_RECIPE
+from ...render import POST_FINETUNE_MODULE, TUNE_RUN_RECIPE, method
 from ...timeutil import format_time, parse_time
 from ..context import RunContext, inside
 from ..findings import NotApplicable
-from ..generated import Directive, Launch, find_launches
+from ..generated import Command, Directive, Launch, find_launches
 from . import FINE_TUNED, check
 
 REGEN = "regenerate with `scaffold generate` (or `scaffold setup-finetune` in the run directory)"
@@ -396,3 +396,80 @@ def time_within_partition_limit(run: RunContext) -> Iterator[Problem]:
             found=d.value,
             fix=f"ask for at most {format_time(limit)} in the run's compute.time",
         )
+
+
+_ASSIGNMENT = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$", re.S)
+_VARIABLE = re.compile(r"^\$(?:(?P<bare>[A-Za-z_][A-Za-z0-9_]*)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\})$")
+
+
+def _option_value(words: list[str], option: str) -> str | None:
+    """The value of `--option VALUE` or `--option=VALUE` among a command's words."""
+    for i, word in enumerate(words):
+        if word == f"--{option}" and i + 1 < len(words):
+            return words[i + 1]
+        if word.startswith(f"--{option}="):
+            return word.partition("=")[2]
+    return None
+
+
+def _resolved(word: str | None, commands: list[Command], before: int) -> str | None:
+    """A word as the shell gives it: a whole `$name` or `${name}` is the value of the last plain assignment
+    `name=VALUE` before line `before` (None when there is none); any other word is itself."""
+    m = _VARIABLE.match(word or "")
+    if word is None or not m:
+        return word
+    name = m.group("bare") or m.group("braced")
+    value = None
+    for c in commands:
+        if c.line >= before:
+            break
+        a = _ASSIGNMENT.match(c.words[0]) if len(c.words) == 1 else None
+        if a and a.group("name") == name:
+            value = a.group("value")
+    return value
+
+
+def _runs_module(words: list[str], module: str) -> bool:
+    """The command runs `python -m MODULE` (any interpreter name)."""
+    return any(w == "-m" and nxt == module for w, nxt in zip(words, words[1:], strict=False))
+
+
+@check("slurm_post_finetune", scope=FINE_TUNED, file=SLURM_FILE)
+def post_step_after_training(run: RunContext) -> Iterator[Problem]:
+    """LoRA runs: after `tune run`, the script runs `python -m scaffold.torchtune_ext.post_finetune` once, with this
+    run's output_dir and model_dir (each epoch's adapter_config.json then names the local base model directory
+    instead of the Hub id, which an offline compute node cannot resolve)."""
+    setup = run.expected().setup
+    if method(setup) != "lora":
+        raise NotApplicable(f"method {method(setup)}: no LoRA adapter, so no post-training step")
+    script = run.slurm()
+    steps = [c for c in script.commands if _runs_module(c.words, POST_FINETUNE_MODULE)]
+    want = f"python -m {POST_FINETUNE_MODULE} --output-dir {setup['output_dir']} --model-dir {setup['model_dir']}"
+    if len(steps) != 1:
+        yield run.problem(
+            "the script must run the post-training step once after `tune run` (without it each epoch's "
+            "adapter_config.json names the base model by its Hub id)",
+            file=SLURM_FILE,
+            line=steps[1].line if steps else None,
+            expected=want,
+            found=f"{len(steps)} post-training step(s)",
+            fix=REGEN,
+        )
+        return
+    step = steps[0]
+    launches = find_launches(script)
+    if launches and step.line < launches[0].line:
+        yield run.problem("the post-training step runs before `tune run`", file=SLURM_FILE, line=step.line, fix=REGEN)
+    for option, key in (("output-dir", "output_dir"), ("model-dir", "model_dir")):
+        given = _option_value(step.words, option)
+        value = _resolved(given, script.commands, step.line)
+        if value is None or Path(value) != Path(setup[key]):
+            yield run.problem(
+                f"post-training step --{option} is not this run's {key}",
+                file=SLURM_FILE,
+                line=step.line,
+                field=f"--{option}",
+                expected=str(setup[key]),
+                found=given if value == given else f"{given} (= {value})",
+                fix=REGEN,
+            )
