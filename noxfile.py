@@ -76,7 +76,8 @@ def tests(session: nox.Session) -> None:
 
 # The stack measured to work (SPEC section 6): torchtune 0.6.1 imports with torchao 0.10-0.11 or 0.13-0.15 only;
 # torch is pinned to the CPU build on these machines (a range or a bare `torch` pulls a multi-GB CUDA build).
-TORCHTUNE_STACK = ["torch==2.13.0", "torchtune==0.6.1", "torchao==0.15.0"]
+# transformers: the dataset builders tokenize with the model's own Hugging Face tokenizer (train/eval parity).
+TORCHTUNE_STACK = ["torch==2.13.0", "torchtune==0.6.1", "torchao==0.15.0", "transformers>=4.45"]
 
 
 @nox.session(python=TORCH_PYTHON)
