@@ -1,7 +1,8 @@
 """Real torchtune in the loop (run by `nox -s integration`, which installs the pinned stack; skipped elsewhere).
 
-A tiny random Llama-3.2-style model and tokenizer are made at test time (scaffold.testing.tiny_model) and
-registered as a model in the test's local config, so the generator's normal path is what gets exercised.
+Tiny random Llama-3.2-style and Qwen2.5-style models and tokenizers are made at test time
+(scaffold.testing.tiny_model) and registered as a model in the test's local config, so the generator's normal
+path is what gets exercised.
 Each fine-tuned run is trained for two steps on CPU with the exact `tune run` line of its finetune.slurm.
 """
 
@@ -36,16 +37,29 @@ RUNS = {
     "Tiny-Llama_text_rank4": {"lora_rank": 4, "dataset_type": "text_completion"},
     "Tiny-Llama_val_rank8": {"lora_rank": 8, "validation_during_training": True, "run_val_every_n_steps": 1},
 }
+# The tiny Qwen2.5 (QWEN2 checkpoint conversion, q/k/v biases, qwen2_5_tokenizer with the tiny special tokens).
+QWEN_RUNS = {
+    "Tiny-Qwen_rank4_lr1e-3": {"lora_rank": 4, "lr": 1e-3},
+    "Tiny-Qwen_text_rank8": {"lora_rank": 8, "dataset_type": "text_completion"},
+}
+
+
+def _generate(root: Path, runs: dict, family: str) -> Path:
+    local = {"account": "test", "venv": sys.prefix, "default_time": "00:10:00"}
+    exp, _ = tiny_model.write_experiment(root, "tiny", runs, local, family=family)
+    res = run_cli("generate", exp, "--local-config", root / "scaffold.local.yaml")
+    assert res.code == 0, res.out + res.err
+    return exp
 
 
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tt")
-    local = {"account": "test", "venv": sys.prefix, "default_time": "00:10:00"}
-    exp, _ = tiny_model.write_experiment(root, "tiny", RUNS, local)
-    res = run_cli("generate", exp, "--local-config", root / "scaffold.local.yaml")
-    assert res.code == 0, res.out + res.err
-    return exp
+    return _generate(tmp_path_factory.mktemp("tt"), RUNS, "llama3")
+
+
+@pytest.fixture(scope="module")
+def qwen_experiment(tmp_path_factory) -> Path:
+    return _generate(tmp_path_factory.mktemp("tt_qwen"), QWEN_RUNS, "qwen2")
 
 
 def launch_line(run_dir: Path) -> str:
@@ -60,9 +74,8 @@ def metric_lines(run_dir: Path) -> list[str]:
     return logs[-1].read_text().splitlines()
 
 
-@pytest.mark.parametrize("run", list(RUNS))
-def test_generated_config_trains_on_cpu(experiment: Path, run: str) -> None:
-    run_dir = experiment / run
+def train(run_dir: Path, params: dict) -> list[float]:
+    """Run the run's `tune run` line as its batch script would; check the adapter and two finite losses."""
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -75,16 +88,31 @@ def test_generated_config_trains_on_cpu(experiment: Path, run: str) -> None:
     epoch = run_dir / "artifacts" / "epoch_0"
     assert (epoch / "adapter_model.safetensors").is_file() and (epoch / "adapter_config.json").is_file()
     adapter = json.loads((epoch / "adapter_config.json").read_text())
-    assert adapter["r"] == RUNS[run]["lora_rank"] and adapter["lora_alpha"] == 2 * RUNS[run]["lora_rank"]
+    assert adapter["r"] == params["lora_rank"] and adapter["lora_alpha"] == 2 * params["lora_rank"]
     lines = metric_lines(run_dir)
     losses = [float(m) for ln in lines for m in re.findall(r"\| loss:([-\d.eE+naif]+)", ln)]
     assert len(losses) == 2 and all(math.isfinite(x) for x in losses), lines
-    print(f"{run}: losses {losses}")
+    print(f"{run_dir.name}: losses {losses}")
     (run_dir / "artifacts" / "losses.json").write_text(json.dumps(losses))
-    if RUNS[run].get("validation_during_training"):
+    if params.get("validation_during_training"):
         val = [float(m) for ln in lines for m in re.findall(r"val_loss:([-\d.eE+naif]+)", ln)]
         assert len(val) >= 2 and all(math.isfinite(x) for x in val), lines
-        print(f"{run}: validation losses {val}")
+        print(f"{run_dir.name}: validation losses {val}")
+    return losses
+
+
+@pytest.mark.parametrize("run", list(RUNS))
+def test_generated_config_trains_on_cpu(experiment: Path, run: str) -> None:
+    train(experiment / run, RUNS[run])
+
+
+@pytest.mark.parametrize("run", list(QWEN_RUNS))
+def test_generated_qwen_config_trains_on_cpu(qwen_experiment: Path, run: str) -> None:
+    run_dir = qwen_experiment / run
+    cfg = OmegaConf.load(run_dir / "finetune.yaml")
+    assert cfg.checkpointer.model_type == "QWEN2" and cfg.model._component_ == "torchtune.models.qwen2.lora_qwen2"
+    assert Path(cfg.tokenizer.special_tokens_path).name == "tokenizer.json"
+    train(run_dir, QWEN_RUNS[run])
 
 
 def test_runs_differ_by_their_settings(experiment: Path) -> None:
@@ -101,9 +129,10 @@ def test_runs_differ_by_their_settings(experiment: Path) -> None:
     assert a[1] != pytest.approx(b[1], rel=1e-6)
 
 
-@pytest.mark.parametrize("run", list(RUNS))
-def test_deep_checks_pass_on_generated_configs(experiment: Path, run: str) -> None:
-    cfg = OmegaConf.to_container(OmegaConf.load(experiment / run / "finetune.yaml"), resolve=True)
+@pytest.mark.parametrize("run", list(RUNS) + list(QWEN_RUNS))
+def test_deep_checks_pass_on_generated_configs(request, run: str) -> None:
+    exp = request.getfixturevalue("qwen_experiment" if run in QWEN_RUNS else "experiment")
+    cfg = OmegaConf.to_container(OmegaConf.load(exp / run / "finetune.yaml"), resolve=True)
     results = deep_check(cfg)
     assert results and all(r.ok for r in results), [r for r in results if not r.ok]
 
