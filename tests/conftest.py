@@ -14,6 +14,8 @@ import pytest
 import yaml
 from hypothesis import settings
 
+from scaffold.testing.hf_tokenizers import write_hf_tokenizer
+
 # Property tests: derandomized by default, so a run's examples are the same on every machine and a red CI always
 # means a regression; the examples each test draws are set by its own @settings. HYPOTHESIS_PROFILE=explore draws
 # new random examples (and keeps failures in .hypothesis/ to replay) when you go looking for bugs.
@@ -90,11 +92,12 @@ def example(tmp_path: Path) -> Experiment:
 def make_model_dir(path: Path, files: list[str] | None = None) -> Path:
     """A model directory with the files the registry names (empty stand-ins: only their presence is checked
     by the generator; real weights are exercised by the torchtune integration tests)."""
-    for name in files or ["config.json", "model.safetensors", "original/tokenizer.model", "tokenizer.json"]:
+    for name in files or ["config.json", "model.safetensors", "original/tokenizer.model"]:
         (path / name).parent.mkdir(parents=True, exist_ok=True)
         (path / name).write_text("{}" if name.endswith(".json") else "")
-    # The Hugging Face tokenizer's config with a chat template: the generator checks that chat runs have one.
-    (path / "tokenizer_config.json").write_text('{"chat_template": "{{ messages }}"}')
+    # A real (tiny, offline) Hugging Face tokenizer with the real Llama 3.2 Instruct chat template: the generator
+    # requires one for chat runs, and the verification suite's train_eval_parity check tokenizes with it.
+    write_hf_tokenizer(path, "llama3")
     return path
 
 

@@ -24,7 +24,9 @@ from scaffold.torchtune_ext.datasets import (  # noqa: E402
     prompt_completion_text_dataset,
 )
 
-from .verify_support import EXP, Planted, only  # noqa: E402
+from .verify_support import EXP, Planted  # noqa: E402
+
+pytest_plugins = ["pytester"]
 
 FAMILIES = ["llama3", "qwen2"]
 PROMPTS = ["Capitalize the given word: {input}\n", "Word: {input} -> capitalize it.\nAnswer:"]
@@ -170,7 +172,7 @@ def test_planted_defect_fails_train_eval_parity(planted: Planted, pytester, old,
     planted.replace(f"{R4}/finetune.yaml", old, new)
     out = planted.verify(pytester)
     assert f"train_eval_parity[{R4}]" in out.failed, out.text
-    assert f"train_eval_parity[Llama-3.2-1B-Instruct_rank8]" not in out.failed, out.text
+    assert "train_eval_parity[Llama-3.2-1B-Instruct_rank8]" not in out.failed, out.text
 
 
 def test_missing_chat_template_fails_train_eval_parity(planted: Planted, pytester) -> None:
@@ -179,7 +181,7 @@ def test_missing_chat_template_fails_train_eval_parity(planted: Planted, pyteste
     del config["chat_template"]
     config_path.write_text(json.dumps(config))
     out = planted.verify(pytester)
-    assert out.failed == only(f"train_eval_parity[{R4}]", "train_eval_parity[Llama-3.2-1B-Instruct_rank8]"), out.text
+    assert out.failed == {f"train_eval_parity[{R4}]", "train_eval_parity[Llama-3.2-1B-Instruct_rank8]"}, out.text
     assert "no chat template" in out.text
 
 

@@ -73,7 +73,9 @@ def expected_example(setup: dict, tokenizer: Any, record: dict) -> tuple[list[in
         kwargs = {"date_string": setup["chat_template_date"]}
         prompt = _ids(tokenizer.apply_chat_template(messages, add_generation_prompt=True, **kwargs))
         tokens = _ids(
-            tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": str(record["output"])}], **kwargs)
+            tokenizer.apply_chat_template(
+                messages + [{"role": "assistant", "content": str(record["output"])}], **kwargs
+            )
         )
     else:
         prompt = _ids(tokenizer(user)["input_ids"])  # as the evaluation step encodes a prompt
