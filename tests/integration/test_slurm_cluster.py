@@ -303,7 +303,12 @@ def test_a_requeued_job_resumes_from_its_last_complete_epoch(cluster, tiny: Expe
     # torchtune's own account of what it loaded:
     assert f"adapter_checkpoint: {out / 'epoch_0' / 'adapter_model.pt'}" in text
     assert f"recipe_checkpoint: {out / 'recipe_state' / 'recipe_state.pt'}" in text
-    assert text.rstrip().splitlines()[-1] == "scaffold-torchtune: tune run exited with status 0"
+    statuses = [ln for ln in text.splitlines() if ln.startswith("scaffold-torchtune: tune run exited with status")]
+    assert statuses[-1] == "scaffold-torchtune: tune run exited with status 0", statuses
+    # After the last attempt's successful training, every epoch's adapter names the local model directory.
+    model_dir = str(tiny.dir.parent / "models" / "Tiny-Llama")
+    configs = sorted(out.glob("epoch_*/adapter_config.json"))
+    assert configs and all(json.loads(c.read_text())["base_model_name_or_path"] == model_dir for c in configs), text
 
 
 # --- sbatch --test-only -----------------------------------------------------------------------------------------------
