@@ -233,6 +233,9 @@ def _generate_run(
         log.info(note, rp.name)
     if rp.problems:
         return _fail(out, rp.problems, log), None
+    for warning in rp.warnings:
+        log.warning(warning, rp.name)
+    out.warnings = list(rp.warnings)
     texts: dict[str, str] = {}
     row = None
     if rp.fine_tuned:

@@ -29,6 +29,7 @@ class RunOutcome:
     recipe: str | None = None
     fingerprint: str | None = None
     checked_earlier: bool = False  # unchanged since a generate that wrote and checked its files
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -41,6 +41,7 @@ class RunPlan:
     sources: Mapping[str, str] = field(default_factory=dict)  # parameter -> "run" | "controls" | "default" | ...
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # the run is generated, but something deserves a look
 
     @property
     def fine_tuned(self) -> bool:
@@ -70,6 +71,8 @@ def make_plan(summary: Summary, local: LocalConfig, *, check_paths: bool = True)
         rp = RunPlan(run["name"], run["type"], i, Path(os.path.join(local_dir, run["name"])))
         if rp.fine_tuned:
             _plan_fine_tuned(rp, run, shared)
+        elif run.get("checkpoint_path"):
+            _plan_eval_only(rp, run, shared)
         if rp.name in unnamed:
             rp.problems.insert(0, unnamed[rp.name])
         runs.append(rp)
@@ -254,6 +257,22 @@ class _Shared:
         return self._environment
 
 
+def _plan_eval_only(rp: RunPlan, run: dict, shared: _Shared) -> None:
+    """An eval-only run that evaluates an existing checkpoint: its directory only; the checkpoint must exist when
+    paths are checked, and the log names it."""
+    checkpoint = shared.summary.resolve(run["checkpoint_path"])
+    rp.notes.append(f"evaluates the existing checkpoint {checkpoint} (nothing to train)")
+    if shared.check_paths and not shared.watch(checkpoint).is_dir():
+        rp.problems.append(
+            shared.doc.problem(
+                ("runs", rp.index, "checkpoint_path"),
+                f"checkpoint directory not found: {checkpoint}",
+                "point checkpoint_path at an existing epoch directory (e.g. .../some_run/artifacts/epoch_0)",
+                run=rp.name,
+            )
+        )
+
+
 def _plan_fine_tuned(rp: RunPlan, run: dict, shared: _Shared) -> None:
     summary, local, doc = shared.summary, shared.local, shared.doc
     here = ("runs", rp.index)
@@ -283,6 +302,13 @@ def _plan_fine_tuned(rp: RunPlan, run: dict, shared: _Shared) -> None:
     if values["metric_logger"] is None:
         values["metric_logger"] = "wandb" if shared.wandb else "disk"
         own["metric_logger"] = "output.wandb_project" if shared.wandb else "default"
+    if values["dataset_type"] == "text_completion" and values["system_prompt"]:
+        rp.notes.append(
+            f"system_prompt ({rp.sources['system_prompt']}) dropped: a base model (dataset_type text_completion) "
+            "has no system prompt; setup_finetune.yaml records an empty one, which the evaluation step reads"
+        )
+        values["system_prompt"] = ""
+        own["system_prompt"] = "dropped (text_completion)"
 
     # The run name must agree with the values it spells.
     spelt_names = params.parse_run_name(rp.name)
@@ -420,18 +446,38 @@ def _plan_fine_tuned(rp: RunPlan, run: dict, shared: _Shared) -> None:
                 "add validation records to the dataset, or set validation_during_training: false",
             )
     # Paths (strings: the run's own are plain names under a normalised root)
-    dataset, check_dataset = shared.dataset(run.get("dataset_path") or shared.training["path"])
+    own_dataset = run.get("dataset_path")
+    if run.get("training_condition"):
+        own_dataset = _training_condition_path(run, here, shared, problem)
+        if own_dataset is None:
+            return
+        rp.notes.append(f"training_condition {run['training_condition']!r} resolved to {own_dataset}")
+    dataset, check_dataset = shared.dataset(own_dataset or shared.training["path"])
     run_dir = os.path.join(shared.root, rp.name)
     output_dir = os.path.join(run_dir, "artifacts")
     model_str = str(model_dir)
     if output_dir == model_str or output_dir.startswith(model_str.rstrip("/") + "/"):
         problem(here + ("model",), f"the output directory {output_dir} is inside the model directory {model_dir}")
     if check_dataset:
-        dpath = here + ("dataset_path",) if run.get("dataset_path") else ("data", "training", "path")
+        dpath = here + ("dataset_path",) if own_dataset else ("data", "training", "path")
+        if run.get("training_condition"):
+            dpath = here + ("training_condition",)
         findings, train = shared.dataset_findings(
-            dataset, bool(values["validation_during_training"]), bool(run.get("dataset_path"))
+            dataset, bool(values["validation_during_training"]), bool(own_dataset)
         )
         per_step = values["batch_size"] * values["gradient_accumulation_steps"] * world
+        if train is not None and per_step <= train:
+            steps = train // per_step
+            if values["max_steps_per_epoch"]:
+                steps = min(steps, values["max_steps_per_epoch"])
+            steps *= values["epochs"]
+            if steps < values["num_warmup_steps"]:
+                rp.warnings.append(
+                    f"the run takes {steps} optimizer steps ({train} train records, {per_step} per step, "
+                    f"{values['epochs']} epoch(s)), fewer than its num_warmup_steps {values['num_warmup_steps']}: "
+                    "it trains entirely inside the learning-rate warm-up and never reaches lr "
+                    f"{values['lr']} (lower num_warmup_steps, or train longer)"
+                )
         if train is not None and train < per_step:
             # torchtune's dataloader drops the last partial batch: this run would train zero steps.
             problem(
@@ -462,7 +508,8 @@ def _plan_fine_tuned(rp: RunPlan, run: dict, shared: _Shared) -> None:
         "model": model_name,
         "model_dir": model_str,
         "dataset_path": str(dataset),
-        "dataset_label": shared.training.get("dataset_label"),
+        # A run's own dataset is labelled by its file name, as in the original.
+        "dataset_label": Path(own_dataset).stem if own_dataset else shared.training.get("dataset_label"),
         "wandb_project": shared.output.get("wandb_project"),
         "wandb_entity": local.get("wandb_entity"),
     }
@@ -605,6 +652,42 @@ def _model_files_problem(entry: dict, model_dir: Path, watch: Callable[[Path], P
 
 
 HF_TOKENIZER_CONFIG = "tokenizer_config.json"
+# The original's resolver of generated-text conditions (cruijff_kit, installed beside it), and where it writes.
+CONDITION_RESOLVER = "cruijff_kit.tabular_to_text_gen.lib.config_hash"
+GENERATED_DATA_DIR = "{scratch_dir}/ck-data/generated"
+
+
+def _training_condition_path(run: dict, here: tuple, shared: _Shared, problem: Callable) -> str | None:
+    """The train file of a generated-text condition, resolved as the original resolves it: its own
+    `resolve_dataset_path(data.data_generation, condition, "train", "{scratch}/ck-data/generated")`."""
+    import importlib
+
+    condition = run["training_condition"]
+    path = here + ("training_condition",)
+    generation = (shared.summary.data.get("data") or {}).get("data_generation")
+    hint = (
+        f"give the run its train file as dataset_path instead (the file the original generated: "
+        f"{GENERATED_DATA_DIR.format(scratch_dir='{scratch}')}/{condition}_train_<hash8>.json)"
+    )
+    if not isinstance(generation, dict):
+        problem(path, "training_condition needs data.data_generation (the conditions it names)", hint)
+        return None
+    scratch = shared.local.get("scratch_dir")
+    if not scratch:
+        problem(path, "training_condition resolves under the local config's scratch directory, which is unset",
+                "set scratch_dir (markdown: **Scratch directory**) in the local config, or " + hint)  # fmt: skip
+        return None
+    try:
+        resolver = importlib.import_module(CONDITION_RESOLVER).resolve_dataset_path
+    except (ImportError, AttributeError):
+        problem(path, f"training_condition is resolved by the original's {CONDITION_RESOLVER}.resolve_dataset_path, "
+                "which is not importable here (install cruijff_kit in this environment)", hint)  # fmt: skip
+        return None
+    try:
+        return str(resolver(generation, condition, "train", GENERATED_DATA_DIR.format(scratch_dir=scratch)))
+    except Exception as e:  # the resolver's own refusal (an unknown condition, ...)
+        problem(path, f"the original's resolver refused condition {condition!r}: {e}", hint)
+        return None
 
 
 def _hf_tokenizer_problem(model_dir: Path, dataset_type: str, watch: Callable[[Path], Path]) -> tuple[str, str] | None:

@@ -49,6 +49,7 @@ def as_json(report: Report) -> str:
                 "files": r.files,
                 "backups": r.backups,
                 "errors": [p.as_dict() for p in r.errors],
+                "warnings": r.warnings,
                 "verification": {
                     "passed": sum(ch.ok for ch in r.checks),
                     "failed": [{"check": ch.check, "message": ch.message} for ch in r.checks if not ch.ok],
@@ -88,6 +89,8 @@ def as_text(report: Report, show_diffs: bool = True) -> str:
         lines.append(f"  {r.name:<{width}}  {r.type:<10}  {r.status:<6}  {files}")
         for p in r.errors:
             lines.append(f"      error: {p.format()}")
+        for w in r.warnings:
+            lines.append(f"      warning: {w}")
         if show_diffs:
             for name, diff in r.diffs.items():
                 if r.files.get(name, "").startswith("kept"):

@@ -46,6 +46,9 @@ class RunLog:
     def info(self, message: str, run: str | None = None) -> None:
         self.line("INFO", message, run)
 
+    def warning(self, message: str, run: str | None = None) -> None:
+        self.line("WARN", message, run)
+
     def error_line(self, message: str, run: str | None = None) -> None:
         self.line("ERROR", message, run)
 

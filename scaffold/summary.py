@@ -9,7 +9,7 @@ from pathlib import Path
 from . import params, schemas
 from .discover import SUMMARY_NAME, summary_path  # noqa: F401 (re-exported)
 from .errors import InputError, Problem, display_path
-from .yamlio import Document, Path_, load_yaml
+from .yamlio import Document, Path_, dotted, load_yaml
 
 
 @dataclass
@@ -96,7 +96,34 @@ def load(target: Path) -> Summary:
     from . import sweep  # (sweep needs the validated summary; it imports this module for types only)
 
     sweep.expand(summary)
+    _require_dataset_type(summary)
     return summary
+
+
+def _require_dataset_type(summary: Summary) -> None:
+    """dataset_type has no default, as in the original: the wrong choice silently breaks train/eval parity."""
+    data = summary.doc.data
+    if "dataset_type" in (data.get("controls") or {}):
+        return
+    untyped = [
+        r["name"]
+        for r in data["runs"]
+        if r.get("type") == "fine-tuned" and "dataset_type" not in (r.get("parameters") or {})
+    ]
+    if untyped:
+        where = ("controls",) if "controls" in data else ()
+        raise InputError(
+            [
+                summary.doc.problem(
+                    where,
+                    f"dataset_type is not set (fine-tuned runs without it: {', '.join(untyped[:3])}"
+                    f"{', ...' if len(untyped) > 3 else ''}): it decides how records are formatted, and the wrong "
+                    "choice silently breaks train/eval parity",
+                    "add `dataset_type: chat_completion` to controls for instruct models (evaluated through their "
+                    "chat template), or `dataset_type: text_completion` for base models",
+                )
+            ]
+        )
 
 
 def _move(doc: Document, parent: Path_, old: str, new: str, notes: list[str], why: str) -> Problem | None:
@@ -112,7 +139,21 @@ def _move(doc: Document, parent: Path_, old: str, new: str, notes: list[str], wh
     for path in [p for p in doc.marks if p[: len(parent) + 1] == parent + (old,)]:
         doc.marks[parent + (new,) + path[len(parent) + 1 :]] = doc.marks[path]
     line = doc.locate(parent + (new,))[0]
-    notes.append(f"{doc.name}:{line}: normalised older spelling {'.'.join(map(str, parent + (old,)))} -> {new} ({why})")
+    notes.append(f"{doc.name}:{line}: normalised older spelling {dotted(parent + (old,))} -> {new} ({why})")
+    return None
+
+
+def _lift(doc: Document, index: int, key: str, notes: list[str]) -> Problem | None:
+    """runs[i].parameters.KEY -> runs[i].KEY (the original's spelling of a run setting), keeping its line marks."""
+    run = doc.data["runs"][index]
+    if key in run:
+        return doc.problem(("runs", index, "parameters", key), f"{key} is given twice: in parameters and on the run",
+                           fix=f"keep one {key}")  # fmt: skip
+    run[key] = run["parameters"].pop(key)
+    old, new = ("runs", index, "parameters", key), ("runs", index, key)
+    for path in [p for p in doc.marks if p[: len(old)] == old]:
+        doc.marks[new + path[len(old) :]] = doc.marks[path]
+    notes.append(f"{doc.name}:{doc.locate(new)[0]}: runs[{index}].parameters.{key} read as runs[{index}].{key}")
     return None
 
 
@@ -159,6 +200,14 @@ def _normalise(summary: Summary) -> list[Problem]:
                     doc.problem(("controls", "gpus"), f"{gpus!r} is not a GPU count", fix="use an integer >= 0")
                 )
             notes.append(f"{doc.name}:{line}: normalised older setting controls.gpus -> default compute.gpus ({gpus})")
+    # The original's per-run forms: parameters.dataset_path (a literal train file) and, on eval-only runs,
+    # parameters.checkpoint_path (the checkpoint evaluated instead of training) are settings of the run itself.
+    for i, run in enumerate(data.get("runs") if isinstance(data.get("runs"), list) else []):
+        given = run.get("parameters") if isinstance(run, dict) else None
+        if isinstance(given, dict):
+            for key in ("dataset_path", "checkpoint_path"):
+                if key in given:
+                    problems.append(_lift(doc, i, key, notes))
     # parameters.learning_rate -> lr, wherever parameters are given
     holders: list[Path_] = [("controls",), ("variables",)]
     runs = data.get("runs")
@@ -167,7 +216,12 @@ def _normalise(summary: Summary) -> list[Problem]:
     for holder in holders:
         node = data
         for part in holder:
-            node = node.get(part) if isinstance(node, dict) else None
+            if isinstance(node, dict):
+                node = node.get(part)
+            elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+                node = node[part]
+            else:
+                node = None
         if isinstance(node, dict):
             for old, new in params.aliases().items():
                 if old in node:

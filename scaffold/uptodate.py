@@ -88,7 +88,7 @@ def state(key: str, inputs: dict[str, list | None], report: Report, notes: list[
         "inputs": sorted(inputs),
         "experiment": report.experiment,
         "notes": notes,
-        "runs": [[r.name, r.type, r.recipe] for r in report.runs],
+        "runs": [[r.name, r.type, r.recipe, r.warnings] for r in report.runs],
     }
 
 
@@ -145,7 +145,7 @@ def _recorded_state(experiment: Path) -> bool:
 
 def _outputs_unchanged(experiment: Path, runs: list, manifest: Manifest) -> bool:
     root = str(experiment)
-    for name, kind, _recipe in runs:
+    for name, kind, *_ in runs:
         run_dir = os.path.join(root, name)
         try:
             if not stat.S_ISDIR(os.lstat(run_dir).st_mode):
@@ -178,9 +178,11 @@ def _report(
         "nothing changed since the last generation (same tool, summary, local config, options and inputs; every "
         "run directory and generated file as written and checked then)"
     )
-    for name, kind, recipe in recorded["runs"]:
-        out = RunOutcome(name, kind, directory=display_path(experiment / name), recipe=recipe)
+    for name, kind, recipe, warnings in recorded["runs"]:
+        out = RunOutcome(name, kind, directory=display_path(experiment / name), recipe=recipe, warnings=warnings)
         log.heading(f"run {name} ({kind})")
+        for warning in warnings:
+            log.warning(warning, name)
         if kind == "fine-tuned":
             out.files = dict.fromkeys(TRAINING_FILES, UNCHANGED)
             out.checked_earlier = True

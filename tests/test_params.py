@@ -69,3 +69,41 @@ def test_every_parameter_with_a_path_lands_in_the_template() -> None:
     for p in params.table().values():
         if p.path:
             assert p.path.split(".")[-1] + ":" in template, p.name
+
+
+# The original's defaults (cruijff_kit, src/tools/torchtune/setup_finetune.py argparse defaults, and its scaffold
+# agent: run_val_every_n_steps 50 when validation_during_training, else no validation). The same summary must train
+# the same way under both tools.
+ORIGINAL_DEFAULTS = {
+    "seed": 14,
+    "lora_rank": 64,
+    "lr": 1e-4,
+    "weight_decay": 0.01,
+    "lora_dropout": 0.0,
+    "num_warmup_steps": 100,
+    "max_seq_len": 2048,
+    "batch_size": 4,
+    "epochs": 1,
+    "gradient_accumulation_steps": 1,
+    "log_every_n_steps": 5,
+    "run_val_every_n_steps": 50,
+    "train_on_input": False,
+    "packed": False,
+    "prompt": "{input}\n",
+    "system_prompt": "",
+    "dataset_type": None,  # required: no default
+    "lora_attn_modules": ["q_proj", "v_proj", "output_proj"],
+    "apply_lora_to_mlp": True,
+    "dtype": "bf16",
+    "compile": False,
+    "lr_scheduler": "cosine",
+}
+
+
+@pytest.mark.parametrize("name", sorted(ORIGINAL_DEFAULTS))
+def test_default_is_the_originals(name: str) -> None:
+    assert params.table()[name].default == ORIGINAL_DEFAULTS[name]
+
+
+def test_lora_alpha_defaults_to_twice_the_rank_as_in_the_original() -> None:
+    assert params.table()["lora_alpha"].default is None  # plan: 2 x lora_rank

@@ -83,7 +83,7 @@ def test_golden_files_are_created_with_snapshot_update_then_compared(planted: Pl
 
 def test_golden_mismatch_fails_with_a_diff_until_accepted(planted: Planted, pytester) -> None:
     planted.verify(pytester, "--snapshot-update", golden=True)
-    planted.replace(f"{R4}/finetune.yaml", "log_every_n_steps: 1", "log_every_n_steps: 1  # edited by hand")
+    planted.replace(f"{R4}/finetune.yaml", "log_every_n_steps: 5", "log_every_n_steps: 5  # edited by hand")
     out = planted.verify(pytester, golden=True)
     assert out.failed == {f"golden[{R4}-finetune.yaml]"}, out.text
     assert "differs from its golden copy" in out.text and "# edited by hand" in out.text

@@ -388,6 +388,7 @@ def write_capitalization_dataset(path: Path, n_train: int = 8, n_val: int = 2, n
 # editing generated files): two steps, fp32, no warm-up (so each run's learning rate acts from the first step).
 CPU_CONTROLS: dict[str, Any] = {
     "system_prompt": "You are a helpful assistant.",
+    "dataset_type": "chat_completion",
     "prompt": "Capitalize the given word: {input}\n",
     "epochs": 1,
     "batch_size": 4,
