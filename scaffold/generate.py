@@ -104,6 +104,14 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
     key = uptodate.input_key(summary.path, summary.doc.digest, local.path, local.doc.digest, check_paths, plan.inputs)
     log.flush()
 
+    report.wandb_offline = [
+        rp.setup["output_dir"]
+        for rp in plan.runs
+        if rp.setup
+        and not rp.problems
+        and rp.setup.get("metric_logger") == "wandb"
+        and rp.setup.get("wandb_mode") == "offline"
+    ]
     shared = shared_settings(plan.runs)
     if shared:
         first = next(rp for rp in plan.runs if rp.setup)

@@ -12,9 +12,11 @@ from .discover import ENV_VAR, NAMES, find  # noqa: F401 (the local config's dis
 from .errors import InputError, Problem, display_path
 from .yamlio import Document, load_yaml
 
-# Markdown bullet label (lower case) -> normalised key. Labels under a "Weights & Biases" heading are
-# prefixed with "wandb " first, so "Entity" there becomes "wandb entity".
-MARKDOWN_KEYS = {
+# Markdown bullet label (lower case) -> normalised key, by the kind of section the bullet is in. A bullet's
+# section is decided by its nearest heading that names one (so "### Shared Resources" under "## HPC Environment" is
+# read as HPC); bullets of sections this tool never reads (GitHub, Quick Commands, ...) are ignored, so a second
+# `**Username**` under "GitHub Configuration" never replaces the HPC one.
+SITE_KEYS = {
     "cluster": "cluster",
     "username": "username",
     "group": "group",
@@ -34,17 +36,51 @@ MARKDOWN_KEYS = {
     "conda environment": "conda_env",
     "virtual environment": "venv",
     "gpu directive": "gpu_directive",
+    "gpu type": "gpu_type",
     "mail user": "mail_user",
     "email": "mail_user",
-    "wandb entity": "wandb_entity",
-    "wandb default project": "wandb_project",
+    "mail type": "mail_type",
 }
+WANDB_KEYS = {"entity": "wandb_entity", "default project": "wandb_project", "mode": "wandb_mode"}
+SECTION_KEYS = {"site": SITE_KEYS, "wandb": WANDB_KEYS, "module": {}}
+# Heading words -> section kind, tried in this order on each heading from the nearest outward. "ignored" sections
+# are ones this tool knows it never reads.
+SECTION_WORDS = (
+    ("wandb", ("weights & biases", "weights and biases", "wandb", "w&b")),
+    ("ignored", ("github", "conda environment setup", "quick command", "common path", "observability", "notes")),
+    ("module", ("module",)),
+    ("site", ("hpc", "cluster", "slurm", "site")),
+)
+MARKDOWN_KEYS = {**SITE_KEYS, **{"wandb " + k: v for k, v in WANDB_KEYS.items()}}  # every label read, by key
 INTEGER_KEYS = {"default_gpus", "default_cpus"}
 UNSET = {"", "(none)", "none", "n/a", "-"}
+DEFAULT_WANDB_MODE = "offline"
 
 _BULLET = re.compile(r"^\s*[-*]\s+\*\*(?P<label>[^*]+)\*\*\s*:\s*(?P<value>.*?)\s*$")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*$")
 _MODULE = re.compile(r"^\s*module\s+load\s+(.+?)\s*$")
+_BACKTICKED = re.compile(r"^`(?P<value>[^`]*)`(?P<note>.*)$")
+_PLACEHOLDER = re.compile(r"<[^<>]*>")
+
+
+def section_kind(headings: list[str]) -> str:
+    """The kind of section a bullet under these headings (outermost first) is in: site, wandb, module, ignored;
+    "site" before any heading but a title, and "ignored" under headings that name nothing this tool reads."""
+    for text in reversed(headings):
+        low = text.lower()
+        for kind, words in SECTION_WORDS:
+            if any(w in low for w in words):
+                return kind
+    return "site" if len(headings) <= 1 else "ignored"
+
+
+def split_value(raw: str) -> tuple[str, str]:
+    """`` `0:59:00` (under 1 hour) `` -> ("0:59:00", "(under 1 hour)"): the backticked part is the value, text after
+    it a note. Without backticks the whole text is the value."""
+    m = _BACKTICKED.match(raw.strip())
+    if m:
+        return m.group("value").strip(), m.group("note").strip()
+    return raw.strip(), ""
 
 
 @dataclass
@@ -54,14 +90,31 @@ class LocalConfig:
     settings: dict
     doc: Document
     notes: list[str] = field(default_factory=list)
+    # Markdown bullets whose value is an unfilled `<placeholder>`: key -> the value as written. Reading one of
+    # these keys (where its value is used) is an error naming the field and its line; being there is not.
+    placeholders: dict[str, str] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
         return self.doc.path
 
     def get(self, key: str, default=None):
+        if key in self.placeholders:
+            raise InputError([self.placeholder_problem(key)])
         value = self.settings.get(key)
         return default if value is None else value
+
+    def placeholder_problem(self, key: str) -> Problem:
+        line, col = self.doc.locate((key,))
+        value = self.placeholders[key]
+        return Problem(
+            f"`{value}` is a placeholder that was never filled in, and this setting is used",
+            self.doc.name,
+            line,
+            col,
+            key,
+            f"replace {', '.join(_PLACEHOLDER.findall(value))} with your own value on line {line} of {self.doc.name}",
+        )
 
 
 def load(path: Path) -> LocalConfig:
@@ -69,8 +122,9 @@ def load(path: Path) -> LocalConfig:
     path = Path(path)
     if not path.is_file():
         raise InputError([Problem("local config not found", display_path(path), fix="check --local-config")])
+    placeholders: dict[str, str] = {}
     if ".md" in path.suffixes:  # claude.local.md, and its .example copy
-        doc, notes = parse_markdown(path)
+        doc, notes, placeholders = parse_markdown(path)
     else:
         doc, notes = load_yaml(path), []
         if doc.data is None:
@@ -88,11 +142,12 @@ def load(path: Path) -> LocalConfig:
     problems = schemas.validate(schemas.LOCAL_CONFIG, doc)
     if problems:
         raise InputError(problems)
-    return LocalConfig(dict(doc.data), doc, notes)
+    return LocalConfig(dict(doc.data), doc, notes, placeholders)
 
 
-def parse_markdown(path: Path) -> tuple[Document, list[str]]:
-    """`- **Key**: `value`` bullets and a `module load` line in a bash block -> settings with line marks."""
+def parse_markdown(path: Path) -> tuple[Document, list[str], dict[str, str]]:
+    """`- **Key**: `value` note` bullets of the sections this tool reads, and `module load` lines in a bash block
+    under a module heading -> (settings with line marks, notes, unfilled placeholders by key)."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -100,44 +155,67 @@ def parse_markdown(path: Path) -> tuple[Document, list[str]]:
     except (OSError, UnicodeDecodeError) as e:
         raise InputError([Problem(f"cannot read: {e}", display_path(path))]) from None
     doc = Document(path, {}, digest=hashlib.sha256(data).hexdigest())
+    name = display_path(path)
     notes: list[str] = []
-    heading = ""
+    placeholders: dict[str, str] = {}
+    problems: list[Problem] = []
+    headings: list[tuple[int, str]] = []  # the open headings, outermost first
     in_code = False
     modules: list[str] = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if line.lstrip().startswith("```"):
             in_code = not in_code
             continue
+        kind = section_kind([h for _, h in headings])
         if in_code:
             m = _MODULE.match(line)
-            if m and "module" in heading.lower():
-                for name in m.group(1).split():
+            if m and kind == "module":
+                for module in m.group(1).split("#", 1)[0].split():
                     doc.marks[("modules", len(modules))] = (lineno, 1)
-                    modules.append(name)
+                    modules.append(module)
             continue
         h = _HEADING.match(line)
         if h:
-            heading = h.group(2)
+            level = len(h.group(1))
+            headings = [(lv, t) for lv, t in headings if lv < level] + [(level, h.group(2))]
             continue
         b = _BULLET.match(line)
         if not b:
             continue
-        label = b.group("label").strip().lower()
-        if "weights" in heading.lower() or "wandb" in heading.lower() or "w&b" in heading.lower():
-            label = "wandb " + label
-        key = MARKDOWN_KEYS.get(label)
+        label = b.group("label").strip()
+        if kind == "ignored":
+            continue  # a section this tool never reads (GitHub, ...): its bullets mean nothing here
+        key = SECTION_KEYS.get(kind, {}).get(label.lower())
         if key is None:
-            notes.append(f"{display_path(path)}:{lineno}: ignored bullet '{b.group('label').strip()}'")
+            notes.append(f"{name}:{lineno}: ignored bullet '{label}'")
             continue
-        raw = b.group("value").strip()
-        value: object = raw[1:-1].strip() if len(raw) >= 2 and raw[0] == raw[-1] == "`" else raw
-        if isinstance(value, str) and value.lower() in UNSET:
-            value = None
-        if key in INTEGER_KEYS and isinstance(value, str) and value.isdigit():
-            value = int(value)
+        if (key,) in doc.marks:
+            first = doc.marks[(key,)][0]
+            problems.append(
+                Problem(
+                    f"set twice: also on line {first}",
+                    name,
+                    lineno,
+                    1,
+                    key,
+                    f"keep one of the bullets (lines {first} and {lineno})",
+                )
+            )
+            continue
+        raw, note = split_value(b.group("value"))
         doc.marks[(key,)] = (lineno, 1)
+        if _PLACEHOLDER.search(raw):
+            placeholders[key] = raw
+            continue
+        value: object = raw
+        if raw.lower() in UNSET:
+            value = None
+        elif key in INTEGER_KEYS and raw.isdigit():
+            value = int(raw)
         doc.data[key] = value
+    if problems:
+        raise InputError(problems)
     if modules:
         doc.marks[("modules",)] = doc.marks[("modules", 0)]
         doc.data["modules"] = modules
-    return doc, notes
+    return doc, notes, placeholders

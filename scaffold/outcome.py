@@ -43,6 +43,7 @@ class Report:
     log_error: str | None = None
     dry_run: bool = False
     seconds: float = 0.0
+    wandb_offline: list[str] = field(default_factory=list)  # output_dir of each run that logs to W&B offline
 
     @property
     def exit_status(self) -> int:

@@ -11,6 +11,7 @@ process, in the same order.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import signal
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -56,6 +57,10 @@ _JOB: Job | None = None
 def _worker_init() -> None:
     close_inherited_locks()  # never keep the experiment locked after the generator died
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the generator's to handle: it stops this worker
+    # The generator's SIGTERM handler (sys.exit), inherited through fork, would turn close()'s terminate() into an
+    # exception the pool's worker loop survives, and the exiting generator then waited for it forever (seen: 1 in
+    # 10 interrupted generations hung in concurrent.futures' exit hook). The default action ends the worker.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _render_batch(indices: list[int]) -> list[tuple[int, Row]]:
@@ -150,7 +155,19 @@ class Renderer:
         if self._pool is None:
             return
         if interrupted:
-            for process in list(getattr(self._pool, "_processes", {}).values()):
+            processes = list(getattr(self._pool, "_processes", {}).values())
+            for process in processes:
                 process.terminate()
+            for process in processes:
+                process.join(timeout=5)
+                if process.is_alive():
+                    process.kill()
+            # A worker stopped while writing a result leaves half a message in the result pipe, and the pool's
+            # manager thread (joined when the interpreter exits) would wait for the rest forever: close this
+            # process's copy of the pipe's write end, so the read sees EOF and the pool winds down as broken.
+            writer = getattr(getattr(self._pool, "_result_queue", None), "_writer", None)
+            if writer is not None:
+                with contextlib.suppress(OSError):
+                    writer.close()
         self._pool.shutdown(wait=not interrupted, cancel_futures=True)
         self._pool = None

@@ -15,7 +15,7 @@ from typing import Any
 from . import params, registry, sweep
 from .discover import FINETUNE_FILE, SETUP_FILE, SLURM_FILE, TRAINING_FILES  # noqa: F401 (re-exported)
 from .errors import InputError, Problem
-from .localconfig import LocalConfig
+from .localconfig import DEFAULT_WANDB_MODE, LocalConfig
 from .runlog import LOG_DIR
 from .summary import SUMMARY_NAME, Summary
 from .timeutil import format_time, parse_time
@@ -27,6 +27,21 @@ FINE_TUNED = "fine-tuned"
 DEFAULT_TIME = "01:00:00"
 DEFAULT_MEM = "32G"
 DEFAULT_CPUS = 4
+DEFAULT_MAIL_TYPE = "BEGIN,END"  # with a mail_user and no mail_type: as the original, mail at begin and end
+# #SBATCH options the tool writes from the run's own settings (compute:, the registry): not for slurm_overrides.
+RUN_DIRECTIVES = (
+    "time",
+    "mem",
+    "cpus-per-task",
+    "nodes",
+    "ntasks-per-node",
+    "gres",
+    "gpus",
+    "gpus-per-node",
+    "requeue",
+    "open-mode",
+    "signal",
+)
 
 
 @dataclass
@@ -173,7 +188,8 @@ class _Shared:
             "gpu_directive": local.get("gpu_directive", "gres"),
             "gpu_type": local.get("gpu_type"),
             "mail_user": local.get("mail_user"),
-            "mail_type": local.get("mail_type", "FAIL") if local.get("mail_user") else None,
+            # As the original's batch script: mail when the job begins and when it ends.
+            "mail_type": local.get("mail_type", DEFAULT_MAIL_TYPE) if local.get("mail_user") else None,
             "conda_env": local.get("conda_env"),
             "venv": local.get("venv"),
         }
@@ -343,6 +359,13 @@ def _plan_fine_tuned(rp: RunPlan, run: dict, shared: _Shared) -> None:
 
     # Resources: the run's compute > older controls.gpus > registry defaults > local config defaults.
     compute = run.get("compute") or {}
+    for option in run.get("slurm_overrides") or {}:
+        if option in RUN_DIRECTIVES:
+            problem(
+                here + ("slurm_overrides", option),
+                f"--{option} is written from the run's own settings: an override would be a second, conflicting line",
+                "set it under the run's compute: (time, mem, cpus_per_task, gpus, nodes) instead",
+            )
     res = entry.get("resources") or {}
     gpus = _first(compute.get("gpus"), summary.legacy_gpus, res.get("gpus"), local.get("default_gpus"), 1)
     time_text = _first(compute.get("time"), res.get("time"), local.get("default_time"), DEFAULT_TIME)
@@ -510,10 +533,20 @@ def _plan_fine_tuned(rp: RunPlan, run: dict, shared: _Shared) -> None:
         "dataset_path": str(dataset),
         # A run's own dataset is labelled by its file name, as in the original.
         "dataset_label": Path(own_dataset).stem if own_dataset else shared.training.get("dataset_label"),
-        "wandb_project": shared.output.get("wandb_project"),
-        "wandb_entity": local.get("wandb_entity"),
+        "wandb_project": None,  # set below, for a run that logs to W&B
+        "wandb_entity": None,
+        "wandb_mode": None,
     }
     setup.update(values)
+    # W&B settings are read (and a placeholder in them is an error) only for a run that logs to W&B.
+    wandb = setup["metric_logger"] == "wandb"
+    setup.update(
+        {
+            "wandb_project": (shared.output.get("wandb_project") or local.get("wandb_project")) if wandb else None,
+            "wandb_entity": local.get("wandb_entity") if wandb else None,
+            "wandb_mode": local.get("wandb_mode", DEFAULT_WANDB_MODE) if wandb else None,
+        }
+    )
     setup.update(
         {
             "time": format_time(seconds),

@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .plan import FINETUNE_FILE, SETUP_FILE, SLURM_FILE
+from .plan import DEFAULT_MAIL_TYPE, FINETUNE_FILE, SETUP_FILE, SLURM_FILE
 from .resources import data_dir
 from .timeutil import parse_time
 from .yamlio import dump_flat, yaml_scalar
@@ -206,6 +206,36 @@ def resume_files(setup: dict) -> str:
     return "adapter_model.pt" if method(setup) == "lora" else "model-*-of-*.safetensors"
 
 
+# #SBATCH options the site (local config) sets, by the setup key that holds the value: a run's slurm_overrides
+# entry of the same name replaces the site's line, and an empty one ("" or null) removes it.
+SITE_DIRECTIVES = {
+    "account": "account",
+    "partition": "partition",
+    "qos": "qos",
+    "constraint": "constraint",
+    "mail-user": "mail_user",
+    "mail-type": "mail_type",
+}
+
+
+def sbatch_site(setup: dict) -> dict[str, Any]:
+    """The site's #SBATCH settings after the run's slurm_overrides: account, partition, qos, constraint, mail_user
+    and mail_type (None: no line), sbatch_extra without the options an override names, and the overrides left to
+    print (non-empty ones the site does not set)."""
+    out: dict[str, Any] = {key: setup.get(key) for key in SITE_DIRECTIVES.values()}
+    overrides = dict(setup.get("slurm_overrides") or {})
+    named = set(overrides)
+    for option, key in SITE_DIRECTIVES.items():
+        if option in overrides:
+            value = overrides.pop(option)
+            out[key] = None if value is None or value == "" else value
+    if out["mail_user"] and not out["mail_type"]:
+        out["mail_type"] = DEFAULT_MAIL_TYPE
+    out["sbatch_extra"] = [line for line in setup.get("sbatch_extra") or [] if line[2:].partition("=")[0] not in named]
+    out["slurm_overrides"] = {k: v for k, v in overrides.items() if v is not None and v != ""}
+    return out
+
+
 def context(setup: dict, model: dict) -> dict[str, Any]:
     """Template variables: the setup's own values plus what follows from them and the registry entry."""
     model_dir = Path(setup["model_dir"])
@@ -236,7 +266,9 @@ def context(setup: dict, model: dict) -> dict[str, Any]:
         resume_files=resume_files(setup),
         rdzv_base_port=RDZV_BASE_PORT,
         rdzv_port_span=RDZV_PORT_SPAN,
+        wandb_mode=setup.get("wandb_mode") or "offline",
     )
+    ctx.update(sbatch_site(setup))
     return ctx
 
 

@@ -108,6 +108,16 @@ def as_text(report: Report, show_diffs: bool = True) -> str:
         )
     for p in report.errors:
         lines.append(f"error: {p.format()}")
+    if report.wandb_offline:
+        # WandBLogger passes log_dir to wandb.init(dir=...), which writes each run to <log_dir>/wandb/offline-run-*.
+        first = report.wandb_offline[0]
+        more = len(report.wandb_offline) - 1
+        lines.append(
+            f"W&B logs offline ({len(report.wandb_offline)} run(s)): after training, upload with "
+            f"`wandb sync {first}/logs/wandb/offline-run-*`"
+            + (f" (and the same for the other {more} run(s))" if more else "")
+            + ", or set wandb_mode: online in the local config"
+        )
     failed = [r for r in report.runs if r.status != "ok"]
     if failed:
         lines.append(f"FAILED runs ({len(failed)}): " + ", ".join(r.name for r in failed))

@@ -57,6 +57,7 @@ def check_loaded_config(rp: RunPlan, cfg: Any) -> list[CheckResult]:
         ]
     results = [passed("finetune_yaml_loads")]
     results += check_parameters(cfg, rp.setup, rp.name)
+    results.append(check_metric_logger(cfg, rp.setup))
     results.append(check_recipe_keys(cfg, recipe_for(rp.setup)))
     return results
 
@@ -222,6 +223,39 @@ def check_parameters(cfg: dict, expected: dict[str, Any], run_name: str) -> list
             else CheckResult(f"name:{name}", False, f"run name says {tokens}, {path} is {value!r}")
         )
     return out
+
+
+WANDB_LOGGER = "torchtune.training.metric_logging.WandBLogger"
+DISK_LOGGER = "torchtune.training.metric_logging.DiskLogger"
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+def metric_logger_problems(cfg: dict, setup: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, expected, found) for each metric_logger setting that is not as the run's settings say: the logger,
+    and for W&B its project, entity and mode (offline unless the local config says otherwise)."""
+    logger = cfg.get("metric_logger") if isinstance(cfg, dict) else None
+    logger = logger if isinstance(logger, dict) else {}
+    wandb = setup.get("metric_logger") == "wandb"
+    want = {"_component_": WANDB_LOGGER if wandb else DISK_LOGGER}
+    if wandb:
+        want.update(
+            project=setup.get("wandb_project"),
+            entity=setup.get("wandb_entity"),
+            mode=setup.get("wandb_mode") or "offline",
+        )
+    out = [(k, v, logger.get(k)) for k, v in want.items() if logger.get(k) != v]
+    if wandb and logger.get("mode") not in WANDB_MODES:
+        out = [p for p in out if p[0] != "mode"] + [("mode", " or ".join(WANDB_MODES), logger.get("mode"))]
+    return out
+
+
+def check_metric_logger(cfg: dict, setup: dict[str, Any]) -> CheckResult:
+    """metric_logger is the run's logger; a W&B logger has the run's project, entity and mode."""
+    wrong = metric_logger_problems(cfg, setup)
+    if wrong:
+        text = "; ".join(f"metric_logger.{k} is {found!r}, expected {want!r}" for k, want, found in wrong)
+        return CheckResult("metric_logger", False, text)
+    return passed("metric_logger")
 
 
 def check_recipe_keys(cfg: dict, recipe: str) -> CheckResult:

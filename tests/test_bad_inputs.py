@@ -32,6 +32,7 @@ LOG = "cap/logs/scaffold-torchtune.log"
 PLACES = {
     "experiment_summary.yaml": "cap/experiment_summary.yaml",
     "scaffold.local.yaml": "scaffold.local.yaml",
+    "claude.local.md": "claude.local.md",  # the markdown form: used as the site config instead of the YAML one
     "setup_finetune.yaml": f"cap/{RUN}/setup_finetune.yaml",
 }
 
@@ -44,6 +45,7 @@ def expectation(case: Path) -> dict:
     expect = yaml.safe_load((case / "expect.yaml").read_text(encoding="utf-8"))
     expect.setdefault("command", "generate")
     expect.setdefault("args", ["--no-check-paths"] if expect["command"] == "generate" else [])
+    expect["local"] = "claude.local.md" if (case / "claude.local.md").is_file() else "scaffold.local.yaml"
     return expect
 
 
@@ -60,8 +62,8 @@ class Outcome:
 
 def command(expect: dict) -> list[str]:
     if expect["command"] == "setup-finetune":
-        return ["setup-finetune", "--dir", f"cap/{RUN}", "--local-config", "scaffold.local.yaml", *expect["args"]]
-    return ["generate", "cap", "--local-config", "scaffold.local.yaml", *expect["args"]]
+        return ["setup-finetune", "--dir", f"cap/{RUN}", "--local-config", expect["local"], *expect["args"]]
+    return ["generate", "cap", "--local-config", expect["local"], *expect["args"]]
 
 
 def invoke(root: Path, args: list[str]) -> Outcome:

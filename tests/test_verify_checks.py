@@ -273,9 +273,10 @@ def test_train_split_smaller_than_a_step_fails_training_steps(planted: Planted, 
 
 def test_shell_syntax_error_fails_slurm_syntax(planted: Planted, pytester) -> None:
     planted.append(f"{R4}/finetune.slurm", "fi\n")
+    line = planted.path(f"{R4}/finetune.slurm").read_text().count("\n")  # the appended line
     out = planted.verify(pytester)
     assert out.failed == only(f"slurm_syntax[{R4}]"), out.text
-    assert f"{R4}/finetune.slurm:49: [run {R4}] bash -n: syntax error" in out.text
+    assert f"{R4}/finetune.slurm:{line}: [run {R4}] bash -n: syntax error" in out.text
 
 
 def test_directive_after_a_command_fails_slurm_directives_first(planted: Planted, pytester) -> None:
@@ -391,3 +392,10 @@ def test_time_limit_unknown_skips_slurm_time_limit(planted: Planted, pytester) -
     out = planted.verify(pytester)
     assert out.failed == set(), out.text
     assert "no partition_max_time" in out.skipped[f"slurm_time_limit[{R4}]"]
+
+
+def test_wrong_wandb_mode_fails_metric_logger(planted: Planted, pytester) -> None:
+    planted.replace(f"{R4}/finetune.yaml", "  mode: offline\n", "  mode: offlien\n")
+    out = planted.verify(pytester)
+    assert out.failed == only(f"metric_logger[{R4}]"), out.text
+    assert "metric_logger.mode" in out.text and "offlien" in out.text

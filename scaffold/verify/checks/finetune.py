@@ -10,6 +10,7 @@ from ...errors import Problem, suggest
 from ...plan import FINETUNE_FILE, checkpoint_file_names
 from ...render import DATASET_BUILDERS
 from ...resources import load_data
+from ...selfcheck import metric_logger_problems
 from ..context import RunContext, inside
 from ..expectations import RunExpectation
 from ..findings import NotApplicable
@@ -128,6 +129,16 @@ def parameters_at_their_paths(run: RunContext) -> Iterator[Problem]:
             yield run.problem(f"{what} is missing", key=p.path, expected=want, fix=REGEN)
         elif not params.same_value(value, want):
             yield run.problem(what, key=p.path, expected=want, found=value, fix=REGEN)
+
+
+@check("metric_logger", scope=FINE_TUNED, file=FINETUNE_FILE)
+def metric_logger_as_expected(run: RunContext) -> Iterator[Problem]:
+    """metric_logger is W&B when the run logs there (output.wandb_project or metric_logger: wandb), else the disk
+    logger; a W&B logger has the project (the summary's, else the local config's default), the local config's
+    entity and its mode (offline, online or disabled; offline unless the local config says otherwise)."""
+    expected = run.expected()
+    for key, want, found in metric_logger_problems(run.config().data, expected.setup):
+        yield run.problem(f"metric_logger.{key}", key=f"metric_logger.{key}", expected=want, found=found, fix=REGEN)
 
 
 @check("lora_alpha_rule", scope=FINE_TUNED, file=FINETUNE_FILE)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ...errors import Problem
 from ...plan import FINETUNE_FILE, SLURM_FILE
-from ...render import POST_FINETUNE_MODULE, TUNE_RUN_RECIPE, method
+from ...render import POST_FINETUNE_MODULE, TUNE_RUN_RECIPE, method, sbatch_site
 from ...timeutil import format_time, parse_time
 from ..context import RunContext, inside
 from ..findings import NotApplicable
@@ -202,12 +202,30 @@ def resources_as_expected(run: RunContext) -> Iterator[Problem]:
         )
     if setup["device"] == "cuda" and gd is None:
         yield run.problem("device is cuda but the script asks for no GPU", file=SLURM_FILE, fix=REGEN)
+    site = sbatch_site(setup)  # the local config's values after the run's slurm_overrides
     for option in ("account", "partition", "qos", "constraint"):
-        d, want = script.directive(option), setup.get(option)
-        found = d.value if d else None
-        if (want or None) != (found or None):
+        want = site[option.replace("-", "_")]
+        found = [d for d in script.directives if d.option == option]
+        d = found[-1] if found else None
+        value = d.value if d else None
+        if (want or None) != (value or None):
             yield _problem(
-                run, d, f"--{option} (local config)", field=f"--{option}", expected=want, found=found, fix=REGEN
+                run,
+                d,
+                f"--{option} (local config, then the run's slurm_overrides)",
+                field=f"--{option}",
+                expected=want,
+                found=value,
+                fix=REGEN,
+            )
+        elif len(found) > 1:
+            yield _problem(
+                run,
+                found[0],
+                f"--{option} is given {len(found)} times (an override should replace the site's line)",
+                field=f"--{option}",
+                found=[x.value for x in found],
+                fix=REGEN,
             )
 
 
