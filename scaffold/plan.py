@@ -74,12 +74,15 @@ class Plan:
     inputs: dict[str, list | None] = field(default_factory=dict)
 
 
-def make_plan(summary: Summary, local: LocalConfig, *, check_paths: bool = True) -> Plan:
-    """Plan every run. Problems of the experiment as a whole raise InputError; per-run problems stay on the run."""
+def make_plan(summary: Summary, local: LocalConfig, *, check_paths: bool = True, recognise: bool | None = None) -> Plan:
+    """Plan every run. Problems of the experiment as a whole raise InputError; per-run problems stay on the run.
+    `recognise` (default: check_paths): a model in neither registry is recognised from its directory's config.json
+    (the verification suite plans without path checks but recognises where it may look at the directory)."""
     models = registry.models(local.get("models"))
     _check_collisions(summary)
     unnamed = {p.run: p for p in sweep.name_problems(summary)}
     shared = _Shared(summary, local, models, check_paths)
+    shared.recognise = check_paths if recognise is None else recognise
     runs = []
     local_dir = str(summary.local_dir)
     for i, run in enumerate(summary.data["runs"]):
@@ -160,6 +163,7 @@ class _Shared:
 
     def __init__(self, summary: Summary, local: LocalConfig, models: dict, check_paths: bool):
         self.summary, self.local, self.models, self.check_paths = summary, local, models, check_paths
+        self.recognise = check_paths
         self.doc = summary.doc
         self.root = str(summary.root)
         self.table = params.table()
@@ -209,15 +213,20 @@ class _Shared:
         return path
 
     def model(self, name: str) -> tuple:
-        """(registry entry or Problem, model directory or None, how the directory was found)."""
+        """(registry entry or Problem, model directory or None, how the directory was found, a note on how the
+        entry was recognised or None). A name in neither registry is recognised from the directory's config.json
+        when paths are checked; the entry is then added to the plan's models, which rendering reads."""
         if name not in self._models:
-            entry = registry.lookup(name, self.models)
             model_dir, how = None, None
             if name in self.base and self.base[name][1].get("path"):
                 model_dir, how = self.summary.resolve(self.base[name][1]["path"]), "summary"
             elif self.local.get("models_dir"):
                 model_dir, how = Path(self.local.get("models_dir")) / name, "models_dir"
-            self._models[name] = (entry, model_dir, how)
+            look_in = self.summary.to_local(model_dir) if self.recognise and model_dir is not None else None
+            entry, note = registry.find(name, self.models, look_in, self.watch)
+            if note:
+                self.models[name] = entry
+            self._models[name] = (entry, model_dir, how, note)
         return self._models[name]
 
     def dataset(self, text: str) -> tuple[Path, bool]:
@@ -342,11 +351,16 @@ def _plan_fine_tuned(rp: RunPlan, run: dict, shared: _Shared) -> None:
 
     # Model: the registry says how to build it, the summary (or the models directory) where it is.
     model_name = run["model"]
-    entry, model_dir, how = shared.model(model_name)
+    entry, model_dir, how, recognised = shared.model(model_name)
     if isinstance(entry, Problem):
         line, col = doc.locate(here + ("model",))
-        rp.problems.append(Problem(entry.message, doc.name, line, col, f"runs[{rp.index}].model", entry.fix, rp.name))
+        located = Problem(entry.message, doc.name, line, col, f"runs[{rp.index}].model", entry.fix, rp.name)
+        if isinstance(entry, registry.UnmappableModel):
+            raise InputError([located])  # the model directory is there but no builder fits: invalid input
+        rp.problems.append(located)
         return
+    if recognised:
+        rp.notes.append(recognised)
     if model_dir is None:
         problem(
             here + ("model",),

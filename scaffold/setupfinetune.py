@@ -115,7 +115,11 @@ def setup_finetune(
             if local_config is not None:
                 raise
             result.notes.append("no local config found: using the shipped model registry only")
-        entry = registry.lookup(setup["model"], registry.models(local_models))
+        # A model in neither registry is recognised from its directory, as `scaffold generate` did with path checks.
+        model_dir = Path(setup["model_dir"]) if setup.get("model_dir") else None
+        entry, recognised = registry.find(setup["model"], registry.models(local_models), model_dir)
+        if recognised:
+            result.notes.append(recognised)
         if isinstance(entry, Problem):
             line, col = doc.locate(("model",))
             raise InputError([Problem(entry.message, doc.name, line, col, "model", entry.fix)])

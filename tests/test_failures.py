@@ -538,7 +538,7 @@ def test_unknown_model_fails_that_run_and_lists_known_models(example: Experiment
     assert_nothing_lost(before, example.snapshot())
     msg = output_line(res, f"[run {RANK4}] runs[0].model: unknown model 'Llama-3.2-1B-Instrct'")
     assert "did you mean 'Llama-3.2-1B-Instruct'" in msg
-    assert "known: Llama-3.1-8B-Instruct, Llama-3.2-1B-Instruct" in msg and "Qwen2.5-3B-Instruct" in msg
+    assert "known: Llama-3.1-8B-Instruct, Llama-3.2-1B, Llama-3.2-1B-Instruct" in msg and "Qwen2.5-3B-Instruct" in msg
     assert not (example.dir / RANK4).exists()
     assert_complete(example, RANK8)
 

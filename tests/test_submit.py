@@ -82,7 +82,9 @@ def test_naming_a_submitted_run_is_refused_unless_resubmit(generated: Experiment
 def test_a_changed_script_is_pointed_out(generated: Experiment, cluster_env: dict) -> None:
     assert submit(generated, cluster_env).code == 0
     script = generated.dir / RUNS[0] / "finetune.slurm"
-    script.write_text(script.read_text().replace("--mem=40G", "--mem=60G"))
+    text = script.read_text()
+    assert "--mem=80G" in text
+    script.write_text(text.replace("--mem=80G", "--mem=60G"))
     res = submit(generated, cluster_env)
     assert res.code == 0 and "finetune.slurm changed since" in res.out, res.out
 

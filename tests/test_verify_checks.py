@@ -286,7 +286,7 @@ def test_directive_after_a_command_fails_slurm_directives_first(planted: Planted
 
 
 def test_malformed_memory_fails_slurm_directive_values(planted: Planted, pytester) -> None:
-    planted.replace(f"{R4}/finetune.slurm", "--mem=40G", "--mem=40GB")
+    planted.replace(f"{R4}/finetune.slurm", "--mem=80G", "--mem=80GB")
     out = planted.verify(pytester)
     assert out.failed == only(f"slurm_directive_values[{R4}]"), out.text
 
@@ -325,7 +325,7 @@ def test_missing_output_directory_fails_slurm_output_dir(planted: Planted, pytes
 
 
 def test_other_memory_fails_slurm_resources(planted: Planted, pytester) -> None:
-    planted.replace(f"{R4}/finetune.slurm", "--mem=40G", "--mem=80G")
+    planted.replace(f"{R4}/finetune.slurm", "--mem=80G", "--mem=40G")
     out = planted.verify(pytester)
     assert out.failed == only(f"slurm_resources[{R4}]"), out.text
 

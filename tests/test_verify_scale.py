@@ -253,7 +253,7 @@ DEFECTS = {
         on(R4, "slurm_job_name", "golden"),
     ),
     "memory": (
-        lambda p: p.replace(f"{R4}/finetune.slurm", "--mem=40G", "--mem=80G"),
+        lambda p: p.replace(f"{R4}/finetune.slurm", "--mem=80G", "--mem=40G"),
         on(R4, "slurm_resources", "golden"),
     ),
     "conda": (

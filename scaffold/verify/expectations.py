@@ -187,7 +187,8 @@ class Expectations:
     def _plan(self) -> Plan | list[Problem]:
         try:
             # Planning is pure; paths are checked by their own checks (and not at all under --no-check-paths).
-            return plan.make_plan(self.summary(), self.local(), check_paths=False)
+            # Models in neither registry are recognised from their config.json where paths may be looked at.
+            return plan.make_plan(self.summary(), self.local(), check_paths=False, recognise=self.options.check_paths)
         except InputError as e:
             return e.problems
 
