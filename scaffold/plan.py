@@ -179,7 +179,16 @@ class _Shared:
         self.base = {m["name"]: (i, m) for i, m in enumerate(summary.data["models"]["base"])}
         self.training = summary.data["data"]["training"]
         self.output = summary.data.get("output") or {}
-        self.wandb = bool(self.output.get("wandb_project"))
+        # Runs log to W&B when a project is named: the summary's, else the local config's default project (as the
+        # original, which always logs to W&B). A placeholder there is then an error, where the value is used.
+        self.wandb_from = (
+            "output.wandb_project"
+            if self.output.get("wandb_project")
+            else "local config wandb_project"
+            if local.settings.get("wandb_project") or "wandb_project" in local.placeholders
+            else None
+        )
+        self.wandb = self.wandb_from is not None
         # Run directories already on disk that are symbolic links (one directory listing, not a stat per run).
         self.links: set[str] = set()
         with contextlib.suppress(OSError), os.scandir(summary.local_dir) as entries:
@@ -326,7 +335,7 @@ def _plan_fine_tuned(rp: RunPlan, run: dict, shared: _Shared) -> None:
         own["lora_alpha"] = "2 x lora_rank"
     if values["metric_logger"] is None:
         values["metric_logger"] = "wandb" if shared.wandb else "disk"
-        own["metric_logger"] = "output.wandb_project" if shared.wandb else "default"
+        own["metric_logger"] = shared.wandb_from or "default"
     if values["dataset_type"] == "text_completion" and values["system_prompt"]:
         rp.notes.append(
             f"system_prompt ({rp.sources['system_prompt']}) dropped: a base model (dataset_type text_completion) "
@@ -554,10 +563,16 @@ def _plan_fine_tuned(rp: RunPlan, run: dict, shared: _Shared) -> None:
     setup.update(values)
     # W&B settings are read (and a placeholder in them is an error) only for a run that logs to W&B.
     wandb = setup["metric_logger"] == "wandb"
+    if wandb and "wandb_entity" in local.placeholders:
+        rp.notes.append(
+            f"W&B entity {local.placeholders['wandb_entity']} is an unfilled placeholder in the local config: not "
+            "written, so runs log to the default entity of the W&B account (as the original, which writes none)"
+        )
     setup.update(
         {
             "wandb_project": (shared.output.get("wandb_project") or local.get("wandb_project")) if wandb else None,
-            "wandb_entity": local.get("wandb_entity") if wandb else None,
+            # Optional (the original never writes one): an unfilled placeholder leaves W&B its default entity.
+            "wandb_entity": local.settings.get("wandb_entity") if wandb else None,
             "wandb_mode": local.get("wandb_mode", DEFAULT_WANDB_MODE) if wandb else None,
         }
     )

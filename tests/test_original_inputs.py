@@ -166,3 +166,48 @@ def test_training_condition_resolved_by_the_originals_resolver(example: Experime
     assert setup["dataset_path"] == "/scratch/nlplab/ada/ck-data/generated/dict_full_train_0123abcd.json"
     assert setup["dataset_label"] == "dict_full_train_0123abcd"
     assert "training_condition 'dict_full' resolved to" in log_of(example)
+
+
+def resolver_package(root: Path) -> Path:
+    """A stand-in for the installed cruijff_kit (its module path, signature and documented file name form)."""
+    package = root / "cruijff_kit" / "tabular_to_text_gen" / "lib"
+    package.mkdir(parents=True)
+    for d in (package, package.parent, package.parent.parent):
+        (d / "__init__.py").write_text("")
+    (package / "config_hash.py").write_text(
+        "import os\n\ndef resolve_dataset_path(data_generation, condition_name, split, output_dir):\n"
+        "    assert condition_name in data_generation['conditions']\n"
+        "    return os.path.join(str(output_dir), f'{condition_name}_{split}_0123abcd.json')\n"
+    )
+    return root
+
+
+def test_a_summary_using_every_newest_field(tmp_path: Path, example: Experiment) -> None:
+    from .conftest import ORIGINAL_FORMAT
+
+    scratch = tmp_path / "scratch"
+    text = (ORIGINAL_FORMAT / "newest_fields_summary.yaml").read_text().replace("@SCRATCH@", str(scratch))
+    exp_dir = Path(yaml.safe_load(text)["experiment"]["dir"])
+    exp_dir.mkdir(parents=True)
+    (exp_dir / "experiment_summary.yaml").write_text(text)
+    (scratch / "data").mkdir()
+    for name in ("words_fixture.json", "other_words.json"):
+        (scratch / "data" / name).write_text((ORIGINAL_FORMAT / "words_fixture.json").read_text())
+    exp = Experiment(exp_dir, example.local)
+    site = resolver_package(tmp_path / "site")
+    res = exp.generate("--no-check-paths", env={"PYTHONPATH": str(site)})
+    assert res.code == 0, res.out + res.err
+    setups = {r: setup_of(exp, r) for r in ("llama_terse", "llama_own_file", "llama_generated", "llama_base_text",
+                                             "qwen_default", "mistral_default")}  # fmt: skip
+    assert setups["llama_terse"]["prompt"] == "{input} ->" and setups["llama_terse"]["lr"] == 5e-5
+    assert setups["llama_own_file"]["dataset_label"] == "other_words"
+    assert setups["llama_generated"]["dataset_path"].endswith("/ck-data/generated/dict_full_train_0123abcd.json")
+    assert setups["llama_base_text"]["dataset_type"] == "text_completion"
+    assert setups["llama_base_text"]["system_prompt"] == ""
+    for setup in setups.values():
+        assert setup["seed"] == 14 and setup["system_prompt"] == "" and setup["log_every_n_steps"] == 5
+    assert setups["qwen_default"]["lora_rank"] == 64 and setups["qwen_default"]["lora_alpha"] == 128
+    assert setups["mistral_default"]["mem"] == "80G"
+    for run in ("llama_from_earlier", "llama_untrained"):
+        assert (exp.dir / run).is_dir() and not list((exp.dir / run).iterdir())
+    assert "evaluates the existing checkpoint" in log_of(exp)
