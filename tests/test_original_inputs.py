@@ -6,7 +6,6 @@ models, and a warning when a run trains entirely inside its warm-up."""
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import yaml
@@ -145,21 +144,7 @@ def test_training_condition_without_the_resolver_asks_for_dataset_path(example: 
 
 def test_training_condition_resolved_by_the_originals_resolver(example: Experiment, tmp_path: Path) -> None:
     with_condition(example)
-    package = tmp_path / "site" / "cruijff_kit" / "tabular_to_text_gen" / "lib"
-    package.mkdir(parents=True)
-    for d in (package, package.parent, package.parent.parent):
-        (d / "__init__.py").write_text("")
-    (package / "config_hash.py").write_text(
-        textwrap.dedent(
-            """\
-            import os
-
-            def resolve_dataset_path(data_generation, condition_name, split, output_dir):
-                assert condition_name in data_generation["conditions"]
-                return os.path.join(str(output_dir), f"{condition_name}_{split}_0123abcd.json")
-            """
-        )
-    )
+    resolver_package(tmp_path / "site")
     res = example.generate("--no-check-paths", env={"PYTHONPATH": str(tmp_path / "site")})
     assert res.code == 0, res.out + res.err
     setup = setup_of(example, R4)
