@@ -12,16 +12,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import settings
 
-from scaffold.testing.hf_tokenizers import write_hf_tokenizer
+try:  # (this file is also read where only the package is installed: `nox -s verify` runs pytest in this repo)
+    from hypothesis import settings
+except ImportError:  # pragma: no cover
+    settings = None
 
-# Property tests: derandomized by default, so a run's examples are the same on every machine and a red CI always
-# means a regression; the examples each test draws are set by its own @settings. HYPOTHESIS_PROFILE=explore draws
-# new random examples (and keeps failures in .hypothesis/ to replay) when you go looking for bugs.
-settings.register_profile("repro", derandomize=True, database=None, print_blob=True)
-settings.register_profile("explore", derandomize=False, print_blob=True)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repro"))
+if settings is not None:
+    # Property tests: derandomized by default, so a run's examples are the same on every machine and a red CI
+    # always means a regression; the examples each test draws are set by its own @settings.
+    # HYPOTHESIS_PROFILE=explore draws new random examples (and keeps failures in .hypothesis/ to replay).
+    settings.register_profile("repro", derandomize=True, database=None, print_blob=True)
+    settings.register_profile("explore", derandomize=False, print_blob=True)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repro"))
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "capitalization"
@@ -97,6 +100,8 @@ def make_model_dir(path: Path, files: list[str] | None = None) -> Path:
         (path / name).write_text("{}" if name.endswith(".json") else "")
     # A real (tiny, offline) Hugging Face tokenizer with the real Llama 3.2 Instruct chat template: the generator
     # requires one for chat runs, and the verification suite's train_eval_parity check tokenizes with it.
+    from scaffold.testing.hf_tokenizers import write_hf_tokenizer
+
     write_hf_tokenizer(path, "llama3")
     return path
 

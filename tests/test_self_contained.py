@@ -40,3 +40,26 @@ def test_the_check_finds_a_planted_reference(tmp_path: Path) -> None:
     for line in ('REFERENCE = REPO.parent / "shared" / "x"', "cp ../shared/reference/a b", "see shared/reference/"):
         assert OUTSIDE.search(line), line
     assert not OUTSIDE.search("settings shared by all runs")
+
+
+def test_conftest_imports_only_what_the_package_installs() -> None:
+    """`nox -s verify` installs the package alone (no test extras) and runs pytest in this repository, which reads
+    tests/conftest.py: its module-level imports must be the package's own dependencies or the standard library
+    (test-only packages are imported inside fixtures or behind `try`)."""
+    import ast
+    import sys
+    import tomllib
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    modules = {"pyyaml": "yaml"}  # distribution name -> module name, where they differ
+    allowed = {modules.get(n, n) for n in (re.split(r"[<>=!~ \[]", d, maxsplit=1)[0].lower() for d in deps)}
+    allowed |= {"scaffold", "__future__"}
+    tree = ast.parse((REPO / "tests" / "conftest.py").read_text())
+    names = []
+    for node in tree.body:  # module level only: `try:` blocks and functions are allowed to import more
+        if isinstance(node, ast.Import):
+            names += [a.name.split(".")[0] for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.append(node.module.split(".")[0])
+    outside = [n for n in names if n.lower() not in allowed and n not in sys.stdlib_module_names]
+    assert not outside, f"tests/conftest.py imports {outside} at module level"
