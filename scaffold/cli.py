@@ -77,14 +77,18 @@ def _add_submit_command(sub) -> None:
         description="Submits each fine-tuned run's finetune.slurm with sbatch and records the job ids in "
         "EXPERIMENT/logs/submissions.json. Runs submitted before are skipped (named with --run: refused) unless "
         "--resubmit.",
-        epilog="exit status: 0 every run submitted or already submitted, 1 some run failed or was refused, 2 invalid "
-        "input or no SLURM controller reachable",
+        epilog="exit status: 0 every run submitted or already submitted, 1 some run failed or was refused, or the "
+        "cluster's job limit stopped the submission (what was queued is recorded; run submit again later), 2 "
+        "invalid input or no SLURM controller reachable",
     )
     sm.add_argument("experiment", nargs="?", default=".", type=Path, help="experiment directory (default: .)")
     sm.add_argument("--dry-run", action="store_true", help="say what would be submitted; submit nothing")
     sm.add_argument("--resubmit", action="store_true", help="submit runs again that were submitted before")
     sm.add_argument(
         "--run", dest="runs", action="append", metavar="NAME", help="submit only this run (repeat for several)"
+    )
+    sm.add_argument(
+        "--json", action="store_true", help="print one JSON document on stdout (the progress lines go to stderr)"
     )
 
 
@@ -221,10 +225,31 @@ def _verify(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from .submit import as_text, submit
+    import json
 
-    report = submit(args.experiment, dry_run=args.dry_run, resubmit=args.resubmit, runs=args.runs)
-    print(as_text(report), end="", file=sys.stderr if report.problems else sys.stdout)
+    from . import submit as sm
+
+    out = sys.stderr if args.json else sys.stdout
+    started = False
+
+    def progress(report: sm.SubmitReport, sub: sm.Submission) -> None:
+        """Each run's line as soon as it is done, so a long submission shows where it is."""
+        nonlocal started
+        text = sm.line(report, sub)
+        if not started:
+            text = sm.header(report) + text
+            started = True
+        print(text, end="", file=out, flush=True)
+
+    report = sm.submit(args.experiment, dry_run=args.dry_run, resubmit=args.resubmit, runs=args.runs, progress=progress)
+    if args.json:
+        if not report.problems:
+            print(sm.footer(report), end="", file=sys.stderr)
+        print(json.dumps(sm.as_json(report), indent=1))
+    elif report.problems:
+        print(sm.as_text(report), end="", file=sys.stderr)
+    else:
+        print(("" if started else sm.header(report)) + sm.footer(report), end="")
     return report.exit_status
 
 

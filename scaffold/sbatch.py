@@ -9,9 +9,13 @@ accounting and a missing `--output` directory: those stay with the static checks
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
+import signal
 import subprocess
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -97,12 +101,81 @@ def test_only(script: Path | str, env: Mapping[str, str] | None = None) -> TestO
     return TestOnly(proc.returncode == 0, _lines(proc.stderr + proc.stdout) or f"exit {proc.returncode}")
 
 
-def submit(script: Path | str, env: Mapping[str, str] | None = None) -> tuple[str | None, str]:
-    """`sbatch --parsable SCRIPT` from the script's directory: (job id, "") or (None, why not)."""
-    proc = _sbatch("--parsable", script, env)
-    if isinstance(proc, str):
-        return None, proc
-    job_id = proc.stdout.strip().split(";")[0]
-    if proc.returncode != 0 or not job_id.isdigit():
-        return None, _lines(proc.stderr.strip() or proc.stdout.strip() or f"exit {proc.returncode}")
-    return job_id, ""
+# What sbatch prints when the controller refuses a job for a limit rather than for the script. On "temporarily
+# unable to accept job" (the controller's MaxJobCount, or a busy controller) and "job queue full", sbatch sleeps and
+# retries for up to two minutes on its own and has no option to stop that; the per-user and per-account submit
+# limits (QOS/association MaxSubmitJobs...) are refused at once as an accounting policy violation.
+LIMIT = re.compile(
+    r"temporarily unable to accept job|job queue full|MaxSubmitJob|MaxJobCount|job submit limit",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What `sbatch --parsable` did: the job id, or why not; `limit` when the cluster refused it for a limit
+    (the script may be fine: later submissions would be refused too)."""
+
+    job_id: str | None
+    why: str = ""
+    limit: bool = False
+
+
+def submit(script: Path | str, env: Mapping[str, str] | None = None) -> Submitted:
+    """`sbatch --parsable SCRIPT` from the script's directory. sbatch's stderr is read as it comes: at the first
+    sign of a limit sbatch is stopped (before it sleeps and retries, so no job is created) rather than left to
+    block for minutes."""
+    script = Path(script)
+    try:
+        proc = subprocess.Popen(
+            ["sbatch", "--parsable", str(script)],
+            cwd=script.parent,
+            env=_environ(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # its own process group: stopped whole, wrappers included
+        )
+    except OSError as e:
+        return Submitted(None, f"sbatch could not be run: {e.strerror}")
+    timed_out = threading.Event()
+
+    def stop() -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # gone already
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def expire() -> None:
+        timed_out.set()
+        stop()
+
+    timer = threading.Timer(QUERY_TIMEOUT_S, expire)
+    timer.start()
+    err: list[str] = []
+    limit = False
+    try:
+        assert proc.stderr is not None and proc.stdout is not None
+        for line in proc.stderr:
+            err.append(line)
+            if LIMIT.search(line):
+                limit = True
+                stop()
+                break
+        out = proc.stdout.read()
+        returncode = proc.wait()
+    finally:
+        timer.cancel()
+        if proc.poll() is None:  # interrupted (Ctrl-C, SIGTERM): stop sbatch too
+            stop()
+            proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
+        proc.stderr.close()  # type: ignore[union-attr]
+    stderr = "".join(err)
+    if limit:
+        return Submitted(None, re.sub(r",? sleeping and retrying\.?$", "", _lines(stderr)), limit=True)
+    if timed_out.is_set():
+        return Submitted(None, f"sbatch --parsable did not answer within {QUERY_TIMEOUT_S:.0f} s")
+    job_id = out.strip().split(";")[0]
+    if returncode != 0 or not job_id.isdigit():
+        return Submitted(None, _lines(stderr.strip() or out.strip() or f"exit {returncode}"))
+    return Submitted(job_id)

@@ -4,13 +4,17 @@ Submissions are recorded in `{experiment}/logs/submissions.json` (run -> job id,
 submitted, earlier job ids), so a second `submit` does not queue a run twice: runs already submitted are
 skipped, and one named with `--run` is refused, unless `--resubmit`. The experiment's lock is held while
 submitting, so two submits at once cannot both queue a run.
+
+Each run's line is reported as it is queued (`progress`). When the cluster refuses a job for a limit (its job
+count, the user's or account's submit limit), submit stops at once: what was queued is recorded, and the report
+says how many runs were not queued, why, and what to do.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +33,7 @@ ALREADY = "already submitted"  # skipped: submitted before (not named with --run
 REFUSED = "refused"  # named with --run, submitted before, no --resubmit
 WOULD = "would submit"  # --dry-run
 FAILED = "failed"
+NOT_QUEUED = "not queued"  # the cluster refused it for a limit: submit stopped there
 _OUTPUT = re.compile(r"^#SBATCH\s+(?:--output[= ]|-o\s*)(\S+)", re.MULTILINE)
 
 
@@ -48,13 +53,17 @@ class SubmitReport:
     record: str = ""
     submissions: list[Submission] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    width: int = 0  # of the run names, for aligned lines
+    stopped: Problem | None = None  # the cluster's limit stopped the submission
+    remaining: int = 0  # runs not queued because of it (the refused run included)
 
     @property
     def exit_status(self) -> int:
-        """2: nothing was looked at (bad input, no controller); 1: some run failed or was refused; else 0."""
+        """2: nothing was looked at (bad input, no controller); 1: some run failed or was refused, or a limit
+        stopped the submission; else 0."""
         if self.problems:
             return 2
-        return 1 if any(s.status in (FAILED, REFUSED) for s in self.submissions) else 0
+        return 1 if self.stopped or any(s.status in (FAILED, REFUSED) for s in self.submissions) else 0
 
 
 def submit(
@@ -64,8 +73,10 @@ def submit(
     resubmit: bool = False,
     runs: list[str] | None = None,
     env: Mapping[str, str] | None = None,
+    progress: Callable[[SubmitReport, Submission], None] | None = None,
 ) -> SubmitReport:
-    """Queue the experiment's generated batch scripts with sbatch (`env` is added to sbatch's environment)."""
+    """Queue the experiment's generated batch scripts with sbatch (`env` is added to sbatch's environment);
+    `progress` is called with each run's submission as soon as it is done."""
     from . import summary
 
     exp_dir = summary_path(Path(target)).resolve().parent
@@ -112,11 +123,21 @@ def submit(
             ]
             return report
         log.heading(f"submit {report.experiment} (dry_run={dry_run}, resubmit={resubmit})")
-        for name in dict.fromkeys(runs) if runs else names:
+        todo = list(dict.fromkeys(runs) if runs else names)
+        report.width = max(map(len, todo), default=0)
+        for i, name in enumerate(todo):
             sub = _submit_run(
                 s, exp_dir, name, record, explicit=bool(runs), dry_run=dry_run, resubmit=resubmit, env=env
             )
             report.submissions.append(sub)
+            if sub.status == NOT_QUEUED:
+                report.remaining = 1 + sum(resubmit or n not in record for n in todo[i + 1 :])
+                report.stopped = _stopped(report, sub)
+                log.error_line(sub.error.format() if sub.error else sub.status, name)
+                log.error_line(report.stopped.format())
+                if progress:
+                    progress(report, sub)
+                break
             if sub.status == SUBMITTED:
                 atomic_write(record_path, json.dumps(record, indent=1, sort_keys=True) + "\n")
             if sub.error:
@@ -126,8 +147,22 @@ def submit(
                     f"{sub.status}{' as job ' + sub.job_id if sub.job_id else ''}{' ' + sub.note if sub.note else ''}",
                     name,
                 )
+            if progress:
+                progress(report, sub)
         log.flush()
     return report
+
+
+def _stopped(report: SubmitReport, sub: Submission) -> Problem:
+    queued = sum(s.status == SUBMITTED for s in report.submissions)
+    return Problem(
+        f"stopped at the cluster's limit: {queued} queued now, {report.remaining} "
+        f"run{'s' if report.remaining != 1 else ''} not queued ({sub.run}"
+        f"{f' and {report.remaining - 1} after it' if report.remaining > 1 else ''})",
+        report.record,
+        fix="wait until some of your jobs have finished (`squeue --me`), then run `scaffold submit` again: it "
+        "queues only the runs not queued yet; your limits: `sacctmgr show assoc user=$USER`, `sacctmgr show qos`",
+    )
 
 
 def _submit_run(
@@ -178,7 +213,11 @@ def _submit_run(
             return Submission(name, FAILED, command=command, error=err)
     if dry_run:
         return Submission(name, WOULD, command=command)
-    job_id, why = sbatch.submit(script, env)
+    result = sbatch.submit(script, env)
+    job_id, why = result.job_id, result.why
+    if result.limit:
+        err = Problem(f"the cluster refused the job for a limit: {why}", display_path(script), run=name)
+        return Submission(name, NOT_QUEUED, command=command, error=err)
     if job_id is None:
         err = Problem(
             f"sbatch refused the script: {why}",
@@ -197,20 +236,64 @@ def _submit_run(
     return Submission(name, SUBMITTED, job_id, command, note=f"(earlier: {', '.join(history)})" if history else "")
 
 
+def header(report: SubmitReport) -> str:
+    return f"scaffold-torchtune submit: {report.experiment}\n"
+
+
+def line(report: SubmitReport, s: Submission) -> str:
+    """One run's line (and its error), as printed when it is done."""
+    extra = f"job {s.job_id}" if s.job_id else s.command if s.status == WOULD else ""
+    text = f"  {s.run:<{report.width}}  {s.status:<17}  {extra}{' ' + s.note if s.note else ''}".rstrip() + "\n"
+    if s.error:
+        text += f"      error: {s.error.format()}\n"
+    return text
+
+
+STATUSES = (SUBMITTED, ALREADY, REFUSED, WOULD, FAILED, NOT_QUEUED)
+
+
+def counts(report: SubmitReport) -> dict[str, int]:
+    return {k: sum(s.status == k for s in report.submissions) for k in STATUSES}
+
+
+def footer(report: SubmitReport) -> str:
+    """The counts, where the job ids are recorded, and why submit stopped early."""
+    n = counts(report)
+    lines = [", ".join(f"{v} {k}" for k, v in n.items() if v or k == SUBMITTED)]
+    if report.record and n[SUBMITTED]:
+        lines.append(f"job ids: {report.record}")
+    if report.stopped:
+        lines.append(f"error: {report.stopped.format()}")
+    return "\n".join(lines) + "\n"
+
+
 def as_text(report: SubmitReport) -> str:
     """The report for people: one line per run, then the counts and where the job ids are recorded."""
     if report.problems:
         return "\n".join(f"error: {p.format()}" for p in report.problems) + "\n"
-    width = max((len(s.run) for s in report.submissions), default=0)
-    lines = [f"scaffold-torchtune submit: {report.experiment}"]
-    for s in report.submissions:
-        extra = f"job {s.job_id}" if s.job_id else s.command if s.status == WOULD else ""
-        lines.append(f"  {s.run:<{width}}  {s.status:<17}  {extra}{' ' + s.note if s.note else ''}".rstrip())
-        if s.error:
-            lines.append(f"      error: {s.error.format()}")
-    statuses = (SUBMITTED, ALREADY, REFUSED, WOULD, FAILED)
-    counts = {k: sum(s.status == k for s in report.submissions) for k in statuses}
-    lines.append(", ".join(f"{v} {k}" for k, v in counts.items() if v or k == SUBMITTED))
-    if report.record and counts[SUBMITTED]:
-        lines.append(f"job ids: {report.record}")
-    return "\n".join(lines) + "\n"
+    report.width = report.width or max((len(s.run) for s in report.submissions), default=0)
+    return header(report) + "".join(line(report, s) for s in report.submissions) + footer(report)
+
+
+def as_json(report: SubmitReport) -> dict:
+    """The report as one JSON document (`--json`)."""
+    return {
+        "experiment": report.experiment,
+        "record": report.record or None,
+        "submissions": [
+            {
+                "run": s.run,
+                "status": s.status,
+                "job_id": s.job_id,
+                "command": s.command,
+                **({"note": s.note} if s.note else {}),
+                **({"error": s.error.as_dict()} if s.error else {}),
+            }
+            for s in report.submissions
+        ],
+        "counts": counts(report),
+        "stopped": report.stopped.as_dict() if report.stopped else None,
+        "not_queued": report.remaining,
+        "problems": [p.as_dict() for p in report.problems],
+        "exit_status": report.exit_status,
+    }

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,9 +19,28 @@ RUNS = ["Llama-3.2-1B-Instruct_rank4", "Llama-3.2-1B-Instruct_rank8"]
 
 SBATCH = """#!/bin/bash
 # Stand-in sbatch: job ids count up from 100; a script holding REFUSE_ME is refused as sbatch refuses.
+# With $STUB_DIR/limit holding N, jobs after the first N are refused as at a cluster's limit: as sbatch does at the
+# controller's MaxJobCount (it says so, then sleeps and retries for minutes), or with limit_kind "policy" as for a
+# per-user submit limit (refused at once). With $STUB_DIR/hold, the second job waits for $STUB_DIR/go.
 script="${@: -1}"
 if grep -q REFUSE_ME "$script"; then echo "sbatch: error: invalid partition specified: nosuch" >&2; exit 1; fi
 n=$(cat "$STUB_DIR/next" 2>/dev/null || echo 100)
+if [ -f "$STUB_DIR/limit" ] && [ "$n" -ge $((100 + $(cat "$STUB_DIR/limit"))) ]; then
+  echo "refused $*" >> "$STUB_DIR/calls"
+  if [ "$(cat "$STUB_DIR/limit_kind" 2>/dev/null)" = policy ]; then
+    echo "sbatch: error: QOSMaxSubmitJobPerUserLimit" >&2
+    echo "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit limit, user's \
+size and/or time limits)" >&2
+    exit 1
+  fi
+  echo "sbatch: error: Slurm temporarily unable to accept job, sleeping and retrying." >&2
+  sleep 60
+  echo "sbatch: error: Batch job submission failed: Resource temporarily unavailable" >&2
+  exit 1
+fi
+if [ -f "$STUB_DIR/hold" ] && [ "$n" -ge 101 ]; then
+  for _ in $(seq 300); do [ -f "$STUB_DIR/go" ] && break; sleep 0.1; done
+fi
 echo $((n + 1)) > "$STUB_DIR/next"
 echo "sbatch $* (cwd $PWD)" >> "$STUB_DIR/calls"
 echo "$n"
@@ -136,3 +158,127 @@ def test_an_unreadable_record_is_never_overwritten(generated: Experiment, cluste
     res = submit(generated, cluster_env)
     assert res.code == 2 and "the submission record cannot be read" in res.err, res.err
     assert path.read_text() == "{not json"
+
+
+# --- the cluster's limits, and progress as it goes -----------------------------------------------------------------
+
+SWEEP = [f"Llama-3.2-1B-Instruct_rank{r}" for r in (4, 8, 16, 32, 64)]
+
+
+@pytest.fixture
+def sweep(local_example: Experiment) -> Experiment:
+    """The example with five runs (LoRA ranks 4 to 64), generated."""
+    data = local_example.load()
+    data["variables"]["lora_rank"] = [4, 8, 16, 32, 64]
+    template = data["runs"][0]
+    data["runs"] = [
+        {**template, "name": f"Llama-3.2-1B-Instruct_rank{r}", "parameters": {"lora_rank": r}}
+        for r in (4, 8, 16, 32, 64)
+    ]
+    local_example.save(data)
+    res = local_example.generate()
+    assert res.code == 0, res.out + res.err
+    return local_example
+
+
+@pytest.mark.parametrize("kind", ["retry", "policy"])
+def test_a_limit_stops_submit_at_once_and_a_later_submit_queues_the_rest(
+    sweep: Experiment, cluster_env: dict, kind: str
+) -> None:
+    stub = Path(cluster_env["STUB_DIR"])
+    (stub / "limit").write_text("2")
+    (stub / "limit_kind").write_text(kind)
+    start = time.monotonic()
+    res = submit(sweep, cluster_env)
+    took = time.monotonic() - start
+    assert took < 15, f"submit took {took:.0f} s: it waited on sbatch's retries"
+    assert res.code == 1, res.out + res.err
+    assert list(record(sweep)) == SWEEP[:2]
+    calls = (stub / "calls").read_text().splitlines()
+    assert len(calls) == 3 and calls[2].startswith("refused"), calls  # stopped at the first refusal
+    assert f"{SWEEP[2]}  not queued" in res.out, res.out
+    assert "the cluster refused the job for a limit: error: " in res.out
+    assert ("temporarily unable to accept job" if kind == "retry" else "QOSMaxSubmitJobPerUserLimit") in res.out
+    assert "2 submitted, 1 not queued" in res.out
+    assert f"stopped at the cluster's limit: 2 queued now, 3 runs not queued ({SWEEP[2]} and 2 after it)" in res.out
+    assert "run `scaffold submit` again: it queues only the runs not queued yet" in res.out
+    assert SWEEP[3] not in res.out  # the runs after it were not looked at
+    log = (sweep.dir / "logs" / "scaffold-torchtune.log").read_text()
+    assert "stopped at the cluster's limit" in log
+
+    (stub / "limit").unlink()  # the limit is lifted (jobs finished)
+    again = submit(sweep, cluster_env)
+    assert again.code == 0, again.out + again.err
+    assert "3 submitted, 2 already submitted" in again.out, again.out
+    assert {run: e["job_id"] for run, e in record(sweep).items()} == {r: str(100 + i) for i, r in enumerate(SWEEP)}
+
+
+def test_a_limit_with_json_says_how_many_runs_remain(sweep: Experiment, cluster_env: dict) -> None:
+    (Path(cluster_env["STUB_DIR"]) / "limit").write_text("4")
+    res = submit(sweep, cluster_env, "--json")
+    assert res.code == 1, res.out + res.err
+    doc = json.loads(res.out)
+    assert doc["not_queued"] == 1 and doc["counts"]["submitted"] == 4 and doc["exit_status"] == 1
+    assert f"stopped at the cluster's limit: 4 queued now, 1 run not queued ({SWEEP[4]})" in doc["stopped"]["text"]
+    assert [s["status"] for s in doc["submissions"]] == ["submitted"] * 4 + ["not queued"]
+    assert f"{SWEEP[4]}  not queued" in res.err and "error: " in res.err
+
+
+def test_a_named_run_resubmitted_counts_toward_what_remains(sweep: Experiment, cluster_env: dict) -> None:
+    assert submit(sweep, cluster_env).code == 0
+    (Path(cluster_env["STUB_DIR"]) / "limit").write_text("5")
+    res = submit(sweep, cluster_env, "--run", SWEEP[0], "--run", SWEEP[1], "--resubmit")
+    assert res.code == 1 and "0 queued now, 2 runs not queued" in res.out, res.out
+    assert record(sweep)[SWEEP[0]]["job_id"] == "100" and "earlier_job_ids" not in record(sweep)[SWEEP[0]]
+
+
+def _submit_started(exp: Experiment, env: dict, *args: str) -> subprocess.Popen:
+    """`scaffold submit` started, its output read while it runs."""
+    cmd = [sys.executable, "-m", "scaffold", "submit", str(exp.dir), *args]
+    full_env = {k: v for k, v in os.environ.items() if k != "SCAFFOLD_LOCAL_CONFIG"} | env
+    return subprocess.Popen(cmd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.parametrize("json_flag", [False, True])
+def test_each_run_is_reported_as_it_is_queued(sweep: Experiment, cluster_env: dict, json_flag: bool) -> None:
+    """The second sbatch waits until the test has read the first run's line: so that line came as it happened."""
+    stub = Path(cluster_env["STUB_DIR"])
+    (stub / "hold").write_text("")
+    proc = _submit_started(sweep, cluster_env, *(["--json"] if json_flag else []))
+    progress = proc.stderr if json_flag else proc.stdout
+    assert progress is not None
+    try:
+        assert progress.readline() == f"scaffold-torchtune submit: {sweep.dir}\n"
+        assert progress.readline().split() == [SWEEP[0], "submitted", "job", "100"]
+        assert proc.poll() is None  # still running: the second job is held
+    finally:
+        (stub / "go").write_text("")
+    rest, other = proc.communicate(timeout=60)
+    assert proc.returncode == 0, rest + other
+    lines = rest.splitlines() if not json_flag else other.splitlines()
+    assert [ln.split()[:2] for ln in lines[:4]] == [[run, "submitted"] for run in SWEEP[1:]]
+    assert lines[4:] == ["5 submitted", f"job ids: {sweep.dir / 'logs' / 'submissions.json'}"]
+    if json_flag:
+        doc = json.loads(rest)
+        assert doc["counts"]["submitted"] == 5 and [s["job_id"] for s in doc["submissions"]] == [
+            str(n) for n in range(100, 105)
+        ]
+
+
+def test_stopped_while_sbatch_waits_no_job_is_left_unrecorded(sweep: Experiment, cluster_env: dict) -> None:
+    """SIGTERM while the second sbatch blocks: submit exits at once and stops that sbatch (so it cannot queue a
+    job after submit has gone), and the record holds the first job."""
+    stub = Path(cluster_env["STUB_DIR"])
+    (stub / "hold").write_text("")
+    proc = _submit_started(sweep, cluster_env)
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    assert proc.stdout.readline().split()[:2] == [SWEEP[0], "submitted"]
+    time.sleep(0.3)  # the second sbatch is running and held
+    proc.terminate()
+    proc.communicate(timeout=10)
+    assert proc.returncode == 143
+    (stub / "go").write_text("")  # an sbatch still running would now queue a job
+    time.sleep(0.5)
+    assert len((stub / "calls").read_text().splitlines()) == 1
+    assert list(record(sweep)) == [SWEEP[0]]
