@@ -39,9 +39,10 @@ def _check_python(session: nox.Session) -> None:
         session.error(NO_PYTHON)
 
 
-# The torch wheel measured here (CPU build, SPEC section 6) is for Python 3.11: the real-torchtune sessions use
-# python3.11 when it is on PATH, so that pip takes that file instead of a multi-GB CUDA build.
-TORCH_PYTHON = "3.11" if shutil.which("python3.11") else PYTHON
+# The torch wheel measured here (CPU build, SPEC section 6) is for Python 3.11: the real-torchtune sessions use a
+# python3.11 found on PATH (by its path: never a version nox could skip), so that pip takes that file instead of a
+# multi-GB CUDA build; without one, the interpreter of the other sessions.
+TORCH_PYTHON = shutil.which("python3.11") or PYTHON
 
 
 @nox.session(python=PYTHON)

@@ -9,8 +9,11 @@ from pathlib import Path
 
 from .conftest import REPO
 
-# A path that leaves the repository for a sibling folder: "../shared", Path(...).parent / "shared", and the like.
-OUTSIDE = re.compile(r"""\.\./(shared|\.library)\b|parent\s*/\s*["'](shared|\.library)["']|shared/reference""")
+# A path that leaves the repository for a sibling folder (the parent directory, then one of these names, as a path
+# or as `Path(...).parent / "name"`). The names are joined here, so that this file does not itself name the path.
+SIBLINGS = "|".join(re.escape(name) for name in ("shared", ".library"))
+UP = re.escape("..") + "/"
+OUTSIDE = re.compile(rf"""{UP}({SIBLINGS})\b|parent\s*/\s*["']({SIBLINGS})["']|shared/reference""")
 SKIP_DIRS = {".git", ".nox", ".venv", "__pycache__", ".hypothesis", ".pytest_cache", ".ruff_cache", "build", "dist"}
 
 
@@ -37,7 +40,13 @@ def test_no_file_refers_to_a_folder_beside_the_clone() -> None:
 
 
 def test_the_check_finds_a_planted_reference(tmp_path: Path) -> None:
-    for line in ('REFERENCE = REPO.parent / "shared" / "x"', "cp ../shared/reference/a b", "see shared/reference/"):
+    up = ".." + "/"
+    for line in (
+        'REFERENCE = REPO.parent / "shared" / "x"',
+        f"cp {up}shared/reference/a b",
+        f"cat {up}shared/SPEC.md",
+        "see shared/reference/",
+    ):
         assert OUTSIDE.search(line), line
     assert not OUTSIDE.search("settings shared by all runs")
 
