@@ -81,8 +81,7 @@ def make_plan(summary: Summary, local: LocalConfig, *, check_paths: bool = True,
     models = registry.models(local.get("models"))
     _check_collisions(summary)
     unnamed = {p.run: p for p in sweep.name_problems(summary)}
-    shared = _Shared(summary, local, models, check_paths)
-    shared.recognise = check_paths if recognise is None else recognise
+    shared = _Shared(summary, local, models, check_paths, check_paths if recognise is None else recognise)
     runs = []
     local_dir = str(summary.local_dir)
     for i, run in enumerate(summary.data["runs"]):
@@ -161,9 +160,9 @@ class _Shared:
     each model's registry entry and directory, each dataset's checks, the site settings. Planning a sweep of
     thousands of runs then costs little more per run than its own settings (see benchmarks/)."""
 
-    def __init__(self, summary: Summary, local: LocalConfig, models: dict, check_paths: bool):
+    def __init__(self, summary: Summary, local: LocalConfig, models: dict, check_paths: bool, recognise: bool):
         self.summary, self.local, self.models, self.check_paths = summary, local, models, check_paths
-        self.recognise = check_paths
+        self.recognise = recognise
         self.doc = summary.doc
         self.root = str(summary.root)
         self.table = params.table()

@@ -126,6 +126,12 @@ def _require_dataset_type(summary: Summary) -> None:
         )
 
 
+def _move_marks(doc: Document, old: Path_, new: Path_) -> None:
+    """The line marks of the node at `old` (and all below it), now also at `new`: errors name the line as written."""
+    for path in [p for p in doc.marks if p[: len(old)] == old]:
+        doc.marks[new + path[len(old) :]] = doc.marks[path]
+
+
 def _move(doc: Document, parent: Path_, old: str, new: str, notes: list[str], why: str) -> Problem | None:
     """Rename a key in place (keeping its line marks) when only the old spelling is present."""
     node = doc.data
@@ -136,8 +142,7 @@ def _move(doc: Document, parent: Path_, old: str, new: str, notes: list[str], wh
             parent + (old,), f"both '{old}' (older spelling) and '{new}' are given", fix=f"keep only '{new}'"
         )
     node[new] = node.pop(old)
-    for path in [p for p in doc.marks if p[: len(parent) + 1] == parent + (old,)]:
-        doc.marks[parent + (new,) + path[len(parent) + 1 :]] = doc.marks[path]
+    _move_marks(doc, parent + (old,), parent + (new,))
     line = doc.locate(parent + (new,))[0]
     notes.append(f"{doc.name}:{line}: normalised older spelling {dotted(parent + (old,))} -> {new} ({why})")
     return None
@@ -150,9 +155,8 @@ def _lift(doc: Document, index: int, key: str, notes: list[str]) -> Problem | No
         return doc.problem(("runs", index, "parameters", key), f"{key} is given twice: in parameters and on the run",
                            fix=f"keep one {key}")  # fmt: skip
     run[key] = run["parameters"].pop(key)
-    old, new = ("runs", index, "parameters", key), ("runs", index, key)
-    for path in [p for p in doc.marks if p[: len(old)] == old]:
-        doc.marks[new + path[len(old) :]] = doc.marks[path]
+    new = ("runs", index, key)
+    _move_marks(doc, ("runs", index, "parameters", key), new)
     notes.append(f"{doc.name}:{doc.locate(new)[0]}: runs[{index}].parameters.{key} read as runs[{index}].{key}")
     return None
 

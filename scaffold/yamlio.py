@@ -260,8 +260,8 @@ _LINE_CACHE: dict[tuple, str] = {}
 
 
 def dump_flat(data: dict[str, Any]) -> str:
-    """`dump_yaml` of a mapping of simple values (setup_finetune.yaml), fast and byte-identical to it. The line of each scalar setting is memoised:
-    a sweep repeats most of them in every run."""
+    """`dump_yaml` of a mapping of simple values (setup_finetune.yaml), fast and byte-identical to it. The line of
+    each scalar setting is memoised: a sweep repeats most of them in every run."""
     if not data:
         return dump_yaml(data)
     lines = []

@@ -99,7 +99,7 @@ def conversation(prompt: str, system_prompt: str | None, record: Mapping[str, An
     return messages + [{"role": "user", "content": fill_prompt(prompt, record)}]
 
 
-def _ids(encoded: Any) -> list[int]:
+def token_ids(encoded: Any) -> list[int]:
     # transformers 5 returns a BatchEncoding from apply_chat_template(tokenize=True) even with return_dict=False
     # in some versions; 4.x returns a list.
     if hasattr(encoded, "keys"):
@@ -125,10 +125,10 @@ def chat_tokens(
     """(tokens of the whole conversation with the answer, length of the prompt part)."""
     require_chat_template(tokenizer)
     kwargs = dict(chat_template_kwargs or {})
-    prompt = _ids(
+    prompt = token_ids(
         tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=False, **kwargs)
     )
-    full = _ids(
+    full = token_ids(
         tokenizer.apply_chat_template(
             [*messages, {"role": "assistant", "content": answer}],
             tokenize=True,
@@ -150,8 +150,8 @@ def chat_tokens(
 def text_tokens(tokenizer: Any, prompt_text: str, answer: str, add_eos: bool = False) -> tuple[list[int], int]:
     """(tokens of prompt + answer, length of the prompt part): the prompt encoded as the evaluation step
     encodes it (with the special tokens the tokenizer adds, e.g. Llama's BOS), then the answer alone."""
-    prompt = _ids(tokenizer(prompt_text)["input_ids"])
-    answer_ids = _ids(tokenizer(answer, add_special_tokens=False)["input_ids"])
+    prompt = token_ids(tokenizer(prompt_text)["input_ids"])
+    answer_ids = token_ids(tokenizer(answer, add_special_tokens=False)["input_ids"])
     if add_eos and tokenizer.eos_token_id is not None:
         answer_ids.append(tokenizer.eos_token_id)
     return prompt + answer_ids, len(prompt)

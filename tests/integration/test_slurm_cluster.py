@@ -48,8 +48,8 @@ def say(text: str) -> None:
     print(f"[slurm] {text}", flush=True)
 
 
-@pytest.fixture(scope="module")
-def cluster(request):
+def require_local_slurm(request) -> None:
+    """Skip, saying why, unless the local Slurm tests were selected and a cluster can run here (root, packages)."""
     if "slurm" not in (request.config.option.markexpr or ""):
         pytest.skip("the local Slurm tests run only when selected: pytest -m slurm (nox -s slurm)")
     if os.geteuid() != 0:
@@ -58,6 +58,11 @@ def cluster(request):
         local_slurm.ensure_packages()
     except local_slurm.LocalSlurmError as e:
         pytest.skip(f"Slurm cannot be installed here: {e}")
+
+
+@pytest.fixture(scope="module")
+def cluster(request):
+    require_local_slurm(request)
     # A short path: munged's socket lives under it (Unix socket paths are limited to 107 bytes).
     state = Path(tempfile.mkdtemp(prefix="scaffold-slurm-", dir="/tmp"))
     t0 = time.monotonic()

@@ -10,7 +10,6 @@ exactly what was queued, and a second submit once the limit is raised must queue
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -22,7 +21,7 @@ import pytest
 from scaffold.testing import local_slurm
 
 from ..conftest import run_cli
-from .test_slurm_cluster import example_experiment, say
+from .test_slurm_cluster import example_experiment, require_local_slurm, say
 
 pytestmark = pytest.mark.slurm
 
@@ -31,14 +30,7 @@ RUNS = {f"Llama-3.2-1B-Instruct_rank{r}": ({"lora_rank": r}, {}) for r in (2, 4,
 
 @pytest.fixture(scope="module")
 def cluster(request):
-    if "slurm" not in (request.config.option.markexpr or ""):
-        pytest.skip("the local Slurm tests run only when selected: pytest -m slurm (nox -s slurm)")
-    if os.geteuid() != 0:
-        pytest.skip("the local Slurm cluster needs root (slurmd, munged, fake GPU device files)")
-    try:
-        local_slurm.ensure_packages()
-    except local_slurm.LocalSlurmError as e:
-        pytest.skip(f"Slurm cannot be installed here: {e}")
+    require_local_slurm(request)
     state = Path(tempfile.mkdtemp(prefix="scaffold-limit-", dir="/tmp"))
     c = local_slurm.start(state, nodes=1)
     c.run("scontrol", "update", f"nodename={c.node}", "state=drain", "reason=busy-cluster")

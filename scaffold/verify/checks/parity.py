@@ -19,6 +19,10 @@ from typing import Any
 from ...errors import Problem
 from ...plan import FINETUNE_FILE
 from ...render import DATASET_BUILDERS
+
+# token_ids only unwraps what the tokenizer returns (transformers 4 and 5 differ); the oracle below builds its
+# conversation and mask itself, apart from the builder's code.
+from ...torchtune_ext.datasets import token_ids
 from ..context import RunContext
 from ..findings import NotApplicable
 from . import FINE_TUNED, check
@@ -59,10 +63,6 @@ def _tokenizer(run: RunContext) -> Any:
     return value
 
 
-def _ids(encoded: Any) -> list[int]:
-    return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
-
-
 def expected_example(setup: dict, tokenizer: Any, record: dict) -> tuple[list[int], list[int]]:
     """(tokens, labels) of one record as the evaluation step sees it, from setup_finetune.yaml's settings."""
     user = setup["prompt"].format(**record)
@@ -71,15 +71,15 @@ def expected_example(setup: dict, tokenizer: Any, record: dict) -> tuple[list[in
             {"role": "user", "content": user}
         ]
         kwargs = {"date_string": setup["chat_template_date"]}
-        prompt = _ids(tokenizer.apply_chat_template(messages, add_generation_prompt=True, **kwargs))
-        tokens = _ids(
+        prompt = token_ids(tokenizer.apply_chat_template(messages, add_generation_prompt=True, **kwargs))
+        tokens = token_ids(
             tokenizer.apply_chat_template(
                 messages + [{"role": "assistant", "content": str(record["output"])}], **kwargs
             )
         )
     else:
-        prompt = _ids(tokenizer(user)["input_ids"])  # as the evaluation step encodes a prompt
-        tokens = prompt + _ids(tokenizer(str(record["output"]), add_special_tokens=False)["input_ids"])
+        prompt = token_ids(tokenizer(user)["input_ids"])  # as the evaluation step encodes a prompt
+        tokens = prompt + token_ids(tokenizer(str(record["output"]), add_special_tokens=False)["input_ids"])
     labels = list(tokens) if setup.get("train_on_input") else [IGNORE] * len(prompt) + tokens[len(prompt) :]
     limit = setup.get("max_seq_len")
     return (tokens[:limit], labels[:limit]) if limit else (tokens, labels)
