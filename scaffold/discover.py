@@ -16,6 +16,8 @@ SETUP_FILE = "setup_finetune.yaml"
 FINETUNE_FILE = "finetune.yaml"
 SLURM_FILE = "finetune.slurm"
 TRAINING_FILES = (SETUP_FILE, FINETUNE_FILE, SLURM_FILE)
+# The experiment's job array scripts (scaffold.arrays).
+ARRAY_DIR = "arrays"
 
 
 def summary_path(target: Path) -> Path:

@@ -33,6 +33,13 @@ class RunOutcome:
 
 
 @dataclass
+class ArrayOutcome:
+    file: str  # relative to the experiment directory: arrays/array_K.slurm
+    runs: int
+    status: str
+
+
+@dataclass
 class Report:
     summary: str
     experiment: str | None = None
@@ -44,6 +51,7 @@ class Report:
     dry_run: bool = False
     seconds: float = 0.0
     wandb_offline: list[str] = field(default_factory=list)  # output_dir of each run that logs to W&B offline
+    arrays: list[ArrayOutcome] = field(default_factory=list)  # the job array scripts (scaffold.arrays)
 
     @property
     def exit_status(self) -> int:

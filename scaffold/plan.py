@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import params, registry, sweep
-from .discover import FINETUNE_FILE, SETUP_FILE, SLURM_FILE, TRAINING_FILES  # noqa: F401 (re-exported)
+from .discover import ARRAY_DIR, FINETUNE_FILE, SETUP_FILE, SLURM_FILE, TRAINING_FILES  # noqa: F401 (re-exported)
 from .errors import InputError, Problem
 from .localconfig import DEFAULT_WANDB_MODE, LocalConfig
 from .runlog import LOG_DIR
@@ -100,6 +100,7 @@ def reserved_names(summary: Summary) -> dict[str, str]:
     """Names in the experiment directory that belong to something other than a run (case-folded -> why)."""
     reserved = {
         LOG_DIR: "the tool's log directory",
+        ARRAY_DIR: "the job array scripts' directory",
         "golden": "the golden snapshots directory",
         SUMMARY_NAME: "the summary",
         MANIFEST: "the manifest of generated files",

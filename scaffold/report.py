@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from .outcome import Report
 
 if TYPE_CHECKING:
     from .plan import Plan
+
+
+ARRAYS_SHOWN = 3
 
 
 def counts(report: Report) -> dict[str, int]:
@@ -62,6 +66,7 @@ def as_json(report: Report) -> str:
             "checks_failed": c["checks_failed"],
             "runs_unchanged_checked_earlier": c["runs_checked_earlier"],
         },
+        "arrays": [{"file": a.file, "runs": a.runs, "status": a.status} for a in report.arrays],
         "log": report.log,
         "log_error": report.log_error,
         "seconds": round(report.seconds, 3),
@@ -105,6 +110,14 @@ def as_text(report: Report, show_diffs: bool = True) -> str:
         lines.append(
             f"verification: {c['checks_passed']} checks passed, {c['checks_failed']} failed"
             + (f" ({earlier} unchanged runs were checked when they were written)" if earlier else "")
+        )
+    if report.arrays:
+        shown = ", ".join(f"{a.file} ({a.runs} run{'s' if a.runs != 1 else ''})" for a in report.arrays[:ARRAYS_SHOWN])
+        more = len(report.arrays) - ARRAYS_SHOWN
+        statuses = Counter(a.status for a in report.arrays)
+        lines.append(
+            f"job arrays (for `scaffold submit --array`): {shown}{f' and {more} more' if more > 0 else ''}: "
+            + ", ".join(f"{n} {status}" for status, n in statuses.items())
         )
     for p in report.errors:
         lines.append(f"error: {p.format()}")

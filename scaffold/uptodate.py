@@ -27,7 +27,7 @@ from . import __version__
 from .discover import TRAINING_FILES, find, summary_path
 from .errors import InputError, display_path
 from .lock import LockTimeout, experiment_lock
-from .outcome import Report, RunOutcome
+from .outcome import ArrayOutcome, Report, RunOutcome
 from .runlog import LOG_DIR, LOG_NAME, RunLog
 from .writer import MANIFEST, UNCHANGED, Manifest, signature
 
@@ -89,6 +89,7 @@ def state(key: str, inputs: dict[str, list | None], report: Report, notes: list[
         "experiment": report.experiment,
         "notes": notes,
         "runs": [[r.name, r.type, r.recipe, r.warnings] for r in report.runs],
+        "arrays": [[a.file, a.runs] for a in report.arrays],
     }
 
 
@@ -127,7 +128,12 @@ def try_unchanged(target: Path, *, local_config: Path | None, check_paths: bool)
                 return None
             inputs = {p: signature(p) for p in recorded["inputs"]}
             key = input_key(summary_file, summary_digest, local_file, local_digest, check_paths, inputs)
-            if key != recorded.get("key") or not _outputs_unchanged(experiment, recorded["runs"], manifest):
+            if (
+                key != recorded.get("key")
+                or not isinstance(recorded.get("arrays"), list)  # a state from before job arrays
+                or not _outputs_unchanged(experiment, recorded["runs"], manifest)
+                or not manifest.unchanged([os.path.join(experiment, file) for file, _ in recorded["arrays"]])
+            ):
                 return None
             return _report(summary_file, local_file, experiment, recorded, check_paths, started)
     except (LockTimeout, OSError, KeyError, TypeError, ValueError):
@@ -191,6 +197,10 @@ def _report(
             log.info(f"{kind} run: directory only ({out.directory})", name)
         report.runs.append(out)
         log.flush_some()
+    report.arrays = [ArrayOutcome(file, runs, UNCHANGED) for file, runs in recorded["arrays"]]
+    log.heading(f"job arrays: {len(report.arrays)} (queued by `scaffold submit --array`)")
+    for a in report.arrays:
+        log.info(f"{a.file}: {a.runs} run(s): {UNCHANGED}")
     fine = sum(r.type == "fine-tuned" for r in report.runs)
     log.info(f"done: {fine} fine-tuned runs configured, {len(report.runs) - fine} control/eval-only runs created")
     log.close()

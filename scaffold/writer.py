@@ -162,6 +162,13 @@ class Manifest:
         elif written is None and k in self.stamps and self.files.get(k) != digest:
             del self.stamps[k]
 
+    def forget(self, path: Path) -> None:
+        """A generated file this tool has removed."""
+        k = self.key(path)
+        if self.files.pop(k, None) is not None or self.stamps.pop(k, None) is not None:
+            self.set_state(None)
+            self._dirty = True
+
     def source(self, run: str) -> str | None:
         """The fingerprint of the settings a run's files were last generated from."""
         return self.sources.get(run)

@@ -182,7 +182,7 @@ def test_multi_node_runs_one_torchrun_per_node_with_a_rendezvous(generated: Expe
 def test_requeue_adds_the_directives_and_the_trap(generated: Experiment) -> None:
     text = script(generated, f"{MODEL}_rank8_requeue")
     assert {"--requeue", "--open-mode=append", "--signal=B:USR1@300"} <= set(directives(text))
-    assert "trap requeue_job USR1" in text and 'scontrol requeue "$SLURM_JOB_ID"' in text
+    assert "trap requeue_job USR1" in text and 'scontrol requeue "$job"' in text
     assert launch(text).endswith(
         '--config {} "${{resume[@]}}" &'.format(generated.dir / f"{MODEL}_rank8_requeue" / "finetune.yaml")
     )
@@ -393,9 +393,23 @@ def test_a_restarted_full_run_resumes_from_its_epoch_shards(generated: Experimen
     assert [c for c in calls(tmp_path) if c.startswith("srun ")], "the multi-node launch goes through srun"
 
 
-def test_the_trap_requeues_and_waits_for_the_trainer(generated: Experiment, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("env", "job"),
+    [
+        ({}, "12345"),
+        # A task of a job array: its own job id can be the array's (here it is), and `scontrol requeue 12345` would
+        # requeue every task of the array (seen on Slurm 22.05): the task is named ARRAYJOB_TASK.
+        ({"SLURM_ARRAY_JOB_ID": "12345", "SLURM_ARRAY_TASK_ID": "3"}, "12345_3"),
+    ],
+    ids=["job", "array-task"],
+)
+def test_the_trap_requeues_and_waits_for_the_trainer(
+    generated: Experiment, tmp_path: Path, env: dict[str, str], job: str
+) -> None:
     release = tmp_path / "release"
-    proc = run_script(generated, f"{MODEL}_rank8_requeue", tmp_path, {"TUNE_WAIT_FOR": str(release)}, wait=False)
+    proc = run_script(
+        generated, f"{MODEL}_rank8_requeue", tmp_path, {"TUNE_WAIT_FOR": str(release), **env}, wait=False
+    )
     started = tmp_path / "stub-log" / "tune.started"
     deadline = time.monotonic() + 30
     while not started.exists() and time.monotonic() < deadline:
@@ -403,13 +417,13 @@ def test_the_trap_requeues_and_waits_for_the_trainer(generated: Experiment, tmp_
     assert started.exists(), "the trainer never started"
     proc.send_signal(signal.SIGUSR1)  # what SLURM's --signal=B:USR1@N does
     deadline = time.monotonic() + 10
-    while "scontrol requeue 12345" not in calls(tmp_path) and time.monotonic() < deadline:
+    while f"scontrol requeue {job}" not in calls(tmp_path) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "the script must keep waiting for the trainer after the trap"
     release.touch()  # here the trainer ends by itself; on a cluster SLURM stops it when the job is requeued
     out, err = proc.communicate(timeout=30)
-    assert "scontrol requeue 12345" in calls(tmp_path)
-    assert "the time limit is near; requeueing job 12345" in out
+    assert f"scontrol requeue {job}" in calls(tmp_path)
+    assert f"the time limit is near; requeueing job {job}" in out
     assert proc.returncode == 0 and "tune run exited with status 0" in out, out + err
 
 

@@ -1,0 +1,176 @@
+"""Job arrays: the fine-tuned runs of an experiment whose `#SBATCH` resources are identical, queued as one Slurm job
+array (`scaffold submit --array`) instead of one job each.
+
+`scaffold generate` writes one array script per group, `{experiment}/arrays/array_K.slurm` (K from 1, groups in the
+order of their first run in the summary). It carries the group's shared directives and the list of its runs; task
+`i` changes into run `i`'s directory and runs that run's own `finetune.slurm` (the same file a plain submit would
+queue, its `#SBATCH` lines being comments to bash), with its output appended to
+`{run output dir}/slurm-{array job}_{task}.out`. So a run trains the same, alone or in an array, and requeue and
+resume work per task (finetune.slurm requeues `ARRAYJOB_TASK`, never the whole array).
+
+The rules live here once: which directives make up a run's resources (`resources`), how runs are grouped
+(`groups`), what an array script holds (`render`), which runs it lists (`members`), and how a set of task indices
+is split at the cluster's `MaxArraySize` and capped (`plan_chunks`, `array_spec`). generate, submit and the
+verification suite all use them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from .discover import ARRAY_DIR  # noqa: F401 (the directory's name lives with the other file names)
+
+ARRAY_GLOB = "array_*.slurm"
+# Options that name or route one run's job; the array sets its own (its name, and a dispatch log per task).
+PER_RUN = frozenset({"job-name", "output", "error"})
+# Slurm's default MaxArraySize: task indices run from 0 to MaxArraySize - 1.
+DEFAULT_MAX_ARRAY_SIZE = 1001
+_NAME = re.compile(r"^array_([1-9][0-9]*)\.slurm$")
+_MEMBER = re.compile(r"^  (\S+)  # task (\d+)$")
+
+
+def file_name(k: int) -> str:
+    return f"array_{k}.slurm"
+
+
+def is_array_file(name: str) -> bool:
+    return _NAME.match(name) is not None
+
+
+@dataclass(frozen=True)
+class Group:
+    """Runs that can share one job array: their scripts' directives are the same but for PER_RUN ones."""
+
+    directives: tuple[str, ...]  # the shared #SBATCH lines, as the runs' scripts write them
+    runs: tuple[str, ...]
+    log_dirs: tuple[str, ...]  # each run's --output directory (where its own slurm-*.out goes)
+
+
+def _directives(text: str) -> list:
+    """The #SBATCH lines sbatch reads: from the top to the first command (each parsed as the suite parses it)."""
+    from .verify.generated import parse_directive
+
+    out = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if stripped.startswith("#SBATCH"):
+            out.append(parse_directive(lineno, line))
+        elif stripped and not stripped.startswith("#"):
+            break
+    return out
+
+
+def resources(text: str) -> tuple[str, ...]:
+    """A run script's #SBATCH lines that decide where and how it runs (everything but PER_RUN options)."""
+    return tuple(d.text.strip() for d in _directives(text) if d.option not in PER_RUN)
+
+
+def log_dir(text: str) -> str | None:
+    """The directory of a run script's --output file (None when it names none)."""
+    found = [d for d in _directives(text) if d.option == "output" and d.value]
+    return str(PurePosixPath(found[-1].value).parent) if found else None
+
+
+def groups(scripts: Iterable[tuple[str, str]]) -> list[Group]:
+    """The runs (name, finetune.slurm text) grouped by their resources, groups in the order of their first run and
+    runs in the order given. (A run whose script names no --output file writes its task's output in its
+    directory.)"""
+    found: dict[tuple[str, ...], tuple[list[str], list[str]]] = {}
+    for name, text in scripts:
+        runs, logs = found.setdefault(resources(text), ([], []))
+        runs.append(name)
+        logs.append(log_dir(text) or "")
+    return [Group(key, tuple(runs), tuple(logs)) for key, (runs, logs) in found.items()]
+
+
+def render(group: Group, k: int, *, experiment: str, root: str | os.PathLike) -> str:
+    """The array script of group `k` of experiment `experiment`, whose run directories are under `root` (the
+    experiment directory as the cluster sees it)."""
+    from .render import _jinja_render
+
+    return _jinja_render(
+        "finetune_array.slurm.j2",
+        {
+            "experiment": experiment,
+            "name": file_name(k).removesuffix(".slurm"),
+            "root": str(root),
+            "log_dir": f"{root}/logs",
+            "directives": group.directives,
+            "runs": [(run, d or f"{root}/{run}") for run, d in zip(group.runs, group.log_dirs, strict=True)],
+        },
+    )
+
+
+def members(text: str) -> list[str]:
+    """The runs an array script lists, in task order (the `  NAME  # task I` lines of its list)."""
+    out = []
+    for line in text.splitlines():
+        m = _MEMBER.match(line)
+        if m and int(m.group(2)) == len(out):
+            out.append(m.group(1).strip("'"))
+    return out
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One `sbatch --array` call: tasks `indices` (0 <= each < MaxArraySize) run the runs at `offset + index`."""
+
+    offset: int
+    indices: tuple[int, ...]
+
+
+def plan_chunks(positions: list[int], max_array_size: int) -> list[Chunk]:
+    """The arrays that queue the runs at `positions` (their indices in an array script's list, ascending) on a
+    cluster whose task indices must stay below `max_array_size`: as few arrays as the index ranges need."""
+    out: list[Chunk] = []
+    for p in positions:
+        if out and p - out[-1].offset < max_array_size:
+            out[-1] = Chunk(out[-1].offset, (*out[-1].indices, p - out[-1].offset))
+        else:
+            out.append(Chunk(p, (0,)))
+    return out
+
+
+def array_spec(indices: Iterable[int], max_running: int | None = None) -> str:
+    """`--array` value for these task indices: ranges `a-b` joined by commas, `%K` for at most K running at once."""
+    parts: list[str] = []
+    run: list[int] = []
+    for i in sorted(set(indices)):
+        if run and i == run[-1] + 1:
+            run.append(i)
+            continue
+        if run:
+            parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [i]
+    if run:
+        parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(parts) + (f"%{max_running}" if max_running else "")
+
+
+def max_array_size(env: Mapping[str, str] | None = None) -> int:
+    """The cluster's MaxArraySize (`scontrol show config`), or Slurm's default when it cannot be asked."""
+    try:
+        proc = subprocess.run(
+            ["scontrol", "show", "config"],
+            env={**os.environ, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return DEFAULT_MAX_ARRAY_SIZE
+    m = re.search(r"^MaxArraySize\s*=\s*(\d+)", proc.stdout, re.MULTILINE)
+    return int(m.group(1)) if m and int(m.group(1)) > 0 else DEFAULT_MAX_ARRAY_SIZE
+
+
+def expected(scripts: Iterable[tuple[str, str]], *, experiment: str, root: str | os.PathLike) -> dict[str, str]:
+    """Every array script the runs (name, finetune.slurm text) call for: file name -> text."""
+    return {
+        file_name(k): render(g, k, experiment=experiment, root=root)
+        for k, g in enumerate(groups(scripts), start=1)
+    }
