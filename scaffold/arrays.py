@@ -21,9 +21,16 @@ import re
 import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
-from .discover import ARRAY_DIR  # noqa: F401 (the directory's name lives with the other file names)
+from .discover import ARRAY_DIR, SLURM_FILE
+from .errors import Problem, display_path
+from .outcome import ArrayOutcome
+from .writer import KEPT, UNCHANGED, FileResult, Manifest, sha256, write
+
+if TYPE_CHECKING:
+    from .runlog import RunLog
 
 ARRAY_GLOB = "array_*.slurm"
 # Options that name or route one run's job; the array sets its own (its name, and a dispatch log per task).
@@ -168,9 +175,70 @@ def max_array_size(env: Mapping[str, str] | None = None) -> int:
     return int(m.group(1)) if m and int(m.group(1)) > 0 else DEFAULT_MAX_ARRAY_SIZE
 
 
+def update(
+    exp_dir: Path,
+    runs: list[str],
+    *,
+    experiment: str,
+    root: str | os.PathLike,
+    manifest: Manifest,
+    force: bool,
+    log: RunLog,
+) -> tuple[list[ArrayOutcome], list[Problem]]:
+    """Write the array scripts that the fine-tuned `runs`' batch scripts (on disk, in `exp_dir`) call for, and remove
+    those no group needs now (kept when edited by hand). What was written, and what went wrong."""
+    outcomes: list[ArrayOutcome] = []
+    problems: list[Problem] = []
+    scripts = []
+    for name in runs:
+        path = exp_dir / name / SLURM_FILE
+        try:
+            scripts.append((name, path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as e:
+            problems.append(Problem(f"cannot read it for the job arrays: {e}", display_path(path)))
+            return outcomes, problems
+    directory = exp_dir / ARRAY_DIR
+    wanted = expected(scripts, experiment=experiment, root=root)
+    log.heading(f"job arrays: {len(wanted)} (queued by `scaffold submit --array`)")
+    try:
+        if wanted:
+            directory.mkdir(exist_ok=True)
+        for name, text in wanted.items():
+            path = directory / name
+            if manifest.generated_hash(path) == sha256(text.encode("utf-8")) and manifest.unchanged([path]):
+                res = FileResult(path, UNCHANGED)  # as written and recorded: the manifest stays as it is
+            else:
+                res = write(path, text, manifest, force)
+            listed = members(text)
+            outcomes.append(ArrayOutcome(f"{ARRAY_DIR}/{name}", len(listed), res.status))
+            log.info(f"{ARRAY_DIR}/{name}: {len(listed)} run(s): {', '.join(listed)}: {res.status}")
+            if res.backup:
+                log.info(f"{ARRAY_DIR}/{name}: edited by hand, overwritten (--force); backup {res.backup}")
+            if res.status == KEPT:
+                log.info("diff:\n" + res.diff)
+                problems.append(
+                    Problem(
+                        "job array script edited by hand since it was generated; kept",
+                        display_path(path),
+                        fix="re-run with --force to regenerate it (a backup is kept)",
+                    )
+                )
+        for path in sorted(directory.glob(ARRAY_GLOB)) if directory.is_dir() else []:
+            if path.name in wanted or not is_array_file(path.name):
+                continue
+            if manifest.generated_hash(path) == sha256(path.read_bytes()):
+                path.unlink()
+                manifest.forget(path)
+                log.info(f"{ARRAY_DIR}/{path.name}: removed (no group of runs needs it now)")
+            else:
+                log.warning(f"{ARRAY_DIR}/{path.name}: no group of runs needs it, but it was edited by hand: kept")
+    except OSError as e:
+        problems.append(Problem(f"cannot write the job arrays: {e.strerror} ({e.filename})", display_path(directory)))
+    return outcomes, problems
+
+
 def expected(scripts: Iterable[tuple[str, str]], *, experiment: str, root: str | os.PathLike) -> dict[str, str]:
     """Every array script the runs (name, finetune.slurm text) call for: file name -> text."""
     return {
-        file_name(k): render(g, k, experiment=experiment, root=root)
-        for k, g in enumerate(groups(scripts), start=1)
+        file_name(k): render(g, k, experiment=experiment, root=root) for k, g in enumerate(groups(scripts), start=1)
     }

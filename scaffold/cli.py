@@ -88,8 +88,30 @@ def _add_submit_command(sub) -> None:
         "--run", dest="runs", action="append", metavar="NAME", help="submit only this run (repeat for several)"
     )
     sm.add_argument(
+        "--array",
+        action="store_true",
+        help="queue the runs of each job array script (arrays/array_K.slurm: runs with identical #SBATCH resources) "
+        "as one job array; each run's job id is recorded as ARRAYJOB_TASK",
+    )
+    sm.add_argument(
+        "--max-running",
+        type=_positive,
+        metavar="K",
+        help="with --array: at most K tasks of each array run at once (--array=...%%K)",
+    )
+    sm.add_argument(
         "--json", action="store_true", help="print one JSON document on stdout (the progress lines go to stderr)"
     )
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return value
 
 
 def _add_verify_commands(sub) -> None:
@@ -133,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "submit":
             if rest:
                 parser.error(f"unrecognized arguments: {' '.join(rest)}")
+            if args.max_running and not args.array:
+                parser.error("--max-running caps the tasks of job arrays: use it with --array")
             return _submit(args)
         if args.command == "init-ci":
             if rest:
@@ -232,7 +256,7 @@ def _submit(args: argparse.Namespace) -> int:
     out = sys.stderr if args.json else sys.stdout
     started = False
 
-    def progress(report: sm.SubmitReport, sub: sm.Submission) -> None:
+    def progress(report: sm.SubmitReport, sub: sm.Submission | sm.ArraySubmission) -> None:
         """Each run's line as soon as it is done, so a long submission shows where it is."""
         nonlocal started
         text = sm.line(report, sub)
@@ -241,7 +265,15 @@ def _submit(args: argparse.Namespace) -> int:
             started = True
         print(text, end="", file=out, flush=True)
 
-    report = sm.submit(args.experiment, dry_run=args.dry_run, resubmit=args.resubmit, runs=args.runs, progress=progress)
+    report = sm.submit(
+        args.experiment,
+        dry_run=args.dry_run,
+        resubmit=args.resubmit,
+        runs=args.runs,
+        progress=progress,
+        array=args.array,
+        max_running=args.max_running,
+    )
     if args.json:
         if not report.problems:
             print(sm.footer(report), end="", file=sys.stderr)

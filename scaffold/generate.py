@@ -14,12 +14,12 @@ from . import __version__, arrays, localconfig, schemas, uptodate
 from . import summary as summary_mod
 from .errors import InputError, Problem, display_path
 from .lock import DEFAULT_TIMEOUT, LockTimeout, experiment_lock
-from .outcome import ArrayOutcome, CheckResult, Report, RunOutcome
+from .outcome import CheckResult, Report, RunOutcome
 from .pipeline import Renderer, Row
-from .plan import SETUP_FILE, SLURM_FILE, TRAINING_FILES, Plan, RunPlan, describe, make_plan, shared_settings
+from .plan import SETUP_FILE, TRAINING_FILES, Plan, RunPlan, describe, make_plan, shared_settings
 from .render import fingerprint, model_json, recipe_for
 from .runlog import LOG_DIR, LOG_NAME, RunLog
-from .writer import KEPT, UNCHANGED, FileResult, Manifest, remove_stale_temporaries, sha256, write, write_new
+from .writer import KEPT, UNCHANGED, FileResult, Manifest, remove_stale_temporaries, write, write_new
 
 
 def generate(
@@ -193,60 +193,24 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
 
 
 def _write_arrays(plan: Plan, report: Report, log: RunLog, manifest: Manifest, *, force: bool) -> None:
-    """The job array scripts of the fine-tuned runs (scaffold.arrays), from their batch scripts as written; array
-    scripts of groups that no longer exist are removed (kept when edited by hand). Only when every fine-tuned run
-    was generated and checked: else they stay as they are, like the failed runs' files."""
+    """The job array scripts (scaffold.arrays), only when every fine-tuned run was generated and checked: else they
+    stay as they are, like the failed runs' files."""
     failed = [r.name for r in report.runs if r.type == "fine-tuned" and r.status != "ok"]
     if failed:
         log.info(f"job arrays: not updated ({len(failed)} fine-tuned run(s) failed)")
         return
-    scripts = []
-    for rp in plan.runs:
-        if rp.fine_tuned:
-            path = rp.local_dir / SLURM_FILE
-            try:
-                scripts.append((rp.name, path.read_text(encoding="utf-8")))
-            except (OSError, UnicodeDecodeError) as e:
-                report.errors.append(Problem(f"cannot read it for the job arrays: {e}", display_path(path)))
-                return
-    directory = plan.summary.local_dir / arrays.ARRAY_DIR
-    wanted = arrays.expected(scripts, experiment=plan.summary.name, root=plan.summary.root)
-    log.heading(f"job arrays: {len(wanted)} (queued by `scaffold submit --array`)")
-    try:
-        if wanted:
-            directory.mkdir(exist_ok=True)
-        for name, text in wanted.items():
-            path = directory / name
-            if manifest.generated_hash(path) == sha256(text.encode("utf-8")) and manifest.unchanged([path]):
-                res = FileResult(path, UNCHANGED)  # as written and recorded: the manifest stays as it is
-            else:
-                res = write(path, text, manifest, force)
-            runs = len(arrays.members(text))
-            report.arrays.append(ArrayOutcome(f"{arrays.ARRAY_DIR}/{name}", runs, res.status))
-            log.info(f"{arrays.ARRAY_DIR}/{name}: {runs} run(s): {', '.join(arrays.members(text))}: {res.status}")
-            if res.backup:
-                log.info(f"{arrays.ARRAY_DIR}/{name}: edited by hand, overwritten (--force); backup {res.backup}")
-            if res.status == KEPT:
-                log.info("diff:\n" + res.diff)
-                report.errors.append(
-                    Problem(
-                        "job array script edited by hand since it was generated; kept",
-                        display_path(res.path),
-                        fix="re-run with --force to regenerate it (a backup is kept)",
-                    )
-                )
-        stale = sorted(directory.glob(arrays.ARRAY_GLOB)) if directory.is_dir() else []
-        for path in stale:
-            if path.name in wanted or not arrays.is_array_file(path.name):
-                continue
-            if manifest.generated_hash(path) == sha256(path.read_bytes()):
-                path.unlink()
-                manifest.forget(path)
-                log.info(f"{arrays.ARRAY_DIR}/{path.name}: removed (no group of runs needs it now)")
-            else:
-                log.warning(f"{arrays.ARRAY_DIR}/{path.name}: no group of runs needs it, but it was edited by hand: kept")
-    except OSError as e:
-        report.errors.append(Problem(f"cannot write the job arrays: {e.strerror} ({e.filename})", display_path(directory)))
+    fine_tuned = [rp.name for rp in plan.runs if rp.fine_tuned]
+    outcomes, problems = arrays.update(
+        plan.summary.local_dir,
+        fine_tuned,
+        experiment=plan.summary.name,
+        root=plan.summary.root,
+        manifest=manifest,
+        force=force,
+        log=log,
+    )
+    report.arrays += outcomes
+    report.errors += problems
 
 
 def _load_plan(summary_file: Path, local_config: Path | None, check_paths: bool) -> Plan:

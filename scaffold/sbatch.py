@@ -16,7 +16,7 @@ import shutil
 import signal
 import subprocess
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -70,12 +70,14 @@ def _unreachable(slurm_conf: str, path: str) -> str | None:
     return None
 
 
-def _sbatch(flag: str, script: Path | str, env: Mapping[str, str] | None) -> subprocess.CompletedProcess | str:
-    """`sbatch FLAG SCRIPT` from the script's directory, or why it could not be run (one line)."""
+def _sbatch(
+    flag: str, script: Path | str, env: Mapping[str, str] | None, options: Sequence[str] = ()
+) -> subprocess.CompletedProcess | str:
+    """`sbatch FLAG [OPTIONS] SCRIPT` from the script's directory, or why it could not be run (one line)."""
     script = Path(script)
     try:
         return subprocess.run(
-            ["sbatch", flag, str(script)],
+            ["sbatch", flag, *options, str(script)],
             cwd=script.parent,
             env=_environ(env),
             capture_output=True,
@@ -92,10 +94,10 @@ def _lines(text: str) -> str:
     return "; ".join(ln.strip().removeprefix("sbatch: ") for ln in text.splitlines() if ln.strip())
 
 
-def test_only(script: Path | str, env: Mapping[str, str] | None = None) -> TestOnly:
-    """`sbatch --test-only SCRIPT`: whether the controller would accept the script, and sbatch's message
+def test_only(script: Path | str, env: Mapping[str, str] | None = None, options: Sequence[str] = ()) -> TestOnly:
+    """`sbatch --test-only [OPTIONS] SCRIPT`: whether the controller would accept the script, and sbatch's message
     (`Job N to start at ... on nodes ...`, or why not). Runs in the script's directory; creates no job."""
-    proc = _sbatch("--test-only", script, env)
+    proc = _sbatch("--test-only", script, env, options)
     if isinstance(proc, str):
         return TestOnly(False, proc)
     return TestOnly(proc.returncode == 0, _lines(proc.stderr + proc.stdout) or f"exit {proc.returncode}")
@@ -121,14 +123,19 @@ class Submitted:
     limit: bool = False
 
 
-def submit(script: Path | str, env: Mapping[str, str] | None = None) -> Submitted:
-    """`sbatch --parsable SCRIPT` from the script's directory. sbatch's stderr is read as it comes: at the first
-    sign of a limit sbatch is stopped (before it sleeps and retries, so no job is created) rather than left to
-    block for minutes."""
+def submit(
+    script: Path | str,
+    env: Mapping[str, str] | None = None,
+    options: Sequence[str] = (),
+    args: Sequence[str] = (),
+) -> Submitted:
+    """`sbatch --parsable [OPTIONS] SCRIPT [ARGS]` from the script's directory. sbatch's stderr is read as it comes:
+    at the first sign of a limit sbatch is stopped (before it sleeps and retries, so no job is created) rather than
+    left to block for minutes."""
     script = Path(script)
     try:
         proc = subprocess.Popen(
-            ["sbatch", "--parsable", str(script)],
+            ["sbatch", "--parsable", *options, str(script), *args],
             cwd=script.parent,
             env=_environ(env),
             stdin=subprocess.DEVNULL,

@@ -177,8 +177,40 @@ def setup_finetune(
         result.problems += [
             Problem(f"self-check {c.check} failed: {c.message}", run=name) for c in result.checks if not c.ok
         ]
+    if not result.problems and exp_dir is not None:
+        _update_arrays(exp_dir, result, manifest, log, force=force)
     for p in result.problems:
         log.error_line(p.format(), name)
     log.flush()
     result.exit_status = 1 if result.problems else 0
     return result
+
+
+def _update_arrays(exp_dir: Path, result: SetupResult, manifest: Manifest, log: RunLog, *, force: bool) -> None:
+    """The experiment's job array scripts follow this run's batch script (its resources may have changed): written
+    again from every fine-tuned run's batch script, when each has one."""
+    from . import arrays, summary
+
+    try:
+        s = summary.load(exp_dir)
+    except InputError:
+        result.notes.append(f"job arrays not updated: {SUMMARY_NAME} is not valid (run `scaffold generate`)")
+        return
+    runs = [r["name"] for r in s.data["runs"] if r["type"] == FINE_TUNED]
+    missing = [r for r in runs if not (exp_dir / r / SLURM_FILE).is_file()]
+    if missing:
+        result.notes.append(
+            f"job arrays not updated: {len(missing)} run(s) not generated yet (run `scaffold generate`)"
+        )
+        return
+    outcomes, problems = arrays.update(
+        exp_dir, runs, experiment=s.name, root=s.root, manifest=manifest, force=force, log=log
+    )
+    for a in outcomes:
+        if a.status != "unchanged":
+            result.files[a.file] = a.status
+    result.problems += problems
+    try:
+        manifest.save()
+    except OSError as e:
+        result.problems.append(Problem(f"cannot write the manifest: {e.strerror} ({e.filename})"))

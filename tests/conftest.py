@@ -86,7 +86,7 @@ def example(tmp_path: Path) -> Experiment:
     """The shipped example, copied; its model paths are cluster paths, so tests use --no-check-paths or
     point the model at `model_dir` below."""
     exp = tmp_path / "cap"
-    shutil.copytree(EXAMPLE, exp, ignore=shutil.ignore_patterns("Llama-*", "logs", ".scaffold-manifest.json"))
+    shutil.copytree(EXAMPLE, exp, ignore=shutil.ignore_patterns("Llama-*", "logs", "arrays", ".scaffold-manifest.json"))
     local = tmp_path / "scaffold.local.yaml"
     shutil.copy(EXAMPLE_LOCAL, local)
     return Experiment(exp, local)
@@ -129,7 +129,7 @@ def verify_template(tmp_path_factory) -> Experiment:
     path the checks open, and each test plants its defect in its own copy."""
     root = tmp_path_factory.mktemp("verify-template")
     exp = root / "cap"
-    shutil.copytree(EXAMPLE, exp, ignore=shutil.ignore_patterns("Llama-*", "logs", ".scaffold-manifest.json"))
+    shutil.copytree(EXAMPLE, exp, ignore=shutil.ignore_patterns("Llama-*", "logs", "arrays", ".scaffold-manifest.json"))
     local = root / "scaffold.local.yaml"
     shutil.copy(EXAMPLE_LOCAL, local)
     template = Experiment(exp, local)

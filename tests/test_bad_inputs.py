@@ -134,7 +134,9 @@ def lay_over(case: Path, root: Path) -> None:
 def generated_example(tmp_path_factory) -> Path:
     """The shipped example and its site config, generated once with clean inputs: every case starts from a copy."""
     root = tmp_path_factory.mktemp("bad-inputs") / "base"
-    shutil.copytree(EXAMPLE, root / "cap", ignore=shutil.ignore_patterns("Llama-*", "logs", ".scaffold-manifest.json"))
+    shutil.copytree(
+        EXAMPLE, root / "cap", ignore=shutil.ignore_patterns("Llama-*", "logs", "arrays", ".scaffold-manifest.json")
+    )
     shutil.copy(EXAMPLE_LOCAL, root / "scaffold.local.yaml")
     res = invoke(root, ["generate", "cap", "--local-config", "scaffold.local.yaml", "--no-check-paths"])
     assert res.code == 0, res.text
@@ -178,7 +180,9 @@ def test_invalid_input_writes_nothing_into_a_new_experiment(case: Path, tmp_path
     """Exit 2 on an experiment never generated: no run directory, no manifest, only the log's note."""
     expect = expectation(case)
     root = tmp_path / "work"
-    shutil.copytree(EXAMPLE, root / "cap", ignore=shutil.ignore_patterns("Llama-*", "logs", ".scaffold-manifest.json"))
+    shutil.copytree(
+        EXAMPLE, root / "cap", ignore=shutil.ignore_patterns("Llama-*", "logs", "arrays", ".scaffold-manifest.json")
+    )
     shutil.copy(EXAMPLE_LOCAL, root / "scaffold.local.yaml")
     lay_over(case, root)
     before = files(root)

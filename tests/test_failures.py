@@ -391,7 +391,9 @@ def world_readable():
     top = Path(tempfile.mkdtemp(prefix="scaffold-perm-"))
     try:
         exp = top / "cap"
-        shutil.copytree(EXAMPLE, exp, ignore=shutil.ignore_patterns("Llama-*", "logs", ".scaffold-manifest.json"))
+        shutil.copytree(
+            EXAMPLE, exp, ignore=shutil.ignore_patterns("Llama-*", "logs", "arrays", ".scaffold-manifest.json")
+        )
         local = top / "scaffold.local.yaml"
         shutil.copy(EXAMPLE_LOCAL, local)
         e = Experiment(exp, local)

@@ -30,7 +30,7 @@ def generated(tmp_path_factory) -> Path:
     from .conftest import EXAMPLE_LOCAL
 
     exp = tmp_path_factory.mktemp("golden") / "capitalization"
-    shutil.copytree(EXAMPLE, exp, ignore=shutil.ignore_patterns("Llama-*", "logs", ".scaffold-manifest.json"))
+    shutil.copytree(EXAMPLE, exp, ignore=shutil.ignore_patterns("Llama-*", "logs", "arrays", ".scaffold-manifest.json"))
     res = run_cli("generate", exp, "--local-config", EXAMPLE_LOCAL, "--no-check-paths")
     assert res.code == 0, res.out + res.err
     return exp

@@ -26,7 +26,7 @@ TEMPLATES = ("finetune.yaml.j2", "finetune.slurm.j2")
 def every_kind(tmp_path_factory) -> list[tuple[dict, dict]]:
     """(setup, model) of the example's runs and of every variant of run this project renders."""
     exp = tmp_path_factory.mktemp("kinds") / "kinds"
-    shutil.copytree(EXAMPLE, exp, ignore=shutil.ignore_patterns("Llama-*", "logs", ".scaffold-manifest.json"))
+    shutil.copytree(EXAMPLE, exp, ignore=shutil.ignore_patterns("Llama-*", "logs", "arrays", ".scaffold-manifest.json"))
     data = yaml.safe_load((exp / "experiment_summary.yaml").read_text())
     data["models"]["base"].append({"name": "Qwen2.5-3B-Instruct", "path": "/scratch/models/Qwen2.5-3B-Instruct"})
     for run in VARIANT_RUNS + MORE_RUNS:

@@ -97,7 +97,7 @@ def experiment(root: Path, runs: dict, local_extra: dict | None = None) -> Exper
     import shutil
 
     exp = root / "exp"
-    shutil.copytree(EXAMPLE, exp, ignore=shutil.ignore_patterns("Llama-*", "logs", ".scaffold-manifest.json"))
+    shutil.copytree(EXAMPLE, exp, ignore=shutil.ignore_patterns("Llama-*", "logs", "arrays", ".scaffold-manifest.json"))
     data = yaml.safe_load((exp / "experiment_summary.yaml").read_text())
     del data["experiment"]["dir"]
     del data["variables"]
@@ -407,9 +407,7 @@ def test_the_trap_requeues_and_waits_for_the_trainer(
     generated: Experiment, tmp_path: Path, env: dict[str, str], job: str
 ) -> None:
     release = tmp_path / "release"
-    proc = run_script(
-        generated, f"{MODEL}_rank8_requeue", tmp_path, {"TUNE_WAIT_FOR": str(release), **env}, wait=False
-    )
+    proc = run_script(generated, f"{MODEL}_rank8_requeue", tmp_path, {"TUNE_WAIT_FOR": str(release), **env}, wait=False)
     started = tmp_path / "stub-log" / "tune.started"
     deadline = time.monotonic() + 30
     while not started.exists() and time.monotonic() < deadline:

@@ -71,14 +71,15 @@ def test_without_experiment_the_plugin_collects_nothing(pytester) -> None:
 
 def test_golden_files_are_created_with_snapshot_update_then_compared(planted: Planted, pytester) -> None:
     first = planted.verify(pytester, golden=True)
-    assert first.failed == {f"golden[{r}-{f}]" for r in (R4, R8) for f in FILES}
+    assert first.failed == {f"golden[{r}-{f}]" for r in (R4, R8) for f in FILES} | {f"golden[{EXP}-arrays]"}
     assert "no golden copy at" in first.text and "--snapshot-update" in first.text
     assert planted.verify(pytester, "--snapshot-update", golden=True).failed == set()
     golden = planted.path(f"golden/{R4}/finetune.yaml")
     assert golden.read_text() == planted.path(f"{R4}/finetune.yaml").read_text()
+    assert planted.path("golden/arrays/array_1.slurm").read_text() == planted.path("arrays/array_1.slurm").read_text()
     out = planted.verify(pytester, golden=True)
     assert out.code == 0 and out.failed == set(), out.text
-    assert "6 snapshots passed" in out.text
+    assert "8 snapshots passed" in out.text  # 3 files of 2 runs, and 2 job array scripts
 
 
 def test_golden_mismatch_fails_with_a_diff_until_accepted(planted: Planted, pytester) -> None:
@@ -111,7 +112,9 @@ def test_golden_files_do_not_depend_on_where_the_experiment_is(tmp_path: Path, p
     golden = tmp_path / "golden"
     for where in ("laptop/cap", "ci/checkout/cap"):
         exp = tmp_path / where
-        shutil.copytree(EXAMPLE, exp, ignore=shutil.ignore_patterns("Llama-*", "logs", ".scaffold-manifest.json"))
+        shutil.copytree(
+            EXAMPLE, exp, ignore=shutil.ignore_patterns("Llama-*", "logs", "arrays", ".scaffold-manifest.json")
+        )
         text = (exp / "experiment_summary.yaml").read_text()
         (exp / "experiment_summary.yaml").write_text(re.sub(r"\n  dir: .*\n", "\n", text))
         assert run_cli("generate", exp, "--local-config", EXAMPLE_LOCAL, "--no-check-paths").code == 0
@@ -123,12 +126,12 @@ def test_golden_files_do_not_depend_on_where_the_experiment_is(tmp_path: Path, p
         assert EXPERIMENT_DIR_PLACEHOLDER in snapshot and str(tmp_path) not in snapshot
         # The second location compares with the snapshots the first one wrote: no update happened.
         if where.startswith("ci"):
-            assert "snapshot updated" not in result.stdout.str() and "6 snapshots passed" in result.stdout.str()
+            assert "snapshot updated" not in result.stdout.str() and "8 snapshots passed" in result.stdout.str()
 
 
 def test_shipped_example_passes_as_nox_verify_checks_it(tmp_path: Path, pytester, restore_syrupy) -> None:
     exp = tmp_path / "capitalization"
-    shutil.copytree(EXAMPLE, exp, ignore=shutil.ignore_patterns("Llama-*", "logs", ".scaffold-manifest.json"))
+    shutil.copytree(EXAMPLE, exp, ignore=shutil.ignore_patterns("Llama-*", "logs", "arrays", ".scaffold-manifest.json"))
     assert run_cli("generate", exp, "--local-config", EXAMPLE_LOCAL, "--no-check-paths").code == 0
     golden = REPO / "golden" / "capitalization"
     args = ["--experiment", str(exp), "--local-config", str(EXAMPLE_LOCAL), "--golden-dir", str(golden)]
@@ -158,7 +161,7 @@ def test_init_ci_writes_a_valid_github_workflow(tmp_path: Path) -> None:
     pytest.importorskip("check_jsonschema", reason="check-jsonschema (the `test` extra) validates the workflow")
     repo = tmp_path / "repo"
     (repo / ".git").mkdir(parents=True)
-    shutil.copytree(EXAMPLE, repo / "experiments" / "cap", ignore=shutil.ignore_patterns("Llama-*", "logs"))
+    shutil.copytree(EXAMPLE, repo / "experiments" / "cap", ignore=shutil.ignore_patterns("Llama-*", "logs", "arrays"))
     res = run_cli("init-ci", repo / "experiments" / "cap")
     assert res.code == 0, res.err
     workflow = repo / ".github" / "workflows" / "scaffold-verify.yml"
@@ -232,7 +235,7 @@ VARIANT_RUNS = [
 def variants_experiment(root: Path) -> Path:
     """The example plus a text-completion run, a validating run, a two-GPU run and a Qwen run."""
     exp = root / "variants"
-    shutil.copytree(EXAMPLE, exp, ignore=shutil.ignore_patterns("Llama-*", "logs", ".scaffold-manifest.json"))
+    shutil.copytree(EXAMPLE, exp, ignore=shutil.ignore_patterns("Llama-*", "logs", "arrays", ".scaffold-manifest.json"))
     data = yaml.safe_load((exp / "experiment_summary.yaml").read_text())
     data["models"]["base"].append({"name": "Qwen2.5-3B-Instruct", "path": "/scratch/models/Qwen2.5-3B-Instruct"})
     for run in VARIANT_RUNS:

@@ -83,7 +83,7 @@ class Planted:
 
 
 def item_count(runs: int, fine_tuned: int) -> int:
-    """How many tests the suite collects for an experiment: every registered check once per target, and one golden
-    comparison per generated file."""
+    """How many tests the suite collects for an experiment: every registered check once per target, one golden
+    comparison per generated file of a run, and one for the job array scripts."""
     per_scope = {EXPERIMENT: 1, RUN: runs, FINE_TUNED: fine_tuned}
-    return sum(per_scope[c.scope] for c in all_checks()) + fine_tuned * len(TRAINING_FILES)
+    return sum(per_scope[c.scope] for c in all_checks()) + fine_tuned * len(TRAINING_FILES) + 1

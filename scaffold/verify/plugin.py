@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from ..errors import Problem  # noqa: TC001
-from ..plan import TRAINING_FILES
+from ..plan import ARRAY_DIR, TRAINING_FILES
 from ..summary import summary_path
 from .checks import EXPERIMENT, FINE_TUNED, RUN, Check, all_checks
 from .context import ExperimentContext
@@ -196,7 +196,7 @@ class ExperimentFile(pytest.File):
             item.line, item.run = max(ref.line - 1, 0), ref
             items.append(item)
         items += [self._item(c.id, expectations.name, c, context, None) for c in experiment if c.reads_runs]
-        return items
+        return [*items, self._arrays_golden(expectations, context)]
 
     def _items_per_file(self, expectations: Expectations, context: ExperimentContext) -> list[VerifyItem]:
         """Experiment checks one test each; then per run, one test per file (e.g. finetune_yaml[RUN]) running every check of
@@ -218,7 +218,7 @@ class ExperimentFile(pytest.File):
                 item = VerifyItem.from_parent(self, name=name, callobj=func)
                 item.line, item.run = max(ref.line - 1, 0), ref
                 items.append(item)
-        return items
+        return [*items, self._arrays_golden(expectations, context)]
 
     def _items_per_check(self, expectations: Expectations, context: ExperimentContext) -> list[VerifyItem]:
         items: list[VerifyItem] = []
@@ -231,7 +231,12 @@ class ExperimentFile(pytest.File):
         for ref in expectations.fine_tuned_runs():
             for file in TRAINING_FILES:
                 items.append(self._item("golden", f"{ref.name}-{file}", None, (context, ref, file), ref))
-        return items
+        return [*items, self._arrays_golden(expectations, context)]
+
+    def _arrays_golden(self, expectations: Expectations, context: ExperimentContext) -> VerifyItem:
+        """golden[EXPERIMENT-arrays]: every job array script against its golden copy (`{golden_dir}/arrays/`)."""
+        name = item_id("golden", f"{expectations.name}-{ARRAY_DIR}")
+        return VerifyItem.from_parent(self, name=name, callobj=_arrays_golden_function(name, context))
 
     def _item(self, check_id: str, target: str, check: Check | None, subject, ref: RunRef | None) -> VerifyItem:
         name = item_id(check_id, target)
@@ -401,6 +406,30 @@ def _golden_function(name: str, context: ExperimentContext, ref: RunRef, file: s
             raise _skip(name, f"blocked: {e.reason}; {e.by} reports it") from None
 
     golden.__doc__ = f"{file} is the same as its golden copy."
+    return golden
+
+
+def _arrays_golden_function(name: str, context: ExperimentContext) -> Callable:
+    from .checks.arrays import array_files
+    from .snapshots import compare_array
+
+    def golden(snapshot) -> None:
+        try:
+            files = array_files(context)
+        except Blocked as e:
+            raise _skip(name, f"blocked: {e.reason}; {e.by} reports it") from None
+        if not files:
+            raise _skip(name, "no job array scripts on disk (array_scripts reports any missing)")
+        failed: list[Problem] = []
+        for file in files:
+            try:
+                compare_array(context.expectations, file, snapshot)
+            except CheckFailed as e:
+                failed += e.problems
+        if failed:
+            raise CheckFailed(failed)
+
+    golden.__doc__ = "Every job array script is the same as its golden copy."
     return golden
 
 

@@ -8,12 +8,14 @@ directory, which is replaced by a placeholder before comparing (scaffold.golden.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from ..arrays import ARRAY_DIR, is_array_file
 from ..errors import display_path
 from ..golden import golden_extension, machine_independent
 from ..plan import TRAINING_FILES
@@ -54,9 +56,23 @@ def compare(run: RunContext, file: str, snapshot: Any) -> None:
     text = generated_text(run, file)
     golden_dir = run.experiment.golden_dir
     assertion = snapshot.use_extension(_extension(golden_dir, file))
+    _compare(assertion, text, path, golden_dir / run.name / file, run.name)
+
+
+def compare_array(expectations: Expectations, file: str, snapshot: Any) -> None:
+    """Compare one job array script (`arrays/FILE`) with its golden copy `{golden_dir}/arrays/FILE`."""
+    path = expectations.local_dir / ARRAY_DIR / file
+    summary = expectations.summary()
+    local_named = None if summary.data["experiment"].get("dir") else summary.local_dir
+    text = machine_independent(path.read_text(encoding="utf-8", errors="replace"), local_named)
+    golden_dir = expectations.golden_dir
+    assertion = snapshot.use_extension(golden_extension(golden_dir, file, ARRAY_DIR))
+    _compare(assertion, text, path, golden_dir / ARRAY_DIR / file, None)
+
+
+def _compare(assertion: Any, text: str, path: Path, golden: Path, run: str | None) -> None:
     if assertion == text:
         return
-    golden = golden_dir / run.name / file
     if not golden.is_file():
         message = f"no golden copy at {display_path(golden)}"
         fix = "review the file, then accept it with --snapshot-update (and commit the golden file)"
@@ -70,7 +86,7 @@ def compare(run: RunContext, file: str, snapshot: Any) -> None:
         )
         message = "differs from its golden copy:\n" + "".join(diff).rstrip("\n")
         fix = "if the change is intended, accept it with --snapshot-update and commit the golden file"
-    raise CheckFailed([finding(message, run=run.name, file=path, fix=fix)])
+    raise CheckFailed([finding(message, run=run, file=path, fix=fix)])
 
 
 @cache
@@ -95,6 +111,9 @@ def stale_golden_files(expectations: Expectations) -> list[Path]:
     if not root.is_dir():
         return []
     want = {(r.name, f) for r in expectations.fine_tuned_runs() for f in TRAINING_FILES}
+    # The job array scripts generated now (a group that no longer exists has had its script removed).
+    with contextlib.suppress(OSError):
+        want |= {(ARRAY_DIR, f) for f in os.listdir(expectations.local_dir / ARRAY_DIR) if is_array_file(f)}
     stale: list[tuple[str, ...]] = []
     for parent, dirs, files in os.walk(root):  # as rglob: symbolic links to directories are not entered
         dirs.sort()

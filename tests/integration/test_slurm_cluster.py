@@ -126,7 +126,7 @@ def example_experiment(root: Path, runs: dict, local_extra: dict | None = None) 
     """The shipped example (site: the example's, which the local cluster mirrors) with these runs; its model is a
     directory of stand-in files here, and experiment.dir is where it lies."""
     exp = root / "exp"
-    shutil.copytree(EXAMPLE, exp, ignore=shutil.ignore_patterns("Llama-*", "logs", ".scaffold-manifest.json"))
+    shutil.copytree(EXAMPLE, exp, ignore=shutil.ignore_patterns("Llama-*", "logs", "arrays", ".scaffold-manifest.json"))
     data = yaml.safe_load((exp / "experiment_summary.yaml").read_text())
     data["experiment"]["dir"] = str(exp)
     data["models"]["base"][0]["path"] = str(make_model_dir(root / "models" / "Llama-3.2-1B-Instruct"))
@@ -330,7 +330,7 @@ def verify_test_only(cluster, exp: Experiment, *extra: str):
 def test_the_shipped_example_passes_test_only(cluster, tmp_path_factory) -> None:
     root = tmp_path_factory.mktemp("example")
     exp = root / "capitalization"
-    shutil.copytree(EXAMPLE, exp, ignore=shutil.ignore_patterns("Llama-*", "logs", ".scaffold-manifest.json"))
+    shutil.copytree(EXAMPLE, exp, ignore=shutil.ignore_patterns("Llama-*", "logs", "arrays", ".scaffold-manifest.json"))
     assert run_cli("generate", exp, "--local-config", EXAMPLE_LOCAL, "--no-check-paths").code == 0
     for script in sorted(exp.glob("*/finetune.slurm")):
         answer = sbatch.test_only(script, cluster.env)

@@ -142,7 +142,7 @@ def test_deep_checks_pass_on_the_shipped_example(tmp_path: Path) -> None:
     import shutil
 
     exp = tmp_path / "cap"
-    shutil.copytree(EXAMPLE, exp, ignore=shutil.ignore_patterns("Llama-*", "logs", ".scaffold-manifest.json"))
+    shutil.copytree(EXAMPLE, exp, ignore=shutil.ignore_patterns("Llama-*", "logs", "arrays", ".scaffold-manifest.json"))
     assert run_cli("generate", exp, "--local-config", EXAMPLE_LOCAL, "--no-check-paths").code == 0
     for run_dir in exp.glob("Llama-*_rank*"):
         cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "finetune.yaml"), resolve=True)

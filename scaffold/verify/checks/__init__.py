@@ -21,7 +21,7 @@ FINE_TUNED = "fine-tuned"
 SCOPES = (EXPERIMENT, RUN, FINE_TUNED)
 
 # Modules holding checks, in the order their tests are collected.
-MODULES = ("inputs", "finetune", "dataset", "parity", "slurm", "cluster", "golden", "torchtune")
+MODULES = ("inputs", "finetune", "dataset", "parity", "slurm", "cluster", "arrays", "golden", "torchtune")
 
 
 @dataclass(frozen=True)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from ...errors import Problem
 from ...plan import FINETUNE_FILE, SLURM_FILE
 from ...render import POST_FINETUNE_MODULE, TUNE_RUN_RECIPE, method, sbatch_site
 from ...timeutil import format_time, parse_time
 from ..context import RunContext, inside
-from ..findings import NotApplicable
-from ..generated import Command, Directive, Launch, find_launches
+from ..findings import UNSET, NotApplicable
+from ..generated import Command, Directive, Launch, SlurmScript, find_launches
 from . import FINE_TUNED, check
 
 REGEN = "regenerate with `scaffold generate` (or `scaffold setup-finetune` in the run directory)"
@@ -64,17 +65,22 @@ def slurm_parses(run: RunContext) -> Iterator[Problem]:
 def directives_before_commands(run: RunContext) -> Iterator[Problem]:
     """The script starts with a shebang and every #SBATCH line comes before the first command (sbatch stops reading
     directives there)."""
-    script = run.slurm()
+    for line, message, found, fix in directive_order(run.slurm(), REGEN):
+        yield run.problem(message, file=SLURM_FILE, line=line, found=found, fix=fix)
+
+
+def directive_order(script: SlurmScript, regen: str) -> Iterator[tuple[int, str, Any, str]]:
+    """(line, message, found, fix) for a batch script that sbatch would misread: no shebang, or #SBATCH lines
+    after the first command (it stops reading directives there). Shared by the runs' and the arrays' checks."""
     if not script.text.startswith("#!"):
-        yield run.problem("the script does not start with a shebang (#!/bin/bash)", file=SLURM_FILE, line=1, fix=REGEN)
+        yield 1, "the script does not start with a shebang (#!/bin/bash)", UNSET, regen
     first = script.first_command
     for d in script.late_directives:
-        yield _problem(
-            run,
-            d,
+        yield (
+            d.line,
             f"#SBATCH line after the first command (line {first.line if first else '?'}): sbatch ignores it",
-            found=d.text.strip(),
-            fix="move it up with the other #SBATCH lines",
+            d.text.strip(),
+            "move it up with the other #SBATCH lines",
         )
 
 
