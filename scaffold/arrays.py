@@ -132,14 +132,16 @@ class Chunk:
 
 
 def plan_chunks(positions: list[int], max_array_size: int) -> list[Chunk]:
-    """The arrays that queue the runs at `positions` (their indices in an array script's list, ascending) on a
-    cluster whose task indices must stay below `max_array_size`: as few arrays as the index ranges need."""
+    """The arrays that queue the runs at `positions` (their places in an array script's list, ascending) on a
+    cluster whose task indices must stay below `max_array_size`: one array per block of `max_array_size` places,
+    so a task's index is its run's place in the list whenever the list fits in one array."""
     out: list[Chunk] = []
     for p in positions:
-        if out and p - out[-1].offset < max_array_size:
-            out[-1] = Chunk(out[-1].offset, (*out[-1].indices, p - out[-1].offset))
+        offset = p - p % max_array_size
+        if out and out[-1].offset == offset:
+            out[-1] = Chunk(offset, (*out[-1].indices, p - offset))
         else:
-            out.append(Chunk(p, (0,)))
+            out.append(Chunk(offset, (p - offset,)))
     return out
 
 

@@ -22,7 +22,7 @@ SBATCH = """#!/bin/bash
 # With $STUB_DIR/limit holding N, jobs after the first N are refused as at a cluster's limit: as sbatch does at the
 # controller's MaxJobCount (it says so, then sleeps and retries for minutes), or with limit_kind "policy" as for a
 # per-user submit limit (refused at once). With $STUB_DIR/hold, the second job waits for $STUB_DIR/go.
-script="${@: -1}"
+for a in "$@"; do case "$a" in *.slurm) script="$a" ;; esac; done
 if grep -q REFUSE_ME "$script"; then echo "sbatch: error: invalid partition specified: nosuch" >&2; exit 1; fi
 n=$(cat "$STUB_DIR/next" 2>/dev/null || echo 100)
 if [ -f "$STUB_DIR/limit" ] && [ "$n" -ge $((100 + $(cat "$STUB_DIR/limit"))) ]; then
@@ -48,13 +48,17 @@ echo "$n"
 SINFO = """#!/bin/bash
 echo gpu
 """
+# Stand-in scontrol: `show config` with the MaxArraySize in $STUB_DIR/max_array_size (Slurm's default 1001).
+SCONTROL = """#!/bin/bash
+echo "MaxArraySize            = $(cat "$STUB_DIR/max_array_size" 2>/dev/null || echo 1001)"
+"""
 
 
 @pytest.fixture
 def cluster_env(tmp_path: Path) -> dict[str, str]:
     bin_dir = tmp_path / "stub-bin"
     bin_dir.mkdir()
-    for name, text in (("sbatch", SBATCH), ("sinfo", SINFO)):
+    for name, text in (("sbatch", SBATCH), ("sinfo", SINFO), ("scontrol", SCONTROL)):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     return {"PATH": f"{bin_dir}:{os.environ['PATH']}", "STUB_DIR": str(bin_dir), "SLURM_CONF": ""}
