@@ -17,7 +17,8 @@ from .lock import DEFAULT_TIMEOUT, LockTimeout, experiment_lock
 from .outcome import CheckResult, Report, RunOutcome
 from .pipeline import Renderer, Row
 from .plan import SETUP_FILE, TRAINING_FILES, Plan, RunPlan, describe, make_plan, shared_settings
-from .render import fingerprint, model_json, recipe_for
+from .render import fingerprint, model_json
+from .rules import recipe_for
 from .runlog import LOG_DIR, LOG_NAME, RunLog
 from .writer import KEPT, UNCHANGED, FileResult, Manifest, remove_stale_temporaries, write, write_new
 

@@ -118,32 +118,3 @@ def get_path(data: Any, dotted: str) -> tuple[bool, Any]:
             return False, None
         cur = cur[part]
     return True, cur
-
-
-def prompt_problem(prompt: str) -> tuple[str, str] | None:
-    """(message, fix) when a prompt cannot be filled the way the evaluation step fills it,
-    `prompt.format(**record)`: `{input}` exactly once, other fields by name only (never `{output}`, the answer),
-    and literal braces doubled. The one rule; the schemas apply it through their `x-prompt` keyword (scaffold.schemas)."""
-    import string
-
-    try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(prompt) if f is not None]
-    except ValueError as e:
-        return (
-            f"the prompt is filled with str.format, as the evaluation step fills it, and cannot be: {e}",
-            "write a literal brace twice ({{ or }}), and each field as {name}",
-        )
-    if fields.count("input") != 1:
-        return (
-            "the prompt must contain {input} exactly once",
-            "write {input} exactly once where the record's input goes, e.g. 'Capitalize the given word: {input}'",
-        )
-    if "output" in fields:
-        return "the prompt must not contain {output}: it is the answer the model learns", "remove {output}"
-    odd = [f for f in fields if not f.isidentifier()]
-    if odd:
-        return (
-            f"prompt fields must be record keys such as {{input}}, not {odd[0]!r}",
-            "write a literal brace twice ({{ or }}), and each field as {name}",
-        )
-    return None

@@ -12,7 +12,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from . import params, registry, sweep
+from . import params, registry, rules, sweep
 from .discover import ARRAY_DIR, FINETUNE_FILE, SETUP_FILE, SLURM_FILE, TRAINING_FILES  # noqa: F401 (re-exported)
 from .errors import InputError, Problem
 from .localconfig import DEFAULT_WANDB_MODE, LocalConfig
@@ -331,8 +331,8 @@ def _plan_fine_tuned(rp: RunPlan, run: dict, shared: _Shared) -> None:
         if name in values:
             values[name], own[name] = value, "run"
     if values["lora_alpha"] is None:
-        values["lora_alpha"] = 2 * values["lora_rank"]
-        own["lora_alpha"] = "2 x lora_rank"
+        values["lora_alpha"] = rules.default_lora_alpha(values["lora_rank"])
+        own["lora_alpha"] = rules.ALPHA_RULE
     if values["metric_logger"] is None:
         values["metric_logger"] = "wandb" if shared.wandb else "disk"
         own["metric_logger"] = shared.wandb_from or "default"
@@ -406,10 +406,6 @@ def _plan_fine_tuned(rp: RunPlan, run: dict, shared: _Shared) -> None:
         )
     nodes = compute.get("nodes", 1)
     world = max(gpus, 1) * nodes  # trainer processes: one per GPU on every node
-    if values["device"] == "cuda" and gpus < 1:
-        problem(
-            here + ("compute", "gpus"), "a CUDA run needs at least one GPU", "set compute.gpus >= 1, or device: cpu"
-        )
     full = values["method"] == "full"
     method_path = here + ("parameters", "method") if "method" in given else ("controls", "method")
     if full and not entry.get("full_builder"):
@@ -434,60 +430,27 @@ def _plan_fine_tuned(rp: RunPlan, run: dict, shared: _Shared) -> None:
                 f"the run name spells {', '.join(spelt)}, a LoRA setting, but this run's method is full",
                 "rename the run, or set method: lora",
             )
-    if nodes > 1:
-        nodes_path = here + ("compute", "nodes")
-        if not full:
-            problem(
-                nodes_path,
-                f"multi-node LoRA fine-tuning is not supported by torchtune 0.6.1 (lora_finetune_distributed is "
-                f"single-node; {nodes} nodes asked)",
-                "use one node with up to 8 GPUs (compute.gpus), or set method: full (full_finetune_distributed runs "
-                "on several nodes)",
-            )
-        if gpus < 1 or values["device"] != "cuda":
-            problem(
-                nodes_path,
-                f"{nodes} nodes need GPUs: a multi-node run starts one trainer process per GPU on every node",
-                "set compute.gpus >= 1 (GPUs per node) and device: cuda",
-            )
-        if local.get("gpu_directive", "gres") == "gpus":
+    site = {"gpus": gpus, "nodes": nodes, "gpu_directive": local.get("gpu_directive", "gres")}
+    for v in rules.violations({**values, **site}):
+        if v.setting == "gpu_directive":  # the site's setting: reported at the local config's line
             line, col = local.doc.locate(("gpu_directive",))
-            rp.problems.append(
-                Problem(
-                    f"{nodes} nodes with gpu_directive gpus: --gpus asks for a job total that SLURM may spread "
-                    "unevenly over the nodes, and every node needs compute.gpus of them",
-                    local.doc.name,
-                    line,
-                    col,
-                    "gpu_directive",
-                    "set gpu_directive: gres or gpus-per-node in the local config (both ask per node)",
-                    rp.name,
-                )
-            )
+            rp.problems.append(Problem(v.message, local.doc.name, line, col, "gpu_directive", v.fix, rp.name))
+            continue
+        path = {
+            "gpus": here + ("compute", "gpus"),
+            "nodes": here + ("compute", "nodes"),
+            "validation_during_training": here + ("parameters", "validation_during_training")
+            if "validation_during_training" in given
+            else ("controls", "validation_during_training"),
+        }[v.setting]
+        problem(path, v.message, v.fix)
     if values["validation_during_training"]:
-        vpath = here + ("parameters", "validation_during_training")
-        if "validation_during_training" not in given:
-            vpath = ("controls", "validation_during_training")
-        if full:
-            problem(
-                vpath,
-                "validation during training was asked for with method full, but the only validating recipe is "
-                "single-device LoRA (stock torchtune 0.6.1 recipes have no validation loop); the run would silently "
-                "train without validation",
-                "set validation_during_training: false and evaluate after training, or use method: lora",
-            )
-        elif gpus > 1:
-            problem(
-                vpath,
-                f"validation during training was asked for with {gpus} GPUs, but the only validating recipe is "
-                "single-device (stock torchtune 0.6.1 recipes have no validation loop); the run would silently "
-                "train without validation",
-                "use compute.gpus: 1, or set validation_during_training: false and evaluate after training",
-            )
         declared = (shared.training.get("splits") or {}).get("validation")
         if declared == 0:
             problem(
-                vpath,
+                here + ("parameters", "validation_during_training")
+                if "validation_during_training" in given
+                else ("controls", "validation_during_training"),
                 "validation during training was asked for, but data.training.splits.validation is 0",
                 "add validation records to the dataset, or set validation_during_training: false",
             )

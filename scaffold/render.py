@@ -14,21 +14,26 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import rules
 from .plan import DEFAULT_MAIL_TYPE, FINETUNE_FILE, SETUP_FILE, SLURM_FILE
 from .resources import data_dir
+from .rules import (
+    DISTRIBUTED,
+    FULL_DISTRIBUTED,
+    FULL_SINGLE_DEVICE,
+    SINGLE_DEVICE,
+    TORCHRUN_RECIPES,
+    VALIDATING,
+    gpu_request,
+    method,
+    recipe_for,
+)
 from .timeutil import parse_time
 from .yamlio import dump_flat, yaml_scalar
 
 if TYPE_CHECKING:
     import jinja2
 
-SINGLE_DEVICE = "lora_finetune_single_device"
-DISTRIBUTED = "lora_finetune_distributed"
-VALIDATING = "lora_finetune_single_device_val"
-FULL_SINGLE_DEVICE = "full_finetune_single_device"
-FULL_DISTRIBUTED = "full_finetune_distributed"
-# Recipes launched through torchrun (`tune run --nproc_per_node N ...`).
-TORCHRUN_RECIPES = (DISTRIBUTED, FULL_DISTRIBUTED)
 # What `tune run` is given for each recipe. This project's recipe is named by its path inside the installed
 # package: tune run turns a path that is not a built-in recipe into a module name (`/` -> `.`) and runs it
 # with runpy, so it works from any directory where scaffold-torchtune is installed.
@@ -123,58 +128,6 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def method(setup: dict) -> str:
-    """`lora` or `full` (setup files written before `method` existed are LoRA)."""
-    return setup.get("method") or "lora"
-
-
-def recipe_for(setup: dict) -> str:
-    """The recipe for this run. LoRA: one device (with validation: this project's validating recipe), or the
-    distributed recipe for several GPUs (which has no validation; the planner refuses that combination).
-    Full fine-tuning: single device, or distributed for several GPUs or nodes."""
-    distributed = setup["gpus"] > 1 or setup.get("nodes", 1) > 1
-    if method(setup) == "full":
-        return FULL_DISTRIBUTED if distributed else FULL_SINGLE_DEVICE
-    if distributed:
-        return DISTRIBUTED
-    return VALIDATING if setup["validation_during_training"] else SINGLE_DEVICE
-
-
-def unsupported(setup: dict) -> str | None:
-    """Why no stock torchtune 0.6.1 recipe can run these settings, or None. The planner refuses these with the
-    summary's line and a fix; this catches them again where setup_finetune.yaml is edited by hand."""
-    nodes, gpus = setup.get("nodes", 1), setup["gpus"]
-    if nodes > 1 and method(setup) == "lora":
-        return (
-            f"{nodes} nodes with LoRA: lora_finetune_distributed of torchtune 0.6.1 is single-node (set method: full)"
-        )
-    if nodes > 1 and gpus < 1:
-        return f"{nodes} nodes without GPUs: multi-node training needs compute.gpus >= 1"
-    if nodes > 1 and setup["gpu_directive"] == "gpus":
-        return (
-            "several nodes with gpu_directive gpus: --gpus asks for a job total that SLURM may spread unevenly, "
-            "and torchrun needs the same count on every node (use gpu_directive gres or gpus-per-node)"
-        )
-    if setup.get("validation_during_training") and recipe_for(setup) != VALIDATING:
-        return f"validation during training with {recipe_for(setup)}: only single-device LoRA has a validating recipe"
-    return None
-
-
-def gpu_request(setup: dict) -> str | None:
-    """The GPU request in the site's syntax (per node: `--gres=gpu:N`, `--gpus-per-node=N`; `--gpus=N` on one
-    node only), or None for a run without GPUs."""
-    n = setup["gpus"]
-    if not n:
-        return None
-    typed = f"{setup['gpu_type']}:{n}" if setup.get("gpu_type") else str(n)
-    directive = setup["gpu_directive"]
-    if directive == "gres":
-        return f"--gres=gpu:{typed}"
-    if directive == "gpus":
-        return f"--gpus={typed}"
-    return f"--gpus-per-node={typed}"
-
-
 def launch_command(setup: dict) -> str:
     """`tune run` with the recipe matching the GPU and node counts: torchrun with one process per GPU for
     several; for several nodes, one torchrun per node through srun, meeting at a c10d rendezvous on the first
@@ -239,9 +192,9 @@ def sbatch_site(setup: dict) -> dict[str, Any]:
 def context(setup: dict, model: dict) -> dict[str, Any]:
     """Template variables: the setup's own values plus what follows from them and the registry entry."""
     model_dir = Path(setup["model_dir"])
-    why = unsupported(setup)
-    if why:
-        raise RenderError(f"cannot render a run of {why}", SLURM_FILE)
+    broken = rules.violations(setup)
+    if broken:
+        raise RenderError(f"cannot render this run: {broken[0].message} (fix: {broken[0].fix})", SLURM_FILE)
     ctx = dict(setup)
     builder = "lora_builder" if method(setup) == "lora" else "full_builder"
     if not model.get(builder):

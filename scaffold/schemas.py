@@ -10,7 +10,7 @@ from typing import Any
 
 import jsonschema
 
-from . import params
+from . import params, rules
 from .errors import Problem, did_you_mean
 from .resources import data_dir
 from .yamlio import SEXAGESIMAL, Document
@@ -78,9 +78,9 @@ def _pattern(validator: Any, pattern: str, instance: Any, schema: dict) -> Any:
 
 
 def _prompt(validator: Any, enabled: bool, instance: Any, schema: dict) -> Any:
-    # `x-prompt: true`: a str.format template as the evaluation step fills it (the rule: params.prompt_problem).
+    # `x-prompt: true`: a str.format template as the evaluation step fills it (the rule: rules.prompt_problem).
     if enabled and validator.is_type(instance, "string"):
-        wrong = params.prompt_problem(instance)
+        wrong = rules.prompt_problem(instance)
         if wrong:
             yield jsonschema.ValidationError(wrong[0])
 
@@ -168,7 +168,7 @@ def _problem(err: jsonschema.ValidationError, doc: Document, run: str | None) ->
     elif kind == "pattern":
         message = f"{short(err.instance)} is not allowed here"
     elif kind == "x-prompt":
-        message, fix = params.prompt_problem(err.instance) or (message, fix)
+        message, fix = rules.prompt_problem(err.instance) or (message, fix)
     elif kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         bound = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[kind]
         message = f"{err.instance!r} is out of range"

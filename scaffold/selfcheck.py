@@ -14,8 +14,9 @@ from typing import Any
 from . import params
 from .outcome import CheckResult
 from .plan import FINETUNE_FILE, SLURM_FILE, RunPlan
-from .render import POST_FINETUNE_MODULE, method, recipe_for
+from .render import POST_FINETUNE_MODULE
 from .resources import load_data
+from .rules import method, recipe_for
 from .yamlio import load_generated_config
 from .yamlread import IncrementalConfigReader
 

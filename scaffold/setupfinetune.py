@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__, localconfig, registry, schemas, selfcheck
+from . import __version__, localconfig, registry, rules, schemas, selfcheck
 from .errors import InputError, Problem, did_you_mean, display_path
 from .plan import FINE_TUNED, FINETUNE_FILE, SETUP_FILE, SLURM_FILE, RunPlan
 from .render import RenderError, render_finetune_yaml, render_setup, render_slurm
@@ -99,9 +99,9 @@ def setup_finetune(
         if (
             "lora_rank" in changes
             and "lora_alpha" not in changes
-            and setup.get("lora_alpha") == 2 * setup.get("lora_rank", 0)
+            and setup.get("lora_alpha") == rules.default_lora_alpha(setup.get("lora_rank", 0))
         ):
-            changes["lora_alpha"] = 2 * changes["lora_rank"]
+            changes["lora_alpha"] = rules.default_lora_alpha(changes["lora_rank"])
             result.notes.append(f"lora_alpha follows lora_rank: {changes['lora_alpha']}")
         setup.update(changes)
         problems = schemas.validate(schemas.SETUP, doc, setup)

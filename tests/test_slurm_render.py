@@ -258,7 +258,9 @@ def test_setup_finetune_refuses_multi_node_lora(generated: Experiment, tmp_path:
     run_dir = tmp_path / "run"
     shutil.copytree(generated.dir / f"{MODEL}_gpus4", run_dir)
     res = run_cli("setup-finetune", "--dir", run_dir, "--nodes", "2")
-    assert res.code == 1 and "2 nodes with LoRA" in res.err and "set method: full" in res.err, res.out + res.err
+    assert res.code == 1, res.out + res.err
+    assert "multi-node LoRA fine-tuning is not supported by torchtune 0.6.1" in res.err and "2 nodes asked" in res.err
+    assert "set method: full" in res.err  # the planner's words: one rule (scaffold.rules), one message
 
 
 # --- what the scripts do (bash, with stand-ins for tune, srun, scontrol, getent) -------------------------------------

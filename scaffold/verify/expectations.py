@@ -12,7 +12,7 @@ from typing import Any
 from .. import localconfig, plan, summary
 from ..errors import InputError, Problem, display_path
 from ..plan import FINE_TUNED, Plan, RunPlan
-from ..render import recipe_for
+from ..rules import recipe_for
 from ..yamlio import load_yaml
 from .findings import Blocked
 

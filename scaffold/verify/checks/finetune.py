@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from ... import params
+from ... import params, rules
 from ...errors import Problem, suggest
 from ...plan import FINETUNE_FILE, checkpoint_file_names
 from ...render import DATASET_BUILDERS
@@ -143,15 +143,16 @@ def metric_logger_as_expected(run: RunContext) -> Iterator[Problem]:
 
 @check("lora_alpha_rule", scope=FINE_TUNED, file=FINETUNE_FILE)
 def lora_alpha_follows_its_rule(run: RunContext) -> Iterator[Problem]:
-    """model.lora_alpha is the given lora_alpha, else 2 x lora_rank."""
+    """model.lora_alpha is the given lora_alpha, else 2 x lora_rank (the rule: scaffold.rules)."""
     expected = run.expected()
     if not params.table()["lora_alpha"].applies(expected.setup):
         raise NotApplicable(f"method {expected.setup.get('method')}: no LoRA adapter, so no lora_alpha")
-    want = expected.setup["lora_alpha"]
     if expected.source("lora_alpha") in ("run", "controls"):
+        want = expected.setup["lora_alpha"]
         rule = f"lora_alpha is given ({expected.summary_field('lora_alpha')})"
     else:
-        rule = f"lora_alpha is 2 x lora_rank ({expected.setup['lora_rank']}) when not given"
+        want = rules.default_lora_alpha(expected.setup["lora_rank"])
+        rule = f"lora_alpha is {rules.ALPHA_RULE} ({expected.setup['lora_rank']}) when not given"
     found, value = params.get_path(run.config().data, "model.lora_alpha")
     if not found or not params.same_value(value, want):
         yield run.problem(rule, key="model.lora_alpha", expected=want, found=value if found else None, fix=REGEN)

@@ -7,9 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ... import rules
 from ...errors import Problem
 from ...plan import FINETUNE_FILE, SLURM_FILE
-from ...render import POST_FINETUNE_MODULE, TUNE_RUN_RECIPE, method, sbatch_site
+from ...render import POST_FINETUNE_MODULE, TUNE_RUN_RECIPE, sbatch_site
+from ...rules import GPU_EXAMPLE, GPU_OPTIONS, method
 from ...timeutil import format_time, parse_time
 from ..context import RunContext, inside
 from ..findings import UNSET, NotApplicable
@@ -17,16 +19,10 @@ from ..generated import Command, Directive, Launch, SlurmScript, find_launches
 from . import FINE_TUNED, check
 
 REGEN = "regenerate with `scaffold generate` (or `scaffold setup-finetune` in the run directory)"
-GPU_OPTIONS = ("gres", "gpus", "gpus-per-node")
 _TIME = re.compile(r"^(?:\d+-)?\d{2}:\d{2}:\d{2}$")  # [D-]HH:MM:SS, as the generator writes it
 _MEM = re.compile(r"^[1-9]\d*[KMGT]?$")
 _COUNT = re.compile(r"^[1-9]\d*$")
 _NODES = re.compile(r"^[1-9]\d*(?:-[1-9]\d*)?$")
-_GPU_VALUE = {
-    "gres": re.compile(r"^gpu(?::(?P<type>[A-Za-z0-9_.-]+))?:(?P<n>[1-9]\d*)$"),
-    "gpus": re.compile(r"^(?:(?P<type>[A-Za-z0-9_.-]+):)?(?P<n>[1-9]\d*)$"),
-    "gpus-per-node": re.compile(r"^(?:(?P<type>[A-Za-z0-9_.-]+):)?(?P<n>[1-9]\d*)$"),
-}
 _PLACEHOLDER = re.compile(r"\$|<[^>]*>")
 
 
@@ -36,9 +32,7 @@ def _problem(run: RunContext, d: Directive | None, message: str, **kw) -> Proble
 
 def gpu_count(d: Directive) -> int | None:
     """The number of GPUs a GPU directive asks for, or None when its value is malformed."""
-    pattern = _GPU_VALUE.get(d.option)
-    m = pattern.match(d.value or "") if pattern else None
-    return int(m.group("n")) if m else None
+    return rules.gpu_count(d.option, d.value)
 
 
 def gpu_directive(run: RunContext) -> Directive | None:
@@ -106,7 +100,7 @@ def directive_values_well_formed(run: RunContext) -> Iterator[Problem]:
         elif d.option == "nodes" and not _NODES.match(value):
             yield _problem(run, d, "--nodes is not a node count", field="--nodes", expected="e.g. 1", found=value)
         elif d.option in GPU_OPTIONS:
-            example = {"gres": "--gres=gpu:N", "gpus": "--gpus=N", "gpus-per-node": "--gpus-per-node=N"}[site]
+            example = GPU_EXAMPLE[site]
             if d.option != site:
                 yield _problem(
                     run,
@@ -284,13 +278,10 @@ def launch_matches_gpus(run: RunContext) -> Iterator[Problem]:
             fix=REGEN,
         )
     nodes = launch.launcher_options.get("nnodes", "1")
-    if "lora" in recipe and nodes not in ("1", "1:1"):
+    asked = int(nodes.partition(":")[2] or nodes) if nodes.replace(":", "").isdigit() else 2
+    if "lora" in recipe and (v := rules.multi_node_lora("lora", asked)) is not None:
         yield run.problem(
-            "multi-node LoRA fine-tuning is not supported by torchtune 0.6.1",
-            file=SLURM_FILE,
-            line=launch.line,
-            expected="--nnodes 1",
-            found=f"--nnodes {nodes}",
+            v.message, file=SLURM_FILE, line=launch.line, expected="--nnodes 1", found=f"--nnodes {nodes}", fix=v.fix
         )
     want_nodes = int(expected.setup.get("nodes", 1))
     if want_nodes > 1:

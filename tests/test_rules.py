@@ -1,0 +1,109 @@
+"""The rules of a correct run (scaffold/rules.py), each written once: what they refuse, and that the planner, the
+renderer (settings edited by hand) and the checks all apply the same rule."""
+
+from __future__ import annotations
+
+import pytest
+
+from scaffold import rules
+from scaffold.render import RenderError, context
+
+BASE = {
+    "method": "lora",
+    "gpus": 1,
+    "nodes": 1,
+    "device": "cuda",
+    "gpu_directive": "gres",
+    "validation_during_training": False,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "setting", "words"),
+    [
+        ({"nodes": 2}, "nodes", "multi-node LoRA fine-tuning is not supported by torchtune 0.6.1"),
+        ({"gpus": 0}, "gpus", "a CUDA run needs at least one GPU"),
+        ({"method": "full", "nodes": 2, "gpus": 0}, "nodes", "2 nodes need GPUs"),
+        ({"method": "full", "nodes": 2, "device": "cpu", "gpus": 1}, "nodes", "2 nodes need GPUs"),
+        ({"method": "full", "nodes": 2, "gpu_directive": "gpus"}, "gpu_directive", "--gpus asks for a job total"),
+        ({"method": "full", "validation_during_training": True}, "validation_during_training", "with method full"),
+        ({"gpus": 2, "validation_during_training": True}, "validation_during_training", "with 2 GPUs"),
+    ],
+)
+def test_each_rule_refuses_what_no_recipe_can_train(change, setting, words) -> None:
+    found = rules.violations({**BASE, **change})
+    assert [v.setting for v in found if words in v.message] == [setting], found
+    assert all(v.fix for v in found)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {},
+        {"gpus": 8},
+        {"method": "full", "nodes": 4, "gpus": 8},
+        {"validation_during_training": True},
+        {"device": "cpu", "gpus": 0},
+    ],
+)
+def test_what_a_recipe_trains_is_allowed(change) -> None:
+    assert rules.violations({**BASE, **change}) == []
+
+
+@pytest.mark.parametrize(
+    ("change", "recipe"),
+    [
+        ({}, rules.SINGLE_DEVICE),
+        ({"validation_during_training": True}, rules.VALIDATING),
+        ({"gpus": 4}, rules.DISTRIBUTED),
+        ({"method": "full"}, rules.FULL_SINGLE_DEVICE),
+        ({"method": "full", "nodes": 2}, rules.FULL_DISTRIBUTED),
+        ({"method": None}, rules.SINGLE_DEVICE),  # setup files written before `method` existed are LoRA
+    ],
+)
+def test_the_recipe_follows_method_gpus_nodes_and_validation(change, recipe) -> None:
+    assert rules.recipe_for({**BASE, **change}) == recipe
+
+
+def test_the_renderer_refuses_hand_edited_settings_by_the_same_rule() -> None:
+    setup = {**BASE, "nodes": 2, "model_dir": "/m", "model": "M"}
+    with pytest.raises(RenderError) as e:
+        context(setup, {})
+    assert rules.violations(setup)[0].message in str(e.value) and "(fix: " in str(e.value)
+
+
+def test_lora_alpha_defaults_to_twice_the_rank() -> None:
+    assert rules.default_lora_alpha(8) == 16 and rules.ALPHA_RULE == "2 x lora_rank"
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "count"),
+    [
+        ("gres", "gpu:4", 4),
+        ("gres", "gpu:a100:2", 2),
+        ("gpus", "3", 3),
+        ("gpus-per-node", "h100:8", 8),
+        ("gres", "4", None),
+    ],
+)
+def test_gpu_requests_are_written_and_read_by_one_rule(option, value, count) -> None:
+    assert rules.gpu_count(option, value) == count
+    if count:
+        gpu_type = value.split(":")[-2] if value.count(":") >= (2 if option == "gres" else 1) else None
+        written = rules.gpu_request({"gpus": count, "gpu_type": gpu_type, "gpu_directive": option})
+        assert written == f"--{option}={value}"
+
+
+@pytest.mark.parametrize(
+    ("prompt", "words"),
+    [
+        ("Capitalize: {input}", None),
+        ("{input} and {input}", "exactly once"),
+        ("no field", "exactly once"),
+        ("{input} -> {output}", "must not contain {output}"),
+        ("{input} {", "cannot be"),
+    ],
+)
+def test_the_prompt_rule(prompt, words) -> None:
+    found = rules.prompt_problem(prompt)
+    assert (found is None) if words is None else (words in found[0])
