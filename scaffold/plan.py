@@ -308,173 +308,236 @@ def _plan_eval_only(rp: RunPlan, run: dict, shared: _Shared) -> None:
 
 
 def _plan_fine_tuned(rp: RunPlan, run: dict, shared: _Shared) -> None:
-    summary, local, doc = shared.summary, shared.local, shared.doc
-    here = ("runs", rp.index)
+    """A fine-tuned run: its settings and every problem of them, each step checking one part (so all of a run's
+    problems are reported at once). The settings are built when the parts they need are known: the model, its
+    directory, the time and the dataset."""
+    f = _FineTuned(rp, run, shared)
+    if f.linked_elsewhere():
+        return  # the run's files would land outside the experiment: nothing else about it matters yet
+    f.parameters()
+    f.name_agrees()
+    entry, model_dir = f.model()
+    compute = f.compute(entry or {})
+    f.method(entry, compute)
+    dataset = f.data(compute)
+    if entry is None or model_dir is None:
+        return
+    output_dir = f.paths(entry, model_dir)
+    if compute.seconds is None or dataset is None:
+        return
+    rp.setup = f.settings(model_dir, output_dir, compute, dataset)
 
-    def problem(path: tuple, message: str, fix: str | None = None) -> None:
-        rp.problems.append(doc.problem(path, message, fix, run=rp.name))
 
-    if rp.name in shared.links:
-        elsewhere = _run_dir_elsewhere(rp.local_dir, summary.local_dir)
+@dataclass
+class _Compute:
+    gpus: int
+    nodes: int
+    seconds: int | None  # None: the time is not a SLURM time
+    resources: dict  # the registry entry's defaults
+
+    @property
+    def world(self) -> int:
+        """Trainer processes: one per GPU on every node."""
+        return max(self.gpus, 1) * self.nodes
+
+
+@dataclass
+class _Dataset:
+    path: Path
+    own: str | None  # the run's own train file (dataset_path or training_condition), else None
+
+
+class _FineTuned:
+    """The steps of planning one fine-tuned run; each adds the problems it finds to the run."""
+
+    def __init__(self, rp: RunPlan, run: dict, shared: _Shared):
+        self.rp, self.run, self.shared = rp, run, shared
+        self.here: tuple = ("runs", rp.index)
+        self.given: dict = run.get("parameters") or {}
+        self.values: dict[str, Any] = {}
+        self.spelt: dict = {}
+
+    def problem(self, path: tuple, message: str, fix: str | None = None) -> None:
+        self.rp.problems.append(self.shared.doc.problem(path, message, fix, run=self.rp.name))
+
+    def linked_elsewhere(self) -> bool:
+        if self.rp.name not in self.shared.links:
+            return False
+        elsewhere = _run_dir_elsewhere(self.rp.local_dir, self.shared.summary.local_dir)
         if elsewhere:
-            problem(
-                here + ("name",), elsewhere, "remove the link: a run's files are written only inside the experiment"
+            self.problem(
+                self.here + ("name",),
+                elsewhere,
+                "remove the link: a run's files are written only inside the experiment",
             )
-            return
+        return bool(elsewhere)
 
-    # Parameters: table default < controls < the run's own.
-    given = run.get("parameters") or {}
-    values = dict(shared.values)
-    own: dict[str, str] = {}  # where this run's values come from, where not as for every run (memory: sweeps)
-    rp.sources = ChainMap(own, shared.sources)
-    for name, value in given.items():
-        if name in values:
-            values[name], own[name] = value, "run"
-    if values["lora_alpha"] is None:
-        values["lora_alpha"] = rules.default_lora_alpha(values["lora_rank"])
-        own["lora_alpha"] = rules.ALPHA_RULE
-    if values["metric_logger"] is None:
-        values["metric_logger"] = "wandb" if shared.wandb else "disk"
-        own["metric_logger"] = shared.wandb_from or "default"
-    if values["dataset_type"] == "text_completion" and values["system_prompt"]:
-        rp.notes.append(
-            f"system_prompt ({rp.sources['system_prompt']}) dropped: a base model (dataset_type text_completion) "
-            "has no system prompt; setup_finetune.yaml records an empty one, which the evaluation step reads"
-        )
-        values["system_prompt"] = ""
-        own["system_prompt"] = "dropped (text_completion)"
+    def parameters(self) -> None:
+        """The run's values: table default < controls < the run's own, and the rules that fill the rest."""
+        rp, shared, values = self.rp, self.shared, dict(self.shared.values)
+        own: dict[str, str] = {}  # where this run's values come from, where not as for every run (memory: sweeps)
+        rp.sources = ChainMap(own, shared.sources)
+        for name, value in self.given.items():
+            if name in values:
+                values[name], own[name] = value, "run"
+        if values["lora_alpha"] is None:
+            values["lora_alpha"] = rules.default_lora_alpha(values["lora_rank"])
+            own["lora_alpha"] = rules.ALPHA_RULE
+        if values["metric_logger"] is None:
+            values["metric_logger"] = "wandb" if shared.wandb else "disk"
+            own["metric_logger"] = shared.wandb_from or "default"
+        if values["dataset_type"] == "text_completion" and values["system_prompt"]:
+            rp.notes.append(
+                f"system_prompt ({rp.sources['system_prompt']}) dropped: a base model (dataset_type text_completion) "
+                "has no system prompt; setup_finetune.yaml records an empty one, which the evaluation step reads"
+            )
+            values["system_prompt"] = ""
+            own["system_prompt"] = "dropped (text_completion)"
+        self.values = values
 
-    # The run name must agree with the values it spells.
-    spelt_names = params.parse_run_name(rp.name)
-    for name, spelt in spelt_names.items():
-        if len(spelt) > 1:
-            problem(here + ("name",), f"the run name spells {name} twice ({', '.join(t for t, _ in spelt)})")
-        token, value = spelt[0]
-        if not params.same_value(value, values[name]):
-            where = here + ("parameters", name) if name in given else here + ("name",)
-            problem(
-                where,
-                f"the run name says {token} but {name} is {values[name]!r} (from {rp.sources[name]})",
-                f"rename the run or set parameters.{name}: {params.format_token_value(value)}",
-            )
+    def name_agrees(self) -> None:
+        """The run name agrees with the values it spells."""
+        self.spelt = params.parse_run_name(self.rp.name)
+        for name, spelt in self.spelt.items():
+            if len(spelt) > 1:
+                self.problem(
+                    self.here + ("name",), f"the run name spells {name} twice ({', '.join(t for t, _ in spelt)})"
+                )
+            token, value = spelt[0]
+            if not params.same_value(value, self.values[name]):
+                where = self.here + ("parameters", name) if name in self.given else self.here + ("name",)
+                self.problem(
+                    where,
+                    f"the run name says {token} but {name} is {self.values[name]!r} (from {self.rp.sources[name]})",
+                    f"rename the run or set parameters.{name}: {params.format_token_value(value)}",
+                )
 
-    # Model: the registry says how to build it, the summary (or the models directory) where it is.
-    model_name = run["model"]
-    entry, model_dir, how, recognised = shared.model(model_name)
-    if isinstance(entry, Problem):
-        line, col = doc.locate(here + ("model",))
-        located = Problem(entry.message, doc.name, line, col, f"runs[{rp.index}].model", entry.fix, rp.name)
-        if isinstance(entry, registry.UnmappableModel):
-            raise InputError([located])  # the model directory is there but no builder fits: invalid input
-        rp.problems.append(located)
-        return
-    if recognised:
-        rp.notes.append(recognised)
-    if model_dir is None:
-        problem(
-            here + ("model",),
-            f"no path for model '{model_name}'",
-            "add it to models.base with a path, or set the models directory in the local config",
-        )
-        return
-    if how == "models_dir":
-        rp.notes.append(f"model directory {model_dir} (from the local config's models directory)")
+    def model(self) -> tuple[dict | None, Path | None]:
+        """The registry entry (how to build the model) and the model directory (the summary's path, or the models
+        directory); None for what is not known."""
+        rp, doc, name = self.rp, self.shared.doc, self.run["model"]
+        entry, model_dir, how, recognised = self.shared.model(name)
+        if isinstance(entry, Problem):
+            line, col = doc.locate(self.here + ("model",))
+            located = Problem(entry.message, doc.name, line, col, f"runs[{rp.index}].model", entry.fix, rp.name)
+            if isinstance(entry, registry.UnmappableModel):
+                raise InputError([located])  # the model directory is there but no builder fits: invalid input
+            rp.problems.append(located)
+            return None, None
+        if recognised:
+            rp.notes.append(recognised)
+        if model_dir is None:
+            self.problem(
+                self.here + ("model",),
+                f"no path for model '{name}'",
+                "add it to models.base with a path, or set the models directory in the local config",
+            )
+        elif how == "models_dir":
+            rp.notes.append(f"model directory {model_dir} (from the local config's models directory)")
+        return entry, model_dir
 
-    # Resources: the run's compute > older controls.gpus > registry defaults > local config defaults.
-    compute = run.get("compute") or {}
-    for option in run.get("slurm_overrides") or {}:
-        if option in RUN_DIRECTIVES:
-            problem(
-                here + ("slurm_overrides", option),
-                f"--{option} is written from the run's own settings: an override would be a second, conflicting line",
-                "set it under the run's compute: (time, mem, cpus_per_task, gpus, nodes) instead",
+    def compute(self, entry: dict) -> _Compute:
+        """Resources: the run's compute > older controls.gpus > registry defaults > local config defaults."""
+        shared, local, here = self.shared, self.shared.local, self.here
+        compute = self.run.get("compute") or {}
+        for option in self.run.get("slurm_overrides") or {}:
+            if option in RUN_DIRECTIVES:
+                self.problem(
+                    here + ("slurm_overrides", option),
+                    f"--{option} is written from the run's own settings: an override would be a second, conflicting "
+                    "line",
+                    "set it under the run's compute: (time, mem, cpus_per_task, gpus, nodes) instead",
+                )
+        res = entry.get("resources") or {}
+        gpus = _first(compute.get("gpus"), shared.summary.legacy_gpus, res.get("gpus"), local.get("default_gpus"), 1)
+        time_text = _first(compute.get("time"), res.get("time"), local.get("default_time"), DEFAULT_TIME)
+        seconds = parse_time(str(time_text))
+        time_path = here + ("compute", "time") if "time" in compute else here
+        if seconds is None or seconds <= 0:
+            self.problem(time_path, f"'{time_text}' is not a SLURM time", 'write "HH:MM:SS" or "D-HH:MM:SS"')
+            seconds = None
+        max_time = local.get("partition_max_time")
+        if seconds and max_time and (limit := parse_time(max_time)) and seconds > limit:
+            self.problem(
+                time_path,
+                f"time {format_time(seconds)} is over the partition limit {format_time(limit)} (local config)",
+                f"ask for at most {format_time(limit)}",
             )
-    res = entry.get("resources") or {}
-    gpus = _first(compute.get("gpus"), summary.legacy_gpus, res.get("gpus"), local.get("default_gpus"), 1)
-    time_text = _first(compute.get("time"), res.get("time"), local.get("default_time"), DEFAULT_TIME)
-    seconds = parse_time(str(time_text))
-    time_path = here + ("compute", "time") if "time" in compute else here
-    if seconds is None or seconds <= 0:
-        problem(time_path, f"'{time_text}' is not a SLURM time", 'write "HH:MM:SS" or "D-HH:MM:SS"')
-        return
-    max_time = local.get("partition_max_time")
-    if max_time and (limit := parse_time(max_time)) and seconds > limit:
-        problem(
-            time_path,
-            f"time {format_time(seconds)} is over the partition limit {format_time(limit)} (local config)",
-            f"ask for at most {format_time(limit)}",
-        )
-    nodes = compute.get("nodes", 1)
-    world = max(gpus, 1) * nodes  # trainer processes: one per GPU on every node
-    full = values["method"] == "full"
-    method_path = here + ("parameters", "method") if "method" in given else ("controls", "method")
-    if full and not entry.get("full_builder"):
-        problem(
-            method_path,
-            f"method full, but the model registry entry of {model_name} has no full_builder",
-            "add full_builder (a torchtune model builder, e.g. torchtune.models.llama3_2.llama3_2_1b) to the entry",
-        )
-    if full:
-        # A LoRA setting has no effect on full fine-tuning: a run that gives one, or spells one in its name,
-        # was probably meant to be LoRA.
-        for name in (n for n in shared.lora_only if n in given):
-            problem(
-                here + ("parameters", name),
-                f"{name} is a LoRA setting, but this run's method is full (every weight is trained, no adapter)",
-                f"remove {name} from the run, or set method: lora",
+        return _Compute(gpus, compute.get("nodes", 1), seconds, res)
+
+    def method(self, entry: dict | None, compute: _Compute) -> None:
+        """The method, GPUs and nodes a recipe can train (scaffold.rules), and what full fine-tuning needs."""
+        shared, local, here, given, values = self.shared, self.shared.local, self.here, self.given, self.values
+        full = values["method"] == "full"
+        method_path = here + ("parameters", "method") if "method" in given else ("controls", "method")
+        if full and entry is not None and not entry.get("full_builder"):
+            self.problem(
+                method_path,
+                f"method full, but the model registry entry of {self.run['model']} has no full_builder",
+                "add full_builder (a torchtune model builder, e.g. torchtune.models.llama3_2.llama3_2_1b) to the entry",
             )
-        spelt = [n for n in spelt_names if n in shared.lora_only]
-        if spelt:
-            problem(
-                here + ("name",),
-                f"the run name spells {', '.join(spelt)}, a LoRA setting, but this run's method is full",
-                "rename the run, or set method: lora",
-            )
-    site = {"gpus": gpus, "nodes": nodes, "gpu_directive": local.get("gpu_directive", "gres")}
-    for v in rules.violations({**values, **site}):
-        if v.setting == "gpu_directive":  # the site's setting: reported at the local config's line
-            line, col = local.doc.locate(("gpu_directive",))
-            rp.problems.append(Problem(v.message, local.doc.name, line, col, "gpu_directive", v.fix, rp.name))
-            continue
-        path = {
-            "gpus": here + ("compute", "gpus"),
-            "nodes": here + ("compute", "nodes"),
-            "validation_during_training": here + ("parameters", "validation_during_training")
+        if full:
+            # A LoRA setting has no effect on full fine-tuning: a run that gives one, or spells one in its name,
+            # was probably meant to be LoRA.
+            for name in (n for n in shared.lora_only if n in given):
+                self.problem(
+                    here + ("parameters", name),
+                    f"{name} is a LoRA setting, but this run's method is full (every weight is trained, no adapter)",
+                    f"remove {name} from the run, or set method: lora",
+                )
+            spelt = [n for n in self.spelt if n in shared.lora_only]
+            if spelt:
+                self.problem(
+                    here + ("name",),
+                    f"the run name spells {', '.join(spelt)}, a LoRA setting, but this run's method is full",
+                    "rename the run, or set method: lora",
+                )
+        validation_path = (
+            here + ("parameters", "validation_during_training")
             if "validation_during_training" in given
-            else ("controls", "validation_during_training"),
-        }[v.setting]
-        problem(path, v.message, v.fix)
-    if values["validation_during_training"]:
-        declared = (shared.training.get("splits") or {}).get("validation")
-        if declared == 0:
-            problem(
-                here + ("parameters", "validation_during_training")
-                if "validation_during_training" in given
-                else ("controls", "validation_during_training"),
+            else ("controls", "validation_during_training")
+        )
+        site = {"gpus": compute.gpus, "nodes": compute.nodes, "gpu_directive": local.get("gpu_directive", "gres")}
+        for v in rules.violations({**values, **site}):
+            if v.setting == "gpu_directive":  # the site's setting: reported at the local config's line
+                line, col = local.doc.locate(("gpu_directive",))
+                self.rp.problems.append(
+                    Problem(v.message, local.doc.name, line, col, "gpu_directive", v.fix, self.rp.name)
+                )
+                continue
+            paths = {
+                "gpus": here + ("compute", "gpus"),
+                "nodes": here + ("compute", "nodes"),
+                "validation_during_training": validation_path,
+            }
+            self.problem(paths[v.setting], v.message, v.fix)
+        if values["validation_during_training"] and (shared.training.get("splits") or {}).get("validation") == 0:
+            self.problem(
+                validation_path,
                 "validation during training was asked for, but data.training.splits.validation is 0",
                 "add validation records to the dataset, or set validation_during_training: false",
             )
-    # Paths (strings: the run's own are plain names under a normalised root)
-    own_dataset = run.get("dataset_path")
-    if run.get("training_condition"):
-        own_dataset = _training_condition_path(run, here, shared, problem)
-        if own_dataset is None:
-            return
-        rp.notes.append(f"training_condition {run['training_condition']!r} resolved to {own_dataset}")
-    dataset, check_dataset = shared.dataset(own_dataset or shared.training["path"])
-    run_dir = os.path.join(shared.root, rp.name)
-    output_dir = os.path.join(run_dir, "artifacts")
-    model_str = str(model_dir)
-    if output_dir == model_str or output_dir.startswith(model_str.rstrip("/") + "/"):
-        problem(here + ("model",), f"the output directory {output_dir} is inside the model directory {model_dir}")
-    if check_dataset:
+
+    def data(self, compute: _Compute) -> _Dataset | None:
+        """The run's train file and what the dataset says about this run (records, splits, optimizer steps); None
+        when the run's train file cannot be worked out."""
+        rp, run, shared, here, values = self.rp, self.run, self.shared, self.here, self.values
+        own_dataset = run.get("dataset_path")
+        if run.get("training_condition"):
+            own_dataset = _training_condition_path(run, here, shared, self.problem)
+            if own_dataset is None:
+                return None
+            rp.notes.append(f"training_condition {run['training_condition']!r} resolved to {own_dataset}")
+        dataset, check_dataset = shared.dataset(own_dataset or shared.training["path"])
+        if not check_dataset:
+            return _Dataset(dataset, own_dataset)
         dpath = here + ("dataset_path",) if own_dataset else ("data", "training", "path")
         if run.get("training_condition"):
             dpath = here + ("training_condition",)
         findings, train = shared.dataset_findings(
             dataset, bool(values["validation_during_training"]), bool(own_dataset)
         )
-        per_step = values["batch_size"] * values["gradient_accumulation_steps"] * world
+        per_step = values["batch_size"] * values["gradient_accumulation_steps"] * compute.world
         if train is not None and per_step <= train:
             steps = train // per_step
             if values["max_steps_per_epoch"]:
@@ -489,82 +552,101 @@ def _plan_fine_tuned(rp: RunPlan, run: dict, shared: _Shared) -> None:
                 )
         if train is not None and train < per_step:
             # torchtune's dataloader drops the last partial batch: this run would train zero steps.
-            problem(
+            self.problem(
                 dpath,
                 f"the train split has {train} records, fewer than one optimizer step needs "
                 f"(batch_size {values['batch_size']} x gradient_accumulation_steps "
-                f"{values['gradient_accumulation_steps']} x {world} GPU(s) = {per_step}): it would train "
+                f"{values['gradient_accumulation_steps']} x {compute.world} GPU(s) = {per_step}): it would train "
                 "zero steps",
                 "lower batch_size or gradient_accumulation_steps, or add training records",
             )
         for path, message, fix in findings:
-            problem(path or dpath, message, fix)
-    if shared.check_paths:
-        missing = shared.model_files(model_name, entry, model_dir)
-        if missing:
-            problem(here + ("model",), *missing)
-        else:
-            wrong_tokenizer = shared.hf_tokenizer(model_dir, values["dataset_type"])
-            if wrong_tokenizer:
-                problem(here + ("model",), *wrong_tokenizer)
+            self.problem(path or dpath, message, fix)
+        return _Dataset(dataset, own_dataset)
 
-    setup: dict[str, Any] = {
-        "run_name": rp.name,
-        "experiment": summary.name,
-        "project": summary.data["experiment"].get("project"),
-        "run_dir": run_dir,
-        "output_dir": output_dir,
-        "model": model_name,
-        "model_dir": model_str,
-        "dataset_path": str(dataset),
-        # A run's own dataset is labelled by its file name, as in the original.
-        "dataset_label": Path(own_dataset).stem if own_dataset else shared.training.get("dataset_label"),
-        "wandb_project": None,  # set below, for a run that logs to W&B
-        "wandb_entity": None,
-        "wandb_mode": None,
-    }
-    setup.update(values)
-    # W&B settings are read (and a placeholder in them is an error) only for a run that logs to W&B.
-    wandb = setup["metric_logger"] == "wandb"
-    if wandb and "wandb_entity" in local.placeholders:
-        rp.notes.append(
-            f"W&B entity {local.placeholders['wandb_entity']} is an unfilled placeholder in the local config: not "
-            "written, so runs log to the default entity of the W&B account (as the original, which writes none)"
+    def paths(self, entry: dict, model_dir: Path) -> str:
+        """The run's output directory, outside the model directory; the model's files and Hugging Face tokenizer
+        (with path checks)."""
+        shared, here = self.shared, self.here
+        output_dir = os.path.join(shared.root, self.rp.name, "artifacts")
+        model_str = str(model_dir)
+        if output_dir == model_str or output_dir.startswith(model_str.rstrip("/") + "/"):
+            self.problem(
+                here + ("model",), f"the output directory {output_dir} is inside the model directory {model_dir}"
+            )
+        if shared.check_paths:
+            missing = shared.model_files(self.run["model"], entry, model_dir)
+            if missing:
+                self.problem(here + ("model",), *missing)
+            else:
+                wrong_tokenizer = shared.hf_tokenizer(model_dir, self.values["dataset_type"])
+                if wrong_tokenizer:
+                    self.problem(here + ("model",), *wrong_tokenizer)
+        return output_dir
+
+    def settings(self, model_dir: Path, output_dir: str, compute: _Compute, dataset: _Dataset) -> dict[str, Any]:
+        """What setup_finetune.yaml records (scaffold/schemas setup_finetune.schema.json)."""
+        rp, run, shared, local = self.rp, self.run, self.shared, self.shared.local
+        summary, res = shared.summary, compute.resources
+        c = run.get("compute") or {}
+        setup: dict[str, Any] = {
+            "run_name": rp.name,
+            "experiment": summary.name,
+            "project": summary.data["experiment"].get("project"),
+            "run_dir": os.path.join(shared.root, rp.name),
+            "output_dir": output_dir,
+            "model": run["model"],
+            "model_dir": str(model_dir),
+            "dataset_path": str(dataset.path),
+            # A run's own dataset is labelled by its file name, as in the original.
+            "dataset_label": Path(dataset.own).stem if dataset.own else shared.training.get("dataset_label"),
+            "wandb_project": None,  # set below, for a run that logs to W&B
+            "wandb_entity": None,
+            "wandb_mode": None,
+        }
+        setup.update(self.values)
+        # W&B settings are read (and a placeholder in them is an error) only for a run that logs to W&B.
+        wandb = setup["metric_logger"] == "wandb"
+        if wandb and "wandb_entity" in local.placeholders:
+            rp.notes.append(
+                f"W&B entity {local.placeholders['wandb_entity']} is an unfilled placeholder in the local config: "
+                "not written, so runs log to the default entity of the W&B account (as the original, which writes "
+                "none)"
+            )
+        setup.update(
+            {
+                "wandb_project": (shared.output.get("wandb_project") or local.get("wandb_project")) if wandb else None,
+                # Optional (the original never writes one): an unfilled placeholder leaves W&B its default entity.
+                "wandb_entity": local.settings.get("wandb_entity") if wandb else None,
+                "wandb_mode": local.get("wandb_mode", DEFAULT_WANDB_MODE) if wandb else None,
+            }
         )
-    setup.update(
-        {
-            "wandb_project": (shared.output.get("wandb_project") or local.get("wandb_project")) if wandb else None,
-            # Optional (the original never writes one): an unfilled placeholder leaves W&B its default entity.
-            "wandb_entity": local.settings.get("wandb_entity") if wandb else None,
-            "wandb_mode": local.get("wandb_mode", DEFAULT_WANDB_MODE) if wandb else None,
-        }
-    )
-    setup.update(
-        {
-            "time": format_time(seconds),
-            "gpus": gpus,
-            "nodes": nodes,
-            "mem": str(_first(compute.get("mem"), res.get("mem"), local.get("default_mem"), DEFAULT_MEM)),
-            "cpus_per_task": _first(
-                compute.get("cpus_per_task"), res.get("cpus_per_task"), local.get("default_cpus"), DEFAULT_CPUS
-            ),
-        }
-    )
-    setup.update(shared.site)
-    setup.update(
-        {
-            "modules": list(local.get("modules", [])),
-            "sbatch_extra": list(local.get("sbatch_extra", [])),
-            "slurm_overrides": dict(run.get("slurm_overrides") or {}),
-        }
-    )
-    if not (setup["conda_env"] or setup["venv"]):
-        rp.notes.append("no conda environment or venv in the local config: the batch script activates nothing")
-    if shared.check_paths:
-        for key, message, fix in shared.environment():
-            line, col = local.doc.locate((key,))
-            rp.problems.append(Problem(message, local.doc.name, line, col, key, fix, rp.name))
-    rp.setup = setup
+        setup.update(
+            {
+                "time": format_time(compute.seconds),
+                "gpus": compute.gpus,
+                "nodes": compute.nodes,
+                "mem": str(_first(c.get("mem"), res.get("mem"), local.get("default_mem"), DEFAULT_MEM)),
+                "cpus_per_task": _first(
+                    c.get("cpus_per_task"), res.get("cpus_per_task"), local.get("default_cpus"), DEFAULT_CPUS
+                ),
+            }
+        )
+        setup.update(shared.site)
+        setup.update(
+            {
+                "modules": list(local.get("modules", [])),
+                "sbatch_extra": list(local.get("sbatch_extra", [])),
+                "slurm_overrides": dict(run.get("slurm_overrides") or {}),
+            }
+        )
+        if not (setup["conda_env"] or setup["venv"]):
+            rp.notes.append("no conda environment or venv in the local config: the batch script activates nothing")
+        if shared.check_paths:
+            for key, message, fix in shared.environment():
+                line, col = local.doc.locate((key,))
+                rp.problems.append(Problem(message, local.doc.name, line, col, key, fix, rp.name))
+        return setup
 
 
 @cache

@@ -107,3 +107,19 @@ def test_gpu_requests_are_written_and_read_by_one_rule(option, value, count) -> 
 def test_the_prompt_rule(prompt, words) -> None:
     found = rules.prompt_problem(prompt)
     assert (found is None) if words is None else (words in found[0])
+
+
+def test_the_planner_reports_every_problem_of_a_run_at_once(local_example) -> None:
+    """An unknown model no longer hides the run's other problems (each planning step reports its own)."""
+    data = local_example.load()
+    run = data["runs"][0]  # Llama-3.2-1B-Instruct_rank4
+    run["model"] = "No-Such-Model"
+    run["parameters"] = {"lora_rank": 8}
+    run["compute"] = {"time": "25:99:00"}
+    local_example.save(data)
+    res = local_example.generate()
+    assert res.code == 1, res.out + res.err
+    errors = [ln for ln in res.out.splitlines() if ln.strip().startswith("error:") and run["name"] in ln]
+    assert any("No-Such-Model" in e for e in errors), errors
+    assert any("the run name says rank4 but lora_rank is 8" in e for e in errors), errors
+    assert any("'25:99:00' is not a SLURM time" in e for e in errors), errors
