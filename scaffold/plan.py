@@ -17,6 +17,7 @@ from .discover import ARRAY_DIR, FINETUNE_FILE, SETUP_FILE, SLURM_FILE, TRAINING
 from .errors import InputError, Problem
 from .localconfig import DEFAULT_WANDB_MODE, LocalConfig
 from .runlog import LOG_DIR
+from .settings import RunSettings
 from .summary import SUMMARY_NAME, Summary
 from .timeutil import format_time, parse_time
 from .torchtune_ext.datasets import CHAT_TEMPLATE_FILE
@@ -52,7 +53,7 @@ class RunPlan:
     type: str
     index: int
     local_dir: Path
-    setup: dict | None = None
+    setup: RunSettings | None = None  # complete: every key of setup_finetune.schema.json
     sources: Mapping[str, str] = field(default_factory=dict)  # parameter -> "run" | "controls" | "default" | ...
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -584,7 +585,7 @@ class _FineTuned:
                     self.problem(here + ("model",), *wrong_tokenizer)
         return output_dir
 
-    def settings(self, model_dir: Path, output_dir: str, compute: _Compute, dataset: _Dataset) -> dict[str, Any]:
+    def settings(self, model_dir: Path, output_dir: str, compute: _Compute, dataset: _Dataset) -> RunSettings:
         """What setup_finetune.yaml records (scaffold/schemas setup_finetune.schema.json)."""
         rp, run, shared, local = self.rp, self.run, self.shared, self.shared.local
         summary, res = shared.summary, compute.resources
@@ -646,7 +647,7 @@ class _FineTuned:
             for key, message, fix in shared.environment():
                 line, col = local.doc.locate((key,))
                 rp.problems.append(Problem(message, local.doc.name, line, col, key, fix, rp.name))
-        return setup
+        return setup  # type: ignore[return-value]  (every key: tests/test_settings.py)
 
 
 @cache

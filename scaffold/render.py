@@ -134,7 +134,7 @@ def launch_command(setup: dict) -> str:
     node (`$rdzv_endpoint`, set by the batch script)."""
     config = shlex.quote(str(Path(setup["run_dir"]) / FINETUNE_FILE))
     recipe = recipe_for(setup)
-    nodes = setup.get("nodes", 1)
+    nodes = setup["nodes"]
     if nodes > 1:
         return (
             f"srun --nodes={nodes} --ntasks-per-node=1 --kill-on-bad-exit=1 "
@@ -176,7 +176,7 @@ def sbatch_site(setup: dict) -> dict[str, Any]:
     and mail_type (None: no line), sbatch_extra without the options an override names, and the overrides left to
     print (non-empty ones the site does not set)."""
     out: dict[str, Any] = {key: setup.get(key) for key in SITE_DIRECTIVES.values()}
-    overrides = dict(setup.get("slurm_overrides") or {})
+    overrides = dict(setup["slurm_overrides"])
     named = set(overrides)
     for option, key in SITE_DIRECTIVES.items():
         if option in overrides:
@@ -184,7 +184,7 @@ def sbatch_site(setup: dict) -> dict[str, Any]:
             out[key] = None if value is None or value == "" else value
     if out["mail_user"] and not out["mail_type"]:
         out["mail_type"] = DEFAULT_MAIL_TYPE
-    out["sbatch_extra"] = [line for line in setup.get("sbatch_extra") or [] if line[2:].partition("=")[0] not in named]
+    out["sbatch_extra"] = [line for line in setup["sbatch_extra"] if line[2:].partition("=")[0] not in named]
     out["slurm_overrides"] = {k: v for k, v in overrides.items() if v is not None and v != ""}
     return out
 
@@ -201,8 +201,8 @@ def context(setup: dict, model: dict) -> dict[str, Any]:
         raise RenderError(f"the model registry entry of {setup['model']} has no {builder}", FINETUNE_FILE)
     ctx.update(
         method=method(setup),
-        requeue=bool(setup.get("requeue")),
-        nodes=setup.get("nodes", 1),
+        requeue=setup["requeue"],
+        nodes=setup["nodes"],
         recipe=recipe_for(setup),
         model_builder=model[builder],
         model_args=dict(model.get("model_args") or {}),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__, localconfig, registry, rules, schemas, selfcheck
+from . import __version__, localconfig, registry, rules, schemas, selfcheck, settings
 from .errors import InputError, Problem, did_you_mean, display_path
 from .plan import FINE_TUNED, FINETUNE_FILE, SETUP_FILE, SLURM_FILE, RunPlan
 from .render import RenderError, render_finetune_yaml, render_setup, render_slurm
@@ -133,7 +133,8 @@ def setup_finetune(
     for note in result.notes:
         log.info(note, name)
     try:
-        texts = {FINETUNE_FILE: render_finetune_yaml(setup, entry), SLURM_FILE: render_slurm(setup, entry)}
+        full = settings.complete(setup)  # keys the file leaves out: their defaults, once (scaffold.settings)
+        texts = {FINETUNE_FILE: render_finetune_yaml(full, entry), SLURM_FILE: render_slurm(full, entry)}
     except RenderError as e:
         result.problems = [
             Problem(
@@ -172,7 +173,7 @@ def setup_finetune(
     except OSError as e:
         result.problems.append(Problem(f"cannot write: {e.strerror} ({e.filename})", run=name))
     if not result.problems:
-        rp = RunPlan(name, FINE_TUNED, 0, run_dir, setup)
+        rp = RunPlan(name, FINE_TUNED, 0, run_dir, full)
         result.checks = selfcheck.check_run(rp)
         result.problems += [
             Problem(f"self-check {c.check} failed: {c.message}", run=name) for c in result.checks if not c.ok

@@ -283,7 +283,7 @@ def launch_matches_gpus(run: RunContext) -> Iterator[Problem]:
         yield run.problem(
             v.message, file=SLURM_FILE, line=launch.line, expected="--nnodes 1", found=f"--nnodes {nodes}", fix=v.fix
         )
-    want_nodes = int(expected.setup.get("nodes", 1))
+    want_nodes = int(expected.setup["nodes"])
     if want_nodes > 1:
         yield from _multi_node_launch(run, launch, want_nodes)
 
@@ -347,13 +347,13 @@ def environment_from_local_config(run: RunContext) -> Iterator[Problem]:
     launches = find_launches(script)
     launch_line = launches[0].line if launches else None
     modules = [w for c in script.commands_starting("module", "load") for w in c.words[2:]]
-    if modules != list(setup.get("modules") or []):
+    if modules != list(setup["modules"]):
         first = script.commands_starting("module", "load")
         yield run.problem(
             "modules loaded (local config `modules`)",
             file=SLURM_FILE,
             line=first[0].line if first else None,
-            expected=list(setup.get("modules") or []),
+            expected=list(setup["modules"]),
             found=modules,
             fix=REGEN,
         )
