@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import __version__
 
-EPILOG = "exit status: 0 all runs succeeded, 1 some run failed, 2 invalid input (nothing written)"
+EPILOG = "exit status: 0 all runs succeeded, 1 some run failed, 2 invalid input (nothing written), 3 internal error"
 
 
 def build_parser() -> argparse.ArgumentParser:

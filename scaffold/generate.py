@@ -164,7 +164,7 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
     except BaseException:
         renderer.close(interrupted=True)
         # Interrupted (Ctrl-C, SIGTERM): record what was written, so the next run does not take this run's own
-        # files for hand edits. (After a SIGKILL nothing can run: see the known limitation in the README.)
+        # files for hand edits. (After a SIGKILL nothing can run: tests/test_interrupt.py holds that case as an xfail.)
         if not dry_run:
             with contextlib.suppress(OSError):
                 manifest.save()
