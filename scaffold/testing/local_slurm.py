@@ -204,7 +204,7 @@ class Cluster:
 class JobResult:
     """The final state of a job as ``scontrol show job`` reports it."""
 
-    job_id: int
+    job_id: int | str  # a task of a job array: "ARRAYJOB_TASK"
     state: str
     exit_code: int
     signal: int
@@ -648,7 +648,7 @@ def parse_scontrol_record(text: str) -> dict[str, str]:
     return fields
 
 
-def job_info(job_id: int, env: Mapping[str, str]) -> dict[str, str] | None:
+def job_info(job_id: int | str, env: Mapping[str, str]) -> dict[str, str] | None:
     """``scontrol show job`` fields, or None once the controller has forgotten the job."""
     proc = _run(["scontrol", "--oneliner", "show", "job", str(job_id)], env=env, check=False, timeout=10)
     if proc.returncode != 0:
@@ -658,7 +658,7 @@ def job_info(job_id: int, env: Mapping[str, str]) -> dict[str, str] | None:
     return parse_scontrol_record(proc.stdout.splitlines()[0])
 
 
-def wait_for_job(job_id: int, env: Mapping[str, str], timeout: float = 60.0, poll: float = 0.2) -> JobResult:
+def wait_for_job(job_id: int | str, env: Mapping[str, str], timeout: float = 60.0, poll: float = 0.2) -> JobResult:
     """Poll the controller until ``job_id`` reaches a final state; return that state and its exit code.
 
     ``sbatch --wait`` is not used: it polls with growing intervals and returns seconds late.
