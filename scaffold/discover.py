@@ -4,6 +4,7 @@ re-run (scaffold.uptodate) finds them without loading the validators."""
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from .errors import InputError, Problem, display_path
@@ -18,6 +19,21 @@ SLURM_FILE = "finetune.slurm"
 TRAINING_FILES = (SETUP_FILE, FINETUNE_FILE, SLURM_FILE)
 # The experiment's job array scripts (scaffold.arrays).
 ARRAY_DIR = "arrays"
+# The tool's log (scaffold.runlog), and its lock beside it.
+LOG_DIR = "logs"
+LOG_NAME = "scaffold-torchtune.log"
+# Hashes of the files this tool generated (scaffold.writer).
+MANIFEST = ".scaffold-manifest.json"
+
+
+def signature(path: Path | str) -> list[int] | None:
+    """What a path is (file type), and its size, modification time and inode; None when absent. (The planner
+    records the paths it looked at with it; the unchanged re-run compares them.)"""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [stat.S_IFMT(st.st_mode), st.st_size, st.st_mtime_ns, st.st_ino]
 
 
 def summary_path(target: Path) -> Path:

@@ -13,15 +13,22 @@ from pathlib import Path
 from typing import Any
 
 from . import params, registry, rules, sweep
-from .discover import ARRAY_DIR, FINETUNE_FILE, SETUP_FILE, SLURM_FILE, TRAINING_FILES  # noqa: F401 (re-exported)
+from .discover import (  # noqa: F401 (re-exported)
+    ARRAY_DIR,
+    FINETUNE_FILE,
+    LOG_DIR,
+    MANIFEST,
+    SETUP_FILE,
+    SLURM_FILE,
+    TRAINING_FILES,
+    signature,
+)
 from .errors import InputError, Problem
 from .localconfig import DEFAULT_WANDB_MODE, LocalConfig
-from .runlog import LOG_DIR
 from .settings import RunSettings
 from .summary import SUMMARY_NAME, Summary
 from .timeutil import format_time, parse_time
 from .torchtune_ext.datasets import CHAT_TEMPLATE_FILE
-from .writer import MANIFEST, signature
 
 FINE_TUNED = "fine-tuned"
 

@@ -11,9 +11,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-LOG_DIR = "logs"
-LOG_NAME = "scaffold-torchtune.log"
-
+from .discover import LOG_DIR, LOG_NAME  # noqa: F401 (re-exported: the log's place lives with the other names)
 
 _STAMP: list = [None, ""]  # (centisecond, its text): a log of thousands of runs formats each time once
 

@@ -6,12 +6,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__, localconfig, registry, rules, schemas, selfcheck, settings
+from .discover import MANIFEST
 from .errors import InputError, Problem, did_you_mean, display_path
 from .plan import FINE_TUNED, FINETUNE_FILE, SETUP_FILE, SLURM_FILE, RunPlan
 from .render import RenderError, render_finetune_yaml, render_setup, render_slurm
 from .runlog import LOG_DIR, LOG_NAME, RunLog
 from .summary import SUMMARY_NAME
-from .writer import KEPT, MANIFEST, Manifest, atomic_write, write
+from .writer import KEPT, Manifest, atomic_write, write
 from .yamlio import load_yaml, parse_yaml
 
 

@@ -24,12 +24,12 @@ import stat
 from pathlib import Path
 
 from . import __version__
-from .discover import TRAINING_FILES, find, summary_path
+from .discover import MANIFEST, TRAINING_FILES, find, signature, summary_path
 from .errors import InputError, display_path
 from .lock import LockTimeout, experiment_lock
 from .outcome import ArrayOutcome, Report, RunOutcome
 from .runlog import LOG_DIR, LOG_NAME, RunLog
-from .writer import MANIFEST, UNCHANGED, Manifest, signature
+from .writer import UNCHANGED, Manifest
 
 _PACKAGE = Path(__file__).resolve().parent
 _SHIPPED = (".py", ".j2", ".yaml", ".yml", ".json")

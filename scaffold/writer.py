@@ -8,14 +8,14 @@ import hashlib
 import itertools
 import json
 import os
-import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-MANIFEST = ".scaffold-manifest.json"
+from .discover import MANIFEST
+
 TEMP_SUFFIX = ".tmp"
 _TEMP_NUMBERS = itertools.count()
 
@@ -56,15 +56,6 @@ Stamp = tuple[int, int, int]  # size, modification time (ns), inode: what change
 # A file whose stamp was taken this close to the manifest's saving may have been changed again within the same
 # filesystem timestamp tick: its content is compared instead (git's "racily clean" entries).
 RACY_NS = 50_000_000
-
-
-def signature(path: Path | str) -> list[int] | None:
-    """What a path is (file type), and its size, modification time and inode; None when absent."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return [stat.S_IFMT(st.st_mode), st.st_size, st.st_mtime_ns, st.st_ino]
 
 
 def stamp(path: Path | str) -> Stamp | None:

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from scaffold import uptodate
+from scaffold.discover import MANIFEST
 from scaffold.generate import generate
 from scaffold.report import as_json
-from scaffold.writer import MANIFEST, RACY_NS, Manifest, atomic_write
+from scaffold.writer import RACY_NS, Manifest, atomic_write
 
 from .conftest import Experiment, make_model_dir
 
