@@ -35,7 +35,6 @@ from .findings import Blocked, CheckFailed, NotApplicable
 from .shapes import EVERY, PER_SHAPE
 
 PER_CHECK_UP_TO = 50  # runs; above, --items auto collects one test per run, and --omegaconf auto loads by shape
-PREFETCH_FROM = 20  # selected runs in per-run tests: their files are read by a worker process (prefetch.py)
 SUMMARY_KEY = pytest.StashKey[Path]()
 CONTEXT_KEY = pytest.StashKey[ExperimentContext]()
 
@@ -439,8 +438,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     # Work done for every run ahead of its test (bash -n in the background) covers the selected runs only.
     context.selected = {item.run.name for item in session.items if isinstance(item, VerifyItem) and item.run}
-    if context.release_runs and len(context.selected) >= PREFETCH_FROM and not session.config.option.collectonly:
-        context.prefetch()
     if context.release_runs:
         # Large sweeps: what collection built lives until the end; keep the collector from scanning it again and
         # again while the runs' tests allocate (and pytest's collections at the end).
