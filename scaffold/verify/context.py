@@ -149,7 +149,6 @@ class ExperimentContext:
         self._bash: BashSyntax | None = None
         self.release_runs = False  # large sweeps: a run's files are forgotten once its test is done
         self.partial_skips: Counter[tuple[str, str]] = Counter()  # (check, reason) skipped inside grouped tests
-        self.frozen = False  # gc.freeze() after collection (large sweeps)
         self.memo: dict[Any, Any] = {}  # what checks compute once for runs that share an input (the dataset)
 
     @property
