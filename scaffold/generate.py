@@ -141,7 +141,7 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
                     unchanged.add(rp.name)
                     continue
             to_render.append(i)
-    # The others are rendered (and self-checked) on the other core while this process writes.
+    # The others are rendered and self-checked, a batch at a time, as they are written.
     renderer = Renderer(plan, to_render, check=not dry_run, model_texts=model_texts, shared=shared)
     checks: dict[str, list[CheckResult]] = {}
     try:
@@ -162,14 +162,12 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
                 checks[rp.name] = row.checks
             log.flush_some()
     except BaseException:
-        renderer.close(interrupted=True)
         # Interrupted (Ctrl-C, SIGTERM): record what was written, so the next run does not take this run's own
         # files for hand edits. (After a SIGKILL nothing can run: see the known limitation in the README.)
         if not dry_run:
             with contextlib.suppress(OSError):
                 manifest.save()
         raise
-    renderer.close()
     if not dry_run:
         _self_check(report, log, checks, manifest)
         _write_arrays(plan, report, log, manifest, force=force)

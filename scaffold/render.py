@@ -114,7 +114,7 @@ def _yaml_filter(value: Any) -> str:
 
 @cache
 def _environment() -> jinja2.Environment:
-    import jinja2  # here, not at the top: generate's renderer is a forked worker, which imports it on its core
+    import jinja2  # here, not at the top: an unchanged re-run renders nothing
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
