@@ -1,5 +1,4 @@
-"""Finding an experiment's files: the summary, and the local (site) config. Light on imports: the unchanged
-re-run (scaffold.uptodate) finds them without loading the validators."""
+"""Finding an experiment's files: the summary, and the local (site) config."""
 
 from __future__ import annotations
 

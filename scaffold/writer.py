@@ -8,7 +8,6 @@ import hashlib
 import itertools
 import json
 import os
-import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -56,15 +55,6 @@ Stamp = tuple[int, int, int]  # size, modification time (ns), inode: what change
 # A file whose stamp was taken this close to the manifest's saving may have been changed again within the same
 # filesystem timestamp tick: its content is compared instead (git's "racily clean" entries).
 RACY_NS = 50_000_000
-
-
-def signature(path: Path | str) -> list[int] | None:
-    """What a path is (file type), and its size, modification time and inode; None when absent."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return [stat.S_IFMT(st.st_mode), st.st_size, st.st_mtime_ns, st.st_ino]
 
 
 def stamp(path: Path | str) -> Stamp | None:
@@ -126,15 +116,12 @@ class Manifest:
         self.sources: dict[str, str] = {}
         self.stamps: dict[str, list[int]] = {}  # path -> stamp when written (see `unchanged`)
         self.saved_ns = 0
-        # The last generation that left every run generated and checked: see scaffold.uptodate.
-        self.state: dict | None = None
         try:
             body = json.loads(self.path.read_text(encoding="utf-8"))
             self.files = dict(body.get("files", {}))
             self.sources = dict(body.get("sources", {}))
             self.stamps = {k: v for k, v in dict(body.get("stamps", {})).items() if isinstance(v, list) and len(v) == 3}
             self.saved_ns = int(body.get("saved_ns", 0))
-            self.state = body.get("state") if isinstance(body.get("state"), dict) else None
         except (FileNotFoundError, ValueError, AttributeError, TypeError):
             self.files, self.sources, self.stamps = {}, {}, {}
         self._dirty = False
@@ -152,7 +139,6 @@ class Manifest:
     def record(self, path: Path, digest: str, written: Stamp | None = None) -> None:
         """What this tool wrote at `path`: its hash and, when known, its stamp right after writing."""
         k = self.key(path)
-        self.set_state(None)  # whatever it said, files are being written now
         if self.files.get(k) != digest:
             self.files[k] = digest
             self._dirty = True
@@ -166,7 +152,6 @@ class Manifest:
         """A generated file this tool has removed."""
         k = self.key(path)
         if self.files.pop(k, None) is not None or self.stamps.pop(k, None) is not None:
-            self.set_state(None)
             self._dirty = True
 
     def source(self, run: str) -> str | None:
@@ -176,11 +161,6 @@ class Manifest:
     def record_source(self, run: str, fingerprint: str) -> None:
         if self.sources.get(run) != fingerprint:
             self.sources[run] = fingerprint
-            self._dirty = True
-
-    def set_state(self, state: dict | None) -> None:
-        if self.state != state:
-            self.state = state
             self._dirty = True
 
     def unchanged(self, paths: list[Path] | list[str]) -> bool:
@@ -234,8 +214,6 @@ class Manifest:
                 "sources": dict(sorted(self.sources.items())),
                 "stamps": dict(sorted(self.stamps.items())),
             }
-            if self.state is not None:
-                body["state"] = self.state
             atomic_write(self.path, json.dumps(body, indent=1, separators=(",", ":")) + "\n")
             self._dirty = False
 
