@@ -98,9 +98,9 @@ def groups(scripts: Iterable[tuple[str, str]]) -> list[Group]:
 def render(group: Group, k: int, *, experiment: str, root: str | os.PathLike) -> str:
     """The array script of group `k` of experiment `experiment`, whose run directories are under `root` (the
     experiment directory as the cluster sees it)."""
-    from .render import _jinja_render
+    from .render import _render
 
-    return _jinja_render(
+    return _render(
         "finetune_array.slurm.j2",
         {
             "experiment": experiment,

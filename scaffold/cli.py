@@ -178,19 +178,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from .report import as_json, as_text
-
-    if not (args.print_plan or args.dry_run or args.force or os.environ.get("SCAFFOLD_NO_SHORTCUT")):
-        from .uptodate import try_unchanged
-
-        # Nothing changed since the last generation: say so without loading the generator (a few hundredths
-        # of a second for thousands of runs). Else, and whenever in doubt, the ordinary path below.
-        unchanged = try_unchanged(args.experiment, local_config=args.local_config, check_paths=not args.no_check_paths)
-        if unchanged is not None:
-            print(as_json(unchanged) if args.json else as_text(unchanged), end="\n" if args.json else "")
-            return unchanged.exit_status
-
     from .generate import generate
+    from .report import as_json, as_text
 
     if args.print_plan:
         from .generate import load_plan

@@ -1,10 +1,8 @@
-"""Finding an experiment's files: the summary, and the local (site) config. Light on imports: the unchanged
-re-run (scaffold.uptodate) finds them without loading the validators."""
+"""Finding an experiment's files: the summary, and the local (site) config."""
 
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 from .errors import InputError, Problem, display_path
@@ -24,16 +22,6 @@ LOG_DIR = "logs"
 LOG_NAME = "scaffold-torchtune.log"
 # Hashes of the files this tool generated (scaffold.writer).
 MANIFEST = ".scaffold-manifest.json"
-
-
-def signature(path: Path | str) -> list[int] | None:
-    """What a path is (file type), and its size, modification time and inode; None when absent. (The planner
-    records the paths it looked at with it; the unchanged re-run compares them.)"""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return [stat.S_IFMT(st.st_mode), st.st_size, st.st_mtime_ns, st.st_ino]
 
 
 def summary_path(target: Path) -> Path:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import __version__, arrays, localconfig, schemas, uptodate
+from . import __version__, arrays, localconfig, schemas
 from . import summary as summary_mod
 from .errors import InputError, Problem, display_path
 from .lock import DEFAULT_TIMEOUT, LockTimeout, experiment_lock
@@ -100,9 +100,6 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
         )
     for note in notes:
         log.info(note)
-    # What this generation depends on, as it is now (before anything is written): kept by the manifest when
-    # every run ends generated and checked, so that an unchanged re-run can say so at once (scaffold.uptodate).
-    key = uptodate.input_key(summary.path, summary.doc.digest, local.path, local.doc.digest, check_paths, plan.inputs)
     log.flush()
 
     report.wandb_offline = [
@@ -141,7 +138,7 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
                     unchanged.add(rp.name)
                     continue
             to_render.append(i)
-    # The others are rendered (and self-checked) on the other core while this process writes.
+    # The others are rendered and self-checked, a batch at a time, as they are written.
     renderer = Renderer(plan, to_render, check=not dry_run, model_texts=model_texts, shared=shared)
     checks: dict[str, list[CheckResult]] = {}
     try:
@@ -162,21 +159,15 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
                 checks[rp.name] = row.checks
             log.flush_some()
     except BaseException:
-        renderer.close(interrupted=True)
         # Interrupted (Ctrl-C, SIGTERM): record what was written, so the next run does not take this run's own
         # files for hand edits. (After a SIGKILL nothing can run: tests/test_interrupt.py holds that case as an xfail.)
         if not dry_run:
             with contextlib.suppress(OSError):
                 manifest.save()
         raise
-    renderer.close()
     if not dry_run:
         _self_check(report, log, checks, manifest)
         _write_arrays(plan, report, log, manifest, force=force)
-        everything_ok = not report.errors and all(r.status == "ok" for r in report.runs)
-        if everything_ok and all(r.checks or r.checked_earlier or r.type != "fine-tuned" for r in report.runs):
-            manifest.set_state(uptodate.state(key, plan.inputs, report, notes))
-        # (else any state from before stays only if nothing was written: it still describes those files.)
     if not dry_run:
         try:
             manifest.save()
@@ -295,11 +286,6 @@ def _generate_run(
         assert row.texts is not None
         texts = row.texts
     try:
-        if not dry_run and rp.fine_tuned and manifest.state is not None:
-            # Files are about to change: the state of the last generation must not outlive them, also when
-            # this process is killed before it saves the manifest.
-            manifest.set_state(None)
-            manifest.save()
         created = False if dry_run else _make_dir(rp.local_dir)
         if not rp.fine_tuned:
             present = [] if created else [n for n in TRAINING_FILES if (rp.local_dir / n).exists()]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,7 +153,7 @@ def parse_markdown(path: Path) -> tuple[Document, list[str], dict[str, str]]:
         text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as a text-mode read
     except (OSError, UnicodeDecodeError) as e:
         raise InputError([Problem(f"cannot read: {e}", display_path(path))]) from None
-    doc = Document(path, {}, digest=hashlib.sha256(data).hexdigest())
+    doc = Document(path, {})
     name = display_path(path)
     notes: list[str] = []
     placeholders: dict[str, str] = {}

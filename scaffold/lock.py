@@ -7,7 +7,6 @@ kernel when its holder exits, also when it is killed, so a stale lock file never
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
@@ -21,19 +20,6 @@ from pathlib import Path
 LOCK_DIR = "logs"  # beside the log, which every invocation changes anyway
 LOCK_NAME = ".scaffold.lock"
 DEFAULT_TIMEOUT = 300.0
-
-
-# Descriptors of the locks this process holds: a forked helper process closes its copies at once, so that it
-# never keeps an experiment locked after its parent died (flock belongs to the open file, shared by forks).
-_HELD: set[int] = set()
-
-
-def close_inherited_locks() -> None:
-    """In a forked child: close the lock descriptors inherited from the parent."""
-    for fd in list(_HELD):
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    _HELD.clear()
 
 
 class LockTimeout(Exception):
@@ -80,8 +66,6 @@ def experiment_lock(
         info = {"pid": os.getpid(), "command": command, "since": datetime.now(UTC).isoformat(timespec="seconds")}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
-        _HELD.add(fd)
         yield
     finally:
-        _HELD.discard(fd)
         os.close(fd)  # closing the descriptor releases the lock

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,10 +68,10 @@ def known_sizes() -> list[str]:
     return [s["name"] for f in families()["families"] for s in f["sizes"]]
 
 
-def recognise(model_dir: Path, watch: Callable[[Path], Path] = lambda p: p) -> Recognised | Unrecognised | None:
+def recognise(model_dir: Path) -> Recognised | Unrecognised | None:
     """The entry for the model in `model_dir`, why there is none, or None when the directory has no config.json
     (nothing to recognise from: the caller reports the model as unknown)."""
-    config_path = watch(model_dir / CONFIG)
+    config_path = model_dir / CONFIG
     if not config_path.is_file():
         return None
     try:
@@ -92,7 +91,7 @@ def recognise(model_dir: Path, watch: Callable[[Path], Path] = lambda p: p) -> R
             continue
         for size in family["sizes"]:
             if _matches(size["match"], values):
-                return _entry(model_dir, config_path, family, size, values, table["resources"], watch)
+                return _entry(model_dir, config_path, family, size, values, table["resources"])
         sizes = ", ".join(s["name"] for s in family["sizes"])
         return Unrecognised(
             f"{config_path} ({read}) is a {family['family']} model of a size torchtune 0.6.1 has no builder for "
@@ -112,9 +111,8 @@ def _entry(
     size: dict,
     values: dict,
     resources: list[dict],
-    watch: Callable[[Path], Path],
 ) -> Recognised | Unrecognised:
-    files = checkpoint_files(model_dir, watch)
+    files = checkpoint_files(model_dir)
     if isinstance(files, Unrecognised):
         return files
     row = next((r for r in resources if size["params_b"] <= r["max_params_b"]), resources[-1])
@@ -130,11 +128,11 @@ def _entry(
     return Recognised(entry, size["name"], str(config_path))
 
 
-def checkpoint_files(model_dir: Path, watch: Callable[[Path], Path] = lambda p: p) -> list[str] | dict | Unrecognised:
+def checkpoint_files(model_dir: Path) -> list[str] | dict | Unrecognised:
     """The checkpoint files as a registry entry names them: the shards of model.safetensors.index.json's
     weight_map ({filename_format, max_filename} when they are model-0000i-of-0000N.safetensors for every i),
     else model.safetensors."""
-    index = watch(model_dir / INDEX)
+    index = model_dir / INDEX
     if index.is_file():
         try:
             data = json.loads(index.read_text(encoding="utf-8"))
@@ -151,7 +149,7 @@ def checkpoint_files(model_dir: Path, watch: Callable[[Path], Path] = lambda p: 
             if len(total) == 1 and len(width) == 1 and numbers == list(range(1, int(next(iter(total))) + 1)):
                 return {"filename_format": "model-{}-of-{}.safetensors", "max_filename": next(iter(total))}
         return names
-    if watch(model_dir / SINGLE).is_file():
+    if (model_dir / SINGLE).is_file():
         return [SINGLE]
     return Unrecognised(
         f"no safetensors checkpoint in {model_dir} (neither {INDEX} nor {SINGLE}); torchtune's Hugging Face "

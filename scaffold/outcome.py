@@ -1,5 +1,4 @@
-"""What a generate did, as data: the report's runs and checks. (Light on imports: the unchanged re-run,
-scaffold.uptodate, builds these without loading the generator.)"""
+"""What a generate did, as data: the report's runs and checks."""
 
 from __future__ import annotations
 

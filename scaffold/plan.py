@@ -21,7 +21,6 @@ from .discover import (  # noqa: F401 (re-exported)
     SETUP_FILE,
     SLURM_FILE,
     TRAINING_FILES,
-    signature,
 )
 from .errors import InputError, Problem
 from .localconfig import DEFAULT_WANDB_MODE, LocalConfig
@@ -77,9 +76,6 @@ class Plan:
     local: LocalConfig
     models: dict[str, dict]
     runs: list[RunPlan]
-    # Every path outside the summary and the local config whose state the plan depends on (datasets read,
-    # model files and environments looked for), with its state when looked at: see scaffold.uptodate.
-    inputs: dict[str, list | None] = field(default_factory=dict)
 
 
 def make_plan(summary: Summary, local: LocalConfig, *, check_paths: bool = True, recognise: bool | None = None) -> Plan:
@@ -101,7 +97,7 @@ def make_plan(summary: Summary, local: LocalConfig, *, check_paths: bool = True,
         if rp.name in unnamed:
             rp.problems.insert(0, unnamed[rp.name])
         runs.append(rp)
-    return Plan(summary, local, models, runs, shared.inputs)
+    return Plan(summary, local, models, runs)
 
 
 def reserved_names(summary: Summary) -> dict[str, str]:
@@ -220,14 +216,6 @@ class _Shared:
         self._model_files: dict[tuple, tuple[str, str] | None] = {}
         self._hf_tokenizer: dict[tuple, tuple[str, str] | None] = {}
         self._environment: list[tuple[str, str, str]] | None = None
-        self.inputs: dict[str, list | None] = {}
-
-    def watch(self, path: Path) -> Path:
-        """Record the state of a path the plan is about to look at (before looking)."""
-        key = str(path)
-        if key not in self.inputs:
-            self.inputs[key] = signature(key)
-        return path
 
     def model(self, name: str) -> tuple:
         """(registry entry or Problem, model directory or None, how the directory was found, a note on how the
@@ -240,7 +228,7 @@ class _Shared:
             elif self.local.get("models_dir"):
                 model_dir, how = Path(self.local.get("models_dir")) / name, "models_dir"
             look_in = self.summary.to_local(model_dir) if self.recognise and model_dir is not None else None
-            entry, note = registry.find(name, self.models, look_in, self.watch)
+            entry, note = registry.find(name, self.models, look_in)
             if note:
                 self.models[name] = entry
             self._models[name] = (entry, model_dir, how, note)
@@ -262,7 +250,7 @@ class _Shared:
             return self._datasets[key]
         out: list[tuple[tuple | None, str, str]] = []
         train = None
-        local_dataset = self.watch(self.summary.to_local(dataset))
+        local_dataset = self.summary.to_local(dataset)
         if not local_dataset.is_file():
             out.append((None, f"dataset not found: {local_dataset}", "check the path, or generate the dataset first"))
         else:
@@ -283,19 +271,19 @@ class _Shared:
     def model_files(self, name: str, entry: dict, model_dir: Path) -> tuple[str, str] | None:
         key = (name, model_dir)
         if key not in self._model_files:
-            self._model_files[key] = _model_files_problem(entry, model_dir, self.watch)
+            self._model_files[key] = _model_files_problem(entry, model_dir)
         return self._model_files[key]
 
     def hf_tokenizer(self, model_dir: Path, dataset_type: str) -> tuple[str, str] | None:
         key = (model_dir, dataset_type)
         if key not in self._hf_tokenizer:
-            self._hf_tokenizer[key] = _hf_tokenizer_problem(model_dir, dataset_type, self.watch)
+            self._hf_tokenizer[key] = _hf_tokenizer_problem(model_dir, dataset_type)
         return self._hf_tokenizer[key]
 
     def environment(self) -> list[tuple[str, str, str]]:
         """(local config key, message, fix) for a venv or conda environment named but not found."""
         if self._environment is None:
-            self._environment = _environment_problems(self.site, self.watch)
+            self._environment = _environment_problems(self.site)
         return self._environment
 
 
@@ -304,7 +292,7 @@ def _plan_eval_only(rp: RunPlan, run: dict, shared: _Shared) -> None:
     paths are checked, and the log names it."""
     checkpoint = shared.summary.resolve(run["checkpoint_path"])
     rp.notes.append(f"evaluates the existing checkpoint {checkpoint} (nothing to train)")
-    if shared.check_paths and not shared.watch(checkpoint).is_dir():
+    if shared.check_paths and not checkpoint.is_dir():
         rp.problems.append(
             shared.doc.problem(
                 ("runs", rp.index, "checkpoint_path"),
@@ -748,16 +736,14 @@ def _run_dir_elsewhere(run_dir: Path, experiment_dir: Path) -> str | None:
     return f"the run directory {run_dir} is a symbolic link to {target}, outside its place in the experiment"
 
 
-def _model_files_problem(entry: dict, model_dir: Path, watch: Callable[[Path], Path]) -> tuple[str, str] | None:
+def _model_files_problem(entry: dict, model_dir: Path) -> tuple[str, str] | None:
     """(message, fix) when the model directory or a file the registry entry names is missing."""
-    if not watch(model_dir).is_dir():
+    if not model_dir.is_dir():
         return f"model directory not found: {model_dir}", "download the model or fix models.base[].path"
     missing = [
-        n
-        for n in ["config.json", *checkpoint_file_names(entry["checkpoint_files"])]
-        if not watch(model_dir / n).is_file()
+        n for n in ["config.json", *checkpoint_file_names(entry["checkpoint_files"])] if not (model_dir / n).is_file()
     ]
-    missing += [f for f in entry["tokenizer"]["files"].values() if not watch(model_dir / f).is_file()]
+    missing += [f for f in entry["tokenizer"]["files"].values() if not (model_dir / f).is_file()]
     if missing:
         return (
             f"model files missing in {model_dir}: {', '.join(missing)}",
@@ -805,17 +791,17 @@ def _training_condition_path(run: dict, here: tuple, shared: _Shared, problem: C
         return None
 
 
-def _hf_tokenizer_problem(model_dir: Path, dataset_type: str, watch: Callable[[Path], Path]) -> tuple[str, str] | None:
+def _hf_tokenizer_problem(model_dir: Path, dataset_type: str) -> tuple[str, str] | None:
     """(message, fix) when the model directory lacks what the dataset builders tokenize with: the Hugging Face
     tokenizer (tokenizer_config.json) and, for chat runs, the chat template the model is evaluated with."""
-    config_path = watch(model_dir / HF_TOKENIZER_CONFIG)
+    config_path = model_dir / HF_TOKENIZER_CONFIG
     if not config_path.is_file():
         return (
             f"no Hugging Face tokenizer in {model_dir} ({HF_TOKENIZER_CONFIG} missing): the runs train on the tokens "
             "of the model's own tokenizer, as they are evaluated",
             "download the model's tokenizer files (tokenizer.json, tokenizer_config.json) into its directory",
         )
-    if dataset_type != "chat_completion" or watch(model_dir / CHAT_TEMPLATE_FILE).is_file():
+    if dataset_type != "chat_completion" or (model_dir / CHAT_TEMPLATE_FILE).is_file():
         return None
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
@@ -830,12 +816,12 @@ def _hf_tokenizer_problem(model_dir: Path, dataset_type: str, watch: Callable[[P
     return None
 
 
-def _environment_problems(site: dict, watch: Callable[[Path], Path]) -> list[tuple[str, str, str]]:
+def _environment_problems(site: dict) -> list[tuple[str, str, str]]:
     """(local config key, message, fix): the venv or conda environment (by prefix) the local config names must
     exist when this machine can see it."""
     out = []
     venv = site.get("venv")
-    if venv and not watch(Path(venv) / "bin" / "activate").is_file():
+    if venv and not (Path(venv) / "bin" / "activate").is_file():
         out.append(
             (
                 "venv",
@@ -844,7 +830,7 @@ def _environment_problems(site: dict, watch: Callable[[Path], Path]) -> list[tup
             )
         )
     env = site.get("conda_env")
-    if env and env.startswith("/") and not watch(Path(env)).is_dir():
+    if env and env.startswith("/") and not Path(env).is_dir():
         out.append(
             (
                 "conda_env",

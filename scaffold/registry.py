@@ -3,7 +3,6 @@ that is in neither is recognised from its directory's config.json (scaffold/mode
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,6 @@ def find(
     name: str,
     registry: dict[str, dict],
     model_dir: Path | None,
-    watch: Callable[[Path], Path] = lambda p: p,
 ) -> tuple[dict | Problem, str | None]:
     """(entry or Problem, a note saying what was recognised) for a model name. A name that is not in the registry
     is recognised from `model_dir`'s config.json; pass model_dir=None where the directory is not to be looked at
@@ -54,9 +52,9 @@ def find(
             fix=f"{entry.fix}; with path checks on, a model directory whose config.json is of a family torchtune "
             "0.6.1 has builders for is recognised",
         ), None
-    found = modelrecognition.recognise(model_dir, watch)
+    found = modelrecognition.recognise(model_dir)
     if found is None:
-        why = "it has no config.json" if watch(model_dir).is_dir() else "it was not found"
+        why = "it has no config.json" if model_dir.is_dir() else "it was not found"
         return Problem(
             entry.message, fix=f"{entry.fix}; the model directory {model_dir} cannot be recognised: {why}"
         ), None

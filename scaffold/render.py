@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import secrets
 import shlex
 from functools import cache
 from pathlib import Path
@@ -114,7 +113,7 @@ def _yaml_filter(value: Any) -> str:
 
 @cache
 def _environment() -> jinja2.Environment:
-    import jinja2  # here, not at the top: generate's renderer is a forked worker, which imports it on its core
+    import jinja2  # here, not at the top: an unchanged re-run renders nothing
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(data_dir("templates"))),
@@ -226,153 +225,14 @@ def context(setup: dict, model: dict) -> dict[str, Any]:
 
 
 def _render(template: str, ctx: dict) -> str:
-    return _specialised(template).render(ctx)
-
-
-def _jinja_render(template: str, ctx: dict) -> str:
-    environment = _environment()
     import jinja2
 
     try:
-        return environment.get_template(template).render(ctx)
+        return _environment().get_template(template).render(ctx)
     except jinja2.UndefinedError as e:
         raise RenderError(f"{template}: {e.message}", template.removesuffix(".j2")) from None
     except jinja2.TemplateError as e:
         raise RenderError(f"{template}: {e}", template.removesuffix(".j2")) from None
-
-
-# Rendering thousands of runs of one sweep: most of a template's output is the same for every run, and the runs
-# differ in values that the template only prints (`{{ lr | yaml }}`, `{{ run_name }}`). So each template is
-# rendered once per *shape* (the values of every name the template does more with than print: tests, loops,
-# expressions) with placeholders for the printed-only names, and each run's text is that skeleton with its own
-# values printed in, exactly as the template's filters print them (tests/test_render_specialised.py compares
-# both ways of rendering on every kind of run).
-# A slot's mark: NUL, a nonce drawn per process (no template or value holds it), the name, the filter, NUL.
-_NONCE = secrets.token_hex(8)
-_SLOT = re.compile(f"\x00{_NONCE}<([^\x00]*)\x01([a-z])>\x00")
-_FILTER_CODES = {"yaml": "y", "sh": "q"}  # the filters a printed-only name may go through; "s" is plain str()
-
-
-def _mark(name: str, how: str) -> str:
-    return f"\x00{_NONCE}<{name}\x01{how}>\x00"
-
-
-class _Slot:
-    """A printed-only value while a skeleton is rendered: it prints as a mark naming the value and the filter."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def __str__(self) -> str:
-        return _mark(self.name, "s")
-
-
-class _Specialised:
-    def __init__(self, template: str):
-        from jinja2 import nodes
-
-        self.template = template
-        self.env = env = _environment()
-        source = env.loader.get_source(env, template)[0]  # type: ignore[union-attr]
-        tree = env.parse(source)
-        referenced = set()
-        printed, other = set(), set()
-        assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
-        assigned |= {m.name for m in tree.find_all(nodes.Macro)}
-
-        def walk(node: nodes.Node, parents: tuple) -> None:
-            if isinstance(node, nodes.Name) and node.ctx == "load":
-                referenced.add(node.name)
-                parent = parents[-1] if parents else None
-                grand = parents[-2] if len(parents) > 1 else None
-                if isinstance(parent, nodes.Output) or (
-                    isinstance(parent, nodes.Filter)
-                    and parent.name in _FILTER_CODES
-                    and parent.node is node
-                    and not parent.args
-                    and not parent.kwargs
-                    and isinstance(grand, nodes.Output)
-                ):
-                    printed.add(node.name)
-                else:
-                    other.add(node.name)
-            for child in node.iter_child_nodes():
-                walk(child, (*parents, node))
-
-        walk(tree, ())
-        self.slots = frozenset(printed - other - assigned)
-        self.structural = sorted(referenced - self.slots - assigned)
-        self._skeletons: dict[str, list] = {}
-        self._filters = {code: env.filters[name] for name, code in _FILTER_CODES.items()}
-
-    def render(self, ctx: dict) -> str:
-        try:
-            shape = repr([(k, ctx[k]) if k in ctx else k for k in self.structural])
-            present = [k for k in self.slots if k in ctx]
-        except Exception:  # a value whose repr fails: render it the ordinary way
-            return _jinja_render(self.template, ctx)
-        key = shape + repr(sorted(present))
-        skeleton = self._skeletons.get(key)
-        if skeleton is None:
-            skeleton = self._skeleton(ctx, present)
-            if skeleton is None:
-                return _jinja_render(self.template, ctx)
-            if len(self._skeletons) > 256:
-                self._skeletons.clear()
-            self._skeletons[key] = skeleton
-        out = []
-        filters = self._filters
-        for part in skeleton:
-            if type(part) is str:
-                out.append(part)
-            else:
-                name, how = part
-                value = ctx[name]
-                out.append(str(value) if how == "s" else filters[how](value))
-        return "".join(out)
-
-    def _skeleton(self, ctx: dict, present: list[str]) -> list | None:
-        """The template's output for this shape, split into text and (name, filter) slots; None when a mark is
-        not one of this shape's slots (then this run is rendered the ordinary way)."""
-        env = _environment()
-        real = {name: env.filters[name] for name in _FILTER_CODES}
-
-        def marking(name: str):
-            code, filter_ = _FILTER_CODES[name], real[name]
-            return lambda v: _mark(v.name, code) if isinstance(v, _Slot) else filter_(v)
-
-        marked = dict(ctx)
-        marked.update({k: _Slot(k) for k in present})
-        env.filters.update({name: marking(name) for name in _FILTER_CODES})
-        try:
-            text = _jinja_render(self.template, marked)
-        finally:
-            env.filters.update(real)
-        pieces = _SLOT.split(text)  # text, name, filter, text, name, filter, ..., text
-        skeleton: list = []
-        for n in range(0, len(pieces), 3):
-            if pieces[n]:
-                skeleton.append(pieces[n])
-            if n + 2 < len(pieces):
-                name, how = pieces[n + 1], pieces[n + 2]
-                if name not in present or (how != "s" and how not in self._filters):
-                    return None
-                skeleton.append((name, how))
-        return skeleton
-
-
-_SPECIALISED: dict[tuple[str, int], _Specialised] = {}
-
-
-def _specialised(template: str) -> _Specialised:
-    env = _environment()
-    key = (template, id(env))
-    found = _SPECIALISED.get(key)
-    if found is None or found.env is not env:
-        found = _SPECIALISED[key] = _Specialised(template)
-    return found
 
 
 def render_finetune_yaml(setup: dict, model: dict, ctx: dict | None = None) -> str:

@@ -117,15 +117,12 @@ class Manifest:
         self.sources: dict[str, str] = {}
         self.stamps: dict[str, list[int]] = {}  # path -> stamp when written (see `unchanged`)
         self.saved_ns = 0
-        # The last generation that left every run generated and checked: see scaffold.uptodate.
-        self.state: dict | None = None
         try:
             body = json.loads(self.path.read_text(encoding="utf-8"))
             self.files = dict(body.get("files", {}))
             self.sources = dict(body.get("sources", {}))
             self.stamps = {k: v for k, v in dict(body.get("stamps", {})).items() if isinstance(v, list) and len(v) == 3}
             self.saved_ns = int(body.get("saved_ns", 0))
-            self.state = body.get("state") if isinstance(body.get("state"), dict) else None
         except (FileNotFoundError, ValueError, AttributeError, TypeError):
             self.files, self.sources, self.stamps = {}, {}, {}
         self._dirty = False
@@ -143,7 +140,6 @@ class Manifest:
     def record(self, path: Path, digest: str, written: Stamp | None = None) -> None:
         """What this tool wrote at `path`: its hash and, when known, its stamp right after writing."""
         k = self.key(path)
-        self.set_state(None)  # whatever it said, files are being written now
         if self.files.get(k) != digest:
             self.files[k] = digest
             self._dirty = True
@@ -157,7 +153,6 @@ class Manifest:
         """A generated file this tool has removed."""
         k = self.key(path)
         if self.files.pop(k, None) is not None or self.stamps.pop(k, None) is not None:
-            self.set_state(None)
             self._dirty = True
 
     def source(self, run: str) -> str | None:
@@ -167,11 +162,6 @@ class Manifest:
     def record_source(self, run: str, fingerprint: str) -> None:
         if self.sources.get(run) != fingerprint:
             self.sources[run] = fingerprint
-            self._dirty = True
-
-    def set_state(self, state: dict | None) -> None:
-        if self.state != state:
-            self.state = state
             self._dirty = True
 
     def unchanged(self, paths: list[Path] | list[str]) -> bool:
@@ -225,8 +215,6 @@ class Manifest:
                 "sources": dict(sorted(self.sources.items())),
                 "stamps": dict(sorted(self.stamps.items())),
             }
-            if self.state is not None:
-                body["state"] = self.state
             atomic_write(self.path, json.dumps(body, indent=1, separators=(",", ":")) + "\n")
             self._dirty = False
 

@@ -7,7 +7,6 @@ Only `yaml.SafeLoader` machinery is used. Two deliberate differences from plain 
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +53,6 @@ class Document:
     data: Any
     marks: dict[Path_, tuple[int, int]] = field(default_factory=dict)
     raw: dict[Path_, str] = field(default_factory=dict)  # plain scalar source text
-    digest: str | None = None  # sha256 of the file's bytes, when read from a file
 
     @property
     def name(self) -> str:
@@ -167,9 +165,7 @@ def load_yaml(path: Path) -> Document:
         raise InputError([problem]) from None
     except OSError as e:
         raise InputError([Problem(f"cannot read: {e.strerror}", display_path(path))]) from None
-    doc = parse_yaml(text, path)
-    doc.digest = hashlib.sha256(data).hexdigest()
-    return doc
+    return parse_yaml(text, path)
 
 
 class _Dumper(yaml.SafeDumper):

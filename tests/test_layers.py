@@ -15,7 +15,7 @@ LAYERS = [
     {"plan"},
     {"render"},
     {"writer", "runlog", "lock", "outcome", "report"},
-    {"selfcheck", "pipeline", "arrays", "uptodate", "golden", "torchtune_checks", "sbatch"},
+    {"selfcheck", "pipeline", "arrays", "golden", "torchtune_checks", "sbatch"},
     {"generate", "setupfinetune", "submit", "ci"},
     {"cli", "__main__"},
 ]

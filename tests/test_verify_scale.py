@@ -1,7 +1,7 @@
 """The verification suite on large sweeps: one test per run (`--items run`, automatic above 50 runs) that still
 names the run, file, line, check and fix of every defect; finetune.yaml loaded by the shape rule (scaffold/verify/
 shapes.py), proven to agree with OmegaConf itself on every kind of config this project generates and on broken
-ones; `bash -n` over many scripts, each parsed alone; the files read ahead by a worker process."""
+ones; `bash -n` over many scripts, each parsed alone."""
 
 from __future__ import annotations
 
@@ -174,42 +174,9 @@ def test_per_run_tests_release_each_runs_files(planted, pytester) -> None:
     assert set(context.output_dirs) == {"Llama-3.2-1B-Instruct_rank4", "Llama-3.2-1B-Instruct_rank8"}
 
 
-def test_the_worker_reads_what_the_suite_would(every_kind: Path) -> None:
-    from scaffold.golden import machine_independent
-    from scaffold.verify.generated import parse_slurm
-    from scaffold.verify.prefetch import Prefetcher
-
-    names = run_names(every_kind)
-    golden = every_kind / "golden"
-    (golden / names[0]).mkdir(parents=True)
-    shutil.copy(every_kind / names[0] / "finetune.yaml", golden / names[0] / "finetune.yaml")
-    worker = Prefetcher([(n, every_kind / n) for n in names], golden, None, per_shape=True)
-    try:
-        assert worker.get("no such run") is None
-        loader = omegaconf_yaml_loader()
-        for name in reversed(names):  # out of order: earlier answers are kept until asked for
-            answer = worker.get(name)
-            assert answer is not None, name
-            assert answer["exists"] == dict.fromkeys(("setup_finetune.yaml", "finetune.yaml", "finetune.slurm"), True)
-            assert answer["config"] == parse(loader, (every_kind / name / "finetune.yaml").read_text())
-            assert answer["slurm"] == parse_slurm(every_kind / name / "finetune.slurm")
-            assert answer["golden"] == {
-                f: name == names[0]
-                and f == "finetune.yaml"
-                and machine_independent((every_kind / name / f).read_text(), None) == (golden / name / f).read_text()
-                for f in ("setup_finetune.yaml", "finetune.yaml", "finetune.slurm")
-            }
-        assert worker.get(names[0]) is None  # answered once
-    finally:
-        worker.close()
-    stopped = Prefetcher([(n, every_kind / n) for n in names], golden, None, per_shape=True)
-    stopped.close()
-    assert stopped.get(names[0]) is None  # a stopped worker answers nothing: the suite reads the files itself
-
-
-# Each kind of defect, planted in the suite's small experiment and verified with per-run tests, the worker process
-# and the shape rule forced on: the failure names the same check and run as the per-check suite does
-# (tests/test_verify_checks.py), and the golden comparison of the file that changed.
+# Each kind of defect, planted in the suite's small experiment and verified with per-run tests and the shape rule
+# forced on: the failure names the same check and run as the per-check suite does (tests/test_verify_checks.py), and
+# the golden comparison of the file that changed.
 def _dataset_without_output(planted) -> None:
     path = planted.path("data/words_5L_80P_10.json")
     data = json.loads(path.read_text())
@@ -283,12 +250,7 @@ def accepted_golden(verify_template, tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("defect", list(DEFECTS), ids=list(DEFECTS))
-def test_per_run_tests_with_the_worker_name_the_check_of_each_planted_defect(
-    planted, pytester, monkeypatch, accepted_golden, defect
-) -> None:
-    from scaffold.verify import plugin
-
-    monkeypatch.setattr(plugin, "PREFETCH_FROM", 1)  # the worker reads the runs' files, as in large sweeps
+def test_per_run_tests_name_the_check_of_each_planted_defect(planted, pytester, accepted_golden, defect) -> None:
     plant, found = DEFECTS[defect]
     plant(planted)
     args = [
@@ -305,11 +267,8 @@ def test_per_run_tests_with_the_worker_name_the_check_of_each_planted_defect(
     assert set(_TAG.findall(text)) == found, text
 
 
-def test_per_run_tests_and_the_experiment_check_of_output_dirs(planted, pytester, monkeypatch, accepted_golden):
+def test_per_run_tests_and_the_experiment_check_of_output_dirs(planted, pytester, accepted_golden):
     """output_dirs_unique reads every run's output_dir after the runs' tests, from what they loaded."""
-    from scaffold.verify import plugin
-
-    monkeypatch.setattr(plugin, "PREFETCH_FROM", 1)
     planted.replace(f"{R8}/finetune.yaml", f"{R8}/artifacts", f"{R4}/artifacts")
     args = [
         "--experiment",

@@ -6,6 +6,5 @@ Modules: `expectations` (what each run should be, from the inputs alone), `gener
 and sbatch read them), `findings` (how a failure is reported, in one place), `checks/` (the registry of small named
 checks), `snapshots` (golden files), `plugin` (collection and items), `runner` (how the CLI starts pytest).
 For large sweeps: `context` (each file read once, shared by the checks), `shapes` (finetune.yaml as OmegaConf loads
-it, without OmegaConf's cost for every config), `shell` (`bash -n` over many scripts in the background), `prefetch`
-(a worker process reading the runs' files ahead of their tests).
+it, without OmegaConf's cost for every config), `shell` (`bash -n` over many scripts in the background).
 """

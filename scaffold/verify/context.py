@@ -19,7 +19,6 @@ from ..plan import FINETUNE_FILE, SLURM_FILE
 from .expectations import Expectations, RunExpectation, RunRef, item_id
 from .findings import UNSET, Blocked, finding
 from .generated import ConfigLoadError, LoadedConfig, SlurmScript, parse_slurm_text
-from .prefetch import Prefetcher
 from .shapes import EVERY, ConfigLoader
 from .shell import BashSyntax
 
@@ -49,18 +48,11 @@ class RunContext:
             path = self._paths[file] = self.local_dir / file
         return path
 
-    @cached_property
-    def bundle(self) -> dict:
-        """What the session's worker read of this run's files ahead of its test (prefetch.py); {} when nothing."""
-        return self.session.prefetched(self.name) or {}
-
     def require(self, file: str) -> Path:
         """The path of a generated file that must exist; Blocked (by run_files) when it does not."""
         path = self.path(file)
-        if file not in self._texts:
-            known = self.bundle.get("exists", {}).get(file)
-            if not (known if known is not None else os.path.isfile(path)):
-                raise Blocked(f"{file} is missing", item_id("run_files", self.name))
+        if file not in self._texts and not os.path.isfile(path):
+            raise Blocked(f"{file} is missing", item_id("run_files", self.name))
         return path
 
     def text(self, file: str) -> str | None:
@@ -81,10 +73,7 @@ class RunContext:
     def _config(self) -> LoadedConfig | ConfigLoadError:
         path = self.require(FINETUNE_FILE)
         try:
-            if "config" in self.bundle:
-                config = self.session.configs.load(path, parsed=self.bundle["config"])
-            else:
-                config = self.session.configs.load(path, self.text(FINETUNE_FILE))
+            config = self.session.configs.load(path, self.text(FINETUNE_FILE))
         except ConfigLoadError as e:
             self.session.output_dirs[self.name] = e
             return e
@@ -103,8 +92,6 @@ class RunContext:
     @cached_property
     def _slurm(self) -> SlurmScript:
         path = self.require(SLURM_FILE)
-        if "slurm" in self.bundle:
-            return self.bundle["slurm"]
         text = self.text(SLURM_FILE)
         if text is None:
             text = path.read_bytes().decode("utf-8", errors="replace")
@@ -160,10 +147,8 @@ class ExperimentContext:
         self.output_dirs: dict[str, Any] = {}
         self.selected: set[str] | None = None  # runs whose tests were selected (None: all)
         self._bash: BashSyntax | None = None
-        self._prefetcher: Prefetcher | None = None
         self.release_runs = False  # large sweeps: a run's files are forgotten once its test is done
         self.partial_skips: Counter[tuple[str, str]] = Counter()  # (check, reason) skipped inside grouped tests
-        self.frozen = False  # gc.freeze() after collection (large sweeps)
         self.memo: dict[Any, Any] = {}  # what checks compute once for runs that share an input (the dataset)
 
     @property
@@ -203,8 +188,8 @@ class ExperimentContext:
         return [r for r in self.expectations.fine_tuned_runs() if self.selected is None or r.name in self.selected]
 
     def bash_syntax(self, run: RunContext, path: Path) -> tuple[int, str]:
-        """`bash -n` on one run's batch script. The first call (or prefetch()) starts it for the scripts of every
-        selected fine-tuned run, in the background."""
+        """`bash -n` on one run's batch script. The first call starts it for the scripts of every selected
+        fine-tuned run, in the background."""
         if self._bash is None:
             self._start_bash()
         assert self._bash is not None
@@ -215,29 +200,9 @@ class ExperimentContext:
         paths = [local / ref.name / SLURM_FILE for ref in self._selected_fine_tuned()]
         self._bash = BashSyntax(p for p in paths if os.path.isfile(p))
 
-    def prefetch(self) -> None:
-        """Large sweeps: start reading the selected runs' files in a worker process (prefetch.py), and `bash -n`
-        on their scripts, ahead of their tests."""
-        golden_dir = local_named = None
-        try:
-            summary = self.expectations.summary()
-            golden_dir = self.expectations.golden_dir
-            local_named = None if summary.data["experiment"].get("dir") else summary.local_dir
-        except Blocked:
-            pass  # the golden comparisons are blocked: the runs' tests say so
-        local = self.expectations.local_dir
-        runs = [(ref.name, local / ref.name) for ref in self._selected_fine_tuned()]
-        self._prefetcher = Prefetcher(runs, golden_dir, local_named, self.configs.yaml_loader is not None)
-        if self._bash is None:
-            self._start_bash()
-
-    def prefetched(self, name: str) -> dict | None:
-        return self._prefetcher.get(name) if self._prefetcher is not None else None
-
     def close(self) -> None:
-        for worker in (self._bash, self._prefetcher):
-            if worker is not None:
-                worker.close()
+        if self._bash is not None:
+            self._bash.close()
 
 
 def inside(path: str | Path, parent: str | Path) -> bool:

@@ -17,7 +17,6 @@ Without --experiment the plugin does nothing.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import importlib.util
 from collections import Counter
 from collections.abc import Callable
@@ -35,7 +34,6 @@ from .findings import Blocked, CheckFailed, NotApplicable
 from .shapes import EVERY, PER_SHAPE
 
 PER_CHECK_UP_TO = 50  # runs; above, --items auto collects one test per run, and --omegaconf auto loads by shape
-PREFETCH_FROM = 20  # selected runs in per-run tests: their files are read by a worker process (prefetch.py)
 SUMMARY_KEY = pytest.StashKey[Path]()
 CONTEXT_KEY = pytest.StashKey[ExperimentContext]()
 
@@ -105,16 +103,6 @@ def pytest_configure(config: pytest.Config) -> None:
     # Skip reasons (--no-check-paths, torchtune not importable, blocked checks) belong in the report.
     if not {"s", "a", "A"} & set(config.option.reportchars):
         config.option.reportchars += "s"
-    # Registered first, so it runs last: after pytest's own clean-up collected garbage over the unfrozen objects.
-    config.add_cleanup(lambda: _thaw(config))
-
-
-def _thaw(config: pytest.Config) -> None:
-    """Undo pytest_collection_finish's gc.freeze() (an in-process caller goes on with its own objects)."""
-    context = config.stash.get(CONTEXT_KEY, None)
-    if context is not None and context.frozen:
-        context.frozen = False
-        gc.unfreeze()
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
@@ -439,14 +427,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         return
     # Work done for every run ahead of its test (bash -n in the background) covers the selected runs only.
     context.selected = {item.run.name for item in session.items if isinstance(item, VerifyItem) and item.run}
-    if context.release_runs and len(context.selected) >= PREFETCH_FROM and not session.config.option.collectonly:
-        context.prefetch()
-    if context.release_runs:
-        # Large sweeps: what collection built lives until the end; keep the collector from scanning it again and
-        # again while the runs' tests allocate (and pytest's collections at the end).
-        gc.collect()
-        gc.freeze()
-        context.frozen = True
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

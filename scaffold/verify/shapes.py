@@ -83,7 +83,7 @@ def shape(value: Any) -> Any:
 
 def shape_key(value: Any) -> bytes:
     """A shape as a short key: the digest of its repr (types, keys and special strings all have unambiguous
-    reprs), the same in every process."""
+    reprs)."""
     return hashlib.sha256(repr(value).encode("utf-8", "surrogatepass")).digest()
 
 
@@ -151,9 +151,6 @@ def parse(yaml_loader: Any, text: str) -> tuple[Any, dict] | None:
         return None
 
 
-UNPARSED: Any = object()
-
-
 class ConfigLoader:
     """Loads finetune.yaml files for one session: OmegaConf itself for each (`every`), or by the shape rule."""
 
@@ -163,13 +160,12 @@ class ConfigLoader:
         self._shapes: dict[Any, bool] = {}  # shape -> whether OmegaConf agreed with the fast result
         self.counts: Counter[str] = Counter()  # how configs were loaded, for the summary
 
-    def load(self, path: Path, text: str | None = None, parsed: Any = UNPARSED) -> LoadedConfig:
+    def load(self, path: Path, text: str | None = None) -> LoadedConfig:
         """finetune.yaml as torchtune reads it; ConfigLoadError when OmegaConf does not load it. `text` is the
-        file's text (utf-8), or None when it cannot be decoded; `parsed`, parse()'s result when it is known."""
+        file's text (utf-8), or None when it cannot be decoded."""
         if self.yaml_loader is None:
             return self._omegaconf(path)
-        if parsed is UNPARSED:
-            parsed = parse(self.yaml_loader, text) if text is not None else None
+        parsed = parse(self.yaml_loader, text) if text is not None else None
         if parsed is None:
             return self._omegaconf(path)  # OmegaConf itself says what is wrong, or loads what the rule leaves out
         key, fast = parsed

@@ -39,9 +39,6 @@ def same_as_golden(run: RunContext, file: str) -> bool:
     """Whether the golden copy exists and holds the generated file's text, read as syrupy reads it (utf-8,
     universal newlines). When it does, syrupy's comparison would pass and an update would write nothing, so large
     sweeps skip syrupy's bookkeeping for that file."""
-    known = run.bundle.get("golden", {}).get(file)
-    if known is not None:
-        return known
     text = generated_text(run, file)
     try:
         with open(os.path.join(run.experiment.golden_dir, run.name, file), encoding="utf-8") as f:
