@@ -2,6 +2,10 @@
 each script by one bash process in the background instead of one Python subprocess each, so its results are ready
 when the runs' tests ask for them.
 
+What it buys (measured for issue 16 with `nox -s bench`, on /dev/shm, medians of 3 rounds): `scaffold verify` of
+1,000 runs takes 7.8 s with it and 12.4 s with one `bash -n` subprocess per script, over the budget of 10 s; of 100
+runs, 2.2 s and 3.0 s.
+
 Each script is parsed alone (never concatenated with others: a quote left open in one script could otherwise be
 closed by the next one, and two broken scripts would parse together)."""
 
