@@ -41,3 +41,11 @@ def generated(tmp_path_factory) -> Path:
 def test_matches_golden(generated: Path, run: str, file: str, snapshot) -> None:
     text = (generated / run / file).read_text(encoding="utf-8")
     assert text == snapshot.use_extension(golden_extension(GOLDEN, file))
+
+
+@pytest.mark.parametrize("file", ["array_1.slurm", "array_2.slurm"])  # the example's two runs ask for other times
+@pytest.mark.parametrize("run", ["arrays"])
+def test_arrays_match_golden(generated: Path, run: str, file: str, snapshot) -> None:
+    assert sorted(p.name for p in (generated / run).iterdir()) == ["array_1.slurm", "array_2.slurm"]
+    text = (generated / run / file).read_text(encoding="utf-8")
+    assert text == snapshot.use_extension(golden_extension(GOLDEN, file))
