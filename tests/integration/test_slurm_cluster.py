@@ -339,7 +339,9 @@ def test_the_shipped_example_passes_test_only(cluster, tmp_path_factory) -> None
         )
         assert answer.ok, answer.message
     res = verify_test_only(cluster, Experiment(exp, EXAMPLE_LOCAL))
-    assert res.code == 0 and res.out.count("PASSED") == 2, res.out + res.err
+    # One test per run's script, and one for the job array scripts (with the --array range submit would give).
+    assert res.code == 0 and res.out.count("PASSED") == 2 + 1, res.out + res.err
+    assert "PASSED " in res.out and "::array_sbatch_test_only[capitalization]" in res.out, res.out
 
 
 SHAPES = {
@@ -358,7 +360,9 @@ def test_multi_gpu_multi_node_and_requeue_scripts_pass_test_only(cluster, tmp_pa
         say(f"--test-only {run} (gpu_directive {site}): {'accepted' if answer.ok else 'REJECTED'}: {answer.message}")
         assert answer.ok, answer.message
     res = verify_test_only(cluster, exp)
-    assert res.code == 0 and res.out.count("PASSED") == len(runs), res.out + res.err
+    # One test per run's script, and one for the job array scripts (an array per shape here).
+    assert res.code == 0 and res.out.count("PASSED") == len(runs) + 1, res.out + res.err
+    assert len(list((exp.dir / "arrays").iterdir())) == len(runs) and "::array_sbatch_test_only[exp]" in res.out
 
 
 @pytest.mark.parametrize(
