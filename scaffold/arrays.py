@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from .discover import ARRAY_DIR, SLURM_FILE
 from .errors import Problem, display_path
 from .outcome import ArrayOutcome
-from .writer import KEPT, UNCHANGED, FileResult, Manifest, sha256, write
+from .writer import KEPT, Manifest, sha256, write
 
 if TYPE_CHECKING:
     from .runlog import RunLog
@@ -207,10 +207,7 @@ def update(
             directory.mkdir(exist_ok=True)
         for name, text in wanted.items():
             path = directory / name
-            if manifest.generated_hash(path) == sha256(text.encode("utf-8")) and manifest.unchanged([path]):
-                res = FileResult(path, UNCHANGED)  # as written and recorded: the manifest stays as it is
-            else:
-                res = write(path, text, manifest, force)
+            res = write(path, text, manifest, force)
             listed = members(text)
             outcomes.append(ArrayOutcome(f"{ARRAY_DIR}/{name}", len(listed), res.status))
             log.info(f"{ARRAY_DIR}/{name}: {len(listed)} run(s): {', '.join(listed)}: {res.status}")
