@@ -129,7 +129,7 @@ def main() -> int:
         cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "finetune.yaml"), resolve=True)
         deep = deep_check(cfg)
         if args.no_train:
-            print(run, [r for r in deep if not r.ok] or "deep checks ok")
+            print(run, [p.format() for p in deep] or "deep checks ok")
             continue
         (line,) = [ln for ln in (run_dir / "finetune.slurm").read_text().splitlines() if ln.startswith("tune run ")]
         command = line.removesuffix(" || status=$?").replace("--nproc_per_node 2", "--nproc_per_node 1")
@@ -151,7 +151,7 @@ def main() -> int:
             "command": command,
             "exit": proc.returncode,
             "wall_s": round(wall, 1),
-            "deep_checks": f"{sum(r.ok for r in deep)}/{len(deep)}",
+            "deep_checks": [p.format() for p in deep] or "ok",
             "steps": len(losses),
             "loss_first_last": [losses[0], losses[-1]] if losses else None,
             "val_loss": val,

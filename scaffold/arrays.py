@@ -60,10 +60,10 @@ class Group:
 
 def _directives(text: str) -> list:
     """The #SBATCH lines sbatch reads: from the top to the first command (each parsed as the suite parses it)."""
-    from .verify.generated import parse_directive
+    from .verify.generated import parse_directive, script_lines
 
     out = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(script_lines(text), start=1):
         stripped = line.strip()
         if stripped.startswith("#SBATCH"):
             out.append(parse_directive(lineno, line))
@@ -115,8 +115,10 @@ def render(group: Group, k: int, *, experiment: str, root: str | os.PathLike) ->
 
 def members(text: str) -> list[str]:
     """The runs an array script lists, in task order (the `  NAME  # task I` lines of its list)."""
+    from .verify.generated import script_lines
+
     out = []
-    for line in text.splitlines():
+    for line in script_lines(text):
         m = _MEMBER.match(line)
         if m and int(m.group(2)) == len(out):
             out.append(m.group(1).strip("'"))

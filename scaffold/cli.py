@@ -218,7 +218,7 @@ def _setup_finetune(args: argparse.Namespace, rest: list[str]) -> int:
         if status.startswith("kept") and name in result.diffs:
             print("".join("      " + line for line in result.diffs[name].splitlines(True)), end="")
     if result.checks:
-        passed = sum(c.ok for c in result.checks)
+        passed = sum(not problems for problems in result.checks.values())
         print(f"verification: {passed} checks passed, {len(result.checks) - passed} failed")
     for p in result.problems:
         print(f"error: {p.format()}", file=sys.stderr)

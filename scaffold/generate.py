@@ -14,7 +14,7 @@ from . import __version__, arrays, localconfig, schemas
 from . import summary as summary_mod
 from .errors import InputError, Problem, display_path
 from .lock import DEFAULT_TIMEOUT, LockTimeout, experiment_lock
-from .outcome import CheckResult, Report, RunOutcome
+from .outcome import Report, RunOutcome, failures
 from .pipeline import Renderer, Row
 from .plan import SETUP_FILE, TRAINING_FILES, Plan, RunPlan, describe, make_plan, shared_settings
 from .render import fingerprint, model_json
@@ -140,7 +140,7 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
             to_render.append(i)
     # The others are rendered and self-checked, a batch at a time, as they are written.
     renderer = Renderer(plan, to_render, check=not dry_run, model_texts=model_texts, shared=shared)
-    checks: dict[str, list[CheckResult]] = {}
+    checks: dict[str, dict[str, list[Problem]]] = {}
     try:
         for i, rp in enumerate(plan.runs):
             out, row = _generate_run(
@@ -342,17 +342,18 @@ def _write_new_run_files(
     return []
 
 
-def _self_check(report: Report, log: RunLog, checks: dict[str, list[CheckResult]], manifest: Manifest) -> None:
+def _self_check(report: Report, log: RunLog, checks: dict[str, dict[str, list[Problem]]], manifest: Manifest) -> None:
     """Take the checks of what was written; a failed check fails its run."""
     outcomes = {o.name: o for o in report.runs}
     log.heading(f"self-check of {len(checks)} fine-tuned runs")
     for name, results in checks.items():
         out = outcomes[name]
         out.checks = results
-        bad = [c for c in results if not c.ok]
-        log.info(f"self-check: {len(results) - len(bad)}/{len(results)} passed", name)
+        bad = failures(results)
+        passed = sum(not problems for problems in results.values())
+        log.info(f"self-check: {passed}/{len(results)} passed", name)
         if bad:
-            _fail(out, [Problem(f"self-check {c.check} failed: {c.message}", run=name) for c in bad], log)
+            _fail(out, bad, log)
         elif out.fingerprint:
             manifest.record_source(name, out.fingerprint)  # only checked runs can be skipped next time
     log.flush()

@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .errors import Problem
-
-
-@dataclass
-class CheckResult:
-    check: str
-    ok: bool
-    message: str = ""
 
 
 @dataclass
@@ -23,12 +16,19 @@ class RunOutcome:
     files: dict[str, str] = field(default_factory=dict)
     backups: list[str] = field(default_factory=list)
     errors: list[Problem] = field(default_factory=list)
-    checks: list[CheckResult] = field(default_factory=list)
+    checks: dict[str, list[Problem]] = field(default_factory=dict)  # self-check: check id -> its problems
     diffs: dict[str, str] = field(default_factory=dict)
     recipe: str | None = None
     fingerprint: str | None = None
     checked_earlier: bool = False  # unchanged since a generate that wrote and checked its files
     warnings: list[str] = field(default_factory=list)
+
+
+def failures(checks: dict[str, list[Problem]]) -> list[Problem]:
+    """The problems of the checks that failed, each with the check's id in front of its message."""
+    return [
+        replace(p, message=f"self-check {check}: {p.message}") for check, problems in checks.items() for p in problems
+    ]
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Rendering and self-checking the runs generate writes, a batch at a time: the runs to be written are rendered in
 batches of BATCH, in order, and each batch is self-checked as it is rendered (each finetune.yaml read back as
-torchtune reads it, each batch script's directives and its `bash -n`: `selfcheck.check_texts`, which parses the
-batch's scripts together). Only one batch's texts are held at a time, so memory does not grow with the sweep."""
+torchtune reads it, each batch script read as bash and sbatch read it: `selfcheck.check_texts`, which runs the
+verification suite's text checks and parses the batch's scripts together). Only one batch's texts are held at a time, so memory does not grow with the sweep."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from .plan import describe
 from .render import RenderError, fingerprint, render_run
 
 if TYPE_CHECKING:
-    from .outcome import CheckResult
+    from .errors import Problem
     from .plan import Plan
 
 BATCH = 32  # runs rendered and self-checked together
@@ -26,7 +26,7 @@ class Row:
     settings: str  # the run's own settings, as the log describes them
     texts: dict[str, str] | None = None  # by file name
     error: tuple[str, str] | None = None  # (message, file) of a rendering error
-    checks: list[CheckResult] | None = None
+    checks: dict[str, list[Problem]] | None = None  # the self-check: check id -> its problems
 
 
 class Renderer:
@@ -66,7 +66,7 @@ class Renderer:
             rows[i] = row
         if self.check:
             ok = [(i, row) for i, row in rows.items() if row.texts is not None]
-            results = selfcheck.check_texts([(plan.runs[i], row.texts) for i, row in ok])  # type: ignore[misc]
+            results = selfcheck.check_texts(plan, [(plan.runs[i], row.texts) for i, row in ok])  # type: ignore[misc]
             for (_, row), checks in zip(ok, results, strict=True):
                 row.checks = checks
         return rows

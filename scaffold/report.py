@@ -17,14 +17,14 @@ ARRAYS_SHOWN = 3
 
 def counts(report: Report) -> dict[str, int]:
     ok = [r for r in report.runs if r.status == "ok"]
-    checks = [c for r in report.runs for c in r.checks]
+    checks = [problems for r in report.runs for problems in r.checks.values()]
     return {
         "runs_configured": sum(r.type == "fine-tuned" for r in ok),
         "control_runs": sum(r.type != "fine-tuned" for r in ok),
         "run_directories": len(ok) if not report.dry_run else 0,
         "runs_failed": len(report.runs) - len(ok),
-        "checks_passed": sum(c.ok for c in checks),
-        "checks_failed": sum(not c.ok for c in checks),
+        "checks_passed": sum(not c for c in checks),
+        "checks_failed": sum(bool(c) for c in checks),
         "runs_checked_earlier": sum(r.checked_earlier for r in ok),
     }
 
@@ -55,8 +55,12 @@ def as_json(report: Report) -> str:
                 "errors": [p.as_dict() for p in r.errors],
                 "warnings": r.warnings,
                 "verification": {
-                    "passed": sum(ch.ok for ch in r.checks),
-                    "failed": [{"check": ch.check, "message": ch.message} for ch in r.checks if not ch.ok],
+                    "passed": sum(not problems for problems in r.checks.values()),
+                    "failed": [
+                        {"check": check, "message": p.format()}
+                        for check, problems in r.checks.items()
+                        for p in problems
+                    ],
                 },
             }
             for r in report.runs

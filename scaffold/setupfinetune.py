@@ -8,10 +8,12 @@ from pathlib import Path
 from . import __version__, localconfig, registry, rules, schemas, selfcheck, settings
 from .discover import MANIFEST
 from .errors import InputError, Problem, did_you_mean, display_path
+from .outcome import failures
 from .plan import FINE_TUNED, FINETUNE_FILE, SETUP_FILE, SLURM_FILE, RunPlan
 from .render import RenderError, render_finetune_yaml, render_setup, render_slurm
 from .runlog import LOG_DIR, LOG_NAME, RunLog
 from .summary import SUMMARY_NAME
+from .verify.expectations import RunExpectation
 from .writer import KEPT, Manifest, atomic_write, write
 from .yamlio import load_yaml, parse_yaml
 
@@ -22,7 +24,7 @@ class SetupResult:
     exit_status: int = 0
     files: dict[str, str] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
-    checks: list[selfcheck.CheckResult] = field(default_factory=list)
+    checks: dict[str, list[Problem]] = field(default_factory=dict)  # self-check: check id -> its problems
     notes: list[str] = field(default_factory=list)
     diffs: dict[str, str] = field(default_factory=dict)
 
@@ -108,7 +110,7 @@ def setup_finetune(
         problems = schemas.validate(schemas.SETUP, doc, setup)
         if problems:
             raise InputError(problems)
-        local_models = None
+        local_models, local = None, None
         try:
             local = localconfig.load(localconfig.find(run_dir, local_config))
             local_models = local.get("models")
@@ -174,11 +176,10 @@ def setup_finetune(
     except OSError as e:
         result.problems.append(Problem(f"cannot write: {e.strerror} ({e.filename})", run=name))
     if not result.problems:
-        rp = RunPlan(name, FINE_TUNED, 0, run_dir, full)
-        result.checks = selfcheck.check_run(rp)
-        result.problems += [
-            Problem(f"self-check {c.check} failed: {c.message}", run=name) for c in result.checks if not c.ok
-        ]
+        # The file's values are what the run is checked against: each is given (by setup_finetune.yaml).
+        rp = RunPlan(name, FINE_TUNED, 0, run_dir, full, sources=dict.fromkeys(full, SETUP_FILE))
+        result.checks = selfcheck.check_files(RunExpectation(rp, None, local, entry, full), run_dir)
+        result.problems += failures(result.checks)
     if not result.problems and exp_dir is not None:
         _update_arrays(exp_dir, result, manifest, log, force=force)
     for p in result.problems:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
-from dataclasses import dataclass
 from typing import Any
+
+from .errors import Problem
 
 # Arguments the 0.6.1 LoRA recipes pass to a section's component themselves (see the recipes' instantiate calls).
 INJECTED: dict[str, tuple[str, ...]] = {
@@ -34,12 +35,9 @@ LORA_ATTN_MODULES = frozenset({"q_proj", "k_proj", "v_proj", "output_proj"})
 DTYPES = frozenset({"fp32", "bf16"})
 
 
-@dataclass
-class DeepResult:
-    check: str
-    section: str
-    ok: bool
-    message: str = ""
+def _problem(check: str, section: str, message: str) -> Problem:
+    """A deep check's finding: the check's name in front of the message, the section as the field."""
+    return Problem(f"{check}: {message}", field=section)
 
 
 def torchtune_available() -> bool:
@@ -74,58 +72,59 @@ def components(cfg: dict, prefix: str = "") -> list[tuple[str, dict]]:
     return found
 
 
-def bind_component(section: str, spec: dict) -> DeepResult:
-    """Import the component and bind its configured arguments (plus the recipe's own) to its signature."""
+def bind_component(section: str, spec: dict) -> Problem | None:
+    """Import the component and bind its configured arguments (plus the recipe's own) to its signature: None when
+    they bind (or the component has no signature to check), else the problem."""
     path = spec["_component_"]
     try:
         obj = import_component(path)
     except Exception as e:  # ImportError, AttributeError, or an error raised while importing
-        return DeepResult("component_imports", section, False, f"{path} cannot be imported: {type(e).__name__}: {e}")
+        return _problem("component_imports", section, f"{path} cannot be imported: {type(e).__name__}: {e}")
     kwargs = {k: v for k, v in spec.items() if k != "_component_"}
     for name in INJECTED.get(section, ()):
         kwargs.setdefault(name, None)
     try:
         sig = inspect.signature(obj)
     except (TypeError, ValueError):
-        return DeepResult("component_binds", section, True, f"{path}: no signature to check")
+        return None  # nothing to bind against
     try:
         sig.bind(**kwargs)
     except TypeError as e:
-        return DeepResult("component_binds", section, False, f"{path} does not take these arguments: {e}")
+        return _problem("component_binds", section, f"{path} does not take these arguments: {e}")
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
     if takes_any and section in ("dataset", "dataset_val"):
         named = set(sig.parameters)
         passed_on = sorted(set(kwargs) - named - LOAD_DATASET_KWARGS)
         if passed_on:
-            return DeepResult(
+            return _problem(
                 "component_binds",
                 section,
-                False,
                 f"{path} would pass {passed_on} on to load_dataset, which does not take them (a typo?)",
             )
-    return DeepResult("component_binds", section, True)
+    return None
 
 
-def semantic_checks(cfg: dict) -> list[DeepResult]:
+def semantic_checks(cfg: dict) -> list[Problem]:
     """What a signature cannot say: values the builders silently ignore or reject late."""
     out = []
     model = cfg.get("model", {})
-    modules = set(model.get("lora_attn_modules") or [])
-    bad = sorted(modules - LORA_ATTN_MODULES)
-    out.append(DeepResult("lora_attn_modules", "model", not bad, f"ignored by torchtune: {bad}" if bad else ""))
+    bad = sorted(set(model.get("lora_attn_modules") or []) - LORA_ATTN_MODULES)
+    if bad:
+        out.append(_problem("lora_attn_modules", "model", f"ignored by torchtune: {bad}"))
     dtype = cfg.get("dtype")
-    out.append(DeepResult("dtype", "dtype", dtype in DTYPES, "" if dtype in DTYPES else f"dtype {dtype!r}"))
+    if dtype not in DTYPES:
+        out.append(_problem("dtype", "dtype", f"dtype {dtype!r}"))
     if model.get("apply_lora_to_output") and "llama3_2" in str(model.get("_component_")):
-        out.append(DeepResult("lora_to_output", "model", False, "Llama 3.2 builders reject apply_lora_to_output"))
+        out.append(_problem("lora_to_output", "model", "Llama 3.2 builders reject apply_lora_to_output"))
     for section in ("dataset", "dataset_val"):
         ds = cfg.get(section)
         if isinstance(ds, dict) and ds.get("packed") and not (cfg.get("tokenizer") or {}).get("max_seq_len"):
-            out.append(
-                DeepResult("packed_needs_max_seq_len", section, False, "packed: true needs tokenizer.max_seq_len")
-            )
+            out.append(_problem("packed_needs_max_seq_len", section, "packed: true needs tokenizer.max_seq_len"))
     return out
 
 
-def deep_check(cfg: dict) -> list[DeepResult]:
-    """All deep checks of one resolved config (a plain dict, as OmegaConf.to_container gives it)."""
-    return [bind_component(section, spec) for section, spec in components(cfg)] + semantic_checks(cfg)
+def deep_check(cfg: dict) -> list[Problem]:
+    """The problems the deep checks find in one resolved config (a plain dict, as OmegaConf.to_container gives it);
+    none when it passes. Each problem's field is the section it is about."""
+    bound = [bind_component(section, spec) for section, spec in components(cfg)]
+    return [p for p in bound if p is not None] + semantic_checks(cfg)

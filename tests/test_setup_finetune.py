@@ -46,7 +46,7 @@ def test_rank_flag_moves_alpha_but_the_run_name_still_disagrees(local_example: E
     res = run_cli("setup-finetune", "--lora-rank=16", cwd=run_dir)
     cfg = _cfg(run_dir)
     assert cfg["model"]["lora_rank"] == 16 and cfg["model"]["lora_alpha"] == 32  # alpha was 2 x rank: it follows
-    assert res.code == 1 and "run name says rank4, model.lora_rank is 16" in res.err
+    assert res.code == 1 and "run_name_tokens: the run name says rank4: expected 4, found 16" in res.err
 
 
 def test_unknown_flag_gets_a_suggestion(local_example: Experiment) -> None:

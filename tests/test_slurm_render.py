@@ -467,16 +467,25 @@ def test_only_lora_scripts_run_the_post_step(generated: Experiment) -> None:
 
 
 def test_the_generators_self_check_misses_no_post_step(generated: Experiment) -> None:
-    from scaffold.selfcheck import check_slurm_text
+    """The generator's self-check runs the suite's slurm_post_finetune on the rendered text: a LoRA script without
+    the post-training step fails it, a full fine-tune has nothing to check."""
+    from scaffold.selfcheck import check_files
+    from scaffold.verify.expectations import Expectations, Options
 
+    expectations = Expectations(Options(generated.dir, local_config=generated.local, check_paths=False))
     for run in RUNS:
-        setup = yaml.safe_load((generated.dir / run / "setup_finetune.yaml").read_text())
-        text = script(generated, run)
-        names = {r.check: r.ok for r in check_slurm_text(text, setup)}
-        assert names.get("slurm_post_finetune") is (None if "_full" in run else True), run
-        without = "".join(ln for ln in text.splitlines(keepends=True) if "post_finetune" not in ln)
+        expected = expectations.run(run)
+        outcomes = check_files(expected, generated.dir / run)
+        assert outcomes.get("slurm_post_finetune") == (None if "_full" in run else []), run
         if "_full" not in run:
-            assert {r.check: r.ok for r in check_slurm_text(without, setup)}["slurm_post_finetune"] is False
+            path = generated.dir / run / "finetune.slurm"
+            text = path.read_text()
+            path.write_text("".join(ln for ln in text.splitlines(keepends=True) if "post_finetune" not in ln))
+            try:
+                problems = check_files(expected, generated.dir / run)["slurm_post_finetune"]
+            finally:
+                path.write_text(text)
+            assert problems and "post-training step" in problems[0].message, problems
 
 
 @pytest.mark.parametrize("run", LORA_SCRIPTS)

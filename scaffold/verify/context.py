@@ -3,7 +3,7 @@ once per session, and shared by every check of the run). Accessors raise Blocked
 the check that reports it, so a check never fails for a cause that another check already reports.
 
 What is costly per run is shared across the session by ExperimentContext: loading finetune.yaml (ConfigLoader,
-see shapes.py) and `bash -n` over the batch scripts (BashSyntax, in the background). In large sweeps the plugin
+see shapes.py) and `bash -n` over the batch scripts (shell.py: a sweep's scripts are parsed once). In large sweeps the plugin
 releases a run's files once its test is done, so memory does not grow with the number of runs."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from .expectations import Expectations, RunExpectation, RunRef, item_id
 from .findings import UNSET, Blocked, finding
 from .generated import ConfigLoadError, LoadedConfig, SlurmScript, parse_slurm_text
 from .shapes import EVERY, ConfigLoader
-from .shell import BashSyntax
+from .shell import bash_n, bash_syntax
 
 
 class RunContext:
@@ -135,6 +135,54 @@ class RunContext:
         )
 
 
+class RenderedRun(RunContext):
+    """One run as the generator has just rendered it (or `scaffold setup-finetune` has just written it), for the
+    checks registered with `texts=True`: its expectation is the plan's, its texts are given (not read from disk),
+    its finetune.yaml is loaded by the caller and `bash -n` of its batch script is given. Those checks run on it
+    exactly as the suite runs them on the files."""
+
+    def __init__(
+        self,
+        expected: RunExpectation,
+        texts: dict[str, str],
+        config: LoadedConfig | ConfigLoadError,
+        syntax: tuple[int, str],
+        memo: dict[Any, Any],
+    ):
+        self.experiment = _Inputs(expected.local)  # type: ignore[assignment]
+        self.ref = RunRef(expected.plan.name, expected.plan.type, expected.plan.index)
+        self.name = expected.plan.name
+        self.local_dir = expected.plan.local_dir
+        self.session = _Memo(memo)  # type: ignore[assignment]
+        self._paths = {}
+        self._texts = dict(texts)
+        self._expected = expected  # type: ignore[misc]
+        self._config = config  # type: ignore[misc]
+        self._syntax = syntax
+
+    def bash_syntax(self) -> tuple[int, str]:
+        return self._syntax
+
+
+class _Inputs:
+    """What a rendered run's checks may ask of the experiment beyond its expectation: the local config."""
+
+    def __init__(self, local: Any):
+        self._local = local
+
+    def local(self) -> Any:
+        if self._local is None:
+            raise Blocked("no local config was found", "local_config_schema")
+        return self._local
+
+
+class _Memo:
+    """What checks compute once for runs that share an input, across one batch of rendered runs."""
+
+    def __init__(self, memo: dict[Any, Any]):
+        self.memo = memo
+
+
 class ExperimentContext:
     """The experiment and its runs, shared by every item of one pytest session."""
 
@@ -146,7 +194,7 @@ class ExperimentContext:
         # output_dir of each run whose finetune.yaml was loaded (output_dirs_unique), or why it does not load
         self.output_dirs: dict[str, Any] = {}
         self.selected: set[str] | None = None  # runs whose tests were selected (None: all)
-        self._bash: BashSyntax | None = None
+        self._bash: dict[str, str] | None = None  # run -> bash -n's message ("": parses), until asked for
         self.release_runs = False  # large sweeps: a run's files are forgotten once its test is done
         self.partial_skips: Counter[tuple[str, str]] = Counter()  # (check, reason) skipped inside grouped tests
         self.memo: dict[Any, Any] = {}  # what checks compute once for runs that share an input (the dataset)
@@ -188,21 +236,38 @@ class ExperimentContext:
         return [r for r in self.expectations.fine_tuned_runs() if self.selected is None or r.name in self.selected]
 
     def bash_syntax(self, run: RunContext, path: Path) -> tuple[int, str]:
-        """`bash -n` on one run's batch script. The first call starts it for the scripts of every selected
-        fine-tuned run, in the background."""
+        """`bash -n` on one run's batch script: (exit status, message). The first call parses the scripts of every
+        selected fine-tuned run together (scaffold.verify.shell.bash_syntax: a sweep's scripts are parsed once)."""
         if self._bash is None:
-            self._start_bash()
-        assert self._bash is not None
-        return self._bash.result(path)
+            self._bash = self._parse_scripts()
+        error = self._bash.pop(run.name, None)
+        if error is None:  # not among them (its file appeared since)
+            error = bash_n(_script_text(path))
+        return (1, error) if error else (0, "")
 
-    def _start_bash(self) -> None:
-        local = self.expectations.local_dir
-        paths = [local / ref.name / SLURM_FILE for ref in self._selected_fine_tuned()]
-        self._bash = BashSyntax(p for p in paths if os.path.isfile(p))
+    def _parse_scripts(self) -> dict[str, str]:
+        names, scripts = [], []
+        for ref in self._selected_fine_tuned():
+            try:
+                text = _script_text(self.expectations.local_dir / ref.name / SLURM_FILE)
+            except OSError:
+                continue  # run_files reports it
+            try:
+                setup: dict[str, Any] = dict(self.expectations.run(ref.name).setup)
+            except (Blocked, KeyError):
+                setup = {}  # nothing to mask: the script is parsed as it is
+            names.append(ref.name)
+            scripts.append((text, setup))
+        return dict(zip(names, bash_syntax(scripts), strict=True))
 
     def close(self) -> None:
-        if self._bash is not None:
-            self._bash.close()
+        self._bash = None
+
+
+def _script_text(path: Path) -> str:
+    """A batch script's text for `bash -n` (bytes that are not utf-8 replaced: they are never shell syntax)."""
+    with open(path, "rb") as f:
+        return f.read().decode("utf-8", errors="replace")
 
 
 def inside(path: str | Path, parent: str | Path) -> bool:

@@ -103,10 +103,16 @@ class RunExpectation:
     """One fine-tuned run as the inputs define it: its planned settings, registry entry and recipe."""
 
     plan: RunPlan
-    summary: summary.Summary
-    local: localconfig.LocalConfig
+    summary: summary.Summary | None  # None for a run re-rendered alone from its setup_finetune.yaml
+    local: localconfig.LocalConfig | None  # None when no local config was found (setup-finetune)
     model: dict
     setup: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, plan_: Plan, rp: RunPlan) -> RunExpectation:
+        """A planned fine-tuned run's expectation (its settings must be known)."""
+        assert rp.setup is not None
+        return cls(rp, plan_.summary, plan_.local, plan_.models[rp.setup["model"]], rp.setup)
 
     @property
     def recipe(self) -> str:
@@ -216,8 +222,7 @@ class Expectations:
         rp = self.run_plan(name)
         if rp.setup is None:
             raise Blocked("the run's settings cannot be derived from the summary", item_id("run_settings", name))
-        plan_ = self.plan()
-        return RunExpectation(rp, plan_.summary, plan_.local, plan_.models[rp.setup["model"]], rp.setup)
+        return RunExpectation.of(self.plan(), rp)
 
     def fine_tuned_runs(self) -> list[RunRef]:
         return [r for r in self.runs if r.fine_tuned]

@@ -3,6 +3,7 @@ resolved) with the line of every key, and finetune.slurm as sbatch and bash read
 
 from __future__ import annotations
 
+import io
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from typing import Any
 import yaml
 
 from ..errors import InputError
-from ..yamlio import Document, load_yaml
+from ..yamlio import Document, load_yaml, parse_yaml
 
 
 class ConfigLoadError(Exception):
@@ -28,14 +29,16 @@ class ConfigLoadError(Exception):
 @dataclass
 class LoadedConfig:
     """A finetune.yaml as torchtune reads it (`data`), and where each key is written (`doc`, read when a message
-    needs a line: most checks pass and never do)."""
+    needs a line: most checks pass and never do). `text`: the file's text when it is at hand (a rendered text not
+    yet written), else the file is read again for the lines."""
 
     path: Path
     data: dict
+    text: str | None = None
 
     @cached_property
     def doc(self) -> Document | None:
-        return _marks(self.path)
+        return _marks(self.path, self.text)
 
     def line(self, dotted: str | None) -> int | None:
         """The line of a dotted key (`model.lora_rank`), or of its nearest written ancestor."""
@@ -45,18 +48,15 @@ class LoadedConfig:
         return self.doc.locate(parts)[0]
 
 
-def load_config(path: Path) -> LoadedConfig:
-    """Load like torchtune: OmegaConf (rejects duplicate keys), then resolve every interpolation."""
+def load_config(path: Path, text: str | None = None) -> LoadedConfig:
+    """Load like torchtune: OmegaConf (rejects duplicate keys), then resolve every interpolation. `text`: the
+    file's text, when the caller has it (a rendered text is loaded before it is written)."""
     from omegaconf import OmegaConf
 
     try:
-        cfg = OmegaConf.load(path)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        text = " ".join(str(x) for x in (e.context, e.problem) if x)
-        raise ConfigLoadError(f"OmegaConf cannot load it: {text}", mark.line + 1 if mark else None) from None
+        cfg = OmegaConf.load(path if text is None else io.StringIO(text))
     except Exception as e:  # OmegaConf raises many types; any of them stops torchtune
-        raise ConfigLoadError(f"OmegaConf cannot load it: {e}") from None
+        raise config_error(e) from None
     if not OmegaConf.is_dict(cfg):
         raise ConfigLoadError("the config is not a mapping of settings", 1)
     try:
@@ -64,15 +64,24 @@ def load_config(path: Path) -> LoadedConfig:
     except Exception as e:
         key = getattr(e, "full_key", None)
         first = str(e).splitlines()[0]
-        doc = _marks(path)
+        doc = _marks(path, text)
         line = doc.locate(tuple(str(key).split(".")))[0] if doc is not None and key else None
         raise ConfigLoadError(f"an interpolation does not resolve at {key}: {first}", line) from None
-    return LoadedConfig(path, data)
+    return LoadedConfig(path, data, text)
 
 
-def _marks(path: Path) -> Document | None:
+def config_error(e: Exception) -> ConfigLoadError:
+    """Why a config does not load, from what its loader raised (a YAML error gives its line)."""
+    if isinstance(e, yaml.MarkedYAMLError):
+        mark = e.problem_mark or e.context_mark
+        text = " ".join(str(x) for x in (e.context, e.problem) if x)
+        return ConfigLoadError(f"OmegaConf cannot load it: {text}", mark.line + 1 if mark else None)
+    return ConfigLoadError(f"OmegaConf cannot load it: {e}")
+
+
+def _marks(path: Path, text: str | None = None) -> Document | None:
     try:
-        return load_yaml(path)
+        return load_yaml(path) if text is None else parse_yaml(text, path)
     except InputError:
         return None
 
@@ -181,10 +190,16 @@ def parse_slurm(path: Path) -> SlurmScript:
     return parse_slurm_text(path, path.read_text(encoding="utf-8", errors="replace"))
 
 
+def script_lines(text: str) -> list[str]:
+    """A script's lines as bash and sbatch read them: split at newlines only (str.splitlines would also split a
+    value at a carriage return, form feed, U+0085 or U+2028, which bash keeps inside the line)."""
+    return text.removesuffix("\n").split("\n") if text else []
+
+
 def parse_slurm_text(path: Path, text: str) -> SlurmScript:
     """parse_slurm of a script's text (read by the caller)."""
     script = SlurmScript(path, text)
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(script_lines(text), start=1):
         stripped = line.strip()
         if stripped.startswith("#SBATCH"):
             directive = parse_directive(lineno, line)

@@ -27,10 +27,10 @@ import pytest
 from ..errors import Problem  # noqa: TC001
 from ..plan import ARRAY_DIR, TRAINING_FILES
 from ..summary import summary_path
-from .checks import EXPERIMENT, FINE_TUNED, RUN, Check, all_checks
+from .checks import EXPERIMENT, FINE_TUNED, RUN, Check, Skipped, all_checks, run_check
 from .context import ExperimentContext
 from .expectations import CollectionError, Expectations, Options, RunRef, item_id
-from .findings import Blocked, CheckFailed, NotApplicable
+from .findings import Blocked, CheckFailed
 from .shapes import EVERY, PER_SHAPE
 
 PER_CHECK_UP_TO = 50  # runs; above, --items auto collects one test per run, and --omegaconf auto loads by shape
@@ -291,21 +291,18 @@ def _skip(name: str, reason: str):
 
 
 def _check_function(name: str, check: Check, subject) -> Callable[[], None]:
-    def run_check() -> None:
+    def one_check() -> None:
         if check.requires_torchtune and not torchtune_importable():
             raise _skip(name, "torchtune is not importable here; run the suite where the runs train to include it")
-        try:
-            problems = list(check.func(subject) or ())
-        except Blocked as e:
-            raise _skip(name, f"blocked: {e.reason}; {e.by} reports it") from None
-        except NotApplicable as e:
-            raise _skip(name, str(e)) from None
-        if problems:
-            raise CheckFailed(problems)
+        outcome = run_check(check, subject)
+        if isinstance(outcome, Skipped):
+            raise _skip(name, outcome.reason)
+        if outcome:
+            raise CheckFailed(outcome)
 
-    run_check.__name__ = check.id
-    run_check.__doc__ = check.func.__doc__
-    return run_check
+    one_check.__name__ = check.id
+    one_check.__doc__ = check.func.__doc__
+    return one_check
 
 
 def torchtune_importable() -> bool:
@@ -340,12 +337,11 @@ def _group_function(
                 if c.requires_torchtune and not torchtune_importable():
                     skipped.append((c.id, "torchtune is not importable here"))
                     continue
-                try:
-                    failed += [_tagged(p, c.id) for p in c.func(subject) or ()]
-                except Blocked as e:
-                    skipped.append((c.id, f"blocked: {e.reason}; {e.by} reports it"))
-                except NotApplicable as e:
-                    skipped.append((c.id, str(e)))
+                outcome = run_check(c, subject)
+                if isinstance(outcome, Skipped):
+                    skipped.append((c.id, outcome.reason))
+                else:
+                    failed += [_tagged(p, c.id) for p in outcome]
             if golden:
                 from .snapshots import compare, same_as_golden
 

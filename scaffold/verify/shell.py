@@ -1,109 +1,98 @@
-"""`bash -n` over the batch scripts of many runs: the same command as for one script (`bash -n PATH`), started for
-each script by one bash process in the background instead of one Python subprocess each, so its results are ready
-when the runs' tests ask for them.
+"""`bash -n` of batch scripts, for the generator's self-check (the texts it renders) and the suite (the files on
+disk) alike: each script is parsed alone (never concatenated with another: a quote left open in one would be closed
+by the next, and two broken scripts would parse together), and the scripts of a sweep, which differ only in each
+run's own values, are parsed once (`bash_syntax` masks those values).
 
-What it buys (measured for issue 16 with `nox -s bench`, on /dev/shm, medians of 3 rounds): `scaffold verify` of
-1,000 runs takes 7.8 s with it and 12.4 s with one `bash -n` subprocess per script, over the budget of 10 s; of 100
-runs, 2.2 s and 3.0 s.
-
-Each script is parsed alone (never concatenated with others: a quote left open in one script could otherwise be
-closed by the next one, and two broken scripts would parse together)."""
+What it buys (measured with `nox -s bench`, on /dev/shm, medians of 3 rounds): generate of 1,000 runs took 1.25 s
+with the masking and 5.95 s with a `bash -n` of each script, of 100 runs 0.44 s and 1.07 s (the budget is 0.5 s)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import select
+import re
 import subprocess
-import threading
-from collections.abc import Iterable
-from pathlib import Path
+from typing import Any
 
-# Reads NUL-separated paths; writes, per path: the path, NUL, what `bash -n` wrote to stderr, NUL, its status, NUL.
+# A run's own value that may be masked: letters, digits and `._/-`, at least one of `._/` or a digit (so never a
+# reserved word, a builtin that changes how its arguments parse, such as `declare`, or a word `[[ ]]` reads as an
+# operator, such as `-nt`), not starting with `-`.
+_INERT = re.compile(r"(?!-)(?=.*[._/0-9])[A-Za-z0-9._/-]{3,}\Z")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_PARSED: set[str] = set()  # scripts (masked, see bash_syntax) that bash -n accepted, in this process
+
+
+def _masked(text: str, setup: dict[str, Any]) -> str:
+    """The script with the run's own inert values (a run name, a path) replaced by a placeholder named after the
+    setting, wherever one stands whole (no letter, digit, `_`, `.` or `-` touches it). Such a swap cannot change how
+    bash parses the script: no quote, operator, expansion, blank or `=` comes or goes, the word stays a name or
+    not a name (`x=` stays an assignment or a plain word), and neither the value nor the placeholder can be a
+    reserved word, a declaration builtin or a test operator. So a sweep's scripts mask to a few texts."""
+    values = [(v, k) for k, v in setup.items() if isinstance(v, str) and _INERT.match(v)]
+    for value, key in sorted(values, key=lambda vk: (-len(vk[0]), vk[1])):
+        placeholder = f"__scaffold_{key}__" if _IDENTIFIER.match(value) else f"__scaffold-{key}__"
+        text = _replace_whole(text, value, placeholder)
+    return text
+
+
+_WORD_PART = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+
+
+def _replace_whole(text: str, value: str, placeholder: str) -> str:
+    """`text` with each occurrence of `value` that no letter, digit, `_`, `.` or `-` touches replaced."""
+    parts, start = [], 0
+    at = text.find(value)
+    while at >= 0:
+        end = at + len(value)
+        if (at == 0 or text[at - 1] not in _WORD_PART) and (end == len(text) or text[end] not in _WORD_PART):
+            parts += [text[start:at], placeholder]
+            start = end
+        at = text.find(value, end if start == end else at + 1)
+    return "".join(parts) + text[start:] if parts else text
+
+
+# Reads NUL-separated scripts; for each, runs `bash -n` on it alone and writes its stderr, NUL, status, NUL.
 _LOOP = r"""
-while IFS= read -r -d '' f; do
-  printf '%s\0' "$f"
-  bash -n -- "$f" </dev/null 2>&1 >/dev/null
+while IFS= read -r -d '' script; do
+  printf '%s' "$script" | bash -n 2>&1 >/dev/null
   printf '\0%d\0' "$?"
 done
 """
-TIMEOUT = 60  # seconds without any result: the loop is stopped and the rest checked one at a time
 
 
-def bash_n(path: Path | str, timeout: float = TIMEOUT) -> tuple[int, str]:
-    """`bash -n PATH` alone: (exit status, stderr)."""
-    proc = subprocess.run(["bash", "-n", str(path)], capture_output=True, timeout=timeout)
-    return proc.returncode, proc.stderr.decode("utf-8", errors="replace")
+def bash_syntax(scripts: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """`bash -n` of each (script, its run's settings): "" when it parses, else bash's message. Each script is
+    parsed alone (never with another: a quote one leaves open would be closed by the next); scripts that mask (see
+    `_masked`) to a text already parsed are not parsed again."""
+    # Only the values that differ between these runs need a placeholder (the others are the same text in each).
+    varying = {k for _, setup in scripts[1:] for k, v in setup.items() if scripts[0][1].get(k) != v}
+    masked = [_masked(text, {k: setup[k] for k in varying if k in setup}) for text, setup in scripts]
+    todo = sorted({m for m in masked if m not in _PARSED})
+    errors = dict(zip(todo, _bash_n_each(todo), strict=True))
+    _PARSED.update(m for m in todo if not errors[m])
+    out = []
+    for (text, _), m in zip(scripts, masked, strict=True):
+        if m in _PARSED:
+            out.append("")
+        else:
+            out.append(bash_n(text))  # the script itself, to report bash's own words about it
+    return out
 
 
-class BashSyntax:
-    """`bash -n` for many scripts, in the background; `result(path)` waits for one script's answer."""
-
-    def __init__(self, paths: Iterable[Path | str]):
-        self._paths = [os.fsencode(str(p)) for p in paths]
-        self._results: dict[bytes, tuple[int, str]] = {}
-        self._buffer = b""
-        self._proc: subprocess.Popen | None = None
-        self._done = not self._paths
-        if self._paths:
-            try:
-                self._proc = subprocess.Popen(
-                    ["bash", "-c", _LOOP], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-                )
-            except OSError:
-                self._done = True
-                return
-            feed = b"".join(p + b"\0" for p in self._paths)
-            threading.Thread(target=self._feed, args=(self._proc, feed), daemon=True).start()
-
-    @staticmethod
-    def _feed(proc: subprocess.Popen, data: bytes) -> None:
-        assert proc.stdin is not None
-        with contextlib.suppress(OSError):  # the loop was stopped: the remaining scripts are checked alone
-            proc.stdin.write(data)
-            proc.stdin.close()
-
-    def result(self, path: Path | str) -> tuple[int, str]:
-        """(exit status, stderr) of `bash -n PATH`."""
-        key = os.fsencode(str(path))
-        while key not in self._results and not self._done:
-            self._read()
-        if key in self._results:
-            return self._results.pop(key)
-        return bash_n(path)  # not in the batch, or the batch stopped before it
-
-    def _read(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        fd = self._proc.stdout.fileno()
-        ready, _, _ = select.select([fd], [], [], TIMEOUT)
-        chunk = os.read(fd, 1 << 16) if ready else b""
-        if not chunk:
-            self.close()
-            return
-        self._buffer += chunk
-        fields = self._buffer.split(b"\0")
-        complete = (len(fields) - 1) // 3
-        for i in range(complete):
-            path, err, status = fields[3 * i : 3 * i + 3]
-            self._results[path] = (int(status or 1), err.decode("utf-8", errors="replace"))
-        self._buffer = b"\0".join(fields[3 * complete :])
-
-    def close(self) -> None:
-        """Stop the loop (if it still runs) and reap it."""
-        self._done = True
-        proc, self._proc = self._proc, None
-        stop(proc)
+def _bash_n_each(texts: list[str]) -> list[str]:
+    """`bash -n` of each text alone: a subprocess each for a few, else one bash loop (cheaper per script)."""
+    if len(texts) <= 4 or any("\0" in t for t in texts):
+        return [bash_n(t) for t in texts]
+    proc = subprocess.run(["bash", "-c", _LOOP], input="".join(t + "\0" for t in texts).encode(), capture_output=True)
+    fields = proc.stdout.decode("utf-8", "replace").split("\0")
+    if proc.returncode != 0 or len(fields) != 2 * len(texts) + 1:
+        return [bash_n(t) for t in texts]
+    results = []
+    for n in range(len(texts)):
+        stderr, status = fields[2 * n], fields[2 * n + 1]
+        results.append("" if status == "0" else (stderr.strip() or f"bash -n exited {status}"))
+    return results
 
 
-def stop(proc: subprocess.Popen | None) -> None:
-    """Kill a helper process if it still runs, reap it, and close our ends of its pipes."""
-    if proc is None:
-        return
-    if proc.poll() is None:
-        proc.kill()
-    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
-    for stream in (proc.stdin, proc.stdout):
-        with contextlib.suppress(OSError):
-            if stream is not None:
-                stream.close()
+def bash_n(text: str) -> str:
+    """`bash -n` of one script's text: \"\" when it parses, else bash's message."""
+    proc = subprocess.run(["bash", "-n"], input=text, capture_output=True, text=True)
+    return "" if proc.returncode == 0 else (proc.stderr.strip() or f"bash -n exited {proc.returncode}")

@@ -46,14 +46,10 @@ def test_builders_and_tokenizer_exist_and_bind(name: str) -> None:
     from torchtune.training.checkpointing._utils import ModelType
 
     entry = ENTRIES[name]
-    lora = bind_component("model", {"_component_": entry["lora_builder"], **LORA_ARGS})
-    assert lora.ok, lora.message
-    full = bind_component("model", {"_component_": entry["full_builder"]})
-    assert full.ok, full.message
-    tokenizer = bind_component(
-        "tokenizer", {"_component_": entry["tokenizer"]["component"], **{k: "x" for k in entry["tokenizer"]["files"]}}
-    )
-    assert tokenizer.ok, tokenizer.message
+    assert bind_component("model", {"_component_": entry["lora_builder"], **LORA_ARGS}) is None
+    assert bind_component("model", {"_component_": entry["full_builder"]}) is None
+    tokenizer = {"_component_": entry["tokenizer"]["component"], **{k: "x" for k in entry["tokenizer"]["files"]}}
+    assert bind_component("tokenizer", tokenizer) is None
     assert hasattr(ModelType, entry["model_type"])
     # The LoRA and full builders are the same size of the same model.
     lora_fn, full_fn = import_component(entry["lora_builder"]), import_component(entry["full_builder"])

@@ -103,9 +103,9 @@ def _present(exp: ExperimentContext) -> list[Path]:
 def array_scripts_parse(exp: ExperimentContext) -> Iterator[Problem]:
     """bash -n accepts every job array script."""
     for path in _present(exp):
-        status, stderr = bash_n(path)
-        if status != 0:
-            for text in stderr.strip().splitlines() or ["bash -n failed"]:
+        error = bash_n(path.read_bytes().decode("utf-8", errors="replace"))
+        if error:
+            for text in error.splitlines():
                 m = re.search(r"line (\d+):\s*(.*)", text)
                 yield finding(
                     f"bash -n: {m.group(2) if m else text}", file=path, line=int(m.group(1)) if m else None, fix=REGEN

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from ... import params, rules
 from ...errors import Problem, suggest
 from ...plan import FINETUNE_FILE, checkpoint_file_names
 from ...render import DATASET_BUILDERS
 from ...resources import load_data
-from ...selfcheck import metric_logger_problems
 from ..context import RunContext, inside
 from ..expectations import RunExpectation
 from ..findings import NotApplicable
@@ -20,7 +20,7 @@ from . import FINE_TUNED, check
 REGEN = "regenerate with `scaffold generate` (or `scaffold setup-finetune` in the run directory)"
 
 
-@check("finetune_yaml_loads", scope=FINE_TUNED, file=FINETUNE_FILE)
+@check("finetune_yaml_loads", scope=FINE_TUNED, file=FINETUNE_FILE, texts=True)
 def finetune_yaml_loads(run: RunContext) -> Iterator[Problem]:
     """finetune.yaml loads as torchtune loads it: OmegaConf, no duplicate keys, every interpolation resolves."""
     run.require(FINETUNE_FILE)
@@ -37,7 +37,7 @@ def recipe_keys(recipe: str) -> tuple[set[str], set[str]] | None:
     return set(keys.get("required", ())), set(keys.get("optional", ()))
 
 
-@check("recipe_keys", scope=FINE_TUNED, file=FINETUNE_FILE)
+@check("recipe_keys", scope=FINE_TUNED, file=FINETUNE_FILE, texts=True)
 def recipe_keys_present(run: RunContext) -> Iterator[Problem]:
     """Every top-level key the run's recipe requires is present, and no key is one the recipe never reads."""
     recipe = run.expected().recipe
@@ -82,7 +82,7 @@ def allowed_components(expected: RunExpectation) -> dict[str, list[str]]:
     return allowed
 
 
-@check("components_known", scope=FINE_TUNED, file=FINETUNE_FILE)
+@check("components_known", scope=FINE_TUNED, file=FINETUNE_FILE, texts=True)
 def components_are_known(run: RunContext) -> Iterator[Problem]:
     """Every `_component_` is one the run's recipe can use there: the registry's model builder and tokenizer, the
     dataset builder for its dataset_type, and the project's optimizer, scheduler, loss, logger, checkpointer and
@@ -113,7 +113,7 @@ def components_are_known(run: RunContext) -> Iterator[Problem]:
             yield run.problem(f"not {why}", key=key, expected=want, found=component, fix=REGEN)
 
 
-@check("parameter_values", scope=FINE_TUNED, file=FINETUNE_FILE)
+@check("parameter_values", scope=FINE_TUNED, file=FINETUNE_FILE, texts=True)
 def parameters_at_their_paths(run: RunContext) -> Iterator[Problem]:
     """Each parameter of the table sits at its path with the value the run, `controls` or the default gives it
     (numbers compared numerically: 1e-5 equals 1.0e-05; texts such as the prompt character for character)."""
@@ -131,7 +131,31 @@ def parameters_at_their_paths(run: RunContext) -> Iterator[Problem]:
             yield run.problem(what, key=p.path, expected=want, found=value, fix=REGEN)
 
 
-@check("metric_logger", scope=FINE_TUNED, file=FINETUNE_FILE)
+WANDB_LOGGER = "torchtune.training.metric_logging.WandBLogger"
+DISK_LOGGER = "torchtune.training.metric_logging.DiskLogger"
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+def metric_logger_problems(cfg: dict, setup: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, expected, found) for each metric_logger setting that is not as the run's settings say: the logger,
+    and for W&B its project, entity and mode (offline unless the local config says otherwise)."""
+    logger = cfg.get("metric_logger") if isinstance(cfg, dict) else None
+    logger = logger if isinstance(logger, dict) else {}
+    wandb = setup.get("metric_logger") == "wandb"
+    want = {"_component_": WANDB_LOGGER if wandb else DISK_LOGGER}
+    if wandb:
+        want.update(
+            project=setup.get("wandb_project"),
+            entity=setup.get("wandb_entity"),
+            mode=setup.get("wandb_mode") or "offline",
+        )
+    out = [(k, v, logger.get(k)) for k, v in want.items() if logger.get(k) != v]
+    if wandb and logger.get("mode") not in WANDB_MODES:
+        out = [p for p in out if p[0] != "mode"] + [("mode", " or ".join(WANDB_MODES), logger.get("mode"))]
+    return out
+
+
+@check("metric_logger", scope=FINE_TUNED, file=FINETUNE_FILE, texts=True)
 def metric_logger_as_expected(run: RunContext) -> Iterator[Problem]:
     """metric_logger is W&B when the run logs there (output.wandb_project or metric_logger: wandb), else the disk
     logger; a W&B logger has the project (the summary's, else the local config's default), the local config's
@@ -141,13 +165,13 @@ def metric_logger_as_expected(run: RunContext) -> Iterator[Problem]:
         yield run.problem(f"metric_logger.{key}", key=f"metric_logger.{key}", expected=want, found=found, fix=REGEN)
 
 
-@check("lora_alpha_rule", scope=FINE_TUNED, file=FINETUNE_FILE)
+@check("lora_alpha_rule", scope=FINE_TUNED, file=FINETUNE_FILE, texts=True)
 def lora_alpha_follows_its_rule(run: RunContext) -> Iterator[Problem]:
     """model.lora_alpha is the given lora_alpha, else 2 x lora_rank (the rule: scaffold.rules)."""
     expected = run.expected()
     if not params.table()["lora_alpha"].applies(expected.setup):
         raise NotApplicable(f"method {expected.setup.get('method')}: no LoRA adapter, so no lora_alpha")
-    if expected.source("lora_alpha") in ("run", "controls"):
+    if expected.source("lora_alpha") not in ("default", rules.ALPHA_RULE):  # given: by the run, controls or setup
         want = expected.setup["lora_alpha"]
         rule = f"lora_alpha is given ({expected.summary_field('lora_alpha')})"
     else:
@@ -158,7 +182,7 @@ def lora_alpha_follows_its_rule(run: RunContext) -> Iterator[Problem]:
         yield run.problem(rule, key="model.lora_alpha", expected=want, found=value if found else None, fix=REGEN)
 
 
-@check("run_name_tokens", scope=FINE_TUNED, file=FINETUNE_FILE)
+@check("run_name_tokens", scope=FINE_TUNED, file=FINETUNE_FILE, texts=True)
 def run_name_agrees_with_values(run: RunContext) -> Iterator[Problem]:
     """Every parameter the run name spells (`rank8`, `lr1e-5`, `s7`) has that value in finetune.yaml."""
     cfg = run.config().data
@@ -176,7 +200,7 @@ def run_name_agrees_with_values(run: RunContext) -> Iterator[Problem]:
                 )
 
 
-@check("output_dir_placement", scope=FINE_TUNED, file=FINETUNE_FILE)
+@check("output_dir_placement", scope=FINE_TUNED, file=FINETUNE_FILE, texts=True)
 def output_dir_inside_run_not_checkpoint(run: RunContext) -> Iterator[Problem]:
     """output_dir (and the checkpointer's) is inside the run directory and not inside the checkpoint directory."""
     expected = run.expected()
@@ -201,7 +225,7 @@ def output_dir_inside_run_not_checkpoint(run: RunContext) -> Iterator[Problem]:
             )
 
 
-@check("model_matches_registry", scope=FINE_TUNED, file=FINETUNE_FILE)
+@check("model_matches_registry", scope=FINE_TUNED, file=FINETUNE_FILE, texts=True)
 def model_matches_registry(run: RunContext) -> Iterator[Problem]:
     """The checkpointer and tokenizer read the run's model where the summary puts it, with the registry's
     checkpoint files, model_type and tokenizer files."""
@@ -227,7 +251,7 @@ def model_matches_registry(run: RunContext) -> Iterator[Problem]:
             )
 
 
-@check("dataset_matches_summary", scope=FINE_TUNED, file=FINETUNE_FILE)
+@check("dataset_matches_summary", scope=FINE_TUNED, file=FINETUNE_FILE, texts=True)
 def dataset_matches_summary(run: RunContext) -> Iterator[Problem]:
     """The dataset section reads the summary's dataset file (or the run's dataset_path), train split, with the
     run's model's own tokenizer; with validation during training, dataset_val reads its validation split."""

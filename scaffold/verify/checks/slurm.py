@@ -40,7 +40,7 @@ def gpu_directive(run: RunContext) -> Directive | None:
     return found[-1] if found else None
 
 
-@check("slurm_syntax", scope=FINE_TUNED, file=SLURM_FILE)
+@check("slurm_syntax", scope=FINE_TUNED, file=SLURM_FILE, texts=True)
 def slurm_parses(run: RunContext) -> Iterator[Problem]:
     """bash -n accepts the batch script."""
     status, stderr = run.bash_syntax()
@@ -55,7 +55,7 @@ def slurm_parses(run: RunContext) -> Iterator[Problem]:
             )
 
 
-@check("slurm_directives_first", scope=FINE_TUNED, file=SLURM_FILE)
+@check("slurm_directives_first", scope=FINE_TUNED, file=SLURM_FILE, texts=True)
 def directives_before_commands(run: RunContext) -> Iterator[Problem]:
     """The script starts with a shebang and every #SBATCH line comes before the first command (sbatch stops reading
     directives there)."""
@@ -78,7 +78,7 @@ def directive_order(script: SlurmScript, regen: str) -> Iterator[tuple[int, str,
         )
 
 
-@check("slurm_directive_values", scope=FINE_TUNED, file=SLURM_FILE)
+@check("slurm_directive_values", scope=FINE_TUNED, file=SLURM_FILE, texts=True)
 def directive_values_well_formed(run: RunContext) -> Iterator[Problem]:
     """Directive values are well formed: time [D-]HH:MM:SS, memory, CPU and node counts, and the GPU request in
     the site's syntax (the local config's gpu_directive)."""
@@ -119,7 +119,7 @@ def directive_values_well_formed(run: RunContext) -> Iterator[Problem]:
             yield _problem(run, d, f"--{d.option} has no value", field=f"--{d.option}", found=d.text.strip())
 
 
-@check("slurm_no_placeholders", scope=FINE_TUNED, file=SLURM_FILE)
+@check("slurm_no_placeholders", scope=FINE_TUNED, file=SLURM_FILE, texts=True)
 def no_placeholders_in_directives(run: RunContext) -> Iterator[Problem]:
     """No active #SBATCH line holds `$VAR` or `<PLACEHOLDER>`: sbatch does not expand variables there."""
     for d in run.slurm().directives:
@@ -133,7 +133,7 @@ def no_placeholders_in_directives(run: RunContext) -> Iterator[Problem]:
             )
 
 
-@check("slurm_job_name", scope=FINE_TUNED, file=SLURM_FILE)
+@check("slurm_job_name", scope=FINE_TUNED, file=SLURM_FILE, texts=True)
 def job_name_is_run_name(run: RunContext) -> Iterator[Problem]:
     """The job name is the run name."""
     d = run.slurm().directive("job-name")
@@ -173,7 +173,7 @@ def _expected_gpus_text(n: int) -> str:
     return "no GPU request" if n == 0 else f"{n} GPU(s)"
 
 
-@check("slurm_resources", scope=FINE_TUNED, file=SLURM_FILE)
+@check("slurm_resources", scope=FINE_TUNED, file=SLURM_FILE, texts=True)
 def resources_as_expected(run: RunContext) -> Iterator[Problem]:
     """The script asks for the run's time, memory, CPUs, nodes, GPUs, account, partition, QoS and constraint, as
     the summary, registry and local config give them (malformed values are slurm_directive_values' concern)."""
@@ -203,27 +203,32 @@ def resources_as_expected(run: RunContext) -> Iterator[Problem]:
     if setup["device"] == "cuda" and gd is None:
         yield run.problem("device is cuda but the script asks for no GPU", file=SLURM_FILE, fix=REGEN)
     site = sbatch_site(setup)  # the local config's values after the run's slurm_overrides
+    extra = [line[2:].partition("=") for line in site["sbatch_extra"]]  # the site's own extra lines, kept as given
     for option in ("account", "partition", "qos", "constraint"):
-        want = site[option.replace("-", "_")]
+        want = [site[option]] if site[option] not in (None, "") else []
+        want += [value for name, _, value in extra if name == option]
         found = [d for d in script.directives if d.option == option]
+        if [d.value for d in found] == want:
+            continue
         d = found[-1] if found else None
         value = d.value if d else None
-        if (want or None) != (value or None):
+        if (want[-1] if want else None) != (value or None):
             yield _problem(
                 run,
                 d,
                 f"--{option} (local config, then the run's slurm_overrides)",
                 field=f"--{option}",
-                expected=want,
+                expected=want[-1] if len(want) == 1 else (want or None),
                 found=value,
                 fix=REGEN,
             )
-        elif len(found) > 1:
+        else:
             yield _problem(
                 run,
                 found[0],
                 f"--{option} is given {len(found)} times (an override should replace the site's line)",
                 field=f"--{option}",
+                expected=want if len(want) > 1 else want[0],
                 found=[x.value for x in found],
                 fix=REGEN,
             )
@@ -243,7 +248,7 @@ def _launch(run: RunContext) -> Iterator[Problem | Launch]:
     yield launches[0]
 
 
-@check("slurm_launch", scope=FINE_TUNED, file=SLURM_FILE)
+@check("slurm_launch", scope=FINE_TUNED, file=SLURM_FILE, texts=True)
 def launch_matches_gpus(run: RunContext) -> Iterator[Problem]:
     """`tune run` uses the recipe for the run's method and GPU count, with --nproc_per_node N for N > 1 GPUs; on
     several nodes (full fine-tuning only: LoRA recipes of torchtune 0.6.1 are single-node) through srun with
@@ -319,7 +324,7 @@ def _multi_node_launch(run: RunContext, launch: Launch, nodes: int) -> Iterator[
         )
 
 
-@check("slurm_config_path", scope=FINE_TUNED, file=SLURM_FILE)
+@check("slurm_config_path", scope=FINE_TUNED, file=SLURM_FILE, texts=True)
 def launch_uses_this_config(run: RunContext) -> Iterator[Problem]:
     """`tune run --config` is this run's finetune.yaml (as the cluster names it)."""
     found = list(_launch(run))
@@ -338,7 +343,7 @@ def launch_uses_this_config(run: RunContext) -> Iterator[Problem]:
         )
 
 
-@check("slurm_environment", scope=FINE_TUNED, file=SLURM_FILE)
+@check("slurm_environment", scope=FINE_TUNED, file=SLURM_FILE, texts=True)
 def environment_from_local_config(run: RunContext) -> Iterator[Problem]:
     """The script loads the modules and activates the conda environment or venv the local config names, and no
     other, before `tune run`."""
@@ -392,7 +397,7 @@ def environment_from_local_config(run: RunContext) -> Iterator[Problem]:
             )
 
 
-@check("slurm_time_limit", scope=FINE_TUNED, file=SLURM_FILE)
+@check("slurm_time_limit", scope=FINE_TUNED, file=SLURM_FILE, texts=True)
 def time_within_partition_limit(run: RunContext) -> Iterator[Problem]:
     """--time is within the partition's limit (the local config's partition_max_time)."""
     limit_text = run.experiment.local().get("partition_max_time")
@@ -449,7 +454,7 @@ def _runs_module(words: list[str], module: str) -> bool:
     return any(w == "-m" and nxt == module for w, nxt in zip(words, words[1:], strict=False))
 
 
-@check("slurm_post_finetune", scope=FINE_TUNED, file=SLURM_FILE)
+@check("slurm_post_finetune", scope=FINE_TUNED, file=SLURM_FILE, texts=True)
 def post_step_after_training(run: RunContext) -> Iterator[Problem]:
     """LoRA runs: after `tune run`, the script runs `python -m scaffold.torchtune_ext.post_finetune` once, with this
     run's output_dir and model_dir (each epoch's adapter_config.json then names the local base model directory

@@ -1,5 +1,6 @@
 """The checks table of docs/verification.md, generated from the registry: one row per check (id, scope, the file it
-reads, its docstring's first paragraph) and one per golden comparison of the plugin. Edit a check's docstring, not
+reads, whether generate runs it on the texts it renders, its docstring's first paragraph) and one per golden
+comparison of the plugin. Edit a check's docstring, not
 the table.
 
     python -m scaffold.verify.checks.table                                # print the table
@@ -45,13 +46,14 @@ def _cell(text: str) -> str:
 def markdown_table() -> str:
     """The table, one row per check in collection order, then the golden comparisons."""
     rows = [
-        (c.id, f"{c.scope}, needs torchtune" if c.requires_torchtune else c.scope, c.file, c.description)
+        (c.id, f"{c.scope}, needs torchtune" if c.requires_torchtune else c.scope, c.file, c.texts, c.description)
         for c in all_checks()
-    ] + list(GOLDEN_ROWS)
-    lines = ["| check | scope | reads | what it checks |", "|---|---|---|---|"]
-    for check_id, scope, file, description in rows:
+    ] + [(check_id, scope, file, False, text) for check_id, scope, file, text in GOLDEN_ROWS]
+    lines = ["| check | scope | reads | self-check | what it checks |", "|---|---|---|---|---|"]
+    for check_id, scope, file, texts, description in rows:
         reads = f"`{file}`" if file else "—"  # None: inputs spread over several files
-        lines.append(f"| `{_cell(check_id)}` | {scope} | {_cell(reads)} | {_cell(description)} |")
+        also = "yes" if texts else ""
+        lines.append(f"| `{_cell(check_id)}` | {scope} | {_cell(reads)} | {also} | {_cell(description)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -19,11 +19,11 @@ def components_import_and_bind(run: RunContext) -> Iterator[Problem]:
     values builders ignore or reject late (lora_attn_modules, dtype, packed without max_seq_len) are flagged."""
     from ...torchtune_checks import deep_check
 
-    for result in deep_check(run.config().data):
-        if not result.ok:
-            key = f"{result.section}._component_" if result.check.startswith("component_") else result.section
-            yield run.problem(
-                f"{result.check}: {result.message}",
-                key=key,
-                fix="install what the component needs in the training environment, or fix the section",
-            )
+    for problem in deep_check(run.config().data):
+        section = problem.field or ""
+        key = f"{section}._component_" if problem.message.startswith("component_") else section
+        yield run.problem(
+            problem.message,
+            key=key,
+            fix="install what the component needs in the training environment, or fix the section",
+        )

@@ -1,12 +1,12 @@
 """The generator's `bash -n` of many batch scripts: scripts that differ only in a run's own inert values are
-parsed once (scaffold.selfcheck._masked), and no script with a syntax error is ever passed."""
+parsed once (scaffold.shell._masked), and no script with a syntax error is ever passed."""
 
 from __future__ import annotations
 
 import pytest
 
-from scaffold import selfcheck
-from scaffold.selfcheck import _masked, _replace_whole, bash_syntax
+from scaffold.verify import shell
+from scaffold.verify.shell import _masked, _replace_whole, bash_syntax
 
 SCRIPT = """#!/bin/bash
 #SBATCH --job-name={name}
@@ -23,17 +23,17 @@ def script(name: str, **extra: str) -> tuple[str, dict]:
 
 @pytest.fixture(autouse=True)
 def fresh_cache(monkeypatch):
-    monkeypatch.setattr(selfcheck, "_PARSED", set())
+    monkeypatch.setattr(shell, "_PARSED", set())
 
 
 def test_a_sweeps_scripts_are_parsed_once(monkeypatch):
     calls = []
-    real = selfcheck.subprocess.run
-    monkeypatch.setattr(selfcheck.subprocess, "run", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = shell.subprocess.run
+    monkeypatch.setattr(shell.subprocess, "run", lambda *a, **k: calls.append(a) or real(*a, **k))
     scripts = [script(f"m_rank{r}_lr1e-{k}_s{s}") for r in (4, 8) for k in (4, 5) for s in (1, 2)]
     assert bash_syntax(scripts) == [""] * len(scripts)
     assert len({_masked(t, s) for t, s in scripts}) == 1
-    assert len(calls) == 1 and len(selfcheck._PARSED) == 1
+    assert len(calls) == 1 and len(shell._PARSED) == 1
 
 
 def test_a_syntax_error_outside_the_values_is_found_in_its_script():

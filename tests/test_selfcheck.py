@@ -1,0 +1,118 @@
+"""The generator's self-check is the verification suite's own checks (those registered with `texts=True`), run on the
+texts just rendered: one rule set, one problem type. Each planted defect below is caught before anything is written,
+under the id the suite reports it with on disk."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scaffold import localconfig, plan, summary
+from scaffold.errors import Problem
+from scaffold.plan import FINETUNE_FILE, SLURM_FILE
+from scaffold.render import render_run
+from scaffold.selfcheck import check_texts
+from scaffold.verify.checks import FINE_TUNED, TEXT_FILES, all_checks, check, text_checks
+
+from .conftest import EXAMPLE, EXAMPLE_LOCAL, Experiment
+
+
+@pytest.fixture(scope="module")
+def rendered():
+    """The shipped example planned (no path checks) and its runs rendered: (plan, [(run plan, texts)])."""
+    p = plan.make_plan(summary.load(EXAMPLE), localconfig.load(EXAMPLE_LOCAL), check_paths=False)
+    runs = [rp for rp in p.runs if rp.fine_tuned]
+    assert len(runs) == 2
+    return p, [(rp, render_run(rp.setup, p.models[rp.setup["model"]])) for rp in runs]
+
+
+def outcomes_with(rendered, file: str, change) -> dict[str, list[Problem]]:
+    """The self-check of the first run with one of its texts changed."""
+    p, runs = rendered
+    rp, texts = runs[0]
+    return check_texts(p, [(rp, {**texts, file: change(texts[file])})])[0]
+
+
+def failed(outcomes: dict[str, list[Problem]]) -> set[str]:
+    return {check for check, problems in outcomes.items() if problems}
+
+
+def test_the_rendered_example_passes_every_text_check_that_applies(rendered):
+    p, runs = rendered
+    for outcomes in check_texts(p, runs):
+        assert not failed(outcomes)
+        assert set(outcomes) <= {c.id for c in text_checks()}
+        # Each of the original self-check's concerns is among them.
+        assert {"finetune_yaml_loads", "parameter_values", "run_name_tokens", "metric_logger", "recipe_keys"} <= set(
+            outcomes
+        )
+        assert {"slurm_syntax", "slurm_job_name", "slurm_config_path", "slurm_post_finetune"} <= set(outcomes)
+
+
+def test_text_checks_are_fine_tuned_checks_of_the_two_rendered_files():
+    assert len(text_checks()) >= 20
+    for c in text_checks():
+        assert c.scope == FINE_TUNED and c.file in TEXT_FILES and not c.requires_torchtune, c.id
+    # The checks that read anything else are the suite's alone.
+    assert {"paths_exist", "slurm_output_dir", "train_eval_parity", "sbatch_test_only"}.isdisjoint(
+        c.id for c in text_checks()
+    )
+    assert {"paths_exist", "slurm_output_dir"} <= {c.id for c in all_checks()}
+
+
+def test_a_text_check_must_read_only_the_rendered_texts():
+    with pytest.raises(ValueError, match="texts=True"):
+        check("planted_text_check", scope=FINE_TUNED, file="dataset", texts=True)(lambda run: None)
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "check_id"),
+    [
+        (FINETUNE_FILE, "lora_rank: 4", "lora_rank: 5", "parameter_values"),  # and the run name says rank4
+        (FINETUNE_FILE, "lora_alpha: 8", "lora_alpha: 9", "lora_alpha_rule"),
+        (FINETUNE_FILE, "output_dir:", "output_dir:\noutput_dir:", "finetune_yaml_loads"),
+        (FINETUNE_FILE, "seed:", "seeds: 1\nseed:", "recipe_keys"),
+        (FINETUNE_FILE, "WandBLogger", "DiskLogger", "metric_logger"),
+        (SLURM_FILE, "--job-name=", "--job-name=x", "slurm_job_name"),
+        (SLURM_FILE, "/finetune.yaml", "/other.yaml", "slurm_config_path"),
+        (SLURM_FILE, "\nfi\n", "\n\n", "slurm_syntax"),
+        (SLURM_FILE, "-m scaffold.torchtune_ext.post_finetune", "-m other.module", "slurm_post_finetune"),
+    ],
+)
+def test_a_planted_defect_is_caught_before_writing(rendered, file, old, new, check_id):
+    def change(text: str) -> str:
+        assert old in text, (old, text)
+        return text.replace(old, new, 1)
+
+    outcomes = outcomes_with(rendered, file, change)
+    assert check_id in failed(outcomes), outcomes
+    problem = outcomes[check_id][0]
+    assert isinstance(problem, Problem) and problem.run and problem.file and problem.file.endswith(file), problem
+
+
+def test_generate_reports_a_failed_self_check_with_the_suites_check_id(example: Experiment, monkeypatch):
+    """A renderer that writes the wrong rank fails the run, and says which check found it, where, and the fix."""
+    from scaffold import pipeline
+
+    real = pipeline.render_run
+
+    def wrong_rank(setup, model):
+        texts = real(setup, model)
+        return {
+            **texts,
+            FINETUNE_FILE: texts[FINETUNE_FILE].replace(f"lora_rank: {setup['lora_rank']}", "lora_rank: 3"),
+        }
+
+    monkeypatch.setattr(pipeline, "render_run", wrong_rank)
+    from scaffold.generate import generate
+    from scaffold.report import as_json
+
+    report = generate(example.summary, local_config=example.local, check_paths=False)
+    doc = json.loads(as_json(report))
+    assert doc["exit_status"] == 1 and doc["verification"]["checks_failed"] >= 2
+    run = next(r for r in doc["runs"] if r["type"] == "fine-tuned")
+    assert run["status"] == "failed"
+    ids = {f["check"] for f in run["verification"]["failed"]}
+    assert {"parameter_values", "run_name_tokens"} <= ids
+    assert any("self-check parameter_values" in e["text"] and e.get("line") for e in run["errors"]), run["errors"]
