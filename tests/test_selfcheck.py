@@ -116,3 +116,19 @@ def test_generate_reports_a_failed_self_check_with_the_suites_check_id(example: 
     ids = {f["check"] for f in run["verification"]["failed"]}
     assert {"parameter_values", "run_name_tokens"} <= ids
     assert any("self-check parameter_values" in e["text"] and e.get("line") for e in run["errors"]), run["errors"]
+
+
+def test_loading_the_registry_for_the_self_check_imports_nothing_heavy():
+    """generate loads every check module; the suite's heavy imports (syrupy, pytest, transformers, OmegaConf) wait
+    until a check that needs them runs (syrupy alone cost 0.11 s of a 0.5 s budget)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, scaffold.generate, scaffold.selfcheck\n"
+        "from scaffold.verify.checks import all_checks\n"
+        "all_checks()\n"
+        "print(sorted(m for m in ('syrupy', 'pytest', 'transformers', 'torch', 'omegaconf') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
