@@ -192,15 +192,12 @@ def update(
     """Write the array scripts that the fine-tuned `runs`' batch scripts (on disk, in `exp_dir`) call for, and remove
     those no group needs now (kept when edited by hand). What was written, and what went wrong."""
     outcomes: list[ArrayOutcome] = []
+    scripts, unreadable = read_scripts(exp_dir, runs)
+    if unreadable:
+        name, why = next(iter(unreadable.items()))
+        path = display_path(exp_dir / name / SLURM_FILE)
+        return outcomes, [Problem(f"cannot read it for the job arrays: {why}", path)]
     problems: list[Problem] = []
-    scripts = []
-    for name in runs:
-        path = exp_dir / name / SLURM_FILE
-        try:
-            scripts.append((name, path.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError) as e:
-            problems.append(Problem(f"cannot read it for the job arrays: {e}", display_path(path)))
-            return outcomes, problems
     directory = exp_dir / ARRAY_DIR
     wanted = expected(scripts, experiment=experiment, root=root)
     log.heading(f"job arrays: {len(wanted)} (queued by `scaffold submit --array`)")
@@ -236,6 +233,23 @@ def update(
     except OSError as e:
         problems.append(Problem(f"cannot write the job arrays: {e.strerror} ({e.filename})", display_path(directory)))
     return outcomes, problems
+
+
+def read_scripts(
+    exp_dir: Path, runs: Iterable[str], errors: str = "strict"
+) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """The batch scripts the job arrays are made from: (run, finetune.slurm text) of each run that has a readable
+    one, in order, and why each of the others cannot be read (generate, submit and the suite all read them so;
+    `errors`: how bytes that are not utf-8 are decoded, "replace" where nothing is written from the text)."""
+    scripts, unreadable = [], {}
+    for name in runs:
+        try:
+            scripts.append((name, (exp_dir / name / SLURM_FILE).read_text(encoding="utf-8", errors=errors)))
+        except FileNotFoundError:
+            unreadable[name] = f"{name}/{SLURM_FILE} is missing"
+        except (OSError, UnicodeDecodeError) as e:
+            unreadable[name] = str(e)
+    return scripts, unreadable
 
 
 def expected(scripts: Iterable[tuple[str, str]], *, experiment: str, root: str | os.PathLike) -> dict[str, str]:

@@ -177,12 +177,9 @@ def _array_places(s: Summary, exp_dir: Path, names: list[str]) -> tuple[dict, di
     """Where each fine-tuned run is queued as a task: run -> (array script, its place in the list, the list), for
     the array scripts that are exactly what the runs' batch scripts call for now; and, for the runs of array scripts
     that are not (edited, or the runs changed since), why not."""
-    scripts = []
-    for name in names:
-        try:
-            scripts.append((name, (exp_dir / name / SLURM_FILE).read_text(encoding="utf-8", errors="replace")))
-        except OSError:
-            continue  # reported for that run (not found)
+    scripts, _ = arrays.read_scripts(
+        exp_dir, names, errors="replace"
+    )  # a run whose script cannot be read is reported for that run
     places: dict[str, tuple[Path, int, list[str]]] = {}
     stale: dict[str, Problem] = {}
     for file, text in arrays.expected(scripts, experiment=s.name, root=s.root).items():

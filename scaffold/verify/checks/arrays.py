@@ -12,7 +12,6 @@ from pathlib import Path
 
 from ... import arrays
 from ...errors import Problem
-from ...plan import SLURM_FILE
 from ...sbatch import controller_unreachable, test_only
 from ..context import ExperimentContext
 from ..expectations import item_id
@@ -39,13 +38,11 @@ def view(exp: ExperimentContext) -> ArrayView:
     if "arrays" not in exp.memo:
         summary = exp.expectations.summary()
         local = exp.expectations.local_dir
-        scripts = []
-        for ref in exp.expectations.fine_tuned_runs():
-            path = local / ref.name / SLURM_FILE
-            try:
-                scripts.append((ref.name, path.read_text(encoding="utf-8", errors="replace")))
-            except OSError:
-                raise Blocked(f"{ref.name}/{SLURM_FILE} is missing", item_id("run_files", ref.name)) from None
+        scripts, unreadable = arrays.read_scripts(
+            local, [ref.name for ref in exp.expectations.fine_tuned_runs()], errors="replace"
+        )
+        for name, why in unreadable.items():
+            raise Blocked(why, item_id("run_files", name))
         directory = local / arrays.ARRAY_DIR
         found = {}
         if directory.is_dir():
