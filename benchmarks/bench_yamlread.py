@@ -3,8 +3,8 @@ files back, as the self-check does, whole (`load_generated_config` each) vs `Inc
 
 Renders the sweep of bench_generate.py (2 models x ranks x lrs x seeds) in memory, then times, in this process:
 every text parsed whole; one fresh reader over all texts in one call; and one reader fed batches of 64 texts
-(how the generator's worker hands out work: scaffold.pipeline). Each is repeated; the best and the median are printed, in ms per config.
-Target: <= 0.1 ms per config for 1,000 runs (a whole parse costs about 1 ms).
+(how the generator's worker hands out work: scaffold.commands.pipeline). Each is repeated; the best and the median are
+printed, in ms per config. Target: <= 0.1 ms per config for 1,000 runs (a whole parse costs about 1 ms).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_generate import make_experiment  # noqa: E402
 
-from scaffold.generate import load_plan  # noqa: E402
+from scaffold.checks.yamlread import IncrementalConfigReader  # noqa: E402
+from scaffold.commands.generate import load_plan  # noqa: E402
+from scaffold.inputs.yamlio import load_generated_config  # noqa: E402
 from scaffold.render import render_finetune_yaml  # noqa: E402
-from scaffold.yamlio import load_generated_config  # noqa: E402
-from scaffold.yamlread import IncrementalConfigReader  # noqa: E402
 
 
 def sweep_texts(runs: int) -> list[str]:

@@ -15,12 +15,12 @@ SETUP_FILE = "setup_finetune.yaml"
 FINETUNE_FILE = "finetune.yaml"
 SLURM_FILE = "finetune.slurm"
 TRAINING_FILES = (SETUP_FILE, FINETUNE_FILE, SLURM_FILE)
-# The experiment's job array scripts (scaffold.arrays).
+# The experiment's job array scripts (scaffold.slurm.arrays).
 ARRAY_DIR = "arrays"
-# The tool's log (scaffold.runlog), and its lock beside it.
+# The tool's log (scaffold.output.runlog), and its lock beside it.
 LOG_DIR = "logs"
 LOG_NAME = "scaffold-torchtune.log"
-# Hashes of the files this tool generated (scaffold.writer).
+# Hashes of the files this tool generated (scaffold.output.writer).
 MANIFEST = ".scaffold-manifest.json"
 
 

@@ -12,7 +12,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from . import params, registry, rules, sweep
+from . import rules
 from .discover import (  # noqa: F401 (re-exported)
     ARRAY_DIR,
     FINETUNE_FILE,
@@ -23,9 +23,10 @@ from .discover import (  # noqa: F401 (re-exported)
     TRAINING_FILES,
 )
 from .errors import InputError, Problem
-from .localconfig import DEFAULT_WANDB_MODE, LocalConfig
+from .inputs import params, registry, sweep
+from .inputs.localconfig import DEFAULT_WANDB_MODE, LocalConfig
+from .inputs.summary import SUMMARY_NAME, Summary
 from .settings import RunSettings
-from .summary import SUMMARY_NAME, Summary
 from .timeutil import format_time, parse_time
 from .torchtune_ext.datasets import CHAT_TEMPLATE_FILE
 

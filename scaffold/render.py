@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import rules
+from .inputs.yamlio import dump_flat, yaml_scalar
 from .plan import DEFAULT_MAIL_TYPE, FINETUNE_FILE, SETUP_FILE, SLURM_FILE
 from .resources import data_dir
 from .rules import (
@@ -28,7 +29,6 @@ from .rules import (
     recipe_for,
 )
 from .timeutil import parse_time
-from .yamlio import dump_flat, yaml_scalar
 
 if TYPE_CHECKING:
     import jinja2
@@ -256,7 +256,7 @@ def _renderer_digest() -> str:
     that fills them. A change to any of them regenerates every run."""
     h = hashlib.sha256()
     here = Path(__file__).resolve().parent
-    for path in sorted(data_dir("templates").glob("*.j2")) + [here / "render.py", here / "yamlio.py"]:
+    for path in sorted(data_dir("templates").glob("*.j2")) + [here / "render.py", here / "inputs/yamlio.py"]:
         h.update(path.read_bytes())
     return h.hexdigest()
 

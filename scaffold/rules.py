@@ -160,7 +160,7 @@ def gpu_count(option: str, value: str | None) -> int | None:
 def prompt_problem(prompt: str) -> tuple[str, str] | None:
     """(message, fix) when a prompt cannot be filled the way the evaluation step fills it,
     `prompt.format(**record)`: `{input}` exactly once, other fields by name only (never `{output}`, the answer),
-    and literal braces doubled. The schemas apply it through their `x-prompt` keyword (scaffold.schemas)."""
+    and literal braces doubled. The schemas apply it through their `x-prompt` keyword (scaffold.inputs.schemas)."""
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(prompt) if f is not None]
     except ValueError as e:

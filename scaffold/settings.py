@@ -106,7 +106,8 @@ OPTIONAL: dict[str, Any] = {
 def complete(setup: Mapping[str, Any]) -> RunSettings:
     """Settings with every key: those given, then the parameter table's defaults (lora_alpha by its rule) and the
     empty values of the optional keys."""
-    from . import params, rules
+    from . import rules
+    from .inputs import params
 
     out: dict[str, Any] = dict(setup)
     for name, p in params.table().items():

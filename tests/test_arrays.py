@@ -1,5 +1,5 @@
-"""Job arrays (scaffold/arrays.py): which runs share an array, what the array script does when Slurm runs one of its
-tasks, `scaffold submit --array` against stand-in sbatch/scontrol (the real-Slurm version is
+"""Job arrays (scaffold/slurm/arrays.py): which runs share an array, what the array script does when Slurm runs one of
+its tasks, `scaffold submit --array` against stand-in sbatch/scontrol (the real-Slurm version is
 tests/integration/test_slurm_arrays.py), and the verification checks of the array scripts, each with the defect it
 exists to catch."""
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from scaffold import arrays
+from scaffold.slurm import arrays
 
 from .conftest import Experiment, run_cli
 from .test_submit import SWEEP, cluster_env, generated, record, submit, sweep  # noqa: F401 (fixtures)

@@ -2,8 +2,8 @@
 names the file, the line, the field and a fix; no traceback; and the experiment is left exactly as it was.
 
 Each case starts from the shipped example, already generated once (so there are results on disk to lose), lays its
-files over it, and runs the command. The command runs in-process (`scaffold.cli.main`, the CLI's own entry point,
-which turns any exception into "internal error"), so the corpus runs in seconds; a sample of cases also runs as a
+files over it, and runs the command. The command runs in-process (`scaffold.commands.cli.main`, the CLI's own entry
+point, which turns any exception into "internal error"), so the corpus runs in seconds; a sample of cases also runs as a
 real process and must give the same answer.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scaffold import cli
+from scaffold.commands import cli
 
 from .conftest import EXAMPLE, EXAMPLE_LOCAL, run_cli
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from scaffold.verify import shell
-from scaffold.verify.shell import _masked, _replace_whole, bash_syntax
+from scaffold.checks import shell
+from scaffold.checks.shell import _masked, _replace_whole, bash_syntax
 
 SCRIPT = """#!/bin/bash
 #SBATCH --job-name={name}

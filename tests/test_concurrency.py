@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scaffold.generate import generate
-from scaffold.lock import experiment_lock
+from scaffold.commands.generate import generate
+from scaffold.output.lock import experiment_lock
 
 from .conftest import EXAMPLE, EXAMPLE_LOCAL
 
@@ -184,7 +184,7 @@ def test_a_second_generation_waits_for_the_lock_and_says_so(tmp_path):
 def test_a_held_lock_times_out_with_a_clear_message_and_writes_nothing(tmp_path):
     exp = make_experiment(tmp_path)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from scaffold.lock import experiment_lock\n"
+        [sys.executable, "-c", "import sys, time; from scaffold.output.lock import experiment_lock\n"
          f"with experiment_lock({str(exp)!r}, 'holder'):\n    print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -8,7 +8,7 @@ import subprocess
 
 from omegaconf import OmegaConf
 
-from scaffold import params
+from scaffold.inputs import params
 
 from .conftest import Experiment
 

@@ -19,9 +19,9 @@ import jinja2
 import pytest
 import yaml
 
+import scaffold.output.writer
 import scaffold.render
-import scaffold.writer
-from scaffold.generate import generate
+from scaffold.commands.generate import generate
 
 from .conftest import EXAMPLE, EXAMPLE_LOCAL, REPO, Experiment, Result, make_model_dir, run_cli
 
@@ -488,7 +488,7 @@ def test_two_forced_overwrites_keep_both_backups(example: Experiment, monkeypatc
         def now(cls, tz=None):
             return datetime.datetime(2026, 11, 30, 12, 0, 0, tzinfo=tz)
 
-    monkeypatch.setattr(scaffold.writer, "datetime", SameSecond)
+    monkeypatch.setattr(scaffold.output.writer, "datetime", SameSecond)
     assert generate(example.dir, local_config=example.local, check_paths=False).exit_status == 0
     target = example.dir / RANK4 / "finetune.yaml"
     edits = []

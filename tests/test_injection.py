@@ -26,7 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from scaffold.generate import generate
+from scaffold.commands.generate import generate
 
 from .conftest import EXAMPLE, EXAMPLE_LOCAL
 
@@ -274,7 +274,7 @@ def check_carried(spec: Field, given: object, res: Generated, ref: Generated, tm
         assert lookup(cfg, dotted) == expected(value), f"{dotted} does not hold the value"
     # setup_finetune.yaml (read by setup-finetune with the project's YAML reader) gives it back too.
     if spec.setup_key:
-        from scaffold.yamlio import parse_yaml
+        from scaffold.inputs.yamlio import parse_yaml
 
         setup = parse_yaml(res.read("setup_finetune.yaml"), tmp / "setup_finetune.yaml").data
         assert setup[spec.setup_key] == value

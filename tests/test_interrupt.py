@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scaffold.generate import generate
+from scaffold.commands.generate import generate
 
 from .conftest import EXAMPLE, EXAMPLE_LOCAL
 

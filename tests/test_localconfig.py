@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from scaffold import localconfig
 from scaffold.errors import InputError
+from scaffold.inputs import localconfig
 
 from .conftest import EXAMPLE_LOCAL, ORIGINAL_FORMAT, Experiment, Result, run_cli
 

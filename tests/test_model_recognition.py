@@ -1,5 +1,5 @@
 """Models: every name of the original's table generates, and a model directory with no registry entry is
-recognised from its config.json (templates/model_families.yaml, scaffold/modelrecognition.py). No torch needed:
+recognised from its config.json (templates/model_families.yaml, scaffold/inputs/modelrecognition.py). No torch needed:
 the config.json files below are written by hand with the real public sizes of each model."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scaffold import modelrecognition, registry
-from scaffold.modelrecognition import Recognised, Unrecognised
+from scaffold.inputs import modelrecognition, registry
+from scaffold.inputs.modelrecognition import Recognised, Unrecognised
 
 from .conftest import Experiment, make_model_dir
 
@@ -200,7 +200,7 @@ def test_tokenizer_files_follow_the_family(tmp_path: Path) -> None:
 
 
 def test_recognised_entries_are_valid_registry_entries(tmp_path: Path) -> None:
-    from scaffold import schemas
+    from scaffold.inputs import schemas
 
     v = schemas.validator(schemas.LOCAL_CONFIG)
     for i, (config, *_) in enumerate(CASES.values()):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scaffold import params, schemas
+from scaffold.inputs import params, schemas
 
 
 @pytest.mark.parametrize(

@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from scaffold import params
-from scaffold.generate import generate
-from scaffold.report import counts
+from scaffold.commands.generate import generate
+from scaffold.inputs import params
+from scaffold.output.report import counts
 
 from .conftest import EXAMPLE, EXAMPLE_LOCAL
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import jsonschema
 import pytest
 
-from scaffold import registry, schemas
 from scaffold.errors import Problem
+from scaffold.inputs import registry, schemas
 from scaffold.plan import checkpoint_file_names
 
 MODELS = registry.models()

@@ -6,8 +6,8 @@ from __future__ import annotations
 import jsonschema
 import pytest
 
-from scaffold import schemas
-from scaffold.yamlio import load_yaml
+from scaffold.inputs import schemas
+from scaffold.inputs.yamlio import load_yaml
 
 from .conftest import Experiment
 

@@ -8,12 +8,13 @@ import json
 
 import pytest
 
-from scaffold import localconfig, plan, summary
+from scaffold import plan
+from scaffold.checks import FINE_TUNED, TEXT_FILES, all_checks, check, text_checks
+from scaffold.checks.selfcheck import check_texts
 from scaffold.errors import Problem
+from scaffold.inputs import localconfig, summary
 from scaffold.plan import FINETUNE_FILE, SLURM_FILE
 from scaffold.render import render_run
-from scaffold.selfcheck import check_texts
-from scaffold.verify.checks import FINE_TUNED, TEXT_FILES, all_checks, check, text_checks
 
 from .conftest import EXAMPLE, EXAMPLE_LOCAL, Experiment
 
@@ -93,7 +94,7 @@ def test_a_planted_defect_is_caught_before_writing(rendered, file, old, new, che
 
 def test_generate_reports_a_failed_self_check_with_the_suites_check_id(example: Experiment, monkeypatch):
     """A renderer that writes the wrong rank fails the run, and says which check found it, where, and the fix."""
-    from scaffold import pipeline
+    from scaffold.commands import pipeline
 
     real = pipeline.render_run
 
@@ -105,8 +106,8 @@ def test_generate_reports_a_failed_self_check_with_the_suites_check_id(example: 
         }
 
     monkeypatch.setattr(pipeline, "render_run", wrong_rank)
-    from scaffold.generate import generate
-    from scaffold.report import as_json
+    from scaffold.commands.generate import generate
+    from scaffold.output.report import as_json
 
     report = generate(example.summary, local_config=example.local, check_paths=False)
     doc = json.loads(as_json(report))
@@ -125,8 +126,8 @@ def test_loading_the_registry_for_the_self_check_imports_nothing_heavy():
     import sys
 
     code = (
-        "import sys, scaffold.generate, scaffold.selfcheck\n"
-        "from scaffold.verify.checks import all_checks\n"
+        "import sys, scaffold.commands.generate, scaffold.checks.selfcheck\n"
+        "from scaffold.checks import all_checks\n"
         "all_checks()\n"
         "print(sorted(m for m in ('syrupy', 'pytest', 'transformers', 'torch', 'omegaconf') if m in sys.modules))"
     )

@@ -9,7 +9,7 @@ import typing
 import pytest
 import yaml
 
-from scaffold import params, schemas
+from scaffold.inputs import params, schemas
 from scaffold.settings import OPTIONAL, RunSettings, complete
 
 JSON_TYPES = {"string": str, "integer": int, "number": float, "boolean": bool, "array": list, "object": dict}
@@ -60,7 +60,7 @@ def test_the_planner_builds_every_key(generated_example_plan) -> None:
 
 @pytest.fixture
 def generated_example_plan(local_example):
-    from scaffold.generate import load_plan
+    from scaffold.commands.generate import load_plan
 
     return load_plan(local_example.dir, local_config=local_example.local)
 

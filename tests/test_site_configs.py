@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scaffold import localconfig
+from scaffold.inputs import localconfig
 
 from .conftest import REPO, Experiment
 from .test_localconfig import RANK4, line_of, one_error, slurm

@@ -469,8 +469,8 @@ def test_only_lora_scripts_run_the_post_step(generated: Experiment) -> None:
 def test_the_generators_self_check_misses_no_post_step(generated: Experiment) -> None:
     """The generator's self-check runs the suite's slurm_post_finetune on the rendered text: a LoRA script without
     the post-training step fails it, a full fine-tune has nothing to check."""
-    from scaffold.selfcheck import check_files
-    from scaffold.verify.expectations import Expectations, Options
+    from scaffold.checks.expectations import Expectations, Options
+    from scaffold.checks.selfcheck import check_files
 
     expectations = Expectations(Options(generated.dir, local_config=generated.local, check_paths=False))
     for run in RUNS:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scaffold.writer import RACY_NS, Manifest, atomic_write
+from scaffold.output.writer import RACY_NS, Manifest, atomic_write
 
 
 def test_a_stamped_file_is_not_read_and_a_changed_one_is(tmp_path: Path, monkeypatch):
@@ -52,7 +52,7 @@ def test_an_edit_that_keeps_size_and_time_but_not_inode_is_seen(tmp_path: Path):
 def test_a_file_renamed_into_place_but_not_yet_recorded_is_recorded_on_interrupt(tmp_path: Path, monkeypatch):
     """SIGTERM (or Ctrl-C) right after a file's rename and before its record: saving the manifest on the way out
     still records it, so the next generation does not take it for a hand edit."""
-    import scaffold.writer as writer
+    import scaffold.output.writer as writer
 
     m = Manifest(tmp_path)
     path = tmp_path / "f.yaml"

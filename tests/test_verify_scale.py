@@ -1,5 +1,5 @@
 """The verification suite on large sweeps: one test per run (`--items run`, automatic above 50 runs) that still
-names the run, file, line, check and fix of every defect; finetune.yaml loaded by the shape rule (scaffold/verify/
+names the run, file, line, check and fix of every defect; finetune.yaml loaded by the shape rule (scaffold/checks/
 shapes.py), proven to agree with OmegaConf itself on every kind of config this project generates and on broken
 ones; `bash -n` over many scripts, each parsed alone."""
 
@@ -16,10 +16,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scaffold.verify.generated import ConfigLoadError, load_config, shell_words
+from scaffold.checks.generated import ConfigLoadError, load_config, shell_words
+from scaffold.checks.shapes import PER_SHAPE, ConfigLoader, omegaconf_yaml_loader, parse, same
+from scaffold.checks.shell import bash_syntax
 from scaffold.verify.plugin import CONTEXT_KEY
-from scaffold.verify.shapes import PER_SHAPE, ConfigLoader, omegaconf_yaml_loader, parse, same
-from scaffold.verify.shell import bash_syntax
 
 from .conftest import EXAMPLE, EXAMPLE_LOCAL, run_cli
 from .test_verify_suite import VARIANT_RUNS

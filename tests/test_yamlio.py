@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from scaffold.errors import InputError
-from scaffold.yamlio import _pyyaml_flow, dump_flat, dump_yaml, load_generated_config, parse_yaml, yaml_scalar
+from scaffold.inputs.yamlio import _pyyaml_flow, dump_flat, dump_yaml, load_generated_config, parse_yaml, yaml_scalar
 
 VALUES = [
     None,

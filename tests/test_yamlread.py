@@ -1,5 +1,5 @@
-"""scaffold.yamlread: IncrementalConfigReader gives, for every text, exactly what load_generated_config gives (equal
-data of the same types, or an exception of the same type and message), on real sweeps and on mutated configs."""
+"""scaffold.checks.yamlread: IncrementalConfigReader gives, for every text, exactly what load_generated_config gives
+(equal data of the same types, or an exception of the same type and message), on real sweeps and on mutated configs."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scaffold.generate import load_plan
+from scaffold.checks.yamlread import IncrementalConfigReader
+from scaffold.commands.generate import load_plan
+from scaffold.inputs.yamlio import load_generated_config
 from scaffold.render import render_finetune_yaml
-from scaffold.yamlio import load_generated_config
-from scaffold.yamlread import IncrementalConfigReader
 
 from .conftest import EXAMPLE, EXAMPLE_LOCAL
 

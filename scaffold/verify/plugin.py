@@ -24,14 +24,14 @@ from pathlib import Path
 
 import pytest
 
+from ..checks import EXPERIMENT, FINE_TUNED, RUN, Check, Skipped, all_checks, run_check
+from ..checks.context import ExperimentContext
+from ..checks.expectations import CollectionError, Expectations, Options, RunRef, item_id
+from ..checks.findings import Blocked, CheckFailed
+from ..checks.shapes import EVERY, PER_SHAPE
 from ..errors import Problem  # noqa: TC001
+from ..inputs.summary import summary_path
 from ..plan import ARRAY_DIR, TRAINING_FILES
-from ..summary import summary_path
-from .checks import EXPERIMENT, FINE_TUNED, RUN, Check, Skipped, all_checks, run_check
-from .context import ExperimentContext
-from .expectations import CollectionError, Expectations, Options, RunRef, item_id
-from .findings import Blocked, CheckFailed
-from .shapes import EVERY, PER_SHAPE
 
 PER_CHECK_UP_TO = 50  # runs; above, --items auto collects one test per run, and --omegaconf auto loads by shape
 SUMMARY_KEY = pytest.StashKey[Path]()
@@ -394,7 +394,7 @@ def _golden_function(name: str, context: ExperimentContext, ref: RunRef, file: s
 
 
 def _arrays_golden_function(name: str, context: ExperimentContext) -> Callable:
-    from .checks.arrays import array_files
+    from ..checks.arrays import array_files
     from .snapshots import compare_array
 
     def golden(snapshot) -> None:

@@ -3,25 +3,23 @@
 
 Snapshots are machine-independent: generated files name paths under `experiment.dir` (the cluster's path), so
 they do not depend on where the experiment is checked out; a summary without `experiment.dir` names the local
-directory, which is replaced by a placeholder before comparing (scaffold.golden.machine_independent).
+directory, which is replaced by a placeholder before comparing (scaffold.verify.golden.machine_independent).
 """
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import os
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from ..arrays import ARRAY_DIR, is_array_file
+from ..checks.context import RunContext
+from ..checks.expectations import Expectations
+from ..checks.findings import CheckFailed, finding
 from ..errors import display_path
-from ..golden import golden_extension, machine_independent
-from ..plan import TRAINING_FILES
-from .context import RunContext
-from .expectations import Expectations
-from .findings import CheckFailed, finding
+from ..slurm.arrays import ARRAY_DIR
+from .golden import golden_extension, machine_independent
 
 
 def generated_text(run: RunContext, file: str) -> str:
@@ -99,36 +97,3 @@ def _extension(root: Path, file: str) -> type:
 
     GoldenFileOfRun.__name__ = per_run.__name__
     return GoldenFileOfRun
-
-
-def stale_golden_files(expectations: Expectations) -> list[Path]:
-    """Files under the golden directory that belong to no run or file of the experiment (hidden files aside), in
-    path order. (Walked as strings, not Path objects: a sweep's golden directory holds thousands of files.)"""
-    root = expectations.golden_dir
-    if not root.is_dir():
-        return []
-    want = {(r.name, f) for r in expectations.fine_tuned_runs() for f in TRAINING_FILES}
-    # The job array scripts generated now (a group that no longer exists has had its script removed).
-    with contextlib.suppress(OSError):
-        want |= {(ARRAY_DIR, f) for f in os.listdir(expectations.local_dir / ARRAY_DIR) if is_array_file(f)}
-    stale: list[tuple[str, ...]] = []
-    for parent, dirs, files in os.walk(root):  # as rglob: symbolic links to directories are not entered
-        dirs.sort()
-        rel = os.path.relpath(parent, root)
-        parts = () if rel == os.curdir else tuple(rel.split(os.sep))
-        for name in files:
-            if name.startswith(".") or (len(parts) == 1 and (parts[0], name) in want):
-                continue
-            if os.path.isfile(os.path.join(parent, name)):
-                stale.append((*parts, name))
-    return [root.joinpath(*parts) for parts in sorted(stale)]
-
-
-def remove_stale(paths: list[Path], root: Path) -> None:
-    """Delete stale golden files, and the run directories they leave empty."""
-    for path in paths:
-        path.unlink()
-        parent = path.parent
-        while parent != root and parent.is_dir() and not any(parent.iterdir()):
-            parent.rmdir()
-            parent = parent.parent

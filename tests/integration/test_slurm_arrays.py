@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from scaffold import arrays
+from scaffold.slurm import arrays
 from scaffold.testing import local_slurm
 
 from ..conftest import Experiment, run_cli

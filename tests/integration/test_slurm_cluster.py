@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scaffold import sbatch
+from scaffold.slurm import sbatch
 from scaffold.testing import local_slurm
 
 from ..conftest import EXAMPLE, EXAMPLE_LOCAL, Experiment, make_model_dir, run_cli

@@ -1,0 +1,276 @@
+"""What a check sees: the experiment's expectations and, per run, its generated files read from disk (each read
+once per session, and shared by every check of the run). Accessors raise Blocked when an input is broken, naming
+the check that reports it, so a check never fails for a cause that another check already reports.
+
+What is costly per run is shared across the session by ExperimentContext: loading finetune.yaml (ConfigLoader,
+see shapes.py) and `bash -n` over the batch scripts (shell.py: a sweep's scripts are parsed once). In large sweeps the plugin
+releases a run's files once its test is done, so memory does not grow with the number of runs."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from ..errors import Problem
+from ..plan import FINETUNE_FILE, SLURM_FILE
+from .expectations import Expectations, RunExpectation, RunRef, item_id
+from .findings import UNSET, Blocked, finding
+from .generated import ConfigLoadError, LoadedConfig, SlurmScript, parse_slurm_text
+from .shapes import EVERY, ConfigLoader
+from .shell import bash_n, bash_syntax
+
+
+class RunContext:
+    """One run: its expectation and its files."""
+
+    def __init__(self, experiment: Expectations, ref: RunRef, session: ExperimentContext | None = None):
+        self.experiment = experiment
+        self.ref = ref
+        self.name = ref.name
+        self.local_dir = experiment.local_dir / ref.name
+        self.session = session if session is not None else ExperimentContext(experiment)
+        self._paths: dict[str, Path] = {}
+        self._texts: dict[str, str | None] = {}
+
+    def expected(self) -> RunExpectation:
+        return self._expected
+
+    @cached_property
+    def _expected(self) -> RunExpectation:
+        return self.experiment.run(self.name)
+
+    def path(self, file: str) -> Path:
+        path = self._paths.get(file)
+        if path is None:
+            path = self._paths[file] = self.local_dir / file
+        return path
+
+    def require(self, file: str) -> Path:
+        """The path of a generated file that must exist; Blocked (by run_files) when it does not."""
+        path = self.path(file)
+        if file not in self._texts and not os.path.isfile(path):
+            raise Blocked(f"{file} is missing", item_id("run_files", self.name))
+        return path
+
+    def text(self, file: str) -> str | None:
+        """A generated file's text (utf-8), read once and shared by every check; None when it is not utf-8.
+        Blocked (by run_files) when the file is missing."""
+        if file not in self._texts:
+            path = self.require(file)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    self._texts[file] = f.read()
+            except UnicodeDecodeError:
+                self._texts[file] = None
+            except FileNotFoundError:
+                raise Blocked(f"{file} is missing", item_id("run_files", self.name)) from None
+        return self._texts[file]
+
+    @cached_property
+    def _config(self) -> LoadedConfig | ConfigLoadError:
+        path = self.require(FINETUNE_FILE)
+        try:
+            config = self.session.configs.load(path, self.text(FINETUNE_FILE))
+        except ConfigLoadError as e:
+            self.session.output_dirs[self.name] = e
+            return e
+        self.session.output_dirs[self.name] = config.data.get("output_dir")
+        return config
+
+    def config_error(self) -> ConfigLoadError | None:
+        return self._config if isinstance(self._config, ConfigLoadError) else None
+
+    def config(self) -> LoadedConfig:
+        """finetune.yaml as torchtune reads it; Blocked (by finetune_yaml_loads) when it does not load."""
+        if isinstance(self._config, ConfigLoadError):
+            raise Blocked(f"{FINETUNE_FILE} does not load", item_id("finetune_yaml_loads", self.name))
+        return self._config
+
+    @cached_property
+    def _slurm(self) -> SlurmScript:
+        path = self.require(SLURM_FILE)
+        text = self.text(SLURM_FILE)
+        if text is None:
+            text = path.read_bytes().decode("utf-8", errors="replace")
+        return parse_slurm_text(path, text)
+
+    def slurm(self) -> SlurmScript:
+        return self._slurm
+
+    def bash_syntax(self) -> tuple[int, str]:
+        """(exit status, stderr) of `bash -n` on finetune.slurm; Blocked (by run_files) when it is missing."""
+        return self.session.bash_syntax(self, self.require(SLURM_FILE))
+
+    def to_local(self, path: str | Path) -> Path:
+        """Where a path named by a generated file (a cluster path under experiment.dir) is on this machine."""
+        return self.experiment.summary().to_local(Path(path))
+
+    def problem(
+        self,
+        message: str,
+        *,
+        file: str = FINETUNE_FILE,
+        key: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+        expected: Any = UNSET,
+        found: Any = UNSET,
+        fix: str | None = None,
+    ) -> Problem:
+        """A finding in one of this run's files; `key` (finetune.yaml) gives the line and the field."""
+        if line is None and key and file == FINETUNE_FILE and isinstance(self._config, LoadedConfig):
+            line = self._config.line(key)
+        return finding(
+            message,
+            run=self.name,
+            file=self.path(file),
+            line=line,
+            field=field or key,
+            expected=expected,
+            found=found,
+            fix=fix,
+        )
+
+
+class RenderedRun(RunContext):
+    """One run as the generator has just rendered it (or `scaffold setup-finetune` has just written it), for the
+    checks registered with `texts=True`: its expectation is the plan's, its texts are given (not read from disk),
+    its finetune.yaml is loaded by the caller and `bash -n` of its batch script is given. Those checks run on it
+    exactly as the suite runs them on the files."""
+
+    def __init__(
+        self,
+        expected: RunExpectation,
+        texts: dict[str, str],
+        config: LoadedConfig | ConfigLoadError,
+        syntax: tuple[int, str],
+        memo: dict[Any, Any],
+    ):
+        self.experiment = _Inputs(expected.local)  # type: ignore[assignment]
+        self.ref = RunRef(expected.plan.name, expected.plan.type, expected.plan.index)
+        self.name = expected.plan.name
+        self.local_dir = expected.plan.local_dir
+        self.session = _Memo(memo)  # type: ignore[assignment]
+        self._paths = {}
+        self._texts = dict(texts)
+        self._expected = expected  # type: ignore[misc]
+        self._config = config  # type: ignore[misc]
+        self._syntax = syntax
+
+    def bash_syntax(self) -> tuple[int, str]:
+        return self._syntax
+
+
+class _Inputs:
+    """What a rendered run's checks may ask of the experiment beyond its expectation: the local config."""
+
+    def __init__(self, local: Any):
+        self._local = local
+
+    def local(self) -> Any:
+        if self._local is None:
+            raise Blocked("no local config was found", "local_config_schema")
+        return self._local
+
+
+class _Memo:
+    """What checks compute once for runs that share an input, across one batch of rendered runs."""
+
+    def __init__(self, memo: dict[Any, Any]):
+        self.memo = memo
+
+
+class ExperimentContext:
+    """The experiment and its runs, shared by every item of one pytest session."""
+
+    def __init__(self, expectations: Expectations, omegaconf: str = EVERY):
+        self.expectations = expectations
+        self._runs: dict[str, RunContext] = {}
+        self.removed_golden: list[Path] = []  # stale golden files removed under --snapshot-update
+        self.configs = ConfigLoader(omegaconf)
+        # output_dir of each run whose finetune.yaml was loaded (output_dirs_unique), or why it does not load
+        self.output_dirs: dict[str, Any] = {}
+        self.selected: set[str] | None = None  # runs whose tests were selected (None: all)
+        self._bash: dict[str, str] | None = None  # run -> bash -n's message ("": parses), until asked for
+        self.release_runs = False  # large sweeps: a run's files are forgotten once its test is done
+        self.partial_skips: Counter[tuple[str, str]] = Counter()  # (check, reason) skipped inside grouped tests
+        self.memo: dict[Any, Any] = {}  # what checks compute once for runs that share an input (the dataset)
+
+    @property
+    def name(self) -> str:
+        return self.expectations.name
+
+    def run(self, ref: RunRef) -> RunContext:
+        run = self._runs.get(ref.name)
+        if run is None:
+            run = self._runs[ref.name] = RunContext(self.expectations, ref, self)
+        return run
+
+    def release(self, ref: RunRef) -> None:
+        """Forget a run's files (its test is done); what the experiment-level checks need is kept."""
+        self._runs.pop(ref.name, None)
+
+    def runs(self) -> list[RunContext]:
+        return [self.run(ref) for ref in self.expectations.runs]
+
+    def fine_tuned(self) -> list[RunContext]:
+        return [self.run(ref) for ref in self.expectations.fine_tuned_runs()]
+
+    def output_dir(self, ref: RunRef) -> Any:
+        """The output_dir of a run's finetune.yaml as torchtune resolves it (recorded when its test loaded it);
+        Blocked when it does not load."""
+        if ref.name not in self.output_dirs:
+            run = self.run(ref)
+            run.config()
+            if self.release_runs:
+                self.release(ref)
+        found = self.output_dirs[ref.name]
+        if isinstance(found, ConfigLoadError):
+            raise Blocked(f"{FINETUNE_FILE} does not load", item_id("finetune_yaml_loads", ref.name))
+        return found
+
+    def _selected_fine_tuned(self) -> list[RunRef]:
+        return [r for r in self.expectations.fine_tuned_runs() if self.selected is None or r.name in self.selected]
+
+    def bash_syntax(self, run: RunContext, path: Path) -> tuple[int, str]:
+        """`bash -n` on one run's batch script: (exit status, message). The first call parses the scripts of every
+        selected fine-tuned run together (scaffold.checks.shell.bash_syntax: a sweep's scripts are parsed once)."""
+        if self._bash is None:
+            self._bash = self._parse_scripts()
+        error = self._bash.pop(run.name, None)
+        if error is None:  # not among them (its file appeared since)
+            error = bash_n(_script_text(path))
+        return (1, error) if error else (0, "")
+
+    def _parse_scripts(self) -> dict[str, str]:
+        names, scripts = [], []
+        for ref in self._selected_fine_tuned():
+            try:
+                text = _script_text(self.expectations.local_dir / ref.name / SLURM_FILE)
+            except OSError:
+                continue  # run_files reports it
+            try:
+                setup: dict[str, Any] = dict(self.expectations.run(ref.name).setup)
+            except (Blocked, KeyError):
+                setup = {}  # nothing to mask: the script is parsed as it is
+            names.append(ref.name)
+            scripts.append((text, setup))
+        return dict(zip(names, bash_syntax(scripts), strict=True))
+
+    def close(self) -> None:
+        self._bash = None
+
+
+def _script_text(path: Path) -> str:
+    """A batch script's text for `bash -n` (bytes that are not utf-8 replaced: they are never shell syntax)."""
+    with open(path, "rb") as f:
+        return f.read().decode("utf-8", errors="replace")
+
+
+def inside(path: str | Path, parent: str | Path) -> bool:
+    """Whether a path is `parent` or below it, comparing normalised paths (no file system access)."""
+    p, q = os.path.normpath(str(path)), os.path.normpath(str(parent))
+    return p == q or p.startswith(q.rstrip("/") + "/")

@@ -1,0 +1,145 @@
+"""Checks of the dataset file a run trains on: the declared splits and counts, the record keys, and enough
+records for one optimizer step."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+
+from ..errors import Problem
+from ..plan import FINETUNE_FILE
+from . import FINE_TUNED, check
+from .context import RunContext
+from .expectations import item_id
+from .findings import Blocked, NotApplicable, finding
+
+RECORD_KEYS = ("input", "output")  # every record is {"input", "output"} (SPEC: dataset shape)
+
+
+@cache
+def _read_json(path: Path, mtime_ns: int) -> object:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def dataset_file(run: RunContext) -> tuple[Path, Path]:
+    """(path as the config names it, where it is on this machine); NotApplicable when this machine cannot see it."""
+    named_text = run.expected().setup["dataset_path"]
+    memo = run.session.memo
+    if ("dataset_file", named_text) not in memo:
+        summary = run.experiment.summary()
+        named = Path(named_text)
+        memo["dataset_file", named_text] = (named, summary.is_inside(named), summary.to_local(named))
+    named, inside, local = memo["dataset_file", named_text]
+    if not inside and not run.experiment.options.check_paths:
+        raise NotApplicable(f"--no-check-paths: the dataset {named} is outside the experiment and not read")
+    return named, local
+
+
+def load_dataset(local: Path) -> object:
+    return _read_json(local, local.stat().st_mtime_ns)
+
+
+@check("dataset_splits", scope=FINE_TUNED, file="dataset")
+def dataset_has_declared_splits(run: RunContext) -> Iterator[Problem]:
+    """The dataset file has the splits the summary declares (data.training.splits), with the declared counts, and
+    every record has the keys the dataset builder reads."""
+    named, local = dataset_file(run)
+    # What this check finds depends on the dataset file alone (and whether it is the summary's): runs that share
+    # it (all runs of a sweep, usually) read its records once.
+    try:
+        stamp: object = os.stat(local).st_mtime_ns
+    except OSError:
+        stamp = None
+    key = ("dataset_splits", named, local, stamp)
+    memo = run.session.memo
+    if key not in memo:
+        memo[key] = list(_dataset_problems(run, named, local))
+    for problem in memo[key]:
+        yield problem.with_run(run.name)
+
+
+def _dataset_problems(run: RunContext, named: Path, local: Path) -> Iterator[Problem]:
+    """dataset_has_declared_splits' findings, without the run's name."""
+    if not local.is_file():
+        yield finding("dataset not found", file=local, fix="check the path, or generate the dataset")
+        return
+    try:
+        data = load_dataset(local)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        line = getattr(e, "lineno", None)
+        yield finding(f"the dataset is not readable JSON: {e}", file=local, line=line)
+        return
+    if not isinstance(data, dict):
+        yield finding(
+            "the dataset is not a mapping of splits",
+            file=local,
+            expected='{"train": [...], "validation": [...], "test": [...]}',
+            found=type(data).__name__,
+        )
+        return
+    summary = run.experiment.summary()
+    training = summary.data["data"]["training"]
+    # Declared counts describe data.training.path; a run's own dataset_path must still have the split it reads.
+    declared = dict(training.get("splits") or {}) if named == summary.resolve(training["path"]) else {}
+    declared.setdefault("train", None)
+    for split, count in declared.items():
+        records = data.get(split)
+        if not isinstance(records, list):
+            yield finding(
+                f"split '{split}' is missing",
+                file=local,
+                field=split,
+                fix="regenerate the dataset, or fix data.training.splits",
+            )
+            continue
+        if count is not None and len(records) != count:
+            yield finding(
+                f"split '{split}' does not have the declared number of records (data.training.splits.{split})",
+                file=local,
+                field=split,
+                expected=count,
+                found=len(records),
+            )
+        for i, record in enumerate(records):
+            missing = [k for k in RECORD_KEYS if not isinstance(record, dict) or not isinstance(record.get(k), str)]
+            if missing:
+                yield finding(
+                    f"record lacks {', '.join(missing)} (text)",
+                    file=local,
+                    field=f"{split}[{i}]",
+                    fix='every record is {"input": "...", "output": "..."}',
+                )
+                break  # one example per split is enough to act on
+
+
+@check("training_steps", scope=FINE_TUNED, file=FINETUNE_FILE)
+def train_split_fills_a_step(run: RunContext) -> Iterator[Problem]:
+    """The train split holds at least batch_size x gradient_accumulation_steps x GPUs records: the dataloader drops
+    the last partial batch, so fewer would train zero steps."""
+    _, local = dataset_file(run)
+    blocked = Blocked("the dataset is missing or malformed", item_id("dataset_splits", run.name))
+    try:
+        data = load_dataset(local)
+    except (OSError, ValueError):
+        raise blocked from None
+    if not isinstance(data, dict) or not isinstance(data.get("train"), list):
+        raise blocked
+    cfg = run.config().data
+    batch, accumulation = cfg.get("batch_size"), cfg.get("gradient_accumulation_steps")
+    if not isinstance(batch, int) or not isinstance(accumulation, int):
+        raise Blocked("batch settings are missing", item_id("parameter_values", run.name))
+    gpus = max(1, int(run.expected().setup["gpus"]))
+    need = batch * accumulation * gpus
+    if len(data["train"]) < need:
+        yield run.problem(
+            f"the train split has too few records for one optimizer step (batch_size {batch} x "
+            f"gradient_accumulation_steps {accumulation} x {gpus} GPU(s)): the run would train zero steps",
+            key="batch_size",
+            expected=f">= {need} records",
+            found=len(data["train"]),
+            fix="lower batch_size or gradient_accumulation_steps, or add training records",
+        )

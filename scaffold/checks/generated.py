@@ -1,0 +1,230 @@
+"""The generated files as their consumers read them: finetune.yaml as torchtune loads it (OmegaConf, interpolations
+resolved) with the line of every key, and finetune.slurm as sbatch and bash read it (directives, commands)."""
+
+from __future__ import annotations
+
+import io
+import re
+import shlex
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import InputError
+from ..inputs.yamlio import Document, load_yaml, parse_yaml
+from ..slurm.directives import Directive, parse_directive, script_lines
+
+
+class ConfigLoadError(Exception):
+    """finetune.yaml does not load as torchtune loads it."""
+
+    def __init__(self, message: str, line: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
+@dataclass
+class LoadedConfig:
+    """A finetune.yaml as torchtune reads it (`data`), and where each key is written (`doc`, read when a message
+    needs a line: most checks pass and never do). `text`: the file's text when it is at hand (a rendered text not
+    yet written), else the file is read again for the lines."""
+
+    path: Path
+    data: dict
+    text: str | None = None
+
+    @cached_property
+    def doc(self) -> Document | None:
+        return _marks(self.path, self.text)
+
+    def line(self, dotted: str | None) -> int | None:
+        """The line of a dotted key (`model.lora_rank`), or of its nearest written ancestor."""
+        if self.doc is None or not dotted:
+            return None
+        parts: tuple[str | int, ...] = tuple(int(p) if p.isdigit() else p for p in dotted.split("."))
+        return self.doc.locate(parts)[0]
+
+
+def load_config(path: Path, text: str | None = None) -> LoadedConfig:
+    """Load like torchtune: OmegaConf (rejects duplicate keys), then resolve every interpolation. `text`: the
+    file's text, when the caller has it (a rendered text is loaded before it is written)."""
+    from omegaconf import OmegaConf
+
+    try:
+        cfg = OmegaConf.load(path if text is None else io.StringIO(text))
+    except Exception as e:  # OmegaConf raises many types; any of them stops torchtune
+        raise config_error(e) from None
+    if not OmegaConf.is_dict(cfg):
+        raise ConfigLoadError("the config is not a mapping of settings", 1)
+    try:
+        data = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as e:
+        key = getattr(e, "full_key", None)
+        first = str(e).splitlines()[0]
+        doc = _marks(path, text)
+        line = doc.locate(tuple(str(key).split(".")))[0] if doc is not None and key else None
+        raise ConfigLoadError(f"an interpolation does not resolve at {key}: {first}", line) from None
+    return LoadedConfig(path, data, text)
+
+
+def config_error(e: Exception) -> ConfigLoadError:
+    """Why a config does not load, from what its loader raised (a YAML error gives its line)."""
+    if isinstance(e, yaml.MarkedYAMLError):
+        mark = e.problem_mark or e.context_mark
+        text = " ".join(str(x) for x in (e.context, e.problem) if x)
+        return ConfigLoadError(f"OmegaConf cannot load it: {text}", mark.line + 1 if mark else None)
+    return ConfigLoadError(f"OmegaConf cannot load it: {e}")
+
+
+def _marks(path: Path, text: str | None = None) -> Document | None:
+    try:
+        return load_yaml(path) if text is None else parse_yaml(text, path)
+    except InputError:
+        return None
+
+
+def components(data: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Every `_component_` in a config, as (dotted path of its section, component path)."""
+    out: list[tuple[str, str]] = []
+    if isinstance(data, dict):
+        if "_component_" in data:
+            out.append((prefix, str(data["_component_"])))
+        for key, value in data.items():
+            if key != "_component_":
+                out += components(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            out += components(value, f"{prefix}.{i}")
+    return out
+
+
+# -- finetune.slurm -------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Command:
+    """One shell line that is not a comment, split as the shell would split its words."""
+
+    line: int
+    text: str
+    words: list[str]
+
+
+@dataclass
+class SlurmScript:
+    path: Path
+    text: str
+    directives: list[Directive] = field(default_factory=list)  # every #SBATCH line sbatch reads
+    late_directives: list[Directive] = field(default_factory=list)  # #SBATCH lines after the first command
+    commands: list[Command] = field(default_factory=list)
+
+    @property
+    def first_command(self) -> Command | None:
+        return self.commands[0] if self.commands else None
+
+    def directive(self, option: str) -> Directive | None:
+        """The directive sbatch uses for an option (the last one read)."""
+        found = [d for d in self.directives if d.option == option]
+        return found[-1] if found else None
+
+    def commands_starting(self, *words: str) -> list[Command]:
+        """Commands whose first words are `words` (`conda activate`), also after `srun` or `exec`."""
+        out = []
+        for c in self.commands:
+            w = c.words
+            while w and w[0] in ("srun", "exec", "command"):
+                w = w[1:]
+            if w[: len(words)] == list(words):
+                out.append(c)
+        return out
+
+
+def parse_slurm(path: Path) -> SlurmScript:
+    """Directives are read as sbatch reads them: from the top, up to the first line that is a command."""
+    return parse_slurm_text(path, path.read_text(encoding="utf-8", errors="replace"))
+
+
+def parse_slurm_text(path: Path, text: str) -> SlurmScript:
+    """parse_slurm of a script's text (read by the caller)."""
+    script = SlurmScript(path, text)
+    for lineno, line in enumerate(script_lines(text), start=1):
+        stripped = line.strip()
+        if stripped.startswith("#SBATCH"):
+            directive = parse_directive(lineno, line)
+            (script.late_directives if script.commands else script.directives).append(directive)
+            continue
+        if not stripped or stripped.startswith("#"):
+            continue
+        script.commands.append(Command(lineno, line, list(shell_words(stripped))))
+    return script
+
+
+# Lines made of these characters only are split by shlex (posix, comments) exactly where they have spaces or tabs:
+# no quotes, escapes, comment signs or other whitespace.
+_PLAIN_LINE = re.compile(r"[A-Za-z0-9 \t_./:=,@%+\-${}()\[\]<>|&;!*?~^]*")
+_BLANKS = re.compile(r"[ \t]+")
+
+
+@lru_cache(maxsize=4096)
+def shell_words(line: str) -> tuple[str, ...]:
+    """A stripped shell line split as the shell splits its words (shlex, posix, comments); the lines a sweep's
+    scripts share are split once."""
+    if _PLAIN_LINE.fullmatch(line):
+        return tuple(w for w in _BLANKS.split(line) if w)
+    try:
+        return tuple(shlex.split(line, comments=True))
+    except ValueError:
+        return tuple(line.split())
+
+
+@dataclass
+class Launch:
+    """The `tune run` command of a batch script."""
+
+    line: int
+    recipe: str | None
+    config: str | None
+    launcher_options: dict[str, str]  # torchrun options given before the recipe (--nproc_per_node ...)
+
+
+def find_launches(script: SlurmScript) -> list[Launch]:
+    """Every `tune run` command (normally exactly one)."""
+    out = []
+    for cmd in script.commands:
+        words = cmd.words
+        for i in range(len(words) - 1):
+            if words[i] == "tune" and words[i + 1] == "run":
+                out.append(_parse_launch(cmd.line, words[i + 2 :]))
+                break
+    return out
+
+
+_SHELL_OPERATORS = {"||", "&&", ";", "|", "&"}
+
+
+def _parse_launch(line: int, words: list[str]) -> Launch:
+    options: dict[str, str] = {}
+    i = 0
+    while i < len(words) and words[i].startswith("--"):
+        key, eq, value = words[i][2:].partition("=")
+        if eq:
+            options[key] = value
+            i += 1
+        else:
+            options[key] = words[i + 1] if i + 1 < len(words) else ""
+            i += 2
+    recipe = words[i] if i < len(words) and words[i] not in _SHELL_OPERATORS else None
+    config = None
+    rest = words[i + 1 :]
+    for j, w in enumerate(rest):
+        if w in _SHELL_OPERATORS:
+            break
+        if w == "--config" and j + 1 < len(rest):
+            config = rest[j + 1]
+        elif w.startswith("--config="):
+            config = w.partition("=")[2]
+    return Launch(line, recipe, config, options)

@@ -1,0 +1,70 @@
+"""The generator's own check of what it writes: the verification suite's checks that read nothing but a run's
+expectation and the texts of its finetune.yaml and finetune.slurm (registered with `texts=True`,
+scaffold.checks), run on the texts generate has just rendered (`check_texts`) or `scaffold setup-finetune` has
+just written (`check_files`). The same functions, with the same ids and the same problems, as the suite runs on the
+files on disk; only how the texts are read differs, for speed: the configs of a batch are read incrementally
+(scaffold.checks.yamlread) and the batch's scripts go through `bash -n` together, each distinct script once
+(`bash_syntax`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import Problem
+from ..plan import FINETUNE_FILE, SLURM_FILE, Plan, RunPlan
+from . import Skipped, run_check, text_checks
+from .context import RenderedRun
+from .expectations import RunExpectation
+from .generated import ConfigLoadError, LoadedConfig, config_error, load_config
+from .shell import bash_n, bash_syntax
+from .yamlread import IncrementalConfigReader
+
+Outcomes = dict[str, list[Problem]]  # check id -> its problems (none: passed), for each check that ran
+
+_READER: IncrementalConfigReader | None = None  # one per process: its references serve every later batch
+
+
+def check_texts(plan: Plan, batch: list[tuple[RunPlan, dict[str, str]]]) -> list[Outcomes]:
+    """The self-check of planned runs whose files were rendered with these texts (by file name)."""
+    global _READER
+    if _READER is None:
+        _READER = IncrementalConfigReader()
+    configs = _READER.read_many([texts[FINETUNE_FILE] for _, texts in batch])
+    syntax = bash_syntax([(texts[SLURM_FILE], rp.setup or {}) for rp, texts in batch])
+    memo: dict[Any, Any] = {}
+    out = []
+    for (rp, texts), data, error in zip(batch, configs, syntax, strict=True):
+        path = rp.local_dir / FINETUNE_FILE
+        if isinstance(data, Exception):
+            config: LoadedConfig | ConfigLoadError = config_error(data)
+        elif not isinstance(data, dict):
+            config = ConfigLoadError("the config is not a mapping of settings", 1)
+        else:
+            config = LoadedConfig(path, data, texts[FINETUNE_FILE])
+        run = RenderedRun(RunExpectation.of(plan, rp), texts, config, (1, error) if error else (0, ""), memo)
+        out.append(run_checks(run))
+    return out
+
+
+def check_files(expected: RunExpectation, run_dir: Path) -> Outcomes:
+    """The self-check of one run's files on disk, finetune.yaml loaded by OmegaConf itself (`scaffold
+    setup-finetune`: one run, where the time OmegaConf takes does not matter)."""
+    texts = {name: (run_dir / name).read_text(encoding="utf-8") for name in (FINETUNE_FILE, SLURM_FILE)}
+    try:
+        config: LoadedConfig | ConfigLoadError = load_config(run_dir / FINETUNE_FILE, texts[FINETUNE_FILE])
+    except ConfigLoadError as e:
+        config = e
+    error = bash_n(texts[SLURM_FILE])
+    return run_checks(RenderedRun(expected, texts, config, (1, error) if error else (0, ""), {}))
+
+
+def run_checks(run: RenderedRun) -> Outcomes:
+    """Every texts=True check on one run: the problems of each that ran (skipped ones are left out: blocked by a
+    failure another check reports, or nothing to check for this run)."""
+    out: Outcomes = {}
+    for check in text_checks():
+        outcome = run_check(check, run)
+        if not isinstance(outcome, Skipped):
+            out[check.id] = outcome
+    return out

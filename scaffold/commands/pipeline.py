@@ -1,0 +1,72 @@
+"""Rendering and self-checking the runs generate writes, a batch at a time: the runs to be written are rendered in
+batches of BATCH, in order, and each batch is self-checked as it is rendered (each finetune.yaml read back as
+torchtune reads it, each batch script read as bash and sbatch read it: `selfcheck.check_texts`, which runs the
+verification suite's text checks and parses the batch's scripts together). Only one batch's texts are held at a time, so memory does not grow with the sweep."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..plan import describe
+from ..render import RenderError, fingerprint, render_run
+
+if TYPE_CHECKING:
+    from ..errors import Problem
+    from ..plan import Plan
+
+BATCH = 32  # runs rendered and self-checked together
+
+
+@dataclass
+class Row:
+    """What the renderer gives for one run."""
+
+    fingerprint: str
+    settings: str  # the run's own settings, as the log describes them
+    texts: dict[str, str] | None = None  # by file name
+    error: tuple[str, str] | None = None  # (message, file) of a rendering error
+    checks: dict[str, list[Problem]] | None = None  # the self-check: check id -> its problems
+
+
+class Renderer:
+    """The texts (and, with `check`, self-checks) of the runs at `indices` of `plan`, asked for in that order with
+    `get`. `model_texts`: each model's registry entry as fingerprints include it; `shared`: the settings every run
+    shares (logged once; a run's description lists the others)."""
+
+    def __init__(
+        self, plan: Plan, indices: list[int], check: bool, model_texts: dict[str, str], shared: frozenset[str]
+    ):
+        self.plan, self.check, self.model_texts, self.shared = plan, check, model_texts, shared
+        self._batches = [indices[k : k + BATCH] for k in range(0, len(indices), BATCH)]
+        self._batch_of = {i: b for b, batch in enumerate(self._batches) for i in batch}
+        self._rows: dict[int, Row] = {}
+
+    def get(self, index: int) -> Row:
+        if index not in self._rows:
+            self._rows = self._render(self._batches[self._batch_of[index]])
+        return self._rows.pop(index)
+
+    def _render(self, indices: list[int]) -> dict[int, Row]:
+        from ..checks import selfcheck  # here: an unchanged re-run renders nothing
+
+        plan = self.plan
+        rows: dict[int, Row] = {}
+        for i in indices:
+            rp = plan.runs[i]
+            assert rp.setup is not None
+            model = rp.setup["model"]
+            row = Row(
+                fingerprint(rp.setup, plan.models[model], self.model_texts[model]), describe(rp, skip=self.shared)
+            )
+            try:
+                row.texts = render_run(rp.setup, plan.models[model])
+            except RenderError as e:
+                row.error = (str(e), e.file)
+            rows[i] = row
+        if self.check:
+            ok = [(i, row) for i, row in rows.items() if row.texts is not None]
+            results = selfcheck.check_texts(plan, [(plan.runs[i], row.texts) for i, row in ok])  # type: ignore[misc]
+            for (_, row), checks in zip(ok, results, strict=True):
+                row.checks = checks
+        return rows

@@ -1,0 +1,1 @@
+"""Stage 4, write: the only writer (atomic, with the manifest), the lock, the log, the report."""
