@@ -14,7 +14,7 @@ torchtune, bash and sbatch read them), `findings` (how a failure is reported, in
 generator's own check of what it writes), `torchtune_bind` (deep checks with the real torchtune installed),
 `table` (the checks table of docs/verification.md). For large sweeps: `context` (each file read once, shared by the
 checks), `shapes` (finetune.yaml as OmegaConf loads it, without OmegaConf's cost for every config), `shell`
-(`bash -n` over many scripts in the background), `yamlread` (many nearly identical configs read fast).
+(`bash -n` over many scripts, a sweep's scripts parsed once), `yamlread` (many nearly identical configs read fast).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from .context import ExperimentContext
 from .expectations import item_id
 from .findings import Blocked, NotApplicable, finding
 from .generated import parse_slurm_text
-from .shell import bash_n
+from .shell import bash_n, script_text
 from .slurm import directive_order
 
 REGEN = "regenerate with `scaffold generate` (it writes the job arrays when every fine-tuned run is generated)"
@@ -100,7 +100,7 @@ def _present(exp: ExperimentContext) -> list[Path]:
 def array_scripts_parse(exp: ExperimentContext) -> Iterator[Problem]:
     """bash -n accepts every job array script."""
     for path in _present(exp):
-        error = bash_n(path.read_bytes().decode("utf-8", errors="replace"))
+        error = bash_n(script_text(path))
         if error:
             for text in error.splitlines():
                 m = re.search(r"line (\d+):\s*(.*)", text)

@@ -20,7 +20,7 @@ from .expectations import Expectations, RunExpectation, RunRef, item_id
 from .findings import UNSET, Blocked, finding
 from .generated import ConfigLoadError, LoadedConfig, SlurmScript, parse_slurm_text
 from .shapes import EVERY, ConfigLoader
-from .shell import bash_n, bash_syntax
+from .shell import bash_n, bash_syntax, script_text
 
 
 class RunContext:
@@ -93,15 +93,13 @@ class RunContext:
     def _slurm(self) -> SlurmScript:
         path = self.require(SLURM_FILE)
         text = self.text(SLURM_FILE)
-        if text is None:
-            text = path.read_bytes().decode("utf-8", errors="replace")
-        return parse_slurm_text(path, text)
+        return parse_slurm_text(path, text if text is not None else script_text(path))
 
     def slurm(self) -> SlurmScript:
         return self._slurm
 
-    def bash_syntax(self) -> tuple[int, str]:
-        """(exit status, stderr) of `bash -n` on finetune.slurm; Blocked (by run_files) when it is missing."""
+    def bash_syntax(self) -> str:
+        """What `bash -n` says of finetune.slurm ("" when it parses); Blocked (by run_files) when it is missing."""
         return self.session.bash_syntax(self, self.require(SLURM_FILE))
 
     def to_local(self, path: str | Path) -> Path:
@@ -138,7 +136,7 @@ class RunContext:
 class RenderedRun(RunContext):
     """One run as the generator has just rendered it (or `scaffold setup-finetune` has just written it), for the
     checks registered with `texts=True`: its expectation is the plan's, its texts are given (not read from disk),
-    its finetune.yaml is loaded by the caller and `bash -n` of its batch script is given. Those checks run on it
+    its finetune.yaml is loaded by the caller and what `bash -n` says of its batch script is given. Those checks run on it
     exactly as the suite runs them on the files."""
 
     def __init__(
@@ -146,7 +144,7 @@ class RenderedRun(RunContext):
         expected: RunExpectation,
         texts: dict[str, str],
         config: LoadedConfig | ConfigLoadError,
-        syntax: tuple[int, str],
+        syntax: str,
         memo: dict[Any, Any],
     ):
         self.experiment = _Inputs(expected.local)  # type: ignore[assignment]
@@ -160,7 +158,7 @@ class RenderedRun(RunContext):
         self._config = config  # type: ignore[misc]
         self._syntax = syntax
 
-    def bash_syntax(self) -> tuple[int, str]:
+    def bash_syntax(self) -> str:
         return self._syntax
 
 
@@ -235,21 +233,20 @@ class ExperimentContext:
     def _selected_fine_tuned(self) -> list[RunRef]:
         return [r for r in self.expectations.fine_tuned_runs() if self.selected is None or r.name in self.selected]
 
-    def bash_syntax(self, run: RunContext, path: Path) -> tuple[int, str]:
-        """`bash -n` on one run's batch script: (exit status, message). The first call parses the scripts of every
-        selected fine-tuned run together (scaffold.checks.shell.bash_syntax: a sweep's scripts are parsed once)."""
+    def bash_syntax(self, run: RunContext, path: Path) -> str:
+        """What `bash -n` says of one run's batch script ("" when it parses). The first call parses the scripts of
+        every selected fine-tuned run together (scaffold.checks.shell.bash_syntax: a sweep's scripts are parsed
+        once)."""
         if self._bash is None:
             self._bash = self._parse_scripts()
         error = self._bash.pop(run.name, None)
-        if error is None:  # not among them (its file appeared since)
-            error = bash_n(_script_text(path))
-        return (1, error) if error else (0, "")
+        return bash_n(script_text(path)) if error is None else error  # None: not among them (its file appeared since)
 
     def _parse_scripts(self) -> dict[str, str]:
         names, scripts = [], []
         for ref in self._selected_fine_tuned():
             try:
-                text = _script_text(self.expectations.local_dir / ref.name / SLURM_FILE)
+                text = script_text(self.expectations.local_dir / ref.name / SLURM_FILE)
             except OSError:
                 continue  # run_files reports it
             try:
@@ -262,12 +259,6 @@ class ExperimentContext:
 
     def close(self) -> None:
         self._bash = None
-
-
-def _script_text(path: Path) -> str:
-    """A batch script's text for `bash -n` (bytes that are not utf-8 replaced: they are never shell syntax)."""
-    with open(path, "rb") as f:
-        return f.read().decode("utf-8", errors="replace")
 
 
 def inside(path: str | Path, parent: str | Path) -> bool:

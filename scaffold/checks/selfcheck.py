@@ -42,7 +42,7 @@ def check_texts(plan: Plan, batch: list[tuple[RunPlan, dict[str, str]]]) -> list
             config = ConfigLoadError("the config is not a mapping of settings", 1)
         else:
             config = LoadedConfig(path, data, texts[FINETUNE_FILE])
-        run = RenderedRun(RunExpectation.of(plan, rp), texts, config, (1, error) if error else (0, ""), memo)
+        run = RenderedRun(RunExpectation.of(plan, rp), texts, config, error, memo)
         out.append(run_checks(run))
     return out
 
@@ -55,8 +55,7 @@ def check_files(expected: RunExpectation, run_dir: Path) -> Outcomes:
         config: LoadedConfig | ConfigLoadError = load_config(run_dir / FINETUNE_FILE, texts[FINETUNE_FILE])
     except ConfigLoadError as e:
         config = e
-    error = bash_n(texts[SLURM_FILE])
-    return run_checks(RenderedRun(expected, texts, config, (1, error) if error else (0, ""), {}))
+    return run_checks(RenderedRun(expected, texts, config, bash_n(texts[SLURM_FILE]), {}))
 
 
 def run_checks(run: RenderedRun) -> Outcomes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from pathlib import Path
 from typing import Any
 
 # A run's own value that may be masked: letters, digits and `._/-`, at least one of `._/` or a digit (so never a
@@ -90,6 +91,13 @@ def _bash_n_each(texts: list[str]) -> list[str]:
         stderr, status = fields[2 * n], fields[2 * n + 1]
         results.append("" if status == "0" else (stderr.strip() or f"bash -n exited {status}"))
     return results
+
+
+def script_text(path: Path) -> str:
+    """A script's text as bash reads it, for parsing (bytes that are not utf-8 replaced: they are never shell
+    syntax)."""
+    with open(path, "rb") as f:
+        return f.read().decode("utf-8", errors="replace")
 
 
 def bash_n(text: str) -> str:

@@ -44,9 +44,9 @@ def gpu_directive(run: RunContext) -> Directive | None:
 @check("slurm_syntax", scope=FINE_TUNED, file=SLURM_FILE, texts=True)
 def slurm_parses(run: RunContext) -> Iterator[Problem]:
     """bash -n accepts the batch script."""
-    status, stderr = run.bash_syntax()
-    if status != 0:
-        for line in stderr.strip().splitlines() or ["bash -n failed"]:
+    error = run.bash_syntax()
+    if error:
+        for line in error.splitlines():
             m = re.search(r"line (\d+):\s*(.*)", line)
             yield run.problem(
                 f"bash -n: {m.group(2) if m else line}",
