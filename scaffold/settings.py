@@ -66,6 +66,7 @@ class RunSettings(TypedDict):
     prompt: str
     chat_template_date: str
     dataset_type: Literal["chat_completion", "text_completion"]
+    evaluator: Literal["inspect-ai-hf"]
     lr_scheduler: Literal["cosine"]
     validation_during_training: bool
     run_val_every_n_steps: int | None

@@ -71,9 +71,8 @@ def test_chat_example_is_the_chat_template_text(models, data, family, system, pr
     tok = AutoTokenizer.from_pretrained(models[family])
     example = build("chat", models[family], data, prompt, system_prompt=system)[0]
     masked, trained = split(example)
-    messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": prompt.format(input="apple")}
-    ]
+    # The system turn always (an empty one too), as the evaluator sends it.
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": prompt.format(input="apple")}]
     want_prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, date_string=DATE)
     want_full = tok.apply_chat_template(
         messages + [{"role": "assistant", "content": "Apple"}], tokenize=False, date_string=DATE
@@ -86,8 +85,8 @@ def test_chat_example_is_the_chat_template_text(models, data, family, system, pr
         assert "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024" in want_prompt
     else:
         assert tok.bos_token_id is None
-        if not system:
-            assert "You are Qwen, created by Alibaba Cloud." in want_prompt  # the template's default system prompt
+        if not system:  # the empty system turn the evaluator sends, not the template's default system prompt
+            assert "You are Qwen" not in want_prompt and "<|im_start|>system\n<|im_end|>\n" in want_prompt
     # The prompt's whitespace reaches the template: nothing stripped around {input} (Llama's template trims the
     # message's ends itself, as it does at evaluation).
     user = prompt.format(input="apple")
@@ -200,3 +199,132 @@ def test_without_transformers_the_check_says_why(planted: Planted, pytester, mon
     assert f"train_eval_parity[{R4}]" in out.skipped, out.text
     assert "transformers is not installed here" in out.skipped[f"train_eval_parity[{R4}]"]
     assert EXP
+
+
+# --- the check against the evaluator: each difference measured with the real evaluator, planted ---------------
+
+# (model, its tokenizer family, chat template in its directory) and the runs: (model, dataset_type, system_prompt)
+CONTRACT_MODELS = {
+    "Llama-3.2-1B-Instruct": ("llama3", True),
+    "Llama-3.2-1B": ("llama3", False),
+    "Qwen2.5-3B-Instruct": ("qwen2", True),
+    "Qwen2.5-3B": ("qwen2", False),
+}
+CONTRACT_RUNS = {
+    "llama-chat": ("Llama-3.2-1B-Instruct", "chat_completion", SYSTEM),
+    "llama-chat-empty": ("Llama-3.2-1B-Instruct", "chat_completion", ""),
+    "qwen-chat": ("Qwen2.5-3B-Instruct", "chat_completion", SYSTEM),
+    "qwen-chat-empty": ("Qwen2.5-3B-Instruct", "chat_completion", ""),
+    "llama-base": ("Llama-3.2-1B", "text_completion", ""),
+    "qwen-base": ("Qwen2.5-3B", "text_completion", ""),
+}
+
+
+@pytest.fixture(scope="module")
+def contract_template(tmp_path_factory):
+    """The example with one run per evaluator case (Llama and Qwen chat models with and without a system prompt,
+    and their base models, whose directories have no chat template), generated once."""
+    from .conftest import EXAMPLE, EXAMPLE_LOCAL, Experiment, make_model_dir
+
+    root = tmp_path_factory.mktemp("contract")
+    exp = root / "cap"
+    ignore = __import__("shutil").ignore_patterns("Llama-*", "logs", "arrays", ".scaffold-manifest.json")
+    __import__("shutil").copytree(EXAMPLE, exp, ignore=ignore)
+    local = root / "scaffold.local.yaml"
+    local.write_text(EXAMPLE_LOCAL.read_text())
+    template = Experiment(exp, local)
+    data = template.load()
+    data["experiment"]["dir"] = "/cluster/exp/cap"
+    data.pop("variables", None)
+    data["models"]["base"] = []
+    for name, (family, has_template) in CONTRACT_MODELS.items():
+        model = make_model_dir(exp / "models" / name, ["config.json", "model.safetensors", "original/tokenizer.model"])
+        if family != "llama3":
+            for stale in model.glob("*"):
+                if stale.is_file():
+                    stale.unlink()
+            write_hf_tokenizer(model, family)
+            for extra in ("config.json", "model.safetensors"):
+                (model / extra).write_text("{}" if extra.endswith(".json") else "")
+        if not has_template:
+            config = json.loads((model / "tokenizer_config.json").read_text())
+            del config["chat_template"]
+            (model / "tokenizer_config.json").write_text(json.dumps(config))
+        data["models"]["base"].append({"name": name, "path": f"models/{name}", "size_gb": 1})
+    data["runs"] = [
+        {
+            "name": name,
+            "type": "fine-tuned",
+            "model": model,
+            "parameters": {"lora_rank": 8, "dataset_type": dataset_type, "system_prompt": system},
+        }
+        for name, (model, dataset_type, system) in CONTRACT_RUNS.items()
+    ]
+    template.save(data)
+    res = template.generate("--no-check-paths")
+    assert res.code == 0, res.out + res.err
+    return template
+
+
+@pytest.fixture
+def contract(contract_template, pytester, restore_syrupy) -> Planted:
+    import shutil
+
+    shutil.copytree(contract_template.dir, pytester.path / EXP)
+    local = pytester.path / "scaffold.local.yaml"
+    shutil.copy(contract_template.local, local)
+    return Planted(pytester.path / EXP, local)
+
+
+def parity_failures(out) -> set[str]:
+    return {t.removeprefix("train_eval_parity[").removesuffix("]") for t in out.failed if "train_eval_parity" in t}
+
+
+def test_every_evaluator_case_passes_train_eval_parity(contract: Planted, pytester) -> None:
+    out = contract.verify(pytester, "-k", "train_eval_parity")
+    assert not out.failed and {f"train_eval_parity[{n}]" for n in CONTRACT_RUNS} <= out.passed, out.text
+
+
+def _no_bos_strip(monkeypatch) -> None:
+    from scaffold.torchtune_ext import eval_contract
+
+    monkeypatch.setattr(eval_contract, "without_special_tokens", lambda post_processor: post_processor)
+
+
+def _no_date_default(monkeypatch) -> None:
+    from scaffold.torchtune_ext import eval_contract
+
+    monkeypatch.setattr(eval_contract, "with_date_default", lambda template, date: template)
+
+
+def _no_empty_system_turn(monkeypatch) -> None:
+    from scaffold.torchtune_ext import datasets
+
+    def old_conversation(prompt, system_prompt, record):
+        system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        return [*system, {"role": "user", "content": datasets.fill_prompt(prompt, record)}]
+
+    monkeypatch.setattr(datasets, "conversation", old_conversation)
+
+
+def _no_plain_template(monkeypatch) -> None:
+    from scaffold.torchtune_ext import eval_contract
+
+    monkeypatch.setattr(eval_contract, "PLAIN_TEMPLATE", None)  # the provider's `user: PROMPT` fallback
+
+
+@pytest.mark.parametrize(
+    "plant, failing, words",
+    [
+        (_no_bos_strip, {"llama-chat", "llama-chat-empty"}, "<|begin_of_text|><|begin_of_text|>"),
+        (_no_date_default, {"llama-chat", "llama-chat-empty"}, "Date: 26 Jul"),
+        (_no_empty_system_turn, {"qwen-chat-empty"}, "You are Qwen"),
+        (_no_plain_template, {"llama-base", "qwen-base"}, "user: "),
+    ],
+    ids=["second-bos", "evaluation-day-date", "no-empty-system-turn", "base-model-user-prefix"],
+)
+def test_each_measured_difference_fails_train_eval_parity(contract, pytester, monkeypatch, plant, failing, words):
+    plant(monkeypatch)
+    out = contract.verify(pytester, "-k", "train_eval_parity")
+    assert parity_failures(out) == failing, out.text
+    assert "differs from what the evaluator feeds the model" in out.text and words in out.text, out.text

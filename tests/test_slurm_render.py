@@ -46,6 +46,8 @@ if [ -n "$TUNE_ADAPTER_TO" ]; then  # what torchtune 0.6.1 saves at the end of a
   mkdir -p "$TUNE_ADAPTER_TO/epoch_0"
   printf '%s' '{"r": 8, "base_model_name_or_path": "meta-llama/Llama-3.2-1B-Instruct", "peft_type": "LORA"}' \
     > "$TUNE_ADAPTER_TO/epoch_0/adapter_config.json"
+  # The checkpointer copies the model directory's files that are not weights (the tokenizer's among them).
+  if [ -n "$TUNE_TOKENIZER_FROM" ]; then cp "$TUNE_TOKENIZER_FROM"/*.json "$TUNE_ADAPTER_TO/epoch_0/"; fi
 fi
 exit "${TUNE_EXIT:-0}"
 """,
@@ -459,16 +461,19 @@ def model_dir(exp: Experiment, run: str) -> str:
     return yaml.safe_load((exp.dir / run / "setup_finetune.yaml").read_text())["model_dir"]
 
 
-def test_only_lora_scripts_run_the_post_step(generated: Experiment) -> None:
+def test_every_script_runs_the_post_step(generated: Experiment) -> None:
+    """The post step prepares each epoch directory for the evaluator (every method), and rewrites LoRA adapters."""
     for run in RUNS:
         text = script(generated, run)
-        assert ("python -m scaffold.torchtune_ext.post_finetune " in text) == ("_full" not in run), run
+        method = "full" if "_full" in run else "lora"
+        assert f"python -m scaffold.torchtune_ext.post_finetune --output-dir \"$output_dir\" " in text, run
+        assert f" --method {method} --dataset-type chat_completion --chat-template-date '26 Jul 2024' " in text, run
         assert "nvidia-smi --query-gpu=" in text, run
 
 
 def test_the_generators_self_check_misses_no_post_step(generated: Experiment) -> None:
-    """The generator's self-check runs the suite's slurm_post_finetune on the rendered text: a LoRA script without
-    the post-training step fails it, a full fine-tune has nothing to check."""
+    """The generator's self-check runs the suite's slurm_post_finetune on the rendered text: a script without the
+    post-training step, or with another run's settings in it, fails it."""
     from scaffold.checks.expectations import Expectations, Options
     from scaffold.checks.selfcheck import check_files
 
@@ -476,23 +481,32 @@ def test_the_generators_self_check_misses_no_post_step(generated: Experiment) ->
     for run in RUNS:
         expected = expectations.run(run)
         outcomes = check_files(expected, generated.dir / run)
-        assert outcomes.get("slurm_post_finetune") == (None if "_full" in run else []), run
-        if "_full" not in run:
-            path = generated.dir / run / "finetune.slurm"
-            text = path.read_text()
-            path.write_text("".join(ln for ln in text.splitlines(keepends=True) if "post_finetune" not in ln))
+        assert outcomes.get("slurm_post_finetune") == [], run
+        path = generated.dir / run / "finetune.slurm"
+        text = path.read_text()
+        for planted, words in (
+            ("".join(ln for ln in text.splitlines(keepends=True) if "post_finetune" not in ln), "post-training step"),
+            (text.replace("--dataset-type chat_completion", "--dataset-type text_completion"), "--dataset-type"),
+            (text.replace("--chat-template-date '26 Jul 2024'", "--chat-template-date '27 Jul 2024'"), "date"),
+        ):
+            path.write_text(planted)
             try:
                 problems = check_files(expected, generated.dir / run)["slurm_post_finetune"]
             finally:
                 path.write_text(text)
-            assert problems and "post-training step" in problems[0].message, problems
+            assert problems and words in str(problems[0]), (run, problems)
 
 
 @pytest.mark.parametrize("run", LORA_SCRIPTS)
 def test_after_training_each_adapter_names_the_local_model(generated: Experiment, tmp_path: Path, run: str) -> None:
+    from scaffold.testing.hf_tokenizers import write_hf_tokenizer
+
+    tokenizer = write_hf_tokenizer(tmp_path / "model", "llama3").parent
     with fresh_artifacts(generated, run) as out:
-        proc = run_script(generated, run, tmp_path, {"TUNE_ADAPTER_TO": str(out)})
+        env = {"TUNE_ADAPTER_TO": str(out), "TUNE_TOKENIZER_FROM": str(tokenizer)}
+        proc = run_script(generated, run, tmp_path, env)
         config = json.loads((out / "epoch_0" / "adapter_config.json").read_text())
+        template = json.loads((out / "epoch_0" / "tokenizer_config.json").read_text())["chat_template"]
         metrics = (out / "gpu_metrics.csv").exists()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     want = model_dir(generated, run)
@@ -500,7 +514,12 @@ def test_after_training_each_adapter_names_the_local_model(generated: Experiment
     assert list(config) == ["r", "base_model_name_or_path", "peft_type"]
     assert f"base_model_name_or_path '{HUB_ID}' -> '{want}'" in proc.stdout
     post = [c for c in calls(tmp_path) if c.startswith("python ")]
-    assert post == [f"python -m scaffold.torchtune_ext.post_finetune --output-dir {out} --model-dir {want}"]
+    assert post == [
+        f"python -m scaffold.torchtune_ext.post_finetune --output-dir {out} --model-dir {want} --method lora "
+        "--dataset-type chat_completion --chat-template-date 26 Jul 2024"
+    ]
+    # The epoch directory the evaluator loads was prepared for it (tests/test_eval_contract.py: what that means).
+    assert "scaffold-torchtune: training date" in template and "the tokenizer adds no special tokens" in proc.stdout
     # Without nvidia-smi on PATH: no metrics, and nothing said about it.
     assert not metrics and "nvidia-smi" not in proc.stdout + proc.stderr
 

@@ -457,22 +457,30 @@ def _runs_module(words: list[str], module: str) -> bool:
 
 @check("slurm_post_finetune", scope=FINE_TUNED, file=SLURM_FILE, texts=True)
 def post_step_after_training(run: RunContext) -> Iterator[Problem]:
-    """LoRA runs: after `tune run`, the script runs `python -m scaffold.torchtune_ext.post_finetune` once, with this
-    run's output_dir and model_dir (each epoch's adapter_config.json then names the local base model directory
-    instead of the Hub id, which an offline compute node cannot resolve)."""
+    """After `tune run`, the script runs `python -m scaffold.torchtune_ext.post_finetune` once, with this run's
+    output_dir, model_dir, method, dataset_type and (chat runs) chat_template_date: it prepares each epoch
+    directory's tokenizer files so that the evaluator feeds the prompt tokens the run trained on (the BOS, the
+    date, the base-model prompt form), and points each LoRA adapter_config.json at the local base model directory
+    instead of the Hub id, which an offline compute node cannot resolve."""
     setup = run.expected().setup
-    if method(setup) != "lora":
-        raise NotApplicable(f"method {method(setup)}: no LoRA adapter, so no post-training step")
     script = run.slurm()
     steps = [c for c in script.commands if _runs_module(c.words, POST_FINETUNE_MODULE)]
-    want = f"python -m {POST_FINETUNE_MODULE} --output-dir {setup['output_dir']} --model-dir {setup['model_dir']}"
+    want = {
+        "output-dir": setup["output_dir"],
+        "model-dir": setup["model_dir"],
+        "method": method(setup),
+        "dataset-type": setup["dataset_type"],
+    }
+    if setup["dataset_type"] == "chat_completion":
+        want["chat-template-date"] = setup["chat_template_date"]
     if len(steps) != 1:
         yield run.problem(
-            "the script must run the post-training step once after `tune run` (without it each epoch's "
-            "adapter_config.json names the base model by its Hub id)",
+            "the script must run the post-training step once after `tune run` (without it the evaluator feeds the "
+            "model other prompt tokens than it trained on, and each LoRA adapter_config.json names the base model "
+            "by its Hub id)",
             file=SLURM_FILE,
             line=steps[1].line if steps else None,
-            expected=want,
+            expected=f"python -m {POST_FINETUNE_MODULE} " + " ".join(f"--{k} {v}" for k, v in want.items()),
             found=f"{len(steps)} post-training step(s)",
             fix=REGEN,
         )
@@ -481,16 +489,18 @@ def post_step_after_training(run: RunContext) -> Iterator[Problem]:
     launches = find_launches(script)
     if launches and step.line < launches[0].line:
         yield run.problem("the post-training step runs before `tune run`", file=SLURM_FILE, line=step.line, fix=REGEN)
-    for option, key in (("output-dir", "output_dir"), ("model-dir", "model_dir")):
+    for option, value_wanted in want.items():
         given = _option_value(step.words, option)
         value = _resolved(given, script.commands, step.line)
-        if value is None or Path(value) != Path(setup[key]):
+        is_path = option in ("output-dir", "model-dir")
+        same = value is not None and (Path(value) == Path(value_wanted) if is_path else value == value_wanted)
+        if not same:
             yield run.problem(
-                f"post-training step --{option} is not this run's {key}",
+                f"post-training step --{option} is not this run's {option.replace('-', '_')}",
                 file=SLURM_FILE,
                 line=step.line,
                 field=f"--{option}",
-                expected=str(setup[key]),
+                expected=str(value_wanted),
                 found=given if value == given else f"{given} (= {value})",
                 fix=REGEN,
             )

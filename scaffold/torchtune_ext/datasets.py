@@ -7,13 +7,17 @@ strips the whitespace around `{input}`, and it places headers, the Llama 3 date 
 prompt, BOS and EOS differently), so these builders tokenize each record with the model directory's Hugging
 Face tokenizer instead:
 
-- `chat_template_dataset` (dataset_type chat_completion): the conversation is `[system (when the system
-  prompt is not empty), user: prompt.format(**record)]`; the prompt part is
+- `chat_template_dataset` (dataset_type chat_completion): the conversation is `[system (always, an empty
+  system prompt too, as the evaluator sends it), user: prompt.format(**record)]`; the prompt part is
   `apply_chat_template(conversation, add_generation_prompt=True)`, the tokens are the same conversation with
   the assistant's `output`, and the prompt part must be a prefix of them (else the record fails, naming it).
 - `prompt_completion_text_dataset` (dataset_type text_completion): the prompt part is the tokenizer's plain
   encoding of `prompt.format(**record)` (with the special tokens it adds itself, e.g. Llama's BOS), followed
-  by the encoding of `output` alone, so the prompt's tokens are the ones the evaluation step feeds the model.
+  by the encoding of `output` alone.
+
+What the evaluator feeds the model equals the prompt part because the post-training step prepares each epoch
+directory's tokenizer files for it (scaffold.torchtune_ext.eval_contract): the builders keep the model's own
+format (one BOS, the fixed date) and never imitate the evaluator's quirks.
 
 The prompt part is masked (label -100) unless `train_on_input`. Both read the original JSON file
 (`{"train": [...], "validation": [...], ...}`; `field` picks the split) and return `{"tokens", "labels"}`
@@ -93,10 +97,13 @@ def fill_prompt(prompt: str, record: Mapping[str, Any]) -> str:
 
 
 def conversation(prompt: str, system_prompt: str | None, record: Mapping[str, Any]) -> list[dict[str, str]]:
-    """The messages of one record before the answer: a system message when the system prompt is not empty, then
-    the user's filled prompt."""
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return messages + [{"role": "user", "content": fill_prompt(prompt, record)}]
+    """The messages of one chat record before the answer: the system turn, always (an empty system prompt too: the
+    evaluator sends one, and Qwen's template writes its own default system prompt where there is none), then the
+    user's filled prompt."""
+    return [
+        {"role": "system", "content": system_prompt or ""},
+        {"role": "user", "content": fill_prompt(prompt, record)},
+    ]
 
 
 def token_ids(encoded: Any) -> list[int]:

@@ -1,4 +1,11 @@
-"""After a successful `tune run`: make each epoch's LoRA adapter loadable where only local files are.
+"""After a successful `tune run`: make each epoch directory what the evaluator needs.
+
+The evaluator (inspect-ai's Hugging Face provider, `model_path` = an epoch directory) loads the tokenizer and the
+chat template from the epoch directory: with `--dataset-type` this step edits those files so that the evaluator
+feeds the model exactly the prompt tokens the run trained on (scaffold.torchtune_ext.eval_contract.prepare: the
+BOS, the date, the base-model prompt form).
+
+LoRA runs: make each epoch's adapter loadable where only local files are.
 
 torchtune 0.6.1 writes `epoch_N/adapter_config.json` with `base_model_name_or_path` set to the Hugging Face Hub id
 of the base model, which an offline compute node cannot resolve. This step points it at the local base model
@@ -8,11 +15,12 @@ directory (the run's `model_dir`). With `--merged` (a save of full merged weight
 
 The batch script runs it once, in the batch shell, after `tune run` exited 0:
 
-    python -m scaffold.torchtune_ext.post_finetune --output-dir OUTPUT_DIR --model-dir MODEL_DIR [--merged]
+    python -m scaffold.torchtune_ext.post_finetune --output-dir OUTPUT_DIR --model-dir MODEL_DIR \
+        --method lora --dataset-type chat_completion --chat-template-date '26 Jul 2024' [--merged]
 
 Standard library only (it runs in the training environment, and needs no torch). Exit status: 0 done, also when
-an epoch has no adapter_config.json (a warning); 1 an adapter config could not be read or written, or the output
-directory does not exist; 2 bad arguments.
+an epoch has no adapter_config.json (a warning); 1 an adapter config or a tokenizer file could not be read or
+written (or an epoch has no tokenizer_config.json), or the output directory does not exist; 2 bad arguments.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ import re
 import sys
 import tempfile
 from pathlib import Path
+
+from . import eval_contract
 
 ADAPTER_CONFIG = "adapter_config.json"
 # What PEFT reads as an adapter; moved aside on a merged save.
@@ -99,8 +109,17 @@ def move_adapter_aside(epoch: Path) -> list[str]:
     return present
 
 
-def post_finetune(output_dir: Path, model_dir: str, merged: bool = False) -> int:
-    """Rewrite (and on a merged save, first move aside) the adapter of every epoch; the exit status."""
+def post_finetune(
+    output_dir: Path,
+    model_dir: str,
+    merged: bool = False,
+    *,
+    method: str = "lora",
+    dataset_type: str | None = None,
+    chat_template_date: str | None = None,
+) -> int:
+    """Prepare every epoch's tokenizer files for the evaluator (with `dataset_type`), then rewrite (and on a merged
+    save, first move aside) its adapter (LoRA); the exit status."""
     if not output_dir.is_dir():
         error(f"the output directory {output_dir} does not exist")
         return 1
@@ -112,6 +131,17 @@ def post_finetune(output_dir: Path, model_dir: str, merged: bool = False) -> int
         return 0
     status = 0
     for epoch in epochs:
+        if dataset_type is not None:
+            try:
+                for change in eval_contract.prepare(
+                    epoch, dataset_type=dataset_type, chat_template_date=chat_template_date
+                ):
+                    log(f"{epoch.name}: {change}")
+            except (OSError, ValueError) as e:
+                error(f"{epoch.name}: the tokenizer files cannot be prepared for the evaluator: {e}")
+                status = 1
+        if method != "lora":
+            continue
         try:
             if merged:
                 moved = move_adapter_aside(epoch)
@@ -134,8 +164,9 @@ def post_finetune(output_dir: Path, model_dir: str, merged: bool = False) -> int
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m scaffold.torchtune_ext.post_finetune",
-        description="Point each epoch's adapter_config.json at the local base model directory "
-        "(and, for a merged save, move the adapter files into epoch_N/adapter_weights/ first).",
+        description="Prepare each epoch's tokenizer files for the evaluator, and point each epoch's "
+        "adapter_config.json at the local base model directory (for a merged save, move the adapter files into "
+        "epoch_N/adapter_weights/ first).",
     )
     parser.add_argument("--output-dir", required=True, type=Path, help="the run's output_dir (holds epoch_N/)")
     parser.add_argument("--model-dir", required=True, help="the local base model directory (the run's model_dir)")
@@ -144,8 +175,23 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="full merged weights were saved beside the adapter (save_adapter_weights_only: false)",
     )
+    parser.add_argument("--method", choices=("lora", "full"), default="lora", help="lora: rewrite the adapters too")
+    parser.add_argument(
+        "--dataset-type",
+        choices=("chat_completion", "text_completion"),
+        help="the run's dataset_type: prepare each epoch's tokenizer files for the evaluator (without it, left as "
+        "the checkpointer copied them)",
+    )
+    parser.add_argument("--chat-template-date", help="the run's chat_template_date (chat runs)")
     args = parser.parse_args(argv)
-    return post_finetune(args.output_dir, args.model_dir, merged=args.merged)
+    return post_finetune(
+        args.output_dir,
+        args.model_dir,
+        merged=args.merged,
+        method=args.method,
+        dataset_type=args.dataset_type,
+        chat_template_date=args.chat_template_date,
+    )
 
 
 if __name__ == "__main__":
