@@ -466,7 +466,7 @@ def test_every_script_runs_the_post_step(generated: Experiment) -> None:
     for run in RUNS:
         text = script(generated, run)
         method = "full" if "_full" in run else "lora"
-        assert f"python -m scaffold.torchtune_ext.post_finetune --output-dir \"$output_dir\" " in text, run
+        assert 'python -m scaffold.torchtune_ext.post_finetune --output-dir "$output_dir" ' in text, run
         assert f" --method {method} --dataset-type chat_completion --chat-template-date '26 Jul 2024' " in text, run
         assert "nvidia-smi --query-gpu=" in text, run
 
