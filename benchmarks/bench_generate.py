@@ -1,6 +1,9 @@
 """Benchmark (run on demand: `nox -s bench`, or `python benchmarks/bench_generate.py --runs 1000`).
 
-Builds an experiment whose fine-tuned runs are expanded from `variables`, then measures, as whole processes:
+Builds an experiment shaped as users write them (`--shape listed`, the default: every fine-tuned run listed in
+the summary's `runs`, its model directories on this machine carrying tokenizer files with the real Llama 3.2
+chat template, so that the train/eval parity check runs; `--shape variables`: runs expanded from `variables`,
+model paths on a cluster, checks that read them skipped), then measures, as whole processes:
 `scaffold generate` from scratch, an unchanged re-run, and the verification suite over the result (when the
 `scaffold verify` command exists). Interleaved with them, it measures a floor: a bare Python process writing
 files of the same sizes the same way (temporary file + rename). The experiments are built on /dev/shm when it
@@ -57,16 +60,54 @@ def grid(runs: int) -> dict:
     return {"lora_rank": ranks, "lr": lrs, "seed": seeds}
 
 
-def make_experiment(root: Path, runs: int) -> tuple[Path, Path]:
+MODELS = ("Llama-3.2-1B-Instruct", "Llama-3.2-3B-Instruct")
+
+
+def make_model_dir(path: Path) -> str:
+    """A model directory with the files the registry names (empty weights: only their presence is checked by the
+    generator) and a Hugging Face tokenizer with the real chat template, which the parity check loads."""
+    from scaffold.testing.hf_tokenizers import write_hf_tokenizer
+
+    weights = ["model.safetensors"] if "1B" in path.name else [f"model-0000{i}-of-00002.safetensors" for i in (1, 2)]
+    for name, text in (("config.json", "{}"), ("original/tokenizer.model", ""), *((w, "") for w in weights)):
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(text)
+    write_hf_tokenizer(path, "llama3")
+    return str(path)
+
+
+def listed_runs(variables: dict) -> list[dict]:
+    """The fine-tuned runs of `variables` x MODELS, listed as a summary's `runs` (named with the run-name tokens)."""
+    import itertools
+
+    from scaffold.inputs.params import token_for
+
+    out = []
+    for model in MODELS:
+        for values in itertools.product(*variables.values()):
+            parameters = dict(zip(variables, values, strict=True))
+            name = "_".join([model, *(token_for(k, v) for k, v in parameters.items())])
+            out.append({"name": name, "type": "fine-tuned", "model": model, "parameters": parameters})
+    return out
+
+
+def make_experiment(root: Path, runs: int, shape: str = "listed") -> tuple[Path, Path]:
     exp = root / "exp"
     (exp / "data").mkdir(parents=True)
     shutil.copy(REPO / "examples" / "capitalization" / "data" / "words_5L_80P_10.json", exp / "data")
     summary = yaml.safe_load((REPO / "examples" / "capitalization" / "experiment_summary.yaml").read_text())
-    summary["experiment"]["dir"] = "/scratch/bench/exp"
     summary["controls"]["batch_size"] = 1
-    summary["variables"] = grid(runs)
-    summary["models"]["base"].append({"name": "Llama-3.2-3B-Instruct", "path": "/scratch/models/Llama-3.2-3B-Instruct"})
-    summary["runs"] = [r for r in summary["runs"] if r["type"] == "control"]
+    controls = [r for r in summary["runs"] if r["type"] == "control"]
+    if shape == "listed":
+        summary["experiment"]["dir"] = str(exp)
+        summary["models"]["base"] = [{"name": m, "path": make_model_dir(root / "models" / m)} for m in MODELS]
+        summary.pop("variables", None)
+        summary["runs"] = listed_runs(grid(runs)) + controls
+    else:
+        summary["experiment"]["dir"] = "/scratch/bench/exp"
+        summary["variables"] = grid(runs)
+        summary["models"]["base"].append({"name": MODELS[1], "path": f"/scratch/models/{MODELS[1]}"})
+        summary["runs"] = controls
     (exp / "experiment_summary.yaml").write_text(yaml.safe_dump(summary, sort_keys=False))
     local = root / "scaffold.local.yaml"
     shutil.copy(REPO / "examples" / "scaffold.local.example.yaml", local)
@@ -110,9 +151,10 @@ def default_tmp() -> Path | None:
     return SHM if SHM.is_dir() and os.access(SHM, os.W_OK) else None
 
 
-def bench(runs: int, work: Path, verify_suite: bool = True) -> dict:
-    exp, local = make_experiment(work, runs)
-    gen = [sys.executable, "-m", "scaffold", "generate", str(exp), "--local-config", str(local), "--no-check-paths"]
+def bench(runs: int, work: Path, verify_suite: bool = True, shape: str = "listed") -> dict:
+    exp, local = make_experiment(work, runs, shape)
+    paths = [] if shape == "listed" else ["--no-check-paths"]
+    gen = [sys.executable, "-m", "scaffold", "generate", str(exp), "--local-config", str(local), *paths]
     result: dict = {"runs": runs}
     result["generate"] = timed(gen, work)
     assert result["generate"]["code"] == 0, result["generate"]["tail"]
@@ -137,7 +179,7 @@ def bench(runs: int, work: Path, verify_suite: bool = True) -> dict:
         str(exp),
         "--local-config",
         str(local),
-        "--no-check-paths",
+        *paths,
         "-q",
         "-p",
         "no:cacheprovider",
@@ -147,6 +189,8 @@ def bench(runs: int, work: Path, verify_suite: bool = True) -> dict:
         subprocess.run([*verify, "--snapshot-update"], capture_output=True, cwd=work)
         result["verify"] = timed(verify, work)
         assert result["verify"]["code"] == 0, result["verify"]["tail"]
+        if shape == "listed":  # the parity check ran (it is skipped without transformers or tokenizer files)
+            assert "train_eval_parity" not in result["verify"]["tail"], result["verify"]["tail"]
     else:
         result["verify"] = {"skipped": "verify not timed (--no-verify)"}
     g = result["generate"]
@@ -176,6 +220,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, nargs="+", default=[1000], help="sweep sizes (even, e.g. 100 1000 10000)")
     ap.add_argument("--repeat", type=int, default=1, help="measure each size this many times (the disks are noisy)")
     ap.add_argument("--no-verify", action="store_true", help="time generate and the re-run only")
+    ap.add_argument("--shape", choices=("listed", "variables"), default="listed", help="how the summary gives its "
+                    "runs (listed: with local model directories carrying tokenizer files; variables: cluster paths)")  # fmt: skip
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results.json")
     ap.add_argument("--tmp", type=Path, default=default_tmp(), help="where the experiments are built (default: "
                     "/dev/shm when it exists, else the system's temporary directory)")  # fmt: skip
@@ -186,7 +232,7 @@ def main() -> int:
     for n in args.runs:
         for _ in range(args.repeat):
             with tempfile.TemporaryDirectory(prefix=f"scaffold-bench-{n}-", dir=args.tmp) as tmp:
-                r = bench(n, Path(tmp), verify_suite=not args.no_verify)
+                r = bench(n, Path(tmp), verify_suite=not args.no_verify, shape=args.shape)
             results.append(r)
             v = r["verify"]
             print(
