@@ -78,8 +78,37 @@ def load_records(data_files: str | Sequence[str], field: str | None) -> list[dic
     return records
 
 
+_TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", CHAT_TEMPLATE_FILE, "vocab.json", "tokenizer.model")
+
+
+def _stamp(directory: Path) -> tuple:
+    out = []
+    for name in _TOKENIZER_FILES:
+        try:
+            st = os.stat(directory / name)
+            out.append((st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
 def load_tokenizer(model_path: str | os.PathLike) -> Any:
-    """The model directory's Hugging Face tokenizer, from local files only (compute nodes have no network)."""
+    """The model directory's Hugging Face tokenizer, from local files only (compute nodes have no network); loaded
+    once per directory and process while its tokenizer files are unchanged (a real Llama 3 tokenizer takes about
+    half a second, and a verification builds the datasets of many runs that share a model). The builders only
+    read it."""
+    key = (str(model_path), _stamp(Path(model_path)))
+    if key not in _LOADED:
+        if len(_LOADED) >= 8:  # bounded: a long-lived process sees few model directories at a time
+            _LOADED.clear()
+        _LOADED[key] = _load_tokenizer(model_path)
+    return _LOADED[key]
+
+
+_LOADED: dict[tuple, Any] = {}
+
+
+def _load_tokenizer(model_path: str | os.PathLike) -> Any:
     try:
         from transformers import AutoTokenizer
     except ImportError as e:  # pragma: no cover - depends on the environment
