@@ -67,6 +67,7 @@ class RunSettings(TypedDict):
     chat_template_date: str
     dataset_type: Literal["chat_completion", "text_completion"]
     evaluator: Literal["inspect-ai-hf"]
+    untrainable_records: Literal["refuse", "drop", "train"]
     lr_scheduler: Literal["cosine"]
     validation_during_training: bool
     run_val_every_n_steps: int | None

@@ -35,7 +35,7 @@ SCOPES = (EXPERIMENT, RUN, FINE_TUNED)
 TEXT_FILES = (FINETUNE_FILE, SLURM_FILE)  # the files whose texts the self-check hands to texts=True checks
 
 # Modules holding checks, in the order their tests are collected.
-MODULES = ("inputs", "finetune", "dataset", "parity", "slurm", "cluster", "arrays", "golden", "torchtune")
+MODULES = ("inputs", "finetune", "dataset", "parity", "audit", "slurm", "cluster", "arrays", "golden", "torchtune")
 
 
 @dataclass(frozen=True)

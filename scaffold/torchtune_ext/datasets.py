@@ -238,6 +238,21 @@ class _RecordDataset:
     def tokens(self, record: Mapping[str, Any]) -> tuple[list[int], int]:
         raise NotImplementedError
 
+    def drop_untrainable(self) -> list[int]:
+        """Leave out the records that would train on no answer token at max_seq_len (the prompt part fills it, or
+        the answer is empty: `untrainable_records: drop`); the indices left out, in the split's numbering."""
+        limit = self._max_seq_len
+        dropped, kept = [], []
+        for i, record in enumerate(self._records):
+            tokens, prompt_len = self.tokens(record)
+            if prompt_len >= min(len(tokens), limit if limit is not None else len(tokens)):
+                dropped.append(i)
+            else:
+                kept.append(record)
+        self._records = kept
+        self.dropped = dropped
+        return dropped
+
     def __getitem__(self, index: int) -> dict[str, list[int]]:
         record = self._records[index]
         try:
@@ -298,12 +313,15 @@ def chat_template_dataset(
     train_on_input: bool = False,
     max_seq_len: int | None = None,
     packed: bool = False,
+    drop_untrainable: bool = False,
 ) -> Any:
     """Chat records tokenized by the model directory's chat template (see the module's docstring).
 
     `tokenizer` is the recipe's torchtune tokenizer (the recipe passes it; its `max_seq_len` is the default cut);
     the tokens come from the Hugging Face tokenizer in `model_path`. `chat_template_kwargs` are passed to the
     template (Llama 3.x templates write `date_string` as "Today Date"; without it they write the day of the run).
+    `drop_untrainable` leaves out the records that would train on no answer token at the cut (an explicit choice of
+    the run: `untrainable_records: drop`).
     """
     limit = _max_seq_len(tokenizer, max_seq_len)
     ds = ChatTemplateDataset(
@@ -317,6 +335,8 @@ def chat_template_dataset(
         train_on_input=train_on_input,
         max_seq_len=limit,
     )
+    if drop_untrainable:
+        ds.drop_untrainable()
     return _maybe_packed(ds, packed, limit)
 
 
@@ -332,6 +352,7 @@ def prompt_completion_text_dataset(
     add_eos: bool = False,
     max_seq_len: int | None = None,
     packed: bool = False,
+    drop_untrainable: bool = False,
 ) -> Any:
     """Base-model records as plain text: the filled prompt encoded as the evaluation step encodes it, then the
     output (see the module's docstring). `add_eos` appends the tokenizer's EOS (the original tool does not)."""
@@ -346,4 +367,6 @@ def prompt_completion_text_dataset(
         add_eos=add_eos,
         max_seq_len=limit,
     )
+    if drop_untrainable:
+        ds.drop_untrainable()
     return _maybe_packed(ds, packed, limit)

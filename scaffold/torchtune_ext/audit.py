@@ -1,0 +1,180 @@
+"""Token audit of a run's data: what each record trains on at the run's `max_seq_len`, counted with the run's own
+dataset builder and tokenizer (the code that will train, so the counts are the training's).
+
+Records are cut on the right to `max_seq_len` (torchtune's SFT datasets and this project's builders do so). A
+record whose prompt part alone fills `max_seq_len` trains on no answer token at all (every label masked), silently;
+one whose answer is cut trains on part of it. The audit builds every record of a split once, uncut and with the
+prompt masked, and reads off, for any `max_seq_len`:
+
+- the records over `max_seq_len`, the ones whose answer is cut part way, and the ones that would train on no
+  answer token (their index in the split);
+- whether the answer's end (the chat template's end-of-turn token, or the EOS a text run appends) is trained;
+- the longest record and the 95th percentile of the lengths, and the `max_seq_len` that would fit every record.
+
+Built records are cached per process by what they depend on (the builder's settings, the data file's and the
+tokenizer files' stamps), so runs that differ in LoRA rank, learning rate or seed tokenize their data once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+IGNORE = -100
+_STAMPED = ("tokenizer_config.json", "tokenizer.json", "chat_template.jinja", "vocab.json", "tokenizer.model")
+_BUILT: dict[tuple, tuple[tuple[int, int], ...]] = {}  # key -> (length, prompt length) of each record
+SHOWN = 5  # record indices named in a message
+
+
+@dataclass(frozen=True)
+class SplitAudit:
+    split: str
+    max_seq_len: int | None
+    lengths: tuple[int, ...]  # uncut length of each record
+    prompt_lengths: tuple[int, ...]  # its masked prompt part
+    ends_with_end_token: bool  # the answer part closes with an end-of-turn/EOS token the model learns to emit
+
+    @property
+    def records(self) -> int:
+        return len(self.lengths)
+
+    def _limit(self) -> int:
+        return self.max_seq_len if self.max_seq_len is not None else math.inf  # type: ignore[return-value]
+
+    @property
+    def over(self) -> list[int]:
+        return [i for i, n in enumerate(self.lengths) if n > self._limit()]
+
+    @property
+    def untrainable(self) -> list[int]:
+        """Records that train on no answer token: the prompt fills max_seq_len, or the answer is empty."""
+        limit = self._limit()
+        return [i for i, (n, p) in enumerate(zip(self.lengths, self.prompt_lengths, strict=True)) if p >= min(n, limit)]
+
+    @property
+    def cut(self) -> list[int]:
+        """Records whose answer is cut part way (some of it trains, not all)."""
+        limit = self._limit()
+        return [i for i, (n, p) in enumerate(zip(self.lengths, self.prompt_lengths, strict=True)) if p < limit < n]
+
+    @property
+    def end_trained(self) -> int:
+        """Records whose answer's end token is trained (none when the answer has no end token)."""
+        return self.records - len(self.over) if self.ends_with_end_token else 0
+
+    @property
+    def max_length(self) -> int:
+        return max(self.lengths, default=0)
+
+    @property
+    def p95_length(self) -> int:
+        """The 95th percentile of the lengths (nearest rank)."""
+        if not self.lengths:
+            return 0
+        ordered = sorted(self.lengths)
+        return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "records": self.records,
+            "max_seq_len": self.max_seq_len,
+            "over_max_seq_len": len(self.over),
+            "answer_cut": len(self.cut),
+            "untrainable": len(self.untrainable),
+            "untrainable_records": self.untrainable[:SHOWN],
+            "cut_records": self.cut[:SHOWN],
+            "end_token_trained": self.end_trained,
+            "end_token": self.ends_with_end_token,
+            "max_length": self.max_length,
+            "p95_length": self.p95_length,
+        }
+
+    def line(self) -> str:
+        end = (
+            f"end-of-turn token trained in {self.end_trained} of {self.records}"
+            if self.ends_with_end_token
+            else "no end-of-turn token (the answer is not closed by one: the model does not learn to stop)"
+        )
+        return (
+            f"tokens ({self.split}): {self.records} records, longest {self.max_length}, 95th percentile "
+            f"{self.p95_length}, max_seq_len {self.max_seq_len}: {len(self.over)} over it, {len(self.cut)} with the "
+            f"answer cut, {len(self.untrainable)} training on no answer token; {end}"
+        )
+
+
+@dataclass
+class Audit:
+    splits: dict[str, SplitAudit] = field(default_factory=dict)
+
+
+def _stamp(path: Path) -> tuple:
+    try:
+        st = os.stat(path)
+        return (st.st_mtime_ns, st.st_size)
+    except OSError:
+        return (None, None)
+
+
+def built_records(builder: Any, section: dict[str, Any], split: str, data_file: str, model_path: str) -> tuple:
+    """(length, prompt length) of every record of `split`, built by `builder` (the config's `_component_`) from
+    `section` (the config's dataset section), uncut and with the prompt masked; cached per process."""
+    args = {k: v for k, v in section.items() if k != "_component_"}
+    args.update(
+        field=split,
+        data_files=str(data_file),
+        model_path=str(model_path),
+        train_on_input=False,
+        max_seq_len=None,
+        packed=False,
+    )
+    args.pop("drop_untrainable", None)
+    key = (
+        f"{builder.__module__}.{builder.__qualname__}",
+        json.dumps(args, sort_keys=True, default=str),
+        _stamp(Path(data_file)),
+        tuple(_stamp(Path(model_path) / name) for name in _STAMPED),
+    )
+    if key not in _BUILT:
+        if len(_BUILT) >= 64:
+            _BUILT.clear()
+        from types import SimpleNamespace
+
+        dataset = builder(SimpleNamespace(max_seq_len=None), **args)
+        out = []
+        for i in range(len(dataset)):
+            example = dataset[i]
+            labels = example["labels"]
+            prompt = next((j for j, label in enumerate(labels) if label != IGNORE), len(labels))
+            out.append((len(example["tokens"]), prompt))
+        _BUILT[key] = tuple(out)
+    return _BUILT[key]
+
+
+def audit_split(
+    builder: Any,
+    section: dict[str, Any],
+    split: str,
+    data_file: str,
+    model_path: str,
+    max_seq_len: int | None,
+    ends_with_end_token: bool,
+) -> SplitAudit:
+    records = built_records(builder, section, split, data_file, model_path)
+    return SplitAudit(
+        split,
+        max_seq_len,
+        tuple(n for n, _ in records),
+        tuple(p for _, p in records),
+        ends_with_end_token,
+    )
+
+
+def ends_with_end_token(section: dict[str, Any]) -> bool:
+    """Whether the builder closes each answer with a token the model learns to stop at: chat templates close the
+    assistant's turn with one; text runs only with `add_eos`."""
+    component = str(section.get("_component_", ""))
+    return component.endswith("chat_template_dataset") or bool(section.get("add_eos"))

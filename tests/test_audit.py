@@ -1,0 +1,160 @@
+"""The token audit (scaffold.torchtune_ext.audit, scaffold.checks.audit): with the run's own dataset builder and a
+tiny offline tokenizer carrying the real Llama 3.2 chat template, records that would train on no answer token, or
+on part of it, are counted and named; the verification suite's token_audit check fails on each planted defect."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+pytest.importorskip("transformers", reason="transformers is not installed (pip install '.[test]')")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from scaffold.checks.audit import audit_run  # noqa: E402
+from scaffold.testing.hf_tokenizers import write_hf_tokenizer  # noqa: E402
+from scaffold.torchtune_ext import audit  # noqa: E402
+from scaffold.torchtune_ext.datasets import chat_template_dataset, prompt_completion_text_dataset  # noqa: E402
+
+from .verify_support import R4, R8, Planted  # noqa: E402
+
+pytest_plugins = ["pytester"]
+
+LONG = "word " * 300  # a prompt part far over max_seq_len 64
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return write_hf_tokenizer(tmp_path_factory.mktemp("model"), "llama3").parent
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    path = tmp_path / "words.json"
+    train = [
+        {"input": "apple", "output": "Apple"},
+        {"input": LONG, "output": "Long"},  # 1: the prompt alone fills max_seq_len
+        {"input": "peach", "output": "Peach " * 40},  # 2: the answer is cut part way
+        {"input": "lemon", "output": "Lemon"},
+    ]
+    path.write_text(json.dumps({"train": train, "validation": train[:1]}))
+    return path
+
+
+def chat_section(data: Path, model: Path, **extra) -> dict:
+    return {
+        "_component_": "scaffold.torchtune_ext.datasets.chat_template_dataset",
+        "source": "json",
+        "data_files": str(data),
+        "field": "train",
+        "model_path": str(model),
+        "prompt": "Capitalize the given word: {input}\n",
+        "system_prompt": "",
+        "chat_template_kwargs": {"date_string": "26 Jul 2024"},
+        "train_on_input": False,
+        "packed": False,
+        **extra,
+    }
+
+
+def test_the_audit_names_untrainable_and_cut_records(model, data) -> None:
+    section = chat_section(data, model)
+    result = audit.audit_split(
+        chat_template_dataset, section, "train", str(data), str(model), 64, audit.ends_with_end_token(section)
+    )
+    assert result.untrainable == [1] and result.cut == [2] and result.over == [1, 2]
+    assert result.end_trained == 2 and result.max_length > 300 and result.p95_length == result.max_length
+    line = result.line()
+    assert "4 records" in line and "1 training on no answer token" in line and "1 with the answer cut" in line
+    roomy = audit.audit_split(chat_template_dataset, section, "train", str(data), str(model), 4096, True)
+    assert roomy.untrainable == roomy.cut == roomy.over == [] and roomy.end_trained == 4
+
+
+def test_a_text_run_without_eos_trains_no_end_token(model, data) -> None:
+    section = {**chat_section(data, model), "_component_": "x.prompt_completion_text_dataset"}
+    del section["system_prompt"], section["chat_template_kwargs"]
+    result = audit.audit_split(
+        prompt_completion_text_dataset, section, "train", str(data), str(model), 64, audit.ends_with_end_token(section)
+    )
+    assert result.end_trained == 0 and "no end-of-turn token" in result.line() and result.untrainable == [1]
+    assert audit.ends_with_end_token({**section, "add_eos": True})
+
+
+def test_the_builder_drops_untrainable_records_when_asked(model, data) -> None:
+    args = {k: v for k, v in chat_section(data, model).items() if k != "_component_"}
+    kept = chat_template_dataset(SimpleNamespace(max_seq_len=64), **args, drop_untrainable=True)
+    assert len(kept) == 3 and kept.dropped == [1]
+    assert all(any(label != -100 for label in kept[i]["labels"]) for i in range(3))
+    assert len(chat_template_dataset(SimpleNamespace(max_seq_len=64), **args)) == 4
+
+
+def test_records_are_built_once_for_runs_that_share_data_and_builder(model, data, monkeypatch) -> None:
+    calls = []
+    real = chat_template_dataset
+
+    def counting(*a, **kw):
+        calls.append(1)
+        return real(*a, **kw)
+
+    counting.__module__, counting.__qualname__ = "test", "counting"
+    section = chat_section(data, model)
+    for limit in (64, 128, 4096):  # another max_seq_len, train_on_input or policy: the same built records
+        audit.audit_split(counting, section, "train", str(data), str(model), limit, True)
+    assert len(calls) == 1
+    data.write_text(data.read_text().replace("lemon", "melon"))  # the file changed: built again
+    os.utime(data, ns=(1, 1))
+    audit.audit_split(counting, section, "train", str(data), str(model), 64, True)
+    assert len(calls) == 2
+
+
+def test_audit_run_refuses_by_default_and_accepts_explicitly(model, data) -> None:
+    config = {"dataset": chat_section(data, model), "tokenizer": {"max_seq_len": 64}}
+    refused = audit_run({"untrainable_records": "refuse"}, config, data, model)
+    (problem,) = refused.problems
+    assert "record(s) 1" in problem["message"] and "max_seq_len to at least" in problem["fix"]
+    assert any("answer cut" in w and "record(s) 2" in w for w in refused.warnings)
+    missing_drop = audit_run({"untrainable_records": "drop"}, config, data, model)
+    assert "does not drop" in missing_drop.problems[0]["message"]
+    config["dataset"]["drop_untrainable"] = True
+    dropped = audit_run({"untrainable_records": "drop"}, config, data, model)
+    assert not dropped.problems and any("left out" in w for w in dropped.warnings)
+    kept = audit_run({"untrainable_records": "train"}, config, data, model)
+    assert not kept.problems and any("kept (untrainable_records: train)" in w for w in kept.warnings)
+
+
+# --- the verification suite's check, on planted defects -------------------------------------------------------
+
+
+def test_clean_runs_pass_token_audit(planted: Planted, pytester) -> None:
+    out = planted.verify(pytester, "-k", "token_audit")
+    assert not out.failed and {f"token_audit[{R4}]", f"token_audit[{R8}]"} <= out.passed, out.text
+
+
+def test_data_changed_after_generation_fails_token_audit(planted: Planted, pytester) -> None:
+    path = planted.path("data/words_5L_80P_10.json")
+    data = json.loads(path.read_text())
+    data["train"].append({"input": "word " * 3000, "output": "Word"})
+    path.write_text(json.dumps(data))
+    out = planted.verify(pytester, "-k", "token_audit")
+    assert out.failed == {f"token_audit[{R4}]", f"token_audit[{R8}]"}, out.text
+    assert f"record(s) {len(data['train']) - 1}" in out.text and "max_seq_len to at least" in out.text
+
+
+def test_a_max_seq_len_too_small_fails_token_audit(planted: Planted, pytester) -> None:
+    planted.replace(f"{R4}/finetune.yaml", "max_seq_len: 2048", "max_seq_len: 8")
+    out = planted.verify(pytester, "-k", "token_audit")
+    assert out.failed == {f"token_audit[{R4}]"}, out.text
+
+
+def test_drop_asked_but_not_done_fails_token_audit(planted: Planted, pytester) -> None:
+    planted.edit_summary(lambda s: s["controls"].update(untrainable_records="drop"))
+    planted.replace(f"{R4}/finetune.yaml", "max_seq_len: 2048", "max_seq_len: 8")
+    out = planted.verify(pytester, "-k", "token_audit")
+    assert f"token_audit[{R4}]" in out.failed and "does not drop" in out.text, out.text
+    setup = yaml.safe_load(planted.path(f"{R4}/setup_finetune.yaml").read_text())
+    assert setup.get("untrainable_records", "refuse") == "refuse"  # the file on disk predates the change
