@@ -251,13 +251,20 @@ def render_setup(setup: dict) -> str:
 
 
 @cache
-def _renderer_digest() -> str:
-    """A digest of everything besides the settings that decides the generated text: templates and the code
-    that fills them. A change to any of them regenerates every run."""
-    h = hashlib.sha256()
-    here = Path(__file__).resolve().parent
-    for path in sorted(data_dir("templates").glob("*.j2")) + [here / "render.py", here / "inputs/yamlio.py"]:
-        h.update(path.read_bytes())
+def generator_digest() -> str:
+    """A digest of everything besides a run's settings and its model's registry entry that shapes its generated
+    texts or decides whether they pass: the package's version, every source file of the package (the renderer,
+    the rules, the planner, the checks of the self-check...), the templates and the data files beside them, and
+    the schemas. An upgrade, or any change to one of them, re-renders and re-checks every run."""
+    from . import __version__
+
+    h = hashlib.sha256(f"scaffold-torchtune {__version__}\n".encode())
+    package = Path(__file__).resolve().parent
+    trees = [(package, "*.py"), (data_dir("templates"), "*"), (data_dir("schemas"), "*")]
+    for base, pattern in trees:
+        for path in sorted(p for p in base.rglob(pattern) if p.is_file() and "__pycache__" not in p.parts):
+            h.update(f"{path.relative_to(base).as_posix()}\0{path.stat().st_size}\0".encode())
+            h.update(path.read_bytes())
     return h.hexdigest()
 
 
@@ -267,7 +274,7 @@ def fingerprint(setup: dict, model: dict, model_text: str | None = None) -> str:
     if model_text is None:
         model_text = model_json(model)
     # The same text as json.dumps([setup, model, digest], sort_keys=True, default=str), model part reused.
-    payload = f"[{json.dumps(setup, sort_keys=True, default=str)}, {model_text}, {json.dumps(_renderer_digest())}]"
+    payload = f"[{json.dumps(setup, sort_keys=True, default=str)}, {model_text}, {json.dumps(generator_digest())}]"
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
