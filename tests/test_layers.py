@@ -12,7 +12,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "scaffold"
 LAYERS = [
-    {"__init__", "discover", "errors", "resources", "rules", "testing", "timeutil", "torchtune_ext"},
+    {"__init__", "discover", "errors", "resources", "rules", "stamps", "testing", "timeutil", "torchtune_ext"},
     {"inputs"},
     {"settings"},
     {"plan"},

@@ -67,3 +67,50 @@ def test_a_file_renamed_into_place_but_not_yet_recorded_is_recorded_on_interrupt
     monkeypatch.undo()
     m.save()
     assert Manifest(tmp_path).generated_hash(path) == writer.sha256(b"a: 1\n")
+
+
+# --- caches keyed by stamps (scaffold/stamps.py) ------------------------------------------------------------------
+
+
+def test_a_cache_keyed_by_stamp_reads_a_changed_file_again(tmp_path: Path):
+    """A long-lived process (the pytest plugin, a caller of the Python API) sees every version of a file: a cache of
+    its content is keyed by path and stamp, so an edit that keeps the modification time (an editor's save
+    renamed over the old file) is read again, and an unchanged file is not."""
+    from scaffold.stamps import cached_by_stamp
+
+    reads = []
+
+    @cached_by_stamp()
+    def content(path: Path) -> str:
+        reads.append(path)
+        return path.read_text()
+
+    path = tmp_path / "data.json"
+    atomic_write(path, '{"train": [1, 2]}')
+    assert content(path) == content(path) == '{"train": [1, 2]}' and len(reads) == 1
+    st = os.stat(path)
+    atomic_write(path, '{"train": [1, 3]}')  # same size, new inode
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the old time
+    assert content(path) == '{"train": [1, 3]}'
+    path.unlink()
+    with pytest.raises(FileNotFoundError):
+        content(path)
+
+
+def test_the_planner_sees_a_dataset_changed_within_one_process(local_example):
+    """The planner's dataset split counts were cached by path alone: a second generate in the same process missed
+    a dataset changed in between (its split count no longer the summary's)."""
+    import json
+
+    from scaffold.commands.generate import generate
+
+    first = generate(local_example.dir, local_config=local_example.local, dry_run=True)
+    assert first.exit_status == 0, [p.format() for r in first.runs for p in r.errors]
+    dataset = local_example.dir / "data" / "words_5L_80P_10.json"
+    data = json.loads(dataset.read_text())
+    data["train"] = data["train"][:7]
+    dataset.write_text(json.dumps(data))
+    second = generate(local_example.dir, local_config=local_example.local, dry_run=True)
+    assert second.exit_status == 1
+    messages = [p.message for r in second.runs for p in r.errors]
+    assert any("data.training.splits.train is 8, but the file has 7 records in 'train'" in m for m in messages), messages

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..discover import MANIFEST
+from ..stamps import Stamp, stamp
 
 TEMP_SUFFIX = ".tmp"
 _TEMP_NUMBERS = itertools.count()
@@ -52,18 +53,9 @@ def atomic_write(path: Path | str, content: str | bytes, mode: int = 0o644) -> S
     return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-Stamp = tuple[int, int, int]  # size, modification time (ns), inode: what changes when a file is rewritten
 # A file whose stamp was taken this close to the manifest's saving may have been changed again within the same
 # filesystem timestamp tick: its content is compared instead (git's "racily clean" entries).
 RACY_NS = 50_000_000
-
-
-def stamp(path: Path | str) -> Stamp | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def backup(path: Path) -> Path:
