@@ -113,4 +113,6 @@ def test_the_planner_sees_a_dataset_changed_within_one_process(local_example):
     second = generate(local_example.dir, local_config=local_example.local, dry_run=True)
     assert second.exit_status == 1
     messages = [p.message for r in second.runs for p in r.errors]
-    assert any("data.training.splits.train is 8, but the file has 7 records in 'train'" in m for m in messages), messages
+    assert any("data.training.splits.train is 8, but the file has 7 records in 'train'" in m for m in messages), (
+        messages
+    )
