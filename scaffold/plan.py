@@ -17,6 +17,7 @@ from .discover import (  # noqa: F401 (re-exported)
     FINETUNE_FILE,
     LOG_DIR,
     MANIFEST,
+    REJECTED_DIR,
     SETUP_FILE,
     SLURM_FILE,
     TRAINING_FILES,

@@ -116,3 +116,35 @@ def test_the_planner_sees_a_dataset_changed_within_one_process(local_example):
     assert any("data.training.splits.train is 8, but the file has 7 records in 'train'" in m for m in messages), (
         messages
     )
+
+
+# --- the manifest's journal: what a killed process wrote ---------------------------------------------------------
+
+
+def test_the_journal_knows_what_a_killed_process_renamed_and_only_that(tmp_path: Path):
+    """A run's files are journaled before the first rename: the next process takes a journaled file whose content
+    is the journaled one as the tool's own, keeps the old record of one whose rename never happened, adopts the
+    run's fingerprint only when all its files are as journaled, and skips a torn last line."""
+    from scaffold.output.writer import sha256
+
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    m = Manifest(tmp_path)
+    for path in (a, b):
+        m.record(path, sha256(b"old\n"), atomic_write(path, "old\n"))
+    m.record_source("r", "fp-old")
+    m.save()
+    m = Manifest(tmp_path)
+    m.commit({str(a): sha256(b"new\n"), str(b): sha256(b"new\n")}, run="r", source="fp-new")
+    atomic_write(a, "new\n")  # renamed; then the process is killed before b's rename and before any record
+    m.close()
+    with open(tmp_path / ".scaffold-manifest.journal", "ab") as f:
+        f.write(b'{"files":{"b.yaml":"')  # a line cut short
+    after = Manifest(tmp_path)
+    assert after.generated_hash(a) == sha256(b"new\n") and after.generated_hash(b) == sha256(b"old\n")
+    assert after.source("r") == "fp-old", "a fingerprint adopted for files that are not all written"
+    atomic_write(b, "new\n")
+    again = Manifest(tmp_path)
+    assert again.generated_hash(b) == sha256(b"new\n") and again.source("r") == "fp-new"
+    again.save()
+    assert not (tmp_path / ".scaffold-manifest.journal").exists()
+    assert Manifest(tmp_path).source("r") == "fp-new"

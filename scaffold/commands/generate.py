@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from .. import __version__
@@ -17,12 +19,27 @@ from ..inputs import summary as summary_mod
 from ..output.lock import DEFAULT_TIMEOUT, LockTimeout, experiment_lock
 from ..output.outcome import Report, RunOutcome, failures
 from ..output.runlog import LOG_DIR, LOG_NAME, RunLog
-from ..output.writer import KEPT, UNCHANGED, FileResult, Manifest, remove_stale_temporaries, write, write_new
-from ..plan import SETUP_FILE, TRAINING_FILES, Plan, RunPlan, describe, make_plan, shared_settings
+from ..output.writer import (
+    FORCED,
+    KEPT,
+    NOT_WRITTEN,
+    UNCHANGED,
+    FileResult,
+    Manifest,
+    atomic_write,
+    backup,
+    commit_write,
+    plan_write,
+    remove_stale_temporaries,
+    run_files,
+    sha256,
+    write_new,
+)
+from ..plan import REJECTED_DIR, SETUP_FILE, TRAINING_FILES, Plan, RunPlan, describe, make_plan, shared_settings
 from ..render import fingerprint, model_json
 from ..rules import recipe_for
 from ..slurm import arrays
-from .pipeline import Renderer, Row
+from .pipeline import Renderer
 
 
 def generate(
@@ -133,19 +150,17 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
             if not force and manifest.source(rp.name) is not None:
                 model = rp.setup["model"]
                 fp = fingerprint(rp.setup, plan.models[model], model_texts[model])
-                run_dir = str(rp.local_dir)
-                if manifest.source(rp.name) == fp and manifest.unchanged(
-                    [os.path.join(run_dir, name) for name in TRAINING_FILES]
-                ):
+                if manifest.checked(rp.name, fp, run_files(rp.local_dir)):
                     unchanged.add(rp.name)
                     continue
             to_render.append(i)
-    # The others are rendered and self-checked, a batch at a time, as they are written.
+    # The others are rendered and self-checked, a batch at a time, and each run's files are written (committed) only
+    # when its checks pass.
     renderer = Renderer(plan, to_render, check=not dry_run, model_texts=model_texts, shared=shared)
-    checks: dict[str, dict[str, list[Problem]]] = {}
+    rejected = Rejected(summary.local_dir, dry_run)
     try:
         for i, rp in enumerate(plan.runs):
-            out, row = _generate_run(
+            out = _generate_run(
                 i,
                 rp,
                 manifest,
@@ -155,20 +170,18 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
                 shared=shared,
                 unchanged=rp.name in unchanged,
                 renderer=renderer,
+                rejected=rejected,
             )
             report.runs.append(out)
-            if not dry_run and out.status == "ok" and row is not None and row.checks is not None:
-                checks[rp.name] = row.checks
             log.flush_some()
     except BaseException:
-        # Interrupted (Ctrl-C, SIGTERM): record what was written, so the next run does not take this run's own
-        # files for hand edits. (After a SIGKILL nothing can run: tests/test_interrupt.py holds that case as an xfail.)
+        # Interrupted (Ctrl-C, SIGTERM): fold what was written into the manifest now. (After a SIGKILL, which runs
+        # nothing, the next process folds the manifest's journal in: scaffold.output.writer.Manifest.)
         if not dry_run:
             with contextlib.suppress(OSError):
                 manifest.save()
         raise
     if not dry_run:
-        _self_check(report, log, checks, manifest)
         _write_arrays(plan, report, log, manifest, force=force)
     if not dry_run:
         try:
@@ -249,14 +262,15 @@ def _generate_run(
     shared: frozenset[str],
     unchanged: bool,
     renderer: Renderer,
-) -> tuple[RunOutcome, Row | None]:
-    """One run: its outcome, and what the renderer gave for it (texts and self-checks), if anything."""
+    rejected: Rejected,
+) -> RunOutcome:
+    """One run: rendered, self-checked, and its files written only when every check passed."""
     out = RunOutcome(rp.name, rp.type, directory=display_path(rp.local_dir))
     log.heading(f"run {rp.name} ({rp.type})")
     for note in rp.notes:
         log.info(note, rp.name)
     if rp.problems:
-        return _fail(out, rp.problems, log), None
+        return _fail(out, rp.problems, log)
     for warning in rp.warnings:
         log.warning(warning, rp.name)
     out.warnings = list(rp.warnings)
@@ -266,11 +280,11 @@ def _generate_run(
         assert rp.setup is not None
         out.recipe = recipe_for(rp.setup)
         if unchanged:
-            # Same settings, same templates, files as written (and checked) then: nothing to render or write.
+            # Same settings, same generator, files as written (and checked) then: nothing to render or write.
             out.files = dict.fromkeys(TRAINING_FILES, UNCHANGED)
             out.checked_earlier = True
-            log.info("unchanged since generated (settings, templates and files all as then)", rp.name)
-            return out, None
+            log.info("unchanged since generated and checked (settings, generator and files all as then)", rp.name)
+            return out
         row = renderer.get(index)
         out.fingerprint = row.fingerprint
         own = row.settings
@@ -284,9 +298,16 @@ def _generate_run(
                 "registry entry, or report a bug in the template",
                 run=rp.name,
             )
-            return _fail(out, [problem], log), None
+            return _fail(out, [problem], log)
         assert row.texts is not None
         texts = row.texts
+        if row.checks is not None:
+            out.checks = row.checks
+            bad = failures(row.checks)
+            passed = sum(not problems for problems in row.checks.values())
+            log.info(f"self-check: {passed}/{len(row.checks)} passed", rp.name)
+            if bad:
+                return _reject(out, rp, texts, bad, rejected, log)
     try:
         created = False if dry_run else _make_dir(rp.local_dir)
         if not rp.fine_tuned:
@@ -294,13 +315,16 @@ def _generate_run(
             if present:
                 log.info(f"note: training files present in a {rp.type} run directory: {', '.join(present)}", rp.name)
             log.info(f"{rp.type} run: directory only ({out.directory})", rp.name)
-            return out, None
+            return out
+        assert row is not None
         if created:
-            problems = _write_new_run_files(rp, texts, out, manifest, log)
+            problems = _write_new_run_files(rp, texts, row.fingerprint, out, manifest, log)
         else:
             if not dry_run:
                 remove_stale_temporaries(rp.local_dir, TRAINING_FILES)
-            problems = _write_run_files(rp, texts, out, manifest, log, force=force, dry_run=dry_run)
+            problems = _write_run_files(rp, texts, row.fingerprint, out, manifest, log, force=force, dry_run=dry_run)
+        if not problems and not dry_run:
+            rejected.clear(rp.name)
     except PermissionError as e:
         target = Path(e.filename or rp.local_dir)
         where = target if target.is_dir() else target.parent
@@ -314,7 +338,53 @@ def _generate_run(
         ]
     except OSError as e:
         problems = [Problem(f"cannot write: {e.strerror} ({e.filename})", run=rp.name)]
-    return (_fail(out, problems, log), None) if problems else (out, row)
+    return _fail(out, problems, log) if problems else out
+
+
+class Rejected:
+    """Where the texts of a run that failed its self-check are kept for the user to read (`logs/rejected/RUN/`,
+    never the run's own directory, whose files stay as they were), and removed once the run passes."""
+
+    def __init__(self, experiment_dir: Path, dry_run: bool):
+        self.dir = experiment_dir / LOG_DIR / REJECTED_DIR
+        self._present: set[str] = set()
+        if not dry_run:
+            with contextlib.suppress(OSError):
+                self._present = set(os.listdir(self.dir))
+
+    def keep(self, run: str, texts: dict[str, str]) -> Path:
+        directory = self.dir / run
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, text in texts.items():
+            atomic_write(directory / name, text)
+        self._present.add(run)
+        return directory
+
+    def clear(self, run: str) -> None:
+        if run in self._present:
+            shutil.rmtree(self.dir / run, ignore_errors=True)
+            self._present.discard(run)
+
+
+def _reject(
+    out: RunOutcome, rp: RunPlan, texts: dict[str, str], problems: list[Problem], rejected: Rejected, log: RunLog
+) -> RunOutcome:
+    """A run whose texts failed their self-check: nothing of it is written (its files, if any, stay as they were,
+    and are not taken as checked: its fingerprint is not recorded), and the texts are kept in logs/rejected/."""
+    out.files = dict.fromkeys(TRAINING_FILES, NOT_WRITTEN)
+    try:
+        kept = rejected.keep(rp.name, texts)
+        where = display_path(kept)
+        note = f"not written: the run's files were left as they are; the texts that failed are in {where}/"
+        # Each problem names the line of the text that failed, which is there (not in the run's own file).
+        own = {display_path(rp.local_dir / name): display_path(kept / name) for name in texts}
+        problems = [replace(p, file=own.get(p.file or "", p.file)) for p in problems]
+        out.checks = {c: [replace(p, file=own.get(p.file or "", p.file)) for p in ps] for c, ps in out.checks.items()}
+    except OSError as e:
+        note = f"not written: the run's files were left as they are (the texts that failed could not be kept: {e})"
+    out.notes.append(note)
+    log.info(note, rp.name)
+    return _fail(out, problems, log)
 
 
 def _make_dir(path: Path) -> bool:
@@ -332,70 +402,80 @@ def _make_dir(path: Path) -> bool:
 
 
 def _write_new_run_files(
-    rp: RunPlan, texts: dict[str, str], out: RunOutcome, manifest: Manifest, log: RunLog
+    rp: RunPlan, texts: dict[str, str], fp: str, out: RunOutcome, manifest: Manifest, log: RunLog
 ) -> list[Problem]:
-    """The three files of a fine-tuned run in its new directory (the common case of a first generation)."""
+    """The three files of a fine-tuned run in its new directory (the common case of a first generation), committed
+    to the manifest's journal before the first is written."""
     # --output of the batch script points here; SLURM does not create it (the job would fail with no log).
     run_dir = str(rp.local_dir)
     os.mkdir(os.path.join(run_dir, "artifacts"))
-    for name in TRAINING_FILES:
-        out.files[name] = write_new(os.path.join(run_dir, name), texts[name], manifest)
+    data = {os.path.join(run_dir, name): texts[name].encode("utf-8") for name in TRAINING_FILES}
+    digests = {path: sha256(content) for path, content in data.items()}
+    manifest.commit(digests, run=rp.name, source=fp)
+    for (path, content), name in zip(data.items(), TRAINING_FILES, strict=True):
+        out.files[name] = write_new(path, content, manifest, digests[path])
+    manifest.record_source(rp.name, fp)
     log.info(", ".join(f"{name}: {status}" for name, status in out.files.items()), rp.name)
     return []
 
 
-def _self_check(report: Report, log: RunLog, checks: dict[str, dict[str, list[Problem]]], manifest: Manifest) -> None:
-    """Take the checks of what was written; a failed check fails its run."""
-    outcomes = {o.name: o for o in report.runs}
-    log.heading(f"self-check of {len(checks)} fine-tuned runs")
-    for name, results in checks.items():
-        out = outcomes[name]
-        out.checks = results
-        bad = failures(results)
-        passed = sum(not problems for problems in results.values())
-        log.info(f"self-check: {passed}/{len(results)} passed", name)
-        if bad:
-            _fail(out, bad, log)
-        elif out.fingerprint:
-            manifest.record_source(name, out.fingerprint)  # only checked runs can be skipped next time
-    log.flush()
-
-
 def _write_run_files(
-    rp: RunPlan, texts: dict[str, str], out: RunOutcome, manifest: Manifest, log: RunLog, *, force: bool, dry_run: bool
+    rp: RunPlan,
+    texts: dict[str, str],
+    fp: str,
+    out: RunOutcome,
+    manifest: Manifest,
+    log: RunLog,
+    *,
+    force: bool,
+    dry_run: bool,
 ) -> list[Problem]:
-    """Write the three files of a fine-tuned run; hand-edited files are kept (and reported) unless forced."""
-    if not dry_run:
-        # --output of the batch script points here; SLURM does not create it (the job would fail with no log).
-        (rp.local_dir / "artifacts").mkdir(exist_ok=True)
+    """Write the three files of a fine-tuned run, all or none: a file edited by hand keeps the whole run as it is
+    (reported, with its diff) unless forced. The files to write are committed to the manifest's journal first."""
     results: list[FileResult] = []
     for name in TRAINING_FILES:
-        res = write(rp.local_dir / name, texts[name], manifest, force, dry_run)
+        res = plan_write(rp.local_dir / name, texts[name], manifest, force)
         results.append(res)
         if name == SETUP_FILE and res.status == KEPT:
             break  # the setup file decides: a hand-edited setup keeps the whole run as it is
+    kept = [r for r in results if r.status == KEPT]
     for res in results:
-        out.files[res.path.name] = res.status
+        status = NOT_WRITTEN if kept and res.status not in (KEPT, UNCHANGED) else res.status
+        out.files[res.path.name] = status
         if res.diff:
             out.diffs[res.path.name] = res.diff
-        if res.backup:
+    if kept:
+        for res in results:
+            log.info(f"{res.path.name}: {out.files[res.path.name]}", rp.name)
+        log.info("diff:\n" + "".join(r.diff for r in kept), rp.name)
+        names = ", ".join(r.path.name for r in kept)
+        return [
+            Problem(
+                f"{names} edited by hand since it was generated; kept (so the run's other files were left as they "
+                "are)",
+                display_path(kept[0].path),
+                fix="re-run with --force to regenerate (a backup is kept), or carry your edit into the summary with "
+                "`scaffold setup-finetune` in the run directory",
+                run=rp.name,
+            )
+        ]
+    if dry_run:
+        return []
+    # --output of the batch script points here; SLURM does not create it (the job would fail with no log).
+    (rp.local_dir / "artifacts").mkdir(exist_ok=True)
+    changing = [r for r in results if r.status != UNCHANGED]
+    data = {os.fspath(r.path): texts[r.path.name].encode("utf-8") for r in changing}
+    if changing:
+        manifest.commit({path: sha256(content) for path, content in data.items()}, run=rp.name, source=fp)
+    for res in results:
+        if res.status == FORCED:
+            res.backup = backup(res.path)
             out.backups.append(display_path(res.backup))
             log.info(f"{res.path.name}: edited by hand, overwritten (--force); backup {res.backup}", rp.name)
+        commit_write(res, texts[res.path.name], manifest)
         log.info(f"{res.path.name}: {res.status}", rp.name)
-    kept = [r for r in results if r.status == KEPT]
-    if not kept:
-        return []
-    extra = " (so the run's other files were left as they are)" if kept[0].path.name == SETUP_FILE else ""
-    log.info("diff:\n" + "".join(r.diff for r in kept), rp.name)
-    return [
-        Problem(
-            f"{', '.join(r.path.name for r in kept)} edited by hand since it was generated; kept{extra}",
-            display_path(kept[0].path),
-            fix="re-run with --force to regenerate (a backup is kept), or run `scaffold setup-finetune` "
-            "in the run directory to render from your edited setup_finetune.yaml",
-            run=rp.name,
-        )
-    ]
+    manifest.record_source(rp.name, fp)
+    return []
 
 
 def _fail(out: RunOutcome, problems: list[Problem], log: RunLog) -> RunOutcome:

@@ -22,6 +22,7 @@ class RunOutcome:
     fingerprint: str | None = None
     checked_earlier: bool = False  # unchanged since a generate that wrote and checked its files
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the report says of the run besides its errors
 
 
 def failures(checks: dict[str, list[Problem]]) -> list[Problem]:
