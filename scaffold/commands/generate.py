@@ -451,8 +451,7 @@ def _write_run_files(
         names = ", ".join(r.path.name for r in kept)
         return [
             Problem(
-                f"{names} edited by hand since it was generated; kept (so the run's other files were left as they "
-                "are)",
+                f"{names} edited by hand since it was generated; kept (so the run's other files were left as they are)",
                 display_path(kept[0].path),
                 fix="re-run with --force to regenerate (a backup is kept), or carry your edit into the summary with "
                 "`scaffold setup-finetune` in the run directory",
