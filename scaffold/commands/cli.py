@@ -76,12 +76,15 @@ def _add_submit_command(sub) -> None:
         help="sbatch every fine-tuned run not yet submitted, and record the job ids",
         description="Submits each fine-tuned run's finetune.slurm with sbatch and records the job ids in "
         "EXPERIMENT/logs/submissions.json. Runs submitted before are skipped (named with --run: refused) unless "
-        "--resubmit.",
-        epilog="exit status: 0 every run submitted or already submitted, 1 some run failed or was refused, or the "
+        "--resubmit. Only runs whose files are the ones `scaffold generate` wrote and checked for the summary's "
+        "settings now are queued: a run edited by hand, failed or never checked is refused by name.",
+        epilog="exit status: 0 every run submitted or already submitted, 1 some run failed or was refused (not "
+        "checked among them), or the "
         "cluster's job limit stopped the submission (what was queued is recorded; run submit again later), 2 "
         "invalid input or no SLURM controller reachable",
     )
     sm.add_argument("experiment", nargs="?", default=".", type=Path, help="experiment directory (default: .)")
+    sm.add_argument("--local-config", type=Path, metavar="PATH", help="site config (default: as for generate)")
     sm.add_argument("--dry-run", action="store_true", help="say what would be submitted; submit nothing")
     sm.add_argument("--resubmit", action="store_true", help="submit runs again that were submitted before")
     sm.add_argument(
@@ -262,6 +265,7 @@ def _submit(args: argparse.Namespace) -> int:
         progress=progress,
         array=args.array,
         max_running=args.max_running,
+        local_config=args.local_config,
     )
     if args.json:
         if not report.problems:
