@@ -1,8 +1,8 @@
 """What a correct run is, as rules over its settings, each written once.
 
-The planner applies them to the summary (and reports a violation at the summary's line, with its fix), the
-renderer and `setup-finetune` to settings edited by hand in setup_finetune.yaml, and the verification checks to
-the generated files. The facts behind them are torchtune 0.6.1's: which recipe trains which settings, and what it
+The planner applies them to the summary (and reports a violation at the summary's line, with its fix; a change
+made with `setup-finetune` goes through the summary too), the renderer to the settings it is given, and the
+verification checks to the generated files. The facts behind them are torchtune 0.6.1's: which recipe trains which settings, and what it
 cannot do (multi-node LoRA, validation outside the single-device LoRA recipe).
 """
 

@@ -7,9 +7,9 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .. import __version__
@@ -35,11 +35,37 @@ from ..output.writer import (
     sha256,
     write_new,
 )
-from ..plan import REJECTED_DIR, SETUP_FILE, TRAINING_FILES, Plan, RunPlan, describe, make_plan, shared_settings
+from ..plan import (
+    REJECTED_DIR,
+    SETUP_FILE,
+    SLURM_FILE,
+    SUMMARY_NAME,
+    TRAINING_FILES,
+    Plan,
+    RunPlan,
+    describe,
+    make_plan,
+    shared_settings,
+)
 from ..render import fingerprint, model_json
 from ..rules import recipe_for
 from ..slurm import arrays
 from .pipeline import Renderer
+
+
+@dataclass(frozen=True)
+class RunChange:
+    """A change to one run, made in its entry of the summary (`scaffold setup-finetune`): generate plans the
+    experiment from `summary_text` (the summary with the change), renders and checks that run alone, and only when it
+    passes writes the summary (if the file still holds `summary_was`) and then the run's files. `absorbed`: files of
+    the run edited by hand whose edits are in the change (overwritten, with a backup). `lines`: the change, for the
+    log."""
+
+    run: str
+    summary_text: str
+    summary_was: str
+    absorbed: frozenset[str] = frozenset()
+    lines: tuple[str, ...] = ()
 
 
 def generate(
@@ -50,8 +76,10 @@ def generate(
     force: bool = False,
     check_paths: bool = True,
     lock_timeout: float = DEFAULT_TIMEOUT,
+    change: RunChange | None = None,
 ) -> Report:
-    """Generate every run of an experiment. Never raises for bad input: problems end up in the report."""
+    """Generate every run of an experiment (with `change`: that run alone, from the changed summary). Never raises
+    for bad input: problems end up in the report."""
     started = time.perf_counter()
     summary_file = summary_mod.summary_path(Path(target))
     report = Report(summary=display_path(summary_file), dry_run=dry_run)
@@ -59,14 +87,17 @@ def generate(
     if not dry_run and summary_file.is_file():
         log = RunLog(summary_file.resolve().parent / LOG_DIR / LOG_NAME, keep_open=True)
         report.log = display_path(log.path)
+    command = f"setup-finetune {change.run}" if change else "generate"
     try:
-        plan = _load_plan(summary_file, local_config, check_paths)
+        plan = _load_plan(summary_file, local_config, check_paths, change.summary_text if change else None)
         summary = plan.summary
         report.experiment = summary.name
     except InputError as e:
         report.input_errors = e.problems
         if log.path is not None:
-            log.heading(f"scaffold-torchtune {__version__} generate {report.summary}: input invalid, nothing written")
+            log.heading(f"scaffold-torchtune {__version__} {command} {report.summary}: input invalid, nothing written")
+            for line in change.lines if change else ():
+                log.info(f"the change (not made): {line}")
             for p in e.problems:
                 log.error_line(p.format())
             log.close()
@@ -77,7 +108,7 @@ def generate(
     try:
         with _lock(summary.local_dir, dry_run, lock_timeout):
             try:
-                _generate_all(plan, report, log, force=force, dry_run=dry_run, check_paths=check_paths)
+                _generate_all(plan, report, log, force=force, dry_run=dry_run, check_paths=check_paths, change=change)
             finally:
                 log.close()
     except LockTimeout as e:
@@ -105,12 +136,24 @@ def _lock(directory: Path, dry_run: bool, timeout: float) -> Iterator[None]:
         lock.__exit__(None, None, None)
 
 
-def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_run: bool, check_paths: bool) -> None:
+def _generate_all(
+    plan: Plan,
+    report: Report,
+    log: RunLog,
+    *,
+    force: bool,
+    dry_run: bool,
+    check_paths: bool,
+    change: RunChange | None = None,
+) -> None:
     summary, local = plan.summary, plan.local
+    command = f"setup-finetune {change.run}" if change else "generate"
     log.heading(
-        f"scaffold-torchtune {__version__} generate {report.summary} (experiment {summary.name}; "
+        f"scaffold-torchtune {__version__} {command} {report.summary} (experiment {summary.name}; "
         f"local config {display_path(local.path)}; force={force}; check_paths={check_paths})"
     )
+    for line in change.lines if change else ():
+        log.info(f"the change: {line}")
     notes = summary.notes + local.notes
     if summary.root != summary.local_dir:
         notes.append(
@@ -145,9 +188,10 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
     unchanged: set[str] = set()
     to_render = []
     model_texts = {name: model_json(model) for name, model in plan.models.items()}
-    for i, rp in enumerate(plan.runs):
+    selected = [(i, rp) for i, rp in enumerate(plan.runs) if change is None or rp.name == change.run]
+    for i, rp in selected:
         if rp.fine_tuned and not rp.problems and rp.setup is not None:
-            if not force and manifest.source(rp.name) is not None:
+            if not force and manifest.source(rp.name) is not None and not (change and change.absorbed):
                 model = rp.setup["model"]
                 fp = fingerprint(rp.setup, plan.models[model], model_texts[model])
                 if manifest.checked(rp.name, fp, run_files(rp.local_dir)):
@@ -158,8 +202,9 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
     # when its checks pass.
     renderer = Renderer(plan, to_render, check=not dry_run, model_texts=model_texts, shared=shared)
     rejected = Rejected(summary.local_dir, dry_run)
+    before_write = _summary_writer(summary.path, change) if change else None
     try:
-        for i, rp in enumerate(plan.runs):
+        for i, rp in selected:
             out = _generate_run(
                 i,
                 rp,
@@ -171,6 +216,8 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
                 unchanged=rp.name in unchanged,
                 renderer=renderer,
                 rejected=rejected,
+                before_write=before_write,
+                absorbed=change.absorbed if change else frozenset(),
             )
             report.runs.append(out)
             log.flush_some()
@@ -182,7 +229,7 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
                 manifest.save()
         raise
     if not dry_run:
-        _write_arrays(plan, report, log, manifest, force=force)
+        _write_arrays(plan, report, log, manifest, force=force, alone=change is not None)
     if not dry_run:
         try:
             manifest.save()
@@ -199,14 +246,21 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
     report.log_error = report.log_error or log.error
 
 
-def _write_arrays(plan: Plan, report: Report, log: RunLog, manifest: Manifest, *, force: bool) -> None:
+def _write_arrays(plan: Plan, report: Report, log: RunLog, manifest: Manifest, *, force: bool, alone: bool) -> None:
     """The job array scripts (scaffold.slurm.arrays), only when every fine-tuned run was generated and checked: else
-    they stay as they are, like the failed runs' files."""
+    they stay as they are, like the failed runs' files. (`alone`: one run was generated, the others are as they are
+    on disk: the arrays follow when each has its batch script.)"""
     failed = [r.name for r in report.runs if r.type == "fine-tuned" and r.status != "ok"]
     if failed:
         log.info(f"job arrays: not updated ({len(failed)} fine-tuned run(s) failed)")
         return
     fine_tuned = [rp.name for rp in plan.runs if rp.fine_tuned]
+    missing = [name for name in fine_tuned if alone and not (plan.summary.local_dir / name / SLURM_FILE).is_file()]
+    if missing:
+        note = f"job arrays not updated: {len(missing)} run(s) not generated yet (run `scaffold generate`)"
+        log.info(note)
+        report.notes.append(note)
+        return
     outcomes, problems = arrays.update(
         plan.summary.local_dir,
         fine_tuned,
@@ -220,8 +274,8 @@ def _write_arrays(plan: Plan, report: Report, log: RunLog, manifest: Manifest, *
     report.errors += problems
 
 
-def _load_plan(summary_file: Path, local_config: Path | None, check_paths: bool) -> Plan:
-    summary = summary_mod.load(summary_file)
+def _load_plan(summary_file: Path, local_config: Path | None, check_paths: bool, text: str | None = None) -> Plan:
+    summary = summary_mod.load(summary_file, text)
     local = localconfig.load(localconfig.find(summary.local_dir, local_config))
     _check_shell_safe_root(summary)
     return make_plan(summary, local, check_paths=check_paths)
@@ -263,8 +317,11 @@ def _generate_run(
     unchanged: bool,
     renderer: Renderer,
     rejected: Rejected,
+    before_write: Callable[[], None] | None = None,
+    absorbed: frozenset[str] = frozenset(),
 ) -> RunOutcome:
-    """One run: rendered, self-checked, and its files written only when every check passed."""
+    """One run: rendered, self-checked, and its files written only when every check passed (`before_write` is
+    called first: the summary of a `RunChange`)."""
     out = RunOutcome(rp.name, rp.type, directory=display_path(rp.local_dir))
     log.heading(f"run {rp.name} ({rp.type})")
     for note in rp.notes:
@@ -281,6 +338,11 @@ def _generate_run(
         out.recipe = recipe_for(rp.setup)
         if unchanged:
             # Same settings, same generator, files as written (and checked) then: nothing to render or write.
+            if before_write is not None:
+                try:
+                    before_write()
+                except OSError as e:
+                    return _fail(out, [_cannot_write(e, rp)], log)
             out.files = dict.fromkeys(TRAINING_FILES, UNCHANGED)
             out.checked_earlier = True
             log.info("unchanged since generated and checked (settings, generator and files all as then)", rp.name)
@@ -318,11 +380,24 @@ def _generate_run(
             return out
         assert row is not None
         if created:
+            if before_write is not None:
+                before_write()
             problems = _write_new_run_files(rp, texts, row.fingerprint, out, manifest, log)
         else:
             if not dry_run:
                 remove_stale_temporaries(rp.local_dir, TRAINING_FILES)
-            problems = _write_run_files(rp, texts, row.fingerprint, out, manifest, log, force=force, dry_run=dry_run)
+            problems = _write_run_files(
+                rp,
+                texts,
+                row.fingerprint,
+                out,
+                manifest,
+                log,
+                force=force,
+                dry_run=dry_run,
+                before_write=before_write,
+                absorbed=absorbed,
+            )
         if not problems and not dry_run:
             rejected.clear(rp.name)
     except PermissionError as e:
@@ -337,8 +412,47 @@ def _generate_run(
             )
         ]
     except OSError as e:
-        problems = [Problem(f"cannot write: {e.strerror} ({e.filename})", run=rp.name)]
+        problems = [_cannot_write(e, rp)]
     return _fail(out, problems, log) if problems else out
+
+
+def _cannot_write(e: OSError, rp: RunPlan) -> Problem:
+    if isinstance(e, SummaryChanged):
+        return Problem(str(e), e.filename, fix="run `scaffold setup-finetune` again", run=rp.name)
+    return Problem(f"cannot write: {e.strerror} ({e.filename})", run=rp.name)
+
+
+def read_summary_text(path: Path) -> str:
+    """The summary's text as the YAML reader reads it (UTF-8, universal newlines), the text a change is made to."""
+    return path.read_bytes().decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+
+
+class SummaryChanged(OSError):
+    """The summary file is no longer the text a change was made to (another process wrote it meanwhile)."""
+
+
+def _summary_writer(path: Path, change: RunChange) -> Callable[[], None]:
+    """Write the changed summary (once), if the file still holds the text the change was made to. Called under the
+    experiment's lock, once the run has passed its checks, before its files are written."""
+    done = []
+
+    def write_summary() -> None:
+        if done:
+            return
+        try:
+            current = read_summary_text(path)
+        except UnicodeDecodeError:
+            current = None
+        if current != change.summary_was:
+            raise SummaryChanged(
+                f"{SUMMARY_NAME} changed while the run was being generated: the change was not made",
+                display_path(path),
+            )
+        if change.summary_text != change.summary_was:
+            atomic_write(path, change.summary_text, mode=path.stat().st_mode & 0o7777)
+        done.append(True)
+
+    return write_summary
 
 
 class Rejected:
@@ -429,12 +543,15 @@ def _write_run_files(
     *,
     force: bool,
     dry_run: bool,
+    before_write: Callable[[], None] | None = None,
+    absorbed: frozenset[str] = frozenset(),
 ) -> list[Problem]:
     """Write the three files of a fine-tuned run, all or none: a file edited by hand keeps the whole run as it is
-    (reported, with its diff) unless forced. The files to write are committed to the manifest's journal first."""
+    (reported, with its diff) unless forced (or `absorbed`: its edits are in the summary). The files to write are committed to the manifest's
+    journal first, after `before_write`."""
     results: list[FileResult] = []
     for name in TRAINING_FILES:
-        res = plan_write(rp.local_dir / name, texts[name], manifest, force)
+        res = plan_write(rp.local_dir / name, texts[name], manifest, force or name in absorbed)
         results.append(res)
         if name == SETUP_FILE and res.status == KEPT:
             break  # the setup file decides: a hand-edited setup keeps the whole run as it is
@@ -460,6 +577,8 @@ def _write_run_files(
         ]
     if dry_run:
         return []
+    if before_write is not None:
+        before_write()
     # --output of the batch script points here; SLURM does not create it (the job would fail with no log).
     (rp.local_dir / "artifacts").mkdir(exist_ok=True)
     changing = [r for r in results if r.status != UNCHANGED]
@@ -470,7 +589,8 @@ def _write_run_files(
         if res.status == FORCED:
             res.backup = backup(res.path)
             out.backups.append(display_path(res.backup))
-            log.info(f"{res.path.name}: edited by hand, overwritten (--force); backup {res.backup}", rp.name)
+            why = "its edits are in the summary" if res.path.name in absorbed and not force else "--force"
+            log.info(f"{res.path.name}: edited by hand, overwritten ({why}); backup {res.backup}", rp.name)
         commit_write(res, texts[res.path.name], manifest)
         log.info(f"{res.path.name}: {res.status}", rp.name)
     manifest.record_source(rp.name, fp)
