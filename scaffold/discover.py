@@ -20,8 +20,12 @@ ARRAY_DIR = "arrays"
 # The tool's log (scaffold.output.runlog), and its lock beside it.
 LOG_DIR = "logs"
 LOG_NAME = "scaffold-torchtune.log"
+# Under the log directory: the texts of each run that failed its self-check (logs/rejected/RUN/), never written.
+REJECTED_DIR = "rejected"
 # Hashes of the files this tool generated (scaffold.output.writer).
 MANIFEST = ".scaffold-manifest.json"
+# ...and the journal beside it, to which each run is appended as it is written (scaffold.output.writer.Manifest).
+JOURNAL = ".scaffold-manifest.journal"
 
 
 def summary_path(target: Path) -> Path:

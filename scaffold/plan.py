@@ -8,7 +8,6 @@ import os
 from collections import ChainMap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from .discover import (  # noqa: F401 (re-exported)
     FINETUNE_FILE,
     LOG_DIR,
     MANIFEST,
+    REJECTED_DIR,
     SETUP_FILE,
     SLURM_FILE,
     TRAINING_FILES,
@@ -27,6 +27,7 @@ from .inputs import params, registry, sweep
 from .inputs.localconfig import DEFAULT_WANDB_MODE, LocalConfig
 from .inputs.summary import SUMMARY_NAME, Summary
 from .settings import RunSettings
+from .stamps import cached_by_stamp
 from .timeutil import format_time, parse_time
 from .torchtune_ext.datasets import CHAT_TEMPLATE_FILE
 
@@ -623,8 +624,13 @@ class _FineTuned:
                 "time": format_time(compute.seconds),
                 "gpus": compute.gpus,
                 "nodes": compute.nodes,
-                "mem": str(_first(c.get("mem"), res.get("mem"), local.get("default_mem"), DEFAULT_MEM)),
-                "cpus_per_task": _first(
+                # The site's defaults are floors over the model's needs (scaffold.rules.floor_resource).
+                "mem": str(
+                    rules.floor_resource(
+                        c.get("mem"), res.get("mem"), local.get("default_mem"), DEFAULT_MEM, rules.memory_mb
+                    )
+                ),
+                "cpus_per_task": rules.floor_resource(
                     c.get("cpus_per_task"), res.get("cpus_per_task"), local.get("default_cpus"), DEFAULT_CPUS
                 ),
             }
@@ -646,16 +652,31 @@ class _FineTuned:
         return setup  # type: ignore[return-value]  (every key: tests/test_settings.py)
 
 
-@cache
-def _dataset_splits(path: Path) -> dict[str, int] | str:
-    """Split name -> record count of a JSON dataset, or why it cannot be read (read once per process)."""
+@dataclass(frozen=True)
+class _DatasetFacts:
+    """What the planner reads of a JSON dataset: record counts by split (or why it cannot be read), and for each
+    split the first record the dataset builder cannot read."""
+
+    counts: dict[str, int] | str
+    bad: dict[str, str]
+
+
+@cached_by_stamp()
+def _dataset_facts(path: Path) -> _DatasetFacts:
+    """Read once per version of the file (keyed by its stamp: a changed dataset is read again)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        return f"not readable as JSON ({e})"
+        return _DatasetFacts(f"not readable as JSON ({e})", {})
     if not isinstance(data, dict):
-        return 'not a JSON object of splits ({"train": [...], "validation": [...]})'
-    return {k: len(v) for k, v in data.items() if isinstance(v, list)}
+        return _DatasetFacts('not a JSON object of splits ({"train": [...], "validation": [...]})', {})
+    counts = {k: len(v) for k, v in data.items() if isinstance(v, list)}
+    return _DatasetFacts(counts, _bad_records(data))
+
+
+def _dataset_splits(path: Path) -> dict[str, int] | str:
+    """Split name -> record count of a JSON dataset, or why it cannot be read."""
+    return _dataset_facts(path).counts
 
 
 def _missing_splits(path: Path, needed: list[str]) -> dict[str, str]:
@@ -671,7 +692,7 @@ def _dataset_content_problems(
     """(summary path or None for the dataset's own, message, fix) for records the recipe cannot read, and for
     split counts in data.training.splits that disagree with the file (when the run reads that file)."""
     out: list[tuple[tuple | None, str, str]] = []
-    bad = _bad_records(path, *_stamp(path))
+    bad = _dataset_facts(path).bad
     for split in needed:
         if split in bad:
             out.append(
@@ -694,21 +715,10 @@ def _dataset_content_problems(
     return out
 
 
-def _stamp(path: Path) -> tuple[int, int]:
-    """What changes when a file is rewritten (a cache key that never serves an old version of the file)."""
-    st = path.stat()
-    return st.st_mtime_ns, st.st_size
-
-
-@cache
-def _bad_records(path: Path, mtime_ns: int, size: int) -> dict[str, str]:
-    """Split name -> the first record of that split that is not {"input": text, "output": text} (read once)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return {}  # _dataset_splits says why
+def _bad_records(data: dict) -> dict[str, str]:
+    """Split name -> the first record of that split that is not {"input": text, "output": text}."""
     out: dict[str, str] = {}
-    for split, records in data.items() if isinstance(data, dict) else ():
+    for split, records in data.items():
         if not isinstance(records, list):
             continue
         for i, record in enumerate(records):

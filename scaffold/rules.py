@@ -1,8 +1,8 @@
 """What a correct run is, as rules over its settings, each written once.
 
-The planner applies them to the summary (and reports a violation at the summary's line, with its fix), the
-renderer and `setup-finetune` to settings edited by hand in setup_finetune.yaml, and the verification checks to
-the generated files. The facts behind them are torchtune 0.6.1's: which recipe trains which settings, and what it
+The planner applies them to the summary (and reports a violation at the summary's line, with its fix; a change
+made with `setup-finetune` goes through the summary too), the renderer to the settings it is given, and the
+verification checks to the generated files. The facts behind them are torchtune 0.6.1's: which recipe trains which settings, and what it
 cannot do (multi-node LoRA, validation outside the single-device LoRA recipe).
 """
 
@@ -119,6 +119,35 @@ def violations(settings: Mapping[str, Any]) -> list[Violation]:
                 )
             )
     return out
+
+
+# --- resources: the run, the model's registry entry and the site's defaults --------------------------------------
+
+# --mem as sbatch reads it: a count with an optional unit (no unit: megabytes), in megabytes.
+_MEMORY = re.compile(r"^([1-9][0-9]*)([KMGT]?)$")
+_MEMORY_MB = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024**2}
+
+
+def memory_mb(text: str) -> float:
+    """A --mem value (`80G`, `40960`, `1T`) in megabytes."""
+    m = _MEMORY.match(str(text).upper())
+    if m is None:
+        raise ValueError(f"not a memory size: {text!r}")
+    return int(m.group(1)) * _MEMORY_MB[m.group(2)]
+
+
+def floor_resource(run: Any, model: Any, site: Any, builtin: Any, measure: Any = None) -> Any:
+    """A run's memory or CPUs: the run's own `compute:` value when it gives one; else the larger of the model's
+    registry default (what the model needs) and the site's default (`default_mem`, `default_cpus` in the local
+    config: the least every run of this site asks for); else the built-in default. `measure` compares values
+    (memory_mb for memory); on a tie the model's value, as written, is kept."""
+    if run is not None:
+        return run
+    given = [v for v in (model, site) if v is not None]
+    if not given:
+        return builtin
+    key = measure or (lambda v: v)
+    return max(given, key=key)  # max keeps the first of equal values: the model's
 
 
 # --- the GPU request, in the site's syntax ---------------------------------------------------------------------

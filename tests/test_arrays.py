@@ -251,9 +251,10 @@ def test_a_stale_array_is_refused_with_the_fix(sweep: Experiment, cluster_env: d
     path.write_text(path.read_text().replace("--mem=80G", "--mem=40G"))
     res = submit(sweep, cluster_env, "--array")
     assert res.code == 1, res.out + res.err
-    # The other four runs' array lists five runs; the changed run's own array does not exist yet.
+    # The changed run is not the one generate checked; the other four runs' array lists five runs that no longer
+    # match their scripts.
     assert res.out.count("arrays/array_1.slurm is missing or not what the runs' batch scripts call for now") == 4
-    assert res.out.count("arrays/array_2.slurm is missing or not what the runs' batch scripts call for now") == 1
+    assert f"[run {SWEEP[2]}] not checked: finetune.slurm edited by hand since generate checked it" in res.out
     assert "run `scaffold generate`" in res.out and calls(cluster_env) == []
 
 

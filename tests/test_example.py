@@ -76,6 +76,46 @@ def test_rerun_rewrites_nothing(local_example: Experiment) -> None:
     assert after == before
 
 
+def test_a_changed_rule_re_renders_and_re_checks_every_run(example: Experiment, tmp_path) -> None:
+    """The fingerprint that decides "unchanged" covers the whole package (sources, templates, schemas, version), not
+    the renderer alone: in a copy of the package whose GPU rule (scaffold/rules.py's gpu_request, which the
+    renderer applies to unchanged settings) writes a GPU type, an otherwise unchanged re-run rewrites and re-checks
+    every batch script instead of keeping the old #SBATCH line as up to date."""
+    import os
+    import shutil
+
+    from .conftest import REPO, run_cli
+
+    package = tmp_path / "pkg"
+    shutil.copytree(REPO / "scaffold", package / "scaffold", ignore=shutil.ignore_patterns("__pycache__"))
+    for data in ("templates", "schemas"):
+        shutil.copytree(REPO / data, package / data)
+    env = {"PYTHONPATH": os.pathsep.join([str(package), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    args = ("generate", example.dir, "--local-config", example.local, "--no-check-paths", "--json")
+    # (run from tmp_path: `python -m` puts the working directory first on sys.path)
+    first = run_cli(*args, env=env, cwd=tmp_path)
+    assert first.code == 0, first.out + first.err
+    script = example.dir / "Llama-3.2-1B-Instruct_rank4" / "finetune.slurm"
+    assert "#SBATCH --gres=gpu:1\n" in script.read_text()
+    rules = package / "scaffold" / "rules.py"
+    old = 'return f"--gres=gpu:{typed}"'
+    assert old in rules.read_text()
+    rules.write_text(rules.read_text().replace(old, 'return f"--gres=gpu:a100:{typed}"'))
+    again = run_cli(*args, env=env, cwd=tmp_path)
+    assert again.code == 0, again.out + again.err
+    doc = json.loads(again.out)
+    for run in doc["runs"]:
+        if run["type"] == "fine-tuned":
+            assert run["files"] == {
+                "setup_finetune.yaml": "unchanged",
+                "finetune.yaml": "unchanged",
+                "finetune.slurm": "updated",
+            }, run
+            assert run["verification"]["passed"] > 0 and not run["verification"]["failed"], run
+    assert doc["verification"]["runs_unchanged_checked_earlier"] == 0
+    assert "#SBATCH --gres=gpu:a100:1\n" in script.read_text()
+
+
 def test_log_appends_one_section_per_invocation(local_example: Experiment) -> None:
     local_example.generate()
     local_example.generate()

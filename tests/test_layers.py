@@ -19,6 +19,7 @@ LAYERS = [
         "resources",
         "estimates",
         "rules",
+        "stamps",
         "steps",
         "testing",
         "timeutil",

@@ -123,3 +123,60 @@ def test_the_planner_reports_every_problem_of_a_run_at_once(local_example) -> No
     assert any("No-Such-Model" in e for e in errors), errors
     assert any("the run name says rank4 but lora_rank is 8" in e for e in errors), errors
     assert any("'25:99:00' is not a SLURM time" in e for e in errors), errors
+
+
+# --- resources: the run, the model's registry entry, the site's defaults ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("run", "model", "site", "expected"),
+    [
+        (None, "80G", None, "80G"),  # the model's need
+        (None, "80G", "120G", "120G"),  # the site's default is a floor: it asks for more
+        (None, "80G", "32G", "80G"),  # ... and never for less than the model needs
+        (None, "80G", "81920", "80G"),  # equal (81920 MB): the model's, as written
+        (None, "80G", "1T", "1T"),
+        (None, None, "20G", "20G"),  # a model entry that names none
+        (None, None, None, "32G"),  # the built-in default
+        ("16G", "80G", "120G", "16G"),  # the run's own compute: wins over both
+    ],
+)
+def test_memory_is_the_runs_else_the_larger_of_model_and_site(run, model, site, expected) -> None:
+    assert rules.floor_resource(run, model, site, "32G", rules.memory_mb) == expected
+
+
+@pytest.mark.parametrize(("model", "site", "expected"), [(1, 8, 8), (4, 2, 4), (None, 3, 3), (1, None, 1)])
+def test_cpus_are_the_larger_of_model_and_site(model, site, expected) -> None:
+    assert rules.floor_resource(None, model, site, 4) == expected
+    assert rules.floor_resource(2, model, site, 4) == 2
+
+
+@pytest.mark.parametrize(("text", "mb"), [("80G", 81920), ("40960", 40960), ("512K", 0.5), ("2t", 2 * 1024**2)])
+def test_memory_sizes_are_read_as_sbatch_reads_them(text, mb) -> None:
+    assert rules.memory_mb(text) == mb
+
+
+def test_the_site_defaults_reach_the_batch_script_of_a_shipped_model(example, tmp_path) -> None:
+    """default_cpus and default_mem of the local config take effect for a model of the shipped registry (1 CPU and
+    80G of memory) where they ask for more, and the self-check (slurm_resources) agrees; a run's compute: wins."""
+    import yaml
+
+    from .conftest import run_cli
+
+    example.local.write_text(example.local.read_text() + "default_cpus: 8\ndefault_mem: 120G\n")
+    data = example.load()
+    data["runs"][1]["compute"] = {"mem": "16G", "cpus_per_task": 2}
+    example.save(data)
+    res = run_cli("generate", example.dir, "--local-config", example.local, "--no-check-paths")
+    assert res.code == 0, res.out + res.err
+    script = (example.dir / "Llama-3.2-1B-Instruct_rank4" / "finetune.slurm").read_text()
+    assert "#SBATCH --mem=120G\n" in script and "#SBATCH --cpus-per-task=8\n" in script
+    script = (example.dir / "Llama-3.2-1B-Instruct_rank8" / "finetune.slurm").read_text()
+    assert "#SBATCH --mem=16G\n" in script and "#SBATCH --cpus-per-task=2\n" in script
+    setup = yaml.safe_load((example.dir / "Llama-3.2-1B-Instruct_rank4" / "setup_finetune.yaml").read_text())
+    assert (setup["mem"], setup["cpus_per_task"]) == ("120G", 8)
+    example.local.write_text(example.local.read_text().replace("default_mem: 120G", "default_mem: 32G"))
+    res = run_cli("generate", example.dir, "--local-config", example.local, "--no-check-paths")
+    assert res.code == 0, res.out + res.err
+    script = (example.dir / "Llama-3.2-1B-Instruct_rank4" / "finetune.slurm").read_text()
+    assert "#SBATCH --mem=80G\n" in script, "a site default below the model's need lowered it"

@@ -13,7 +13,7 @@ from scaffold.checks import FINE_TUNED, TEXT_FILES, all_checks, check, text_chec
 from scaffold.checks.selfcheck import check_texts
 from scaffold.errors import Problem
 from scaffold.inputs import localconfig, summary
-from scaffold.plan import FINETUNE_FILE, SLURM_FILE
+from scaffold.plan import FINETUNE_FILE, SLURM_FILE, TRAINING_FILES
 from scaffold.render import render_run
 
 from .conftest import EXAMPLE, EXAMPLE_LOCAL, Experiment
@@ -117,6 +117,86 @@ def test_generate_reports_a_failed_self_check_with_the_suites_check_id(example: 
     ids = {f["check"] for f in run["verification"]["failed"]}
     assert {"parameter_values", "run_name_tokens"} <= ids
     assert any("self-check parameter_values" in e["text"] and e.get("line") for e in run["errors"]), run["errors"]
+
+
+def _wrong_rank(monkeypatch) -> None:
+    """generate's renderer patched to write lora_rank: 3 into every finetune.yaml."""
+    from scaffold.commands import pipeline
+
+    real = pipeline.render_run
+
+    def wrong_rank(setup, model):
+        texts = real(setup, model)
+        return {
+            **texts,
+            FINETUNE_FILE: texts[FINETUNE_FILE].replace(f"lora_rank: {setup['lora_rank']}", "lora_rank: 3"),
+        }
+
+    monkeypatch.setattr(pipeline, "render_run", wrong_rank)
+
+
+def test_a_run_that_fails_its_self_check_writes_nothing_and_keeps_the_texts_in_logs(example: Experiment, monkeypatch):
+    """Generated means checked: a run whose texts fail a check has no files written (a first generation leaves its
+    directory empty), nothing of it in the manifest, and the failed texts in logs/rejected/RUN/, which the report,
+    the JSON and the log name, each problem pointing at the line there."""
+    from scaffold.commands.generate import generate
+    from scaffold.output.report import as_json, as_text
+    from scaffold.output.writer import Manifest
+
+    _wrong_rank(monkeypatch)
+    report = generate(example.summary, local_config=example.local, check_paths=False)
+    assert report.exit_status == 1
+    rejected = example.dir / "logs" / "rejected"
+    for run in ("Llama-3.2-1B-Instruct_rank4", "Llama-3.2-1B-Instruct_rank8"):
+        assert (
+            not (example.dir / run / "finetune.yaml").exists()
+            and not (example.dir / run / "setup_finetune.yaml").exists()
+        )
+        assert "lora_rank: 3\n" in (rejected / run / "finetune.yaml").read_text()
+        assert sorted(p.name for p in (rejected / run).iterdir()) == sorted(TRAINING_FILES)
+    manifest = Manifest(example.dir)
+    assert not manifest.files and not manifest.sources
+    assert not (example.dir / "arrays").exists()
+    text = as_text(report)
+    assert "the texts that failed are in " in text and "cap/logs/rejected/Llama-3.2-1B-Instruct_rank4/\n" in text, text
+    assert "finetune.yaml not written" in text
+    run = json.loads(as_json(report))["runs"][0]
+    assert run["files"] == dict.fromkeys(TRAINING_FILES, "not written")
+    assert any("logs/rejected/Llama-3.2-1B-Instruct_rank4" in n for n in run["notes"])
+    (error,) = [e for e in run["errors"] if "self-check parameter_values" in e["text"]]
+    assert error["file"].endswith("cap/logs/rejected/Llama-3.2-1B-Instruct_rank4/finetune.yaml"), error
+    assert (rejected / run["name"] / "finetune.yaml").read_text().splitlines()[error["line"] - 1] == "  lora_rank: 3"
+    log = (example.dir / "logs" / "scaffold-torchtune.log").read_text()
+    assert "the texts that failed are in " in log and "cap/logs/rejected/Llama-3.2-1B-Instruct_rank4/\n" in log
+
+
+def test_a_failed_self_check_keeps_the_previous_files_and_a_passing_run_clears_its_rejected_texts(
+    example: Experiment, monkeypatch
+):
+    """After a good generation, a change whose texts fail their check (here: every run's, through a renderer that
+    writes the wrong rank) leaves every file of the run as it was, byte for byte, still recorded as the checked
+    ones of their old settings; once the texts pass again, the run is written and its rejected texts go."""
+    from scaffold.commands.generate import generate
+    from scaffold.output.writer import Manifest
+
+    assert generate(example.summary, local_config=example.local, check_paths=False).exit_status == 0
+    before = example.snapshot()
+    sources = dict(Manifest(example.dir).sources)
+    example.summary.write_text(example.summary.read_text().replace("epochs: 1", "epochs: 2"))
+    with monkeypatch.context() as m:
+        _wrong_rank(m)
+        report = generate(example.summary, local_config=example.local, check_paths=False)
+    assert report.exit_status == 1 and {r.status for r in report.runs if r.type == "fine-tuned"} == {"failed"}
+    after = example.snapshot()
+    for name, data in before.items():
+        if not name.startswith("logs/") and name != "experiment_summary.yaml":
+            assert after[name] == data, f"{name} was changed by a run that failed its self-check"
+    assert Manifest(example.dir).sources == sources
+    assert (example.dir / "logs" / "rejected" / "Llama-3.2-1B-Instruct_rank4" / "finetune.yaml").is_file()
+    report = generate(example.summary, local_config=example.local, check_paths=False)
+    assert report.exit_status == 0
+    assert "epochs: 2\n" in (example.dir / "Llama-3.2-1B-Instruct_rank4" / "finetune.yaml").read_text()
+    assert not (example.dir / "logs" / "rejected" / "Llama-3.2-1B-Instruct_rank4").exists()
 
 
 def test_loading_the_registry_for_the_self_check_imports_nothing_heavy():

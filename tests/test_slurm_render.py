@@ -257,12 +257,16 @@ def test_a_full_run_named_with_a_lora_token_is_refused(tmp_path: Path) -> None:
 def test_setup_finetune_refuses_multi_node_lora(generated: Experiment, tmp_path: Path) -> None:
     import shutil
 
-    run_dir = tmp_path / "run"
-    shutil.copytree(generated.dir / f"{MODEL}_gpus4", run_dir)
-    res = run_cli("setup-finetune", "--dir", run_dir, "--nodes", "2")
-    assert res.code == 1, res.out + res.err
+    exp = tmp_path / "exp"
+    shutil.copytree(generated.dir, exp)
+    summary = (exp / "experiment_summary.yaml").read_text()
+    run_dir = exp / f"{MODEL}_gpus4"
+    args = ("--dir", run_dir, "--local-config", generated.local, "--no-check-paths", "--nodes", "2")
+    res = run_cli("setup-finetune", *args)
+    assert res.code == 2, res.out + res.err  # the change is invalid: nothing is written
     assert "multi-node LoRA fine-tuning is not supported by torchtune 0.6.1" in res.err and "2 nodes asked" in res.err
     assert "set method: full" in res.err  # the planner's words: one rule (scaffold.rules), one message
+    assert (exp / "experiment_summary.yaml").read_text() == summary
 
 
 # --- what the scripts do (bash, with stand-ins for tune, srun, scontrol, getent) -------------------------------------

@@ -18,12 +18,15 @@ from .conftest import Experiment, run_cli
 RUNS = ["Llama-3.2-1B-Instruct_rank4", "Llama-3.2-1B-Instruct_rank8"]
 
 SBATCH = """#!/bin/bash
-# Stand-in sbatch: job ids count up from 100; a script holding REFUSE_ME is refused as sbatch refuses.
+# Stand-in sbatch: job ids count up from 100; a script holding the text in $STUB_DIR/refuse (a run's name, say) is
+# refused as sbatch refuses.
 # With $STUB_DIR/limit holding N, jobs after the first N are refused as at a cluster's limit: as sbatch does at the
 # controller's MaxJobCount (it says so, then sleeps and retries for minutes), or with limit_kind "policy" as for a
 # per-user submit limit (refused at once). With $STUB_DIR/hold, the second job waits for $STUB_DIR/go.
 for a in "$@"; do case "$a" in *.slurm) script="$a" ;; esac; done
-if grep -q REFUSE_ME "$script"; then echo "sbatch: error: invalid partition specified: nosuch" >&2; exit 1; fi
+if [ -s "$STUB_DIR/refuse" ] && grep -qF -- "$(cat "$STUB_DIR/refuse")" "$script"; then
+  echo "sbatch: error: invalid partition specified: nosuch" >&2; exit 1
+fi
 n=$(cat "$STUB_DIR/next" 2>/dev/null || echo 100)
 if [ -f "$STUB_DIR/limit" ] && [ "$n" -ge $((100 + $(cat "$STUB_DIR/limit"))) ]; then
   echo "refused $*" >> "$STUB_DIR/calls"
@@ -133,11 +136,81 @@ def test_an_unknown_run_is_an_error_with_a_suggestion(generated: Experiment, clu
 
 
 def test_a_refused_script_fails_that_run_only(generated: Experiment, cluster_env: dict) -> None:
-    script = generated.dir / RUNS[0] / "finetune.slurm"
-    script.write_text(script.read_text() + "# REFUSE_ME\n")
+    (Path(cluster_env["STUB_DIR"]) / "refuse").write_text(f"--job-name={RUNS[0]}")
     res = submit(generated, cluster_env)
     assert res.code == 1, res.out
     assert "sbatch refused the script: error: invalid partition specified: nosuch" in res.out
+    assert list(record(generated)) == [RUNS[1]]
+
+
+# --- only the files generate checked are queued -------------------------------------------------------------------
+
+
+def calls(cluster_env: dict) -> list[str]:
+    path = Path(cluster_env["STUB_DIR"]) / "calls"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+@pytest.mark.parametrize("args", [[], ["--dry-run"], ["--array"], ["--array", "--dry-run"]])
+def test_a_file_edited_by_hand_is_refused_by_name_and_the_others_are_queued(
+    generated: Experiment, cluster_env: dict, args: list[str]
+) -> None:
+    """A finetune.yaml edited by hand (generate keeps it, and says so) is not what generate checked: submit, plain or
+    --array, dry run too, refuses that run by name with the fix, queues the other, and exits 1."""
+    config = generated.dir / RUNS[0] / "finetune.yaml"
+    config.write_text(config.read_text().replace("epochs: 1", "epochs: 7"))
+    res = submit(generated, cluster_env, *args)
+    assert res.code == 1, res.out + res.err
+    refused = [ln for ln in res.out.splitlines() if RUNS[0] in ln and "not checked" in ln]
+    assert refused, res.out
+    assert f"[run {RUNS[0]}] not checked: finetune.yaml edited by hand since generate checked it" in res.out
+    assert "(fix: carry the change into the summary with `scaffold setup-finetune --KEY VALUE`" in res.out
+    assert "1 not checked" in res.out
+    queued = [c for c in calls(cluster_env) if c.startswith("sbatch")]
+    if "--dry-run" in args:
+        assert "1 would submit" in res.out and queued == []
+    elif "--array" in args:
+        assert (
+            len(queued) == 1 and queued[0].startswith("sbatch --parsable --array=0 ") and "array_2.slurm" in queued[0]
+        )
+        assert list(record(generated)) == [RUNS[1]]
+    else:
+        assert queued == [
+            f"sbatch --parsable {generated.dir / RUNS[1] / 'finetune.slurm'} (cwd {generated.dir / RUNS[1]})"
+        ]
+        assert list(record(generated)) == [RUNS[1]]
+
+
+def test_a_run_whose_last_generate_failed_is_refused(generated: Experiment, cluster_env: dict) -> None:
+    """After a change whose generate fails a run (here: the run's name no longer says its rank), the run's files are
+    the checked ones of its old settings: submit refuses them, as it does a run never generated and checked."""
+    data = generated.load()
+    data["runs"][1]["parameters"]["lora_rank"] = 16
+    generated.save(data)
+    assert generated.generate().code == 1
+    res = submit(generated, cluster_env, "--dry-run")
+    assert res.code == 1, res.out + res.err
+    assert f"[run {RUNS[1]}] not checked: the summary gives this run settings it cannot be generated with" in res.out
+    assert "would submit" in res.out and RUNS[0] in res.out
+    data["runs"][1]["parameters"]["lora_rank"] = 8
+    data["controls"]["epochs"] = 2  # now generate would write other files: until it does, none is queued
+    generated.save(data)
+    res = submit(generated, cluster_env, "--dry-run")
+    assert res.code == 1 and res.out.count("not checked: its files were generated and checked for other settings") == 2
+    assert generated.generate().code == 0
+    assert submit(generated, cluster_env, "--dry-run").code == 0
+
+
+def test_a_run_never_checked_is_refused(generated: Experiment, cluster_env: dict) -> None:
+    """Files that are not the manifest's (written by something else, or left by a generate that failed its checks)
+    are refused, however plausible they look."""
+    manifest = generated.dir / ".scaffold-manifest.json"
+    body = json.loads(manifest.read_text())
+    body["files"] = {k: v for k, v in body["files"].items() if not k.startswith(RUNS[0] + "/")}
+    manifest.write_text(json.dumps(body))
+    res = submit(generated, cluster_env)
+    assert res.code == 1, res.out + res.err
+    assert f"[run {RUNS[0]}] not checked: no generate wrote and checked these files" in res.out
     assert list(record(generated)) == [RUNS[1]]
 
 

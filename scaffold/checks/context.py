@@ -134,7 +134,7 @@ class RunContext:
 
 
 class RenderedRun(RunContext):
-    """One run as the generator has just rendered it (or `scaffold setup-finetune` has just written it), for the
+    """One run as the generator has just rendered it (or as its files on disk hold it), for the
     checks registered with `texts=True`: its expectation is the plan's, its texts are given (not read from disk),
     its finetune.yaml is loaded by the caller and what `bash -n` says of its batch script is given. Those checks run on it
     exactly as the suite runs them on the files."""

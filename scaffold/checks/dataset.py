@@ -4,13 +4,12 @@ records for one optimizer step."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
-from functools import cache
 from pathlib import Path
 
 from ..errors import Problem
 from ..plan import FINETUNE_FILE
+from ..stamps import cached_by_stamp, stamp
 from . import FINE_TUNED, check
 from .context import RunContext
 from .expectations import item_id
@@ -19,9 +18,10 @@ from .findings import Blocked, NotApplicable, finding
 RECORD_KEYS = ("input", "output")  # every record is {"input", "output"} (SPEC: dataset shape)
 
 
-@cache
-def _read_json(path: Path, mtime_ns: int) -> object:
-    with open(path, encoding="utf-8") as f:
+@cached_by_stamp(maxsize=8)
+def load_dataset(local: Path) -> object:
+    """The dataset file's JSON, read once per version of the file (keyed by its stamp)."""
+    with open(local, encoding="utf-8") as f:
         return json.load(f)
 
 
@@ -39,10 +39,6 @@ def dataset_file(run: RunContext) -> tuple[Path, Path]:
     return named, local
 
 
-def load_dataset(local: Path) -> object:
-    return _read_json(local, local.stat().st_mtime_ns)
-
-
 @check("dataset_splits", scope=FINE_TUNED, file="dataset")
 def dataset_has_declared_splits(run: RunContext) -> Iterator[Problem]:
     """The dataset file has the splits the summary declares (data.training.splits), with the declared counts, and
@@ -50,11 +46,7 @@ def dataset_has_declared_splits(run: RunContext) -> Iterator[Problem]:
     named, local = dataset_file(run)
     # What this check finds depends on the dataset file alone (and whether it is the summary's): runs that share
     # it (all runs of a sweep, usually) read its records once.
-    try:
-        stamp: object = os.stat(local).st_mtime_ns
-    except OSError:
-        stamp = None
-    key = ("dataset_splits", named, local, stamp)
+    key = ("dataset_splits", named, local, stamp(local))
     memo = run.session.memo
     if key not in memo:
         memo[key] = list(_dataset_problems(run, named, local))

@@ -104,8 +104,8 @@ class RunExpectation:
     """One fine-tuned run as the inputs define it: its planned settings, registry entry and recipe."""
 
     plan: RunPlan
-    summary: summary.Summary | None  # None for a run re-rendered alone from its setup_finetune.yaml
-    local: localconfig.LocalConfig | None  # None when no local config was found (setup-finetune)
+    summary: summary.Summary | None  # None for a run checked from its files alone (selfcheck.check_files)
+    local: localconfig.LocalConfig | None  # None when no local config was found
     model: dict
     setup: dict[str, Any] = field(default_factory=dict)
 

@@ -1,7 +1,7 @@
 """The generator's own check of what it writes: the verification suite's checks that read nothing but a run's
 expectation and the texts of its finetune.yaml and finetune.slurm (registered with `texts=True`,
-scaffold.checks), run on the texts generate has just rendered (`check_texts`) or `scaffold setup-finetune` has
-just written (`check_files`). The same functions, with the same ids and the same problems, as the suite runs on the
+scaffold.checks), run on the texts generate (and `scaffold setup-finetune`, which generates one run) has just
+rendered, before any is written (`check_texts`), or on a run's files on disk (`check_files`). The same functions, with the same ids and the same problems, as the suite runs on the
 files on disk; only how the texts are read differs, for speed: the configs of a batch are read incrementally
 (scaffold.checks.yamlread) and the batch's scripts go through `bash -n` together, each distinct script once
 (`bash_syntax`)."""
@@ -48,8 +48,8 @@ def check_texts(plan: Plan, batch: list[tuple[RunPlan, dict[str, str]]]) -> list
 
 
 def check_files(expected: RunExpectation, run_dir: Path) -> Outcomes:
-    """The self-check of one run's files on disk, finetune.yaml loaded by OmegaConf itself (`scaffold
-    setup-finetune`: one run, where the time OmegaConf takes does not matter)."""
+    """The self-check of one run's files on disk, finetune.yaml loaded by OmegaConf itself (one run, where the time
+    OmegaConf takes does not matter)."""
     texts = {name: (run_dir / name).read_text(encoding="utf-8") for name in (FINETUNE_FILE, SLURM_FILE)}
     try:
         config: LoadedConfig | ConfigLoadError = load_config(run_dir / FINETUNE_FILE, texts[FINETUNE_FILE])

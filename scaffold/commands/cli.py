@@ -56,14 +56,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser(
         "setup-finetune",
-        help="re-render finetune.yaml and finetune.slurm from this run's setup_finetune.yaml",
-        description="Run inside a run directory. Overrides: --KEY VALUE (or --set KEY=VALUE) for any key of "
-        "setup_finetune.yaml; they are written back into it.",
+        help="change one run: write the change into its entry of experiment_summary.yaml and render the run again",
+        description="Run inside a run directory. The change, --KEY VALUE (or --set KEY=VALUE) for a key of "
+        "setup_finetune.yaml, or the edits of the run's setup_finetune.yaml, is written into the run's entry of "
+        "experiment_summary.yaml (comments kept), and the run is generated again from it, as `scaffold generate` "
+        "does: self-checked, and written only when every check passes. Nothing is written when the change is "
+        "invalid or the run fails its checks.",
         epilog=EPILOG,
     )
     st.add_argument("--dir", type=Path, default=Path("."), help="the run directory (default: .)")
-    st.add_argument("--local-config", type=Path, metavar="PATH", help="local config (for user model entries)")
+    st.add_argument("--local-config", type=Path, metavar="PATH", help="site config (default: as for generate)")
     st.add_argument("--force", action="store_true", help="overwrite files edited by hand (a backup is kept)")
+    st.add_argument(
+        "--no-check-paths",
+        action="store_true",
+        help="do not check model and dataset paths outside the experiment (as for generate)",
+    )
     _add_verify_commands(sub)
     _add_submit_command(sub)
     return parser
@@ -76,12 +84,15 @@ def _add_submit_command(sub) -> None:
         help="sbatch every fine-tuned run not yet submitted, and record the job ids",
         description="Submits each fine-tuned run's finetune.slurm with sbatch and records the job ids in "
         "EXPERIMENT/logs/submissions.json. Runs submitted before are skipped (named with --run: refused) unless "
-        "--resubmit.",
-        epilog="exit status: 0 every run submitted or already submitted, 1 some run failed or was refused, or the "
+        "--resubmit. Only runs whose files are the ones `scaffold generate` wrote and checked for the summary's "
+        "settings now are queued: a run edited by hand, failed or never checked is refused by name.",
+        epilog="exit status: 0 every run submitted or already submitted, 1 some run failed or was refused (not "
+        "checked among them), or the "
         "cluster's job limit stopped the submission (what was queued is recorded; run submit again later), 2 "
         "invalid input or no SLURM controller reachable",
     )
     sm.add_argument("experiment", nargs="?", default=".", type=Path, help="experiment directory (default: .)")
+    sm.add_argument("--local-config", type=Path, metavar="PATH", help="site config (default: as for generate)")
     sm.add_argument("--dry-run", action="store_true", help="say what would be submitted; submit nothing")
     sm.add_argument("--resubmit", action="store_true", help="submit runs again that were submitted before")
     sm.add_argument(
@@ -210,7 +221,11 @@ def _generate(args: argparse.Namespace) -> int:
 def _setup_finetune(args: argparse.Namespace, rest: list[str]) -> int:
     from .setupfinetune import setup_finetune
 
-    result = setup_finetune(args.dir, rest, local_config=args.local_config, force=args.force)
+    result = setup_finetune(
+        args.dir, rest, local_config=args.local_config, force=args.force, check_paths=not args.no_check_paths
+    )
+    for change in result.changes:
+        print(f"change: {change}")
     for note in result.notes:
         print(f"note: {note}")
     for name, status in result.files.items():
@@ -262,6 +277,7 @@ def _submit(args: argparse.Namespace) -> int:
         progress=progress,
         array=args.array,
         max_running=args.max_running,
+        local_config=args.local_config,
     )
     if args.json:
         if not report.problems:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .. import __version__
@@ -17,12 +19,53 @@ from ..inputs import summary as summary_mod
 from ..output.lock import DEFAULT_TIMEOUT, LockTimeout, experiment_lock
 from ..output.outcome import Report, RunOutcome, failures
 from ..output.runlog import LOG_DIR, LOG_NAME, RunLog
-from ..output.writer import KEPT, UNCHANGED, FileResult, Manifest, remove_stale_temporaries, write, write_new
-from ..plan import SETUP_FILE, TRAINING_FILES, Plan, RunPlan, describe, make_plan, shared_settings
+from ..output.writer import (
+    FORCED,
+    KEPT,
+    NOT_WRITTEN,
+    UNCHANGED,
+    FileResult,
+    Manifest,
+    atomic_write,
+    backup,
+    commit_write,
+    plan_write,
+    remove_stale_temporaries,
+    run_files,
+    sha256,
+    write_new,
+)
+from ..plan import (
+    REJECTED_DIR,
+    SETUP_FILE,
+    SLURM_FILE,
+    SUMMARY_NAME,
+    TRAINING_FILES,
+    Plan,
+    RunPlan,
+    describe,
+    make_plan,
+    shared_settings,
+)
 from ..render import fingerprint, model_json
 from ..rules import recipe_for
 from ..slurm import arrays
-from .pipeline import Renderer, Row
+from .pipeline import Renderer
+
+
+@dataclass(frozen=True)
+class RunChange:
+    """A change to one run, made in its entry of the summary (`scaffold setup-finetune`): generate plans the
+    experiment from `summary_text` (the summary with the change), renders and checks that run alone, and only when it
+    passes writes the summary (if the file still holds `summary_was`) and then the run's files. `absorbed`: files of
+    the run edited by hand whose edits are in the change (overwritten, with a backup). `lines`: the change, for the
+    log."""
+
+    run: str
+    summary_text: str
+    summary_was: str
+    absorbed: frozenset[str] = frozenset()
+    lines: tuple[str, ...] = ()
 
 
 def generate(
@@ -33,8 +76,10 @@ def generate(
     force: bool = False,
     check_paths: bool = True,
     lock_timeout: float = DEFAULT_TIMEOUT,
+    change: RunChange | None = None,
 ) -> Report:
-    """Generate every run of an experiment. Never raises for bad input: problems end up in the report."""
+    """Generate every run of an experiment (with `change`: that run alone, from the changed summary). Never raises
+    for bad input: problems end up in the report."""
     started = time.perf_counter()
     summary_file = summary_mod.summary_path(Path(target))
     report = Report(summary=display_path(summary_file), dry_run=dry_run)
@@ -42,14 +87,17 @@ def generate(
     if not dry_run and summary_file.is_file():
         log = RunLog(summary_file.resolve().parent / LOG_DIR / LOG_NAME, keep_open=True)
         report.log = display_path(log.path)
+    command = f"setup-finetune {change.run}" if change else "generate"
     try:
-        plan = _load_plan(summary_file, local_config, check_paths)
+        plan = _load_plan(summary_file, local_config, check_paths, change.summary_text if change else None)
         summary = plan.summary
         report.experiment = summary.name
     except InputError as e:
         report.input_errors = e.problems
         if log.path is not None:
-            log.heading(f"scaffold-torchtune {__version__} generate {report.summary}: input invalid, nothing written")
+            log.heading(f"scaffold-torchtune {__version__} {command} {report.summary}: input invalid, nothing written")
+            for line in change.lines if change else ():
+                log.info(f"the change (not made): {line}")
             for p in e.problems:
                 log.error_line(p.format())
             log.close()
@@ -60,7 +108,7 @@ def generate(
     try:
         with _lock(summary.local_dir, dry_run, lock_timeout):
             try:
-                _generate_all(plan, report, log, force=force, dry_run=dry_run, check_paths=check_paths)
+                _generate_all(plan, report, log, force=force, dry_run=dry_run, check_paths=check_paths, change=change)
             finally:
                 log.close()
     except LockTimeout as e:
@@ -88,12 +136,24 @@ def _lock(directory: Path, dry_run: bool, timeout: float) -> Iterator[None]:
         lock.__exit__(None, None, None)
 
 
-def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_run: bool, check_paths: bool) -> None:
+def _generate_all(
+    plan: Plan,
+    report: Report,
+    log: RunLog,
+    *,
+    force: bool,
+    dry_run: bool,
+    check_paths: bool,
+    change: RunChange | None = None,
+) -> None:
     summary, local = plan.summary, plan.local
+    command = f"setup-finetune {change.run}" if change else "generate"
     log.heading(
-        f"scaffold-torchtune {__version__} generate {report.summary} (experiment {summary.name}; "
+        f"scaffold-torchtune {__version__} {command} {report.summary} (experiment {summary.name}; "
         f"local config {display_path(local.path)}; force={force}; check_paths={check_paths})"
     )
+    for line in change.lines if change else ():
+        log.info(f"the change: {line}")
     notes = summary.notes + local.notes
     if summary.root != summary.local_dir:
         notes.append(
@@ -128,24 +188,24 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
     unchanged: set[str] = set()
     to_render = []
     model_texts = {name: model_json(model) for name, model in plan.models.items()}
-    for i, rp in enumerate(plan.runs):
+    selected = [(i, rp) for i, rp in enumerate(plan.runs) if change is None or rp.name == change.run]
+    for i, rp in selected:
         if rp.fine_tuned and not rp.problems and rp.setup is not None:
-            if not force and manifest.source(rp.name) is not None:
+            if not force and manifest.source(rp.name) is not None and not (change and change.absorbed):
                 model = rp.setup["model"]
                 fp = fingerprint(rp.setup, plan.models[model], model_texts[model])
-                run_dir = str(rp.local_dir)
-                if manifest.source(rp.name) == fp and manifest.unchanged(
-                    [os.path.join(run_dir, name) for name in TRAINING_FILES]
-                ):
+                if manifest.checked(rp.name, fp, run_files(rp.local_dir)):
                     unchanged.add(rp.name)
                     continue
             to_render.append(i)
-    # The others are rendered and self-checked, a batch at a time, as they are written.
+    # The others are rendered and self-checked, a batch at a time, and each run's files are written (committed) only
+    # when its checks pass.
     renderer = Renderer(plan, to_render, check=not dry_run, model_texts=model_texts, shared=shared)
-    checks: dict[str, dict[str, list[Problem]]] = {}
+    rejected = Rejected(summary.local_dir, dry_run)
+    before_write = _summary_writer(summary.path, change) if change else None
     try:
-        for i, rp in enumerate(plan.runs):
-            out, row = _generate_run(
+        for i, rp in selected:
+            out = _generate_run(
                 i,
                 rp,
                 manifest,
@@ -155,21 +215,21 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
                 shared=shared,
                 unchanged=rp.name in unchanged,
                 renderer=renderer,
+                rejected=rejected,
+                before_write=before_write,
+                absorbed=change.absorbed if change else frozenset(),
             )
             report.runs.append(out)
-            if not dry_run and out.status == "ok" and row is not None and row.checks is not None:
-                checks[rp.name] = row.checks
             log.flush_some()
     except BaseException:
-        # Interrupted (Ctrl-C, SIGTERM): record what was written, so the next run does not take this run's own
-        # files for hand edits. (After a SIGKILL nothing can run: tests/test_interrupt.py holds that case as an xfail.)
+        # Interrupted (Ctrl-C, SIGTERM): fold what was written into the manifest now. (After a SIGKILL, which runs
+        # nothing, the next process folds the manifest's journal in: scaffold.output.writer.Manifest.)
         if not dry_run:
             with contextlib.suppress(OSError):
                 manifest.save()
         raise
     if not dry_run:
-        _self_check(report, log, checks, manifest)
-        _write_arrays(plan, report, log, manifest, force=force)
+        _write_arrays(plan, report, log, manifest, force=force, alone=change is not None)
     if not dry_run:
         try:
             manifest.save()
@@ -186,14 +246,21 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
     report.log_error = report.log_error or log.error
 
 
-def _write_arrays(plan: Plan, report: Report, log: RunLog, manifest: Manifest, *, force: bool) -> None:
+def _write_arrays(plan: Plan, report: Report, log: RunLog, manifest: Manifest, *, force: bool, alone: bool) -> None:
     """The job array scripts (scaffold.slurm.arrays), only when every fine-tuned run was generated and checked: else
-    they stay as they are, like the failed runs' files."""
+    they stay as they are, like the failed runs' files. (`alone`: one run was generated, the others are as they are
+    on disk: the arrays follow when each has its batch script.)"""
     failed = [r.name for r in report.runs if r.type == "fine-tuned" and r.status != "ok"]
     if failed:
         log.info(f"job arrays: not updated ({len(failed)} fine-tuned run(s) failed)")
         return
     fine_tuned = [rp.name for rp in plan.runs if rp.fine_tuned]
+    missing = [name for name in fine_tuned if alone and not (plan.summary.local_dir / name / SLURM_FILE).is_file()]
+    if missing:
+        note = f"job arrays not updated: {len(missing)} run(s) not generated yet (run `scaffold generate`)"
+        log.info(note)
+        report.notes.append(note)
+        return
     outcomes, problems = arrays.update(
         plan.summary.local_dir,
         fine_tuned,
@@ -207,8 +274,8 @@ def _write_arrays(plan: Plan, report: Report, log: RunLog, manifest: Manifest, *
     report.errors += problems
 
 
-def _load_plan(summary_file: Path, local_config: Path | None, check_paths: bool) -> Plan:
-    summary = summary_mod.load(summary_file)
+def _load_plan(summary_file: Path, local_config: Path | None, check_paths: bool, text: str | None = None) -> Plan:
+    summary = summary_mod.load(summary_file, text)
     local = localconfig.load(localconfig.find(summary.local_dir, local_config))
     _check_shell_safe_root(summary)
     return make_plan(summary, local, check_paths=check_paths)
@@ -249,14 +316,18 @@ def _generate_run(
     shared: frozenset[str],
     unchanged: bool,
     renderer: Renderer,
-) -> tuple[RunOutcome, Row | None]:
-    """One run: its outcome, and what the renderer gave for it (texts and self-checks), if anything."""
+    rejected: Rejected,
+    before_write: Callable[[], None] | None = None,
+    absorbed: frozenset[str] = frozenset(),
+) -> RunOutcome:
+    """One run: rendered, self-checked, and its files written only when every check passed (`before_write` is
+    called first: the summary of a `RunChange`)."""
     out = RunOutcome(rp.name, rp.type, directory=display_path(rp.local_dir))
     log.heading(f"run {rp.name} ({rp.type})")
     for note in rp.notes:
         log.info(note, rp.name)
     if rp.problems:
-        return _fail(out, rp.problems, log), None
+        return _fail(out, rp.problems, log)
     for warning in rp.warnings:
         log.warning(warning, rp.name)
     out.warnings = list(rp.warnings)
@@ -266,11 +337,16 @@ def _generate_run(
         assert rp.setup is not None
         out.recipe = recipe_for(rp.setup)
         if unchanged:
-            # Same settings, same templates, files as written (and checked) then: nothing to render or write.
+            # Same settings, same generator, files as written (and checked) then: nothing to render or write.
+            if before_write is not None:
+                try:
+                    before_write()
+                except OSError as e:
+                    return _fail(out, [_cannot_write(e, rp)], log)
             out.files = dict.fromkeys(TRAINING_FILES, UNCHANGED)
             out.checked_earlier = True
-            log.info("unchanged since generated (settings, templates and files all as then)", rp.name)
-            return out, None
+            log.info("unchanged since generated and checked (settings, generator and files all as then)", rp.name)
+            return out
         row = renderer.get(index)
         out.fingerprint = row.fingerprint
         own = row.settings
@@ -284,9 +360,16 @@ def _generate_run(
                 "registry entry, or report a bug in the template",
                 run=rp.name,
             )
-            return _fail(out, [problem], log), None
+            return _fail(out, [problem], log)
         assert row.texts is not None
         texts = row.texts
+        if row.checks is not None:
+            out.checks = row.checks
+            bad = failures(row.checks)
+            passed = sum(not problems for problems in row.checks.values())
+            log.info(f"self-check: {passed}/{len(row.checks)} passed", rp.name)
+            if bad:
+                return _reject(out, rp, texts, bad, rejected, log)
     try:
         created = False if dry_run else _make_dir(rp.local_dir)
         if not rp.fine_tuned:
@@ -294,13 +377,29 @@ def _generate_run(
             if present:
                 log.info(f"note: training files present in a {rp.type} run directory: {', '.join(present)}", rp.name)
             log.info(f"{rp.type} run: directory only ({out.directory})", rp.name)
-            return out, None
+            return out
+        assert row is not None
         if created:
-            problems = _write_new_run_files(rp, texts, out, manifest, log)
+            if before_write is not None:
+                before_write()
+            problems = _write_new_run_files(rp, texts, row.fingerprint, out, manifest, log)
         else:
             if not dry_run:
                 remove_stale_temporaries(rp.local_dir, TRAINING_FILES)
-            problems = _write_run_files(rp, texts, out, manifest, log, force=force, dry_run=dry_run)
+            problems = _write_run_files(
+                rp,
+                texts,
+                row.fingerprint,
+                out,
+                manifest,
+                log,
+                force=force,
+                dry_run=dry_run,
+                before_write=before_write,
+                absorbed=absorbed,
+            )
+        if not problems and not dry_run:
+            rejected.clear(rp.name)
     except PermissionError as e:
         target = Path(e.filename or rp.local_dir)
         where = target if target.is_dir() else target.parent
@@ -313,8 +412,93 @@ def _generate_run(
             )
         ]
     except OSError as e:
-        problems = [Problem(f"cannot write: {e.strerror} ({e.filename})", run=rp.name)]
-    return (_fail(out, problems, log), None) if problems else (out, row)
+        problems = [_cannot_write(e, rp)]
+    return _fail(out, problems, log) if problems else out
+
+
+def _cannot_write(e: OSError, rp: RunPlan) -> Problem:
+    if isinstance(e, SummaryChanged):
+        return Problem(str(e), e.filename, fix="run `scaffold setup-finetune` again", run=rp.name)
+    return Problem(f"cannot write: {e.strerror} ({e.filename})", run=rp.name)
+
+
+def read_summary_text(path: Path) -> str:
+    """The summary's text as the YAML reader reads it (UTF-8, universal newlines), the text a change is made to."""
+    return path.read_bytes().decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+
+
+class SummaryChanged(OSError):
+    """The summary file is no longer the text a change was made to (another process wrote it meanwhile)."""
+
+
+def _summary_writer(path: Path, change: RunChange) -> Callable[[], None]:
+    """Write the changed summary (once), if the file still holds the text the change was made to. Called under the
+    experiment's lock, once the run has passed its checks, before its files are written."""
+    done = []
+
+    def write_summary() -> None:
+        if done:
+            return
+        try:
+            current = read_summary_text(path)
+        except UnicodeDecodeError:
+            current = None
+        if current != change.summary_was:
+            raise SummaryChanged(
+                f"{SUMMARY_NAME} changed while the run was being generated: the change was not made",
+                display_path(path),
+            )
+        if change.summary_text != change.summary_was:
+            atomic_write(path, change.summary_text, mode=path.stat().st_mode & 0o7777)
+        done.append(True)
+
+    return write_summary
+
+
+class Rejected:
+    """Where the texts of a run that failed its self-check are kept for the user to read (`logs/rejected/RUN/`,
+    never the run's own directory, whose files stay as they were), and removed once the run passes."""
+
+    def __init__(self, experiment_dir: Path, dry_run: bool):
+        self.dir = experiment_dir / LOG_DIR / REJECTED_DIR
+        self._present: set[str] = set()
+        if not dry_run:
+            with contextlib.suppress(OSError):
+                self._present = set(os.listdir(self.dir))
+
+    def keep(self, run: str, texts: dict[str, str]) -> Path:
+        directory = self.dir / run
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, text in texts.items():
+            atomic_write(directory / name, text)
+        self._present.add(run)
+        return directory
+
+    def clear(self, run: str) -> None:
+        if run in self._present:
+            shutil.rmtree(self.dir / run, ignore_errors=True)
+            self._present.discard(run)
+
+
+def _reject(
+    out: RunOutcome, rp: RunPlan, texts: dict[str, str], problems: list[Problem], rejected: Rejected, log: RunLog
+) -> RunOutcome:
+    """A run whose texts failed their self-check: nothing of it is written (its files, if any, stay as they were,
+    and are not taken as checked: its fingerprint is not recorded), and the texts are kept in logs/rejected/."""
+    out.files = dict.fromkeys(TRAINING_FILES, NOT_WRITTEN)
+    try:
+        kept = rejected.keep(rp.name, texts)
+        where = display_path(kept)
+        note = f"not written: the run's files were left as they are; the texts that failed are in {where}/"
+        # Each problem names the line of the text that failed, which is there (not in the run's own file).
+        own = {display_path(rp.local_dir / name): display_path(kept / name) for name in texts}
+        problems = [replace(p, file=own.get(p.file or "", p.file)) for p in problems]
+        out.checks = {c: [replace(p, file=own.get(p.file or "", p.file)) for p in ps] for c, ps in out.checks.items()}
+    except OSError as e:
+        note = f"not written: the run's files were left as they are (the texts that failed could not be kept: {e})"
+    out.notes.append(note)
+    log.info(note, rp.name)
+    return _fail(out, problems, log)
 
 
 def _make_dir(path: Path) -> bool:
@@ -332,70 +516,85 @@ def _make_dir(path: Path) -> bool:
 
 
 def _write_new_run_files(
-    rp: RunPlan, texts: dict[str, str], out: RunOutcome, manifest: Manifest, log: RunLog
+    rp: RunPlan, texts: dict[str, str], fp: str, out: RunOutcome, manifest: Manifest, log: RunLog
 ) -> list[Problem]:
-    """The three files of a fine-tuned run in its new directory (the common case of a first generation)."""
+    """The three files of a fine-tuned run in its new directory (the common case of a first generation), committed
+    to the manifest's journal before the first is written."""
     # --output of the batch script points here; SLURM does not create it (the job would fail with no log).
     run_dir = str(rp.local_dir)
     os.mkdir(os.path.join(run_dir, "artifacts"))
-    for name in TRAINING_FILES:
-        out.files[name] = write_new(os.path.join(run_dir, name), texts[name], manifest)
+    data = {os.path.join(run_dir, name): texts[name].encode("utf-8") for name in TRAINING_FILES}
+    digests = {path: sha256(content) for path, content in data.items()}
+    manifest.commit(digests, run=rp.name, source=fp)
+    for (path, content), name in zip(data.items(), TRAINING_FILES, strict=True):
+        out.files[name] = write_new(path, content, manifest, digests[path])
+    manifest.record_source(rp.name, fp)
     log.info(", ".join(f"{name}: {status}" for name, status in out.files.items()), rp.name)
     return []
 
 
-def _self_check(report: Report, log: RunLog, checks: dict[str, dict[str, list[Problem]]], manifest: Manifest) -> None:
-    """Take the checks of what was written; a failed check fails its run."""
-    outcomes = {o.name: o for o in report.runs}
-    log.heading(f"self-check of {len(checks)} fine-tuned runs")
-    for name, results in checks.items():
-        out = outcomes[name]
-        out.checks = results
-        bad = failures(results)
-        passed = sum(not problems for problems in results.values())
-        log.info(f"self-check: {passed}/{len(results)} passed", name)
-        if bad:
-            _fail(out, bad, log)
-        elif out.fingerprint:
-            manifest.record_source(name, out.fingerprint)  # only checked runs can be skipped next time
-    log.flush()
-
-
 def _write_run_files(
-    rp: RunPlan, texts: dict[str, str], out: RunOutcome, manifest: Manifest, log: RunLog, *, force: bool, dry_run: bool
+    rp: RunPlan,
+    texts: dict[str, str],
+    fp: str,
+    out: RunOutcome,
+    manifest: Manifest,
+    log: RunLog,
+    *,
+    force: bool,
+    dry_run: bool,
+    before_write: Callable[[], None] | None = None,
+    absorbed: frozenset[str] = frozenset(),
 ) -> list[Problem]:
-    """Write the three files of a fine-tuned run; hand-edited files are kept (and reported) unless forced."""
-    if not dry_run:
-        # --output of the batch script points here; SLURM does not create it (the job would fail with no log).
-        (rp.local_dir / "artifacts").mkdir(exist_ok=True)
+    """Write the three files of a fine-tuned run, all or none: a file edited by hand keeps the whole run as it is
+    (reported, with its diff) unless forced (or `absorbed`: its edits are in the summary). The files to write are committed to the manifest's
+    journal first, after `before_write`."""
     results: list[FileResult] = []
     for name in TRAINING_FILES:
-        res = write(rp.local_dir / name, texts[name], manifest, force, dry_run)
+        res = plan_write(rp.local_dir / name, texts[name], manifest, force or name in absorbed)
         results.append(res)
         if name == SETUP_FILE and res.status == KEPT:
             break  # the setup file decides: a hand-edited setup keeps the whole run as it is
+    kept = [r for r in results if r.status == KEPT]
     for res in results:
-        out.files[res.path.name] = res.status
+        status = NOT_WRITTEN if kept and res.status not in (KEPT, UNCHANGED) else res.status
+        out.files[res.path.name] = status
         if res.diff:
             out.diffs[res.path.name] = res.diff
-        if res.backup:
-            out.backups.append(display_path(res.backup))
-            log.info(f"{res.path.name}: edited by hand, overwritten (--force); backup {res.backup}", rp.name)
-        log.info(f"{res.path.name}: {res.status}", rp.name)
-    kept = [r for r in results if r.status == KEPT]
-    if not kept:
+    if kept:
+        for res in results:
+            log.info(f"{res.path.name}: {out.files[res.path.name]}", rp.name)
+        log.info("diff:\n" + "".join(r.diff for r in kept), rp.name)
+        names = ", ".join(r.path.name for r in kept)
+        return [
+            Problem(
+                f"{names} edited by hand since it was generated; kept (so the run's other files were left as they are)",
+                display_path(kept[0].path),
+                fix="re-run with --force to regenerate (a backup is kept), or carry your edit into the summary with "
+                "`scaffold setup-finetune` in the run directory",
+                run=rp.name,
+            )
+        ]
+    if dry_run:
         return []
-    extra = " (so the run's other files were left as they are)" if kept[0].path.name == SETUP_FILE else ""
-    log.info("diff:\n" + "".join(r.diff for r in kept), rp.name)
-    return [
-        Problem(
-            f"{', '.join(r.path.name for r in kept)} edited by hand since it was generated; kept{extra}",
-            display_path(kept[0].path),
-            fix="re-run with --force to regenerate (a backup is kept), or run `scaffold setup-finetune` "
-            "in the run directory to render from your edited setup_finetune.yaml",
-            run=rp.name,
-        )
-    ]
+    if before_write is not None:
+        before_write()
+    # --output of the batch script points here; SLURM does not create it (the job would fail with no log).
+    (rp.local_dir / "artifacts").mkdir(exist_ok=True)
+    changing = [r for r in results if r.status != UNCHANGED]
+    data = {os.fspath(r.path): texts[r.path.name].encode("utf-8") for r in changing}
+    if changing:
+        manifest.commit({path: sha256(content) for path, content in data.items()}, run=rp.name, source=fp)
+    for res in results:
+        if res.status == FORCED:
+            res.backup = backup(res.path)
+            out.backups.append(display_path(res.backup))
+            why = "its edits are in the summary" if res.path.name in absorbed and not force else "--force"
+            log.info(f"{res.path.name}: edited by hand, overwritten ({why}); backup {res.backup}", rp.name)
+        commit_write(res, texts[res.path.name], manifest)
+        log.info(f"{res.path.name}: {res.status}", rp.name)
+    manifest.record_source(rp.name, fp)
+    return []
 
 
 def _fail(out: RunOutcome, problems: list[Problem], log: RunLog) -> RunOutcome:

@@ -1,23 +1,54 @@
-"""`scaffold setup-finetune`: re-render one run from its (hand-edited) setup_finetune.yaml."""
+"""`scaffold setup-finetune`: change one run, in its entry of experiment_summary.yaml, and render it again.
+
+The summary stays the one source of truth of the experiment (the evaluation step and later analysis read it). A
+change to one run, given as flags (`--lora_rank 16`, `--set lr=1e-5`) or as edits of the run's setup_finetune.yaml,
+is written into that run's entry of the summary (`runs[i].parameters`, `compute`, `slurm_overrides`, `model`,
+`dataset_path`; comments and everything else kept as written), and the run is generated again from it, exactly as
+`scaffold generate` generates it: rendered, self-checked, and written only when every check passes. Nothing is
+written, the summary included, when the change is invalid (exit 2), when the run fails its checks (exit 1: the
+texts are kept in logs/rejected/RUN/), or when one of its files was edited by hand (kept unless --force). So after
+it, `generate` finds the run unchanged and `verify` re-derives the same settings from the summary.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
-from .. import __version__, rules, settings
-from ..checks import selfcheck
-from ..checks.expectations import RunExpectation
-from ..discover import MANIFEST
+from ..discover import SETUP_FILE, SUMMARY_NAME
 from ..errors import InputError, Problem, did_you_mean, display_path
-from ..inputs import localconfig, registry, schemas
-from ..inputs.summary import SUMMARY_NAME
-from ..inputs.yamlio import load_yaml, parse_yaml
-from ..output.outcome import failures
-from ..output.runlog import LOG_DIR, LOG_NAME, RunLog
-from ..output.writer import KEPT, Manifest, atomic_write, write
-from ..plan import FINE_TUNED, FINETUNE_FILE, SETUP_FILE, SLURM_FILE, RunPlan
-from ..render import RenderError, render_finetune_yaml, render_setup, render_slurm
+from ..inputs import params, schemas
+from ..inputs import summary as summary_mod
+from ..inputs.yamledit import EditError, set_values
+from ..inputs.yamlio import Document, dotted, load_yaml, parse_yaml
+from ..output.writer import Manifest, sha256
+from ..plan import FINE_TUNED
+from ..render import SITE_DIRECTIVES, render_setup
+from .generate import RunChange, _load_plan, generate, read_summary_text
+
+# Settings of one run, by where they live in its summary entry (runs[i]...).
+COMPUTE = ("time", "gpus", "nodes", "mem", "cpus_per_task")
+SITE_OPTIONS = {key: option for option, key in SITE_DIRECTIVES.items()}  # account -> account, mail_user -> mail-user
+# Settings that are not the run's own: where each one comes from instead.
+ELSEWHERE = {
+    "run_name": "the run's name (runs[].name): renaming a run changes the experiment",
+    "experiment": "experiment.name in the summary",
+    "project": "experiment.project in the summary",
+    "run_dir": "experiment.dir and the run's name",
+    "output_dir": "experiment.dir and the run's name",
+    "model_dir": "models.base[].path of the run's model in the summary",
+    "dataset_label": "data.training.dataset_label in the summary (or the file name of the run's dataset_path)",
+    "wandb_project": "output.wandb_project in the summary, else the site config's wandb_project",
+    "wandb_entity": "the site config (wandb_entity)",
+    "wandb_mode": "the site config (wandb_mode)",
+    "gpu_directive": "the site config (gpu_directive)",
+    "gpu_type": "the site config (gpu_type)",
+    "conda_env": "the site config (conda_env)",
+    "venv": "the site config (venv)",
+    "modules": "the site config (modules)",
+    "sbatch_extra": "the site config (sbatch_extra)",
+}
 
 
 @dataclass
@@ -29,6 +60,7 @@ class SetupResult:
     checks: dict[str, list[Problem]] = field(default_factory=dict)  # self-check: check id -> its problems
     notes: list[str] = field(default_factory=list)
     diffs: dict[str, str] = field(default_factory=dict)
+    changes: list[str] = field(default_factory=list)  # each value written into the summary: "path: old -> new"
 
 
 def parse_overrides(args: list[str], known: list[str]) -> dict[str, object]:
@@ -71,152 +103,271 @@ def parse_overrides(args: list[str], known: list[str]) -> dict[str, object]:
 
 
 def experiment_dir_of(run_dir: Path) -> Path | None:
-    """The experiment directory above a run directory (where the summary or the manifest is)."""
+    """The experiment directory above a run directory (where the summary is)."""
     parent = run_dir.resolve().parent
-    if (parent / SUMMARY_NAME).is_file() or (parent / MANIFEST).is_file():
-        return parent
-    return None
+    return parent if (parent / SUMMARY_NAME).is_file() else None
+
+
+@dataclass
+class _Origin:
+    """Where a change came from: a flag, or a line of the hand-edited setup_finetune.yaml."""
+
+    key: str
+    value: Any
+    doc: Document | None = None  # the edited setup_finetune.yaml
+
+    def problem(self, message: str, fix: str | None = None, run: str | None = None) -> Problem:
+        if self.doc is not None:
+            return self.doc.problem((self.key,), message, fix, run)
+        return Problem(f"--{self.key}: {message}", fix=fix, run=run)
 
 
 def setup_finetune(
-    run_dir: Path, overrides: list[str], *, local_config: Path | None = None, force: bool = False
+    run_dir: Path,
+    overrides: list[str],
+    *,
+    local_config: Path | None = None,
+    force: bool = False,
+    check_paths: bool = True,
 ) -> SetupResult:
-    """Validate the run's setup_finetune.yaml (with flag overrides), then render and write its two files."""
+    """Write the run's change (flags, and edits of its setup_finetune.yaml) into its entry of the summary, then
+    generate the run from it (see the module)."""
     run_dir = Path(run_dir)
     result = SetupResult(run_dir)
-    exp_dir = experiment_dir_of(run_dir)
-    log = RunLog(exp_dir / LOG_DIR / LOG_NAME if exp_dir else None)
     try:
-        doc = load_yaml(run_dir / SETUP_FILE)
-        if not isinstance(doc.data, dict):
+        exp_dir = experiment_dir_of(run_dir)
+        if exp_dir is None:
             raise InputError(
                 [
-                    doc.problem(
-                        (),
-                        "setup_finetune.yaml must be a mapping of settings",
-                        "write one `key: value` setting per line, or run `scaffold generate` again to recreate it",
+                    Problem(
+                        f"no {SUMMARY_NAME} in the directory above: setup-finetune changes a run in its entry of "
+                        "the experiment's summary",
+                        display_path(run_dir),
+                        fix="run it in (or --dir) a run directory of an experiment",
                     )
                 ]
             )
-        known = list(schemas.schema(schemas.SETUP)["properties"])
-        changes = parse_overrides(overrides, known)
-        setup = dict(doc.data)
-        if (
-            "lora_rank" in changes
-            and "lora_alpha" not in changes
-            and setup.get("lora_alpha") == rules.default_lora_alpha(setup.get("lora_rank", 0))
-        ):
-            changes["lora_alpha"] = rules.default_lora_alpha(changes["lora_rank"])
-            result.notes.append(f"lora_alpha follows lora_rank: {changes['lora_alpha']}")
-        setup.update(changes)
-        problems = schemas.validate(schemas.SETUP, doc, setup)
-        if problems:
-            raise InputError(problems)
-        local_models, local = None, None
+        summary_file = exp_dir / SUMMARY_NAME
+        flags = parse_overrides(overrides, list(schemas.schema(schemas.SETUP)["properties"]))
+        summary = summary_mod.load(summary_file)
+        name, raw_index = _listed_run(summary, run_dir.resolve().name)
+        original = read_summary_text(summary_file)
+        raw_run = parse_yaml(original, summary_file).data["runs"][raw_index]
+        edits, edited = _edits(run_dir, exp_dir, name, local_config)
+        origins = {key: _Origin(key, value, doc) for key, value, doc in edits}
+        origins.update({key: _Origin(key, value) for key, value in flags.items()})
+        placed, lines, where = _place(origins, raw_run, raw_index, summary.swept)
         try:
-            local = localconfig.load(localconfig.find(run_dir, local_config))
-            local_models = local.get("models")
-        except InputError:
-            if local_config is not None:
-                raise
-            result.notes.append("no local config found: using the shipped model registry only")
-        # A model in neither registry is recognised from its directory, as `scaffold generate` did with path checks.
-        model_dir = Path(setup["model_dir"]) if setup.get("model_dir") else None
-        entry, recognised = registry.find(setup["model"], registry.models(local_models), model_dir)
-        if recognised:
-            result.notes.append(recognised)
-        if isinstance(entry, Problem):
-            line, col = doc.locate(("model",))
-            raise InputError([Problem(entry.message, doc.name, line, col, "model", entry.fix)])
+            text = set_values(original, placed, SUMMARY_NAME) if placed else original
+        except EditError as e:
+            raise InputError(
+                [
+                    summary.doc.problem(
+                        ("runs", raw_index + summary.swept),
+                        f"cannot write the change into the summary: {e}",
+                        f"make it by hand in the run's entry ({', '.join(lines)}), then run `scaffold generate`",
+                        name,
+                    )
+                ]
+            ) from None
+        _check_change(summary_file, text, local_config, check_paths, name, where)
     except InputError as e:
         result.problems = e.problems
         result.exit_status = 2
         return result
-
-    name = setup["run_name"]
-    log.heading(f"scaffold-torchtune {__version__} setup-finetune {display_path(run_dir)}")
-    for note in result.notes:
-        log.info(note, name)
-    try:
-        full = settings.complete(setup)  # keys the file leaves out: their defaults, once (scaffold.settings)
-        texts = {FINETUNE_FILE: render_finetune_yaml(full, entry), SLURM_FILE: render_slurm(full, entry)}
-    except RenderError as e:
-        result.problems = [
-            Problem(
-                f"rendering failed: {e}",
-                display_path(run_dir / e.file),
-                fix="check the settings in setup_finetune.yaml",
-                run=name,
-            )
-        ]
-        result.exit_status = 1
+    result.changes = lines
+    absorbed = frozenset({SETUP_FILE}) if edited else frozenset()
+    report = generate(
+        exp_dir,
+        local_config=local_config,
+        force=force,
+        check_paths=check_paths,
+        change=RunChange(name, text, original, absorbed, tuple(lines)),
+    )
+    if report.input_errors:
+        result.problems, result.exit_status = _relocated(report.input_errors, where), 2
         return result
-    manifest = Manifest(exp_dir or run_dir)
-    try:
-        if changes:
-            # The flags become part of the record; this file stays the user's (no manifest hash).
-            atomic_write(run_dir / SETUP_FILE, render_setup(setup))
-            result.files[SETUP_FILE] = "updated from flags"
-            log.info(f"{SETUP_FILE}: updated from flags {sorted(changes)}", name)
-        (run_dir / "artifacts").mkdir(exist_ok=True)
-        for fname, text in texts.items():
-            res = write(run_dir / fname, text, manifest, force)
-            result.files[fname] = res.status
-            if res.diff:
-                result.diffs[fname] = res.diff
-            log.info(f"{fname}: {res.status}" + (f" (backup {res.backup})" if res.backup else ""), name)
-            if res.status == KEPT:
-                result.problems.append(
-                    Problem(
-                        f"{fname} was edited by hand since it was generated; kept",
-                        display_path(run_dir / fname),
-                        fix="re-run with --force to overwrite it (a backup is kept)",
-                        run=name,
-                    )
-                )
-        manifest.save()
-    except OSError as e:
-        result.problems.append(Problem(f"cannot write: {e.strerror} ({e.filename})", run=name))
-    if not result.problems:
-        # The file's values are what the run is checked against: each is given (by setup_finetune.yaml).
-        rp = RunPlan(name, FINE_TUNED, 0, run_dir, full, sources=dict.fromkeys(full, SETUP_FILE))
-        result.checks = selfcheck.check_files(RunExpectation(rp, None, local, entry, full), run_dir)
-        result.problems += failures(result.checks)
-    if not result.problems and exp_dir is not None:
-        _update_arrays(exp_dir, result, manifest, log, force=force)
-    for p in result.problems:
-        log.error_line(p.format(), name)
-    log.flush()
-    result.exit_status = 1 if result.problems else 0
+    out = next((r for r in report.runs if r.name == name), None)
+    result.problems = list(report.errors)
+    if out is not None:
+        result.files = dict(out.files)
+        result.diffs, result.checks = dict(out.diffs), dict(out.checks)
+        result.problems = list(out.errors) + result.problems
+        result.notes += out.notes + [f"backup of the hand-edited file: {b}" for b in out.backups]
+        if out.status == "ok" and text != original:
+            result.files = {SUMMARY_NAME: "updated", **result.files}
+    result.notes += report.notes
+    for a in report.arrays:
+        if a.status != "unchanged":
+            result.files[a.file] = a.status
+    if result.problems and text != original:
+        result.notes.append(f"the change was not made: {SUMMARY_NAME} is as it was")
+    result.exit_status = report.exit_status
     return result
 
 
-def _update_arrays(exp_dir: Path, result: SetupResult, manifest: Manifest, log: RunLog, *, force: bool) -> None:
-    """The experiment's job array scripts follow this run's batch script (its resources may have changed): written
-    again from every fine-tuned run's batch script, when each has one."""
-    from ..inputs import summary
-    from ..slurm import arrays
-
-    try:
-        s = summary.load(exp_dir)
-    except InputError:
-        result.notes.append(f"job arrays not updated: {SUMMARY_NAME} is not valid (run `scaffold generate`)")
-        return
-    runs = [r["name"] for r in s.data["runs"] if r["type"] == FINE_TUNED]
-    missing = [r for r in runs if not (exp_dir / r / SLURM_FILE).is_file()]
-    if missing:
-        result.notes.append(
-            f"job arrays not updated: {len(missing)} run(s) not generated yet (run `scaffold generate`)"
+def _listed_run(summary: summary_mod.Summary, name: str) -> tuple[str, int]:
+    """The run's index among the summary's listed runs (as written), for a fine-tuned run listed there."""
+    runs = summary.data["runs"]
+    names = [r["name"] for r in runs if r["type"] == FINE_TUNED]
+    index = next((i for i, r in enumerate(runs) if r["name"] == name), None)
+    if index is None or runs[index]["type"] != FINE_TUNED:
+        raise InputError(
+            [
+                summary.doc.problem(
+                    ("runs",), f"no fine-tuned run named '{name}' in the summary", did_you_mean(name, names)
+                )
+            ]
         )
-        return
-    outcomes, problems = arrays.update(
-        exp_dir, runs, experiment=s.name, root=s.root, manifest=manifest, force=force, log=log
-    )
-    for a in outcomes:
-        if a.status != "unchanged":
-            result.files[a.file] = a.status
-    result.problems += problems
+    if index < summary.swept:
+        raise InputError(
+            [
+                summary.doc.problem(
+                    ("variables",),
+                    f"run '{name}' is expanded from variables: the summary has no entry of its own to change",
+                    "change variables for every run, or list the runs under runs: (each with its parameters), then "
+                    "run setup-finetune again",
+                    name,
+                )
+            ]
+        )
+    return name, index - summary.swept
+
+
+def _edits(
+    run_dir: Path, exp_dir: Path, name: str, local_config: Path | None
+) -> tuple[list[tuple[str, Any, Document]], bool]:
+    """The settings a hand-edited setup_finetune.yaml changes, each (key, value, the file): its values that differ
+    from what generate writes there; and whether the file was edited by hand at all (then its edits, comments
+    included, are carried over: the file is regenerated, with a backup). The edits can be told apart only while the
+    summary still gives the run the file as it was generated; otherwise they are refused."""
+    path = run_dir / SETUP_FILE
     try:
-        manifest.save()
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return [], False
     except OSError as e:
-        result.problems.append(Problem(f"cannot write the manifest: {e.strerror} ({e.filename})"))
+        raise InputError([Problem(f"cannot read: {e.strerror}", display_path(path))]) from None
+    recorded = Manifest(exp_dir).generated_hash(path)
+    if sha256(data) == recorded:
+        return [], False
+    doc = load_yaml(path)
+    if not isinstance(doc.data, dict):
+        raise InputError(
+            [
+                doc.problem(
+                    (),
+                    "setup_finetune.yaml must be a mapping of settings",
+                    "write one `key: value` setting per line, or run `scaffold generate --force` to recreate it",
+                )
+            ]
+        )
+    problems = schemas.validate(schemas.SETUP, doc, doc.data)
+    if problems:
+        raise InputError(problems)
+    plan = _load_plan(exp_dir / SUMMARY_NAME, local_config, check_paths=False)
+    rp = next(r for r in plan.runs if r.name == name)
+    if rp.setup is None or recorded is None or sha256(render_setup(rp.setup).encode("utf-8")) != recorded:
+        raise InputError(
+            [
+                doc.problem(
+                    (),
+                    "setup_finetune.yaml was edited by hand, and what the summary, the site config or "
+                    "scaffold-torchtune give this run changed since the file was generated: its edits cannot be told "
+                    "apart from those changes",
+                    "pass the change as flags (`scaffold setup-finetune --KEY VALUE`), or regenerate the file with "
+                    "`scaffold generate --force` (a backup is kept)",
+                    name,
+                )
+            ]
+        )
+    setup: dict = dict(rp.setup)
+    return [(k, v, doc) for k, v in doc.data.items() if k in setup and not params.same_value(v, setup[k])], True
+
+
+def _place(
+    origins: dict[str, _Origin], raw_run: dict, raw_index: int, swept: int
+) -> tuple[list[tuple[tuple, Any]], list[str], dict[str, _Origin]]:
+    """Each change at its place in the run's summary entry: [(path, value)], the change in words, and which origin
+    each summary field (dotted, as problems name it) comes from. A setting that is not the run's own is refused."""
+    placed, lines, where, problems = [], [], {}, []
+    run_path = ("runs", raw_index)
+    for key, origin in origins.items():
+        if key in ELSEWHERE:
+            problems.append(
+                origin.problem(
+                    f"{key} is not a setting of one run: it comes from {ELSEWHERE[key]}",
+                    "change it there, then run `scaffold generate`",
+                    raw_run.get("name"),
+                )
+            )
+            continue
+        if key == "slurm_overrides":
+            if not isinstance(origin.value, dict):
+                problems.append(origin.problem("slurm_overrides must be a mapping of #SBATCH options"))
+                continue
+            targets = [(("slurm_overrides", option), value) for option, value in origin.value.items()]
+        elif key in SITE_OPTIONS:
+            targets = [(("slurm_overrides", SITE_OPTIONS[key]), origin.value)]
+        elif key in COMPUTE:
+            targets = [(("compute", key), origin.value)]
+        elif key in ("model", "dataset_path") and key not in (raw_run.get("parameters") or {}):
+            targets = [((key,), origin.value)]
+        else:
+            given = raw_run.get("parameters") or {}
+            spelt = next((a for a in params.table()[key].aliases if a in given), key) if key in params.table() else key
+            targets = [(("parameters", spelt), origin.value)]
+        for sub, value in targets:
+            path = run_path + sub
+            old = _get(raw_run, sub)
+            placed.append((path, value))
+            lines.append(f"{dotted(path)}: {_shown(old)} -> {_shown(value)}")
+            for index in {raw_index, raw_index + swept}:
+                where[dotted(("runs", index) + sub)] = origin
+    if problems:
+        raise InputError(problems)
+    return placed, lines, where
+
+
+_UNSET = object()
+
+
+def _get(node: Any, path: tuple) -> Any:
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return _UNSET
+        node = node[part]
+    return node
+
+
+def _shown(value: Any) -> str:
+    return "(not set)" if value is _UNSET else repr(value)
+
+
+def _check_change(
+    summary_file: Path, text: str, local_config: Path | None, check_paths: bool, name: str, where: dict
+) -> None:
+    """The summary with the change must be valid and plan this run without a problem (else nothing is written)."""
+    try:
+        plan = _load_plan(summary_file, local_config, check_paths, text)
+    except InputError as e:
+        raise InputError(_relocated(e.problems, where)) from None
+    rp = next(r for r in plan.runs if r.name == name)
+    if rp.problems:
+        raise InputError(_relocated(rp.problems, where))
+
+
+def _relocated(problems: list[Problem], where: dict[str, _Origin]) -> list[Problem]:
+    """Problems of a changed summary field, told where the change came from: the line of setup_finetune.yaml that
+    was edited, or the flag."""
+    out = []
+    for p in problems:
+        origin = where.get(p.field or "")
+        if origin is None:
+            out.append(p)
+        elif origin.doc is not None:
+            line, col = origin.doc.locate((origin.key,))
+            out.append(replace(p, file=origin.doc.name, line=line, col=col, field=origin.key))
+        else:
+            out.append(replace(p, message=f"--{origin.key} {origin.value!r}: {p.message}"))
+    return out

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..discover import SUMMARY_NAME, summary_path  # noqa: F401 (re-exported)
 from ..errors import InputError, Problem, display_path
 from . import params, schemas
-from .yamlio import Document, Path_, dotted, load_yaml
+from .yamlio import Document, Path_, dotted, load_yaml, parse_yaml
 
 
 @dataclass
@@ -65,15 +65,21 @@ class Summary:
             return False
 
 
-def load(target: Path) -> Summary:
-    """Load, normalise and validate a summary; raise InputError listing every problem."""
+def load(target: Path, text: str | None = None) -> Summary:
+    """Load, normalise and validate a summary; raise InputError listing every problem. `text`: the summary's text
+    as it is about to be written (read instead of the file; `scaffold setup-finetune` checks a change so)."""
     path = summary_path(target)
+    if text is not None:
+        return _loaded(parse_yaml(text, path))
     if not path.is_file():
         where = display_path(path)
         raise InputError(
             [Problem("experiment summary not found", where, fix=f"create {SUMMARY_NAME} or pass its path")]
         )
-    doc = load_yaml(path)
+    return _loaded(load_yaml(path))
+
+
+def _loaded(doc: Document) -> Summary:
     if not isinstance(doc.data, dict):
         raise InputError([doc.problem((), "the summary must be a mapping", fix="see examples/ for the layout")])
     summary = Summary(doc)

@@ -22,6 +22,7 @@ class RunOutcome:
     fingerprint: str | None = None
     checked_earlier: bool = False  # unchanged since a generate that wrote and checked its files
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the report says of the run besides its errors
 
 
 def failures(checks: dict[str, list[Problem]]) -> list[Problem]:
@@ -51,6 +52,7 @@ class Report:
     seconds: float = 0.0
     wandb_offline: list[str] = field(default_factory=list)  # output_dir of each run that logs to W&B offline
     arrays: list[ArrayOutcome] = field(default_factory=list)  # the job array scripts (scaffold.slurm.arrays)
+    notes: list[str] = field(default_factory=list)  # about the experiment as a whole
 
     @property
     def exit_status(self) -> int:

@@ -54,6 +54,7 @@ def as_json(report: Report) -> str:
                 "backups": r.backups,
                 "errors": [p.as_dict() for p in r.errors],
                 "warnings": r.warnings,
+                "notes": r.notes,
                 "verification": {
                     "passed": sum(not problems for problems in r.checks.values()),
                     "failed": [
@@ -100,6 +101,8 @@ def as_text(report: Report, show_diffs: bool = True) -> str:
             lines.append(f"      error: {p.format()}")
         for w in r.warnings:
             lines.append(f"      warning: {w}")
+        for n in r.notes:
+            lines.append(f"      {n}")
         if show_diffs:
             for name, diff in r.diffs.items():
                 if r.files.get(name, "").startswith("kept"):

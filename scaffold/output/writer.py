@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..discover import MANIFEST
+from ..discover import JOURNAL, MANIFEST, TRAINING_FILES
+from ..stamps import Stamp, stamp
 
 TEMP_SUFFIX = ".tmp"
 _TEMP_NUMBERS = itertools.count()
 
 CREATED, UPDATED, UNCHANGED, KEPT, FORCED = "created", "updated", "unchanged", "kept (edited by hand)", "overwritten"
+NOT_WRITTEN = "not written"  # a file of a run that failed: the run's files stay as they were
 
 
 def sha256(data: bytes) -> str:
@@ -52,18 +54,9 @@ def atomic_write(path: Path | str, content: str | bytes, mode: int = 0o644) -> S
     return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-Stamp = tuple[int, int, int]  # size, modification time (ns), inode: what changes when a file is rewritten
 # A file whose stamp was taken this close to the manifest's saving may have been changed again within the same
 # filesystem timestamp tick: its content is compared instead (git's "racily clean" entries).
 RACY_NS = 50_000_000
-
-
-def stamp(path: Path | str) -> Stamp | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def backup(path: Path) -> Path:
@@ -107,12 +100,22 @@ class FileResult:
 
 
 class Manifest:
-    """Hashes of the files this tool generated, keyed by path relative to the experiment directory."""
+    """Hashes of the files this tool generated, keyed by path relative to the experiment directory, with the
+    fingerprint of the settings each run's files were generated (and checked) from.
+
+    It is `.scaffold-manifest.json`, saved whole at the end of a command, plus a journal beside it,
+    `.scaffold-manifest.journal`, to which each run (or file) is appended as it is committed: one line naming its
+    files' new hashes (and the run's fingerprint), written before the first of them is renamed into place. A
+    process killed at any point (SIGKILL included) leaves a manifest that knows every file it wrote: the next one
+    to load it takes each journaled file whose content on disk is the journaled hash as this tool's (a file whose
+    rename never happened still has its old content, so keeps its old record), and a run's fingerprint once all
+    its files are as journaled. Saving the manifest folds the journal in and removes it."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
         self._prefix = str(self.root.resolve()) + os.sep
         self.path = self.root / MANIFEST
+        self.journal = self.root / JOURNAL
         self.files: dict[str, str] = {}
         self.sources: dict[str, str] = {}
         self.stamps: dict[str, list[int]] = {}  # path -> stamp when written (see `unchanged`)
@@ -126,9 +129,13 @@ class Manifest:
         except (FileNotFoundError, ValueError, AttributeError, TypeError):
             self.files, self.sources, self.stamps = {}, {}, {}
         self._dirty = False
-        self._pending: dict[str, str] = {}
+        self._journal_fd: int | None = None
+        self._pending: list[dict] = []  # entries this process journaled and has not yet seen through
+        self._pending_paths: set[str] = set()
+        for entry in _read_journal(self.journal):
+            self._adopt(entry)
 
-    def key(self, path: Path) -> str:
+    def key(self, path: Path | str) -> str:
         text = str(path)
         if text.startswith(self._prefix) and ".." not in text:  # the common case: paths built under the root
             return text[len(self._prefix) :]
@@ -137,17 +144,17 @@ class Manifest:
     def generated_hash(self, path: Path) -> str | None:
         return self.files.get(self.key(path))
 
-    def record(self, path: Path, digest: str, written: Stamp | None = None) -> None:
+    def record(self, path: Path | str, digest: str, written: Stamp | None = None) -> None:
         """What this tool wrote at `path`: its hash and, when known, its stamp right after writing."""
         k = self.key(path)
         if self.files.get(k) != digest:
             self.files[k] = digest
             self._dirty = True
+            if written is None:
+                self.stamps.pop(k, None)  # the stamp was the old content's
         if written is not None and self.stamps.get(k) != list(written):
             self.stamps[k] = list(written)
             self._dirty = True
-        elif written is None and k in self.stamps and self.files.get(k) != digest:
-            del self.stamps[k]
 
     def forget(self, path: Path) -> None:
         """A generated file this tool has removed."""
@@ -156,7 +163,7 @@ class Manifest:
             self._dirty = True
 
     def source(self, run: str) -> str | None:
-        """The fingerprint of the settings a run's files were last generated from."""
+        """The fingerprint of the settings a run's files were last generated and checked from."""
         return self.sources.get(run)
 
     def record_source(self, run: str, fingerprint: str) -> None:
@@ -170,41 +177,81 @@ class Manifest:
         reading it, unless that stamp is too close to the manifest's saving to tell a later edit apart (then
         its content is compared). So an edit that keeps the size and lands within the same filesystem
         timestamp tick as the generation itself would not be seen."""
-        for path in paths:
-            k = self.key(path)
-            want = self.files.get(k)
-            if want is None:
-                return False
-            recorded = self.stamps.get(k)
-            if recorded is not None and recorded[1] < self.saved_ns - RACY_NS:
-                now = stamp(path)
-                if now is not None and list(now) == recorded:
-                    continue
-            try:
-                with open(path, "rb") as f:
-                    if sha256(f.read()) != want:
-                        return False
-            except OSError:
-                return False
-        return True
+        return all(self.unchanged_file(path) for path in paths)
+
+    def unchanged_file(self, path: Path | str) -> bool:
+        """One file of `unchanged`."""
+        k = self.key(path)
+        want = self.files.get(k)
+        if want is None:
+            return False
+        recorded = self.stamps.get(k)
+        if recorded is not None and recorded[1] < self.saved_ns - RACY_NS:
+            now = stamp(path)
+            if now is not None and list(now) == recorded:
+                return True
+        try:
+            with open(path, "rb") as f:
+                return sha256(f.read()) == want
+        except OSError:
+            return False
+
+    def checked(self, run: str, fingerprint: str, paths: list[str]) -> bool:
+        """The rule of "generated and checked": a run's files are byte-for-byte those this tool wrote, and were
+        generated (and passed the self-check) from settings with this fingerprint (scaffold.render.fingerprint:
+        the run's settings, its model's entry and the generator itself). generate skips such a run; submit queues
+        only such runs."""
+        return self.sources.get(run) == fingerprint and self.unchanged(paths)
+
+    def commit(self, files: dict[str, str], run: str | None = None, source: str | None = None) -> None:
+        """Journal files about to be written (absolute path -> hash of the new content), and the fingerprint their
+        run is generated from, before the first of them is renamed into place (see the class)."""
+        entry: dict = {"files": {self.key(path): digest for path, digest in files.items()}}
+        if run is not None and source is not None:
+            entry.update(run=run, source=source)
+        line = (json.dumps(entry, separators=(",", ":")) + "\n").encode("utf-8")
+        if self._journal_fd is None:
+            self._journal_fd = os.open(self.journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.write(self._journal_fd, line)  # one write of one line: whole, or not there
+        self._pending.append(entry)
+        self._pending_paths.update(files)
 
     @contextlib.contextmanager
     def writing(self, path: Path | str, digest: str) -> Iterator[None]:
-        """Around writing a file and recording it: when the process is interrupted in between (Ctrl-C, SIGTERM:
-        after the rename, before the record), `save` still records the file if it holds what was written."""
-        self._pending[os.fspath(path)] = digest
-        yield  # (not in a `finally`: an interrupted write stays pending for `save`)
-        self._pending.pop(os.fspath(path), None)
+        """Around writing one file and recording it: journaled first (unless its run's `commit` journaled it), so
+        that a process interrupted in between (after the rename, before the record) leaves it known."""
+        if os.fspath(path) not in self._pending_paths:
+            self.commit({os.fspath(path): digest})
+        yield
 
-    def save(self) -> None:
-        pending, self._pending = self._pending, {}
-        for path, digest in pending.items():  # interrupted mid-write: see `writing`
+    def _adopt(self, entry: dict) -> None:
+        """Take what a journal entry says was written, for each file whose content is the journaled one."""
+        files = entry.get("files")
+        if not isinstance(files, dict):
+            return
+        whole = True
+        for k, digest in files.items():
+            if self.files.get(k) == digest and k in self.stamps:
+                continue  # recorded after its write
+            path = self.root / k
             try:
                 with open(path, "rb") as f:
-                    if sha256(f.read()) == digest:
-                        self.record(path, digest, stamp(path))
+                    same = sha256(f.read()) == digest
             except OSError:
-                pass
+                same = False
+            if same:
+                self.record(path, digest, stamp(path))
+            whole = whole and same
+        run, source = entry.get("run"), entry.get("source")
+        if whole and isinstance(run, str) and isinstance(source, str):
+            self.record_source(run, source)
+
+    def save(self) -> None:
+        """Write the manifest whole (when anything changed), folding in what this process journaled, and remove the
+        journal."""
+        pending, self._pending, self._pending_paths = self._pending, [], set()
+        for entry in pending:  # interrupted between a rename and its record (Ctrl-C, SIGTERM): see `writing`
+            self._adopt(entry)
         if self._dirty:
             # Written before the file, so that no stamp taken before saving is newer than it.
             self.saved_ns = time.time_ns()
@@ -217,6 +264,32 @@ class Manifest:
             }
             atomic_write(self.path, json.dumps(body, indent=1, separators=(",", ":")) + "\n")
             self._dirty = False
+        self.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.journal)  # folded into the manifest just written (or read when this one was loaded)
+
+    def close(self) -> None:
+        """Stop journaling (the journal stays for the next process to fold in)."""
+        if self._journal_fd is not None:
+            os.close(self._journal_fd)
+            self._journal_fd = None
+
+
+def _read_journal(path: Path) -> list[dict]:
+    """The entries of a journal a process left (none when there is none); a line that is not whole is skipped."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    out = []
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            out.append(entry)
+    return out
 
 
 def edited_by_hand(path: Path, manifest: Manifest) -> bool:
@@ -255,24 +328,37 @@ def write(path: Path, text: str, manifest: Manifest, force: bool, dry_run: bool 
         return result
     if result.status == FORCED:
         result.backup = backup(path)
-    data = text.encode("utf-8")
-    written = None
-    digest = sha256(data)
-    with manifest.writing(path, digest):
-        if result.status != UNCHANGED:
-            written = atomic_write(path, data, mode=_mode(path))
-        manifest.record(path, digest, written)
+    commit_write(result, text, manifest)
     return result
 
 
-def write_new(path: Path | str, text: str, manifest: Manifest) -> str:
-    """Write a generated file into a directory this process has just created (nothing there to keep); its
-    status."""
+def commit_write(result: FileResult, text: str, manifest: Manifest) -> None:
+    """Carry out a planned write (`plan_write`; not one that keeps a hand edit) and record it: the file is
+    journaled first (unless its run's `Manifest.commit` journaled it), an unchanged one is only recorded."""
+    assert result.status != KEPT
     data = text.encode("utf-8")
     digest = sha256(data)
+    if result.status == UNCHANGED:
+        manifest.record(result.path, digest)
+        return
+    with manifest.writing(result.path, digest):
+        manifest.record(result.path, digest, atomic_write(result.path, data, mode=_mode(result.path)))
+
+
+def write_new(path: Path | str, content: str | bytes, manifest: Manifest, digest: str | None = None) -> str:
+    """Write a generated file into a directory this process has just created (nothing there to keep); its
+    status. (`digest`: the content's hash, when the caller has it.)"""
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    digest = digest or sha256(data)
     with manifest.writing(path, digest):
         manifest.record(path, digest, atomic_write(path, data, mode=_mode(path)))
     return CREATED
+
+
+def run_files(run_dir: Path | str) -> list[str]:
+    """The paths of a fine-tuned run's three generated files."""
+    run_dir = os.fspath(run_dir)
+    return [os.path.join(run_dir, name) for name in TRAINING_FILES]
 
 
 def _mode(path: Path) -> int:

@@ -20,17 +20,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..errors import InputError, Problem, did_you_mean, display_path
+from ..inputs import localconfig
 from ..inputs.summary import Summary, summary_path
 from ..output.lock import experiment_lock
 from ..output.runlog import LOG_DIR, LOG_NAME, RunLog
-from ..output.writer import atomic_write, sha256
-from ..plan import ARRAY_DIR, SLURM_FILE
+from ..output.writer import Manifest, atomic_write, run_files, sha256
+from ..plan import ARRAY_DIR, SLURM_FILE, TRAINING_FILES, Plan, make_plan
+from ..render import fingerprint, model_json
 from . import arrays, sbatch
 
 RECORD = "submissions.json"
 SUBMITTED = "submitted"
 ALREADY = "already submitted"  # skipped: submitted before (not named with --run)
 REFUSED = "refused"  # named with --run, submitted before, no --resubmit
+NOT_CHECKED = "not checked"  # refused: its files on disk are not the ones generate checked (edited, failed, stale)
 WOULD = "would submit"  # --dry-run
 FAILED = "failed"
 NOT_QUEUED = "not queued"  # the cluster refused it for a limit: submit stopped there
@@ -75,15 +78,16 @@ class SubmitReport:
 
     @property
     def exit_status(self) -> int:
-        """2: nothing was looked at (bad input, no controller); 1: some run failed or was refused, or a limit
-        stopped the submission; else 0."""
+        """2: nothing was looked at (bad input, no controller); 1: some run failed or was refused (its files not
+        the checked ones among them), or a limit stopped the submission; else 0."""
         if self.problems:
             return 2
-        return 1 if self.stopped or any(s.status in (FAILED, REFUSED) for s in self.submissions) else 0
+        return 1 if self.stopped or any(s.status in (FAILED, REFUSED, NOT_CHECKED) for s in self.submissions) else 0
 
 
 def _submit_arrays(
     s: Summary,
+    gate: Gate,
     exp_dir: Path,
     names: list[str],
     todo: list[str],
@@ -103,7 +107,7 @@ def _submit_arrays(
     cluster's MaxArraySize allows. Stops at the first limit, as submit does."""
     ready: dict[str, _Ready] = {}
     for name in todo:
-        got = _prepare(s, exp_dir, name, record, explicit=explicit, resubmit=resubmit)
+        got = _prepare(s, gate, exp_dir, name, record, explicit=explicit, resubmit=resubmit)
         if isinstance(got, _Ready):
             ready[name] = got
             continue
@@ -234,17 +238,21 @@ def submit(
     progress: Callable[[SubmitReport, Submission | ArraySubmission], None] | None = None,
     array: bool = False,
     max_running: int | None = None,
+    local_config: Path | None = None,
 ) -> SubmitReport:
     """Queue the experiment's generated batch scripts with sbatch (`env` is added to sbatch's environment), each
     run alone or, with `array`, the runs of each job array script as one array (at most `max_running` of its
     tasks running at once); `progress` is called with each run's submission (each array's, with `array`) as soon
-    as it is done."""
+    as it is done. Only runs whose files are those generate wrote and checked for the summary's settings now are
+    queued (`Gate`); the others are refused by name. `local_config`: the site config (default: as for generate)."""
     from ..inputs import summary
 
     exp_dir = summary_path(Path(target)).resolve().parent
     report = SubmitReport(display_path(exp_dir))
     try:
         s = summary.load(exp_dir)
+        local = localconfig.load(localconfig.find(exp_dir, local_config))
+        plan = make_plan(s, local, check_paths=False, recognise=True)
     except InputError as e:
         report.problems = e.problems
         return report
@@ -268,6 +276,7 @@ def submit(
     report.record = display_path(record_path)
     log = RunLog(exp_dir / LOG_DIR / LOG_NAME)
     with experiment_lock(exp_dir, "submit"):
+        gate = Gate(plan, Manifest(exp_dir))
         try:
             record = json.loads(record_path.read_text(encoding="utf-8"))
             if not isinstance(record, dict):
@@ -293,6 +302,7 @@ def submit(
         if array:
             _submit_arrays(
                 s,
+                gate,
                 exp_dir,
                 names,
                 todo,
@@ -310,7 +320,7 @@ def submit(
             log.flush()
             return report
         for i, name in enumerate(todo):
-            ready = _prepare(s, exp_dir, name, record, explicit=bool(runs), resubmit=resubmit)
+            ready = _prepare(s, gate, exp_dir, name, record, explicit=bool(runs), resubmit=resubmit)
             sub = ready if isinstance(ready, Submission) else _submit_run(ready, record, dry_run=dry_run, env=env)
             report.submissions.append(sub)
             if sub.status == NOT_QUEUED:
@@ -351,6 +361,63 @@ def _stopped(report: SubmitReport, first: str, array: bool = False) -> Problem:
     )
 
 
+class Gate:
+    """Which runs may be queued: those whose three files on disk are byte-for-byte what generate wrote, and were
+    generated and checked from the settings the summary, the site config and this version of scaffold-torchtune
+    give the run now (`Manifest.checked`: the rule generate skips unchanged runs by). A run edited by hand, whose
+    last generate failed, or never checked is refused by name, with why and the fix."""
+
+    def __init__(self, plan: Plan, manifest: Manifest):
+        self.plan, self.manifest = plan, manifest
+        self.runs = {rp.name: rp for rp in plan.runs if rp.fine_tuned}
+        self._model_texts: dict[str, str] = {}
+
+    def why_not(self, name: str) -> Problem | None:
+        rp = self.runs[name]
+        files = run_files(rp.local_dir)
+        fix_generate = "run `scaffold generate`, then submit"
+        if rp.problems or rp.setup is None:
+            first = rp.problems[0] if rp.problems else None
+            return Problem(
+                "not checked: the summary gives this run settings it cannot be generated with"
+                + (f" ({first.message})" if first else ""),
+                first.file if first else display_path(rp.local_dir),
+                first.line if first else None,
+                fix=(first.fix + "; then `scaffold generate`") if first and first.fix else fix_generate,
+                run=name,
+            )
+        edited = [Path(f).name for f in files if not self.manifest.unchanged_file(f)]
+        if edited and any(self.manifest.generated_hash(Path(f)) is None for f in files):
+            return Problem(
+                "not checked: no generate wrote and checked these files (never generated, or its last generate "
+                "failed its checks)",
+                display_path(rp.local_dir),
+                fix=fix_generate,
+                run=name,
+            )
+        if edited:
+            return Problem(
+                f"not checked: {', '.join(edited)} edited by hand since generate checked it",
+                display_path(Path(files[TRAINING_FILES.index(edited[0])])),
+                fix="carry the change into the summary with `scaffold setup-finetune --KEY VALUE` in the run "
+                "directory, or regenerate it with `scaffold generate --force` (a backup is kept)",
+                run=name,
+            )
+        model = rp.setup["model"]
+        if model not in self._model_texts:
+            self._model_texts[model] = model_json(self.plan.models[model])
+        fp = fingerprint(rp.setup, self.plan.models[model], self._model_texts[model])
+        if not self.manifest.checked(name, fp, files):
+            return Problem(
+                "not checked: its files were generated and checked for other settings than the summary, the site "
+                "config and this scaffold-torchtune give it now (changed since, or its last generate failed)",
+                display_path(rp.local_dir),
+                fix=fix_generate,
+                run=name,
+            )
+        return None
+
+
 @dataclass
 class _Ready:
     """A run that may be queued: its batch script, and what the record holds of it from before."""
@@ -362,10 +429,10 @@ class _Ready:
 
 
 def _prepare(
-    s: Summary, exp_dir: Path, name: str, record: dict, *, explicit: bool, resubmit: bool
+    s: Summary, gate: Gate, exp_dir: Path, name: str, record: dict, *, explicit: bool, resubmit: bool
 ) -> Submission | _Ready:
-    """A run's submission decided without sbatch (not found, already submitted, refused, no log directory), or
-    the run ready to be queued."""
+    """A run's submission decided without sbatch (not found, already submitted, refused, not the checked files, no
+    log directory), or the run ready to be queued."""
     script = exp_dir / name / SLURM_FILE
     command = f"sbatch --parsable {script}"
     if not script.is_file():
@@ -386,6 +453,8 @@ def _prepare(
             )
             return Submission(name, REFUSED, job, command, error=err)
         return Submission(name, ALREADY, job, command, note=changed.strip(" ()"))
+    if (why := gate.why_not(name)) is not None:
+        return Submission(name, NOT_CHECKED, command=command, error=why)
     # SLURM does not create the --output directory: a job whose log directory is missing fails with no log.
     # The job writes where the script says (experiment.dir), which must be this machine's view of the cluster.
     match = _OUTPUT.search(text)
@@ -460,7 +529,7 @@ def line(report: SubmitReport, s: Submission | ArraySubmission) -> str:
     return text
 
 
-STATUSES = (SUBMITTED, ALREADY, REFUSED, WOULD, FAILED, NOT_QUEUED)
+STATUSES = (SUBMITTED, ALREADY, REFUSED, NOT_CHECKED, WOULD, FAILED, NOT_QUEUED)
 
 
 def counts(report: SubmitReport) -> dict[str, int]:
@@ -484,7 +553,10 @@ def as_text(report: SubmitReport) -> str:
         return "\n".join(f"error: {p.format()}" for p in report.problems) + "\n"
     report.width = report.width or max((len(s.run) for s in report.submissions), default=0)
     if report.arrays:  # --array: a line per array, and one per run that was not queued for its own reason
-        shown = [*report.arrays, *(s for s in report.submissions if s.status in (FAILED, REFUSED) and not s.array)]
+        shown = [
+            *report.arrays,
+            *(s for s in report.submissions if s.status in (FAILED, REFUSED, NOT_CHECKED) and not s.array),
+        ]
         return header(report) + "".join(line(report, s) for s in shown) + footer(report)
     return header(report) + "".join(line(report, s) for s in report.submissions) + footer(report)
 
