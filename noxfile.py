@@ -1,6 +1,7 @@
 """Sessions: `nox -s scaffold` (generate; default the shipped example), `nox -s verify`, `nox -s tests`,
-`nox -s lint`, `nox -s integration` (real torchtune), `nox -s slurm` (a real local Slurm). Pass an experiment
-and options after `--`: `nox -s scaffold -- path/to/experiment --dry-run`."""
+`nox -s lint`, `nox -s integration` (real torchtune), `nox -s evaluator` (the real evaluator: inspect-ai),
+`nox -s slurm` (a real local Slurm). Pass an experiment and options after `--`:
+`nox -s scaffold -- path/to/experiment --dry-run`."""
 
 from __future__ import annotations
 
@@ -88,6 +89,59 @@ def integration(session: nox.Session) -> None:
     session.install(*TORCHTUNE_STACK)
     session.install(".[test]")
     session.run("pytest", "tests/integration", "-m", "integration", "-s", *session.posargs)
+
+
+# The evaluation environments of `nox -s evaluator`, one per leg: what cruijff_kit's evaluation step runs on
+# (SPEC section 8: inspect-ai 0.3.209, transformers >= 4.57.1, < 5), and the same with the newest inspect-ai.
+# torch first and alone (the CPU wheel on disk, as for the training stack); peft and accelerate load the adapters
+# (the provider passes device_map); no torchao (peft refuses adapters beside a torchao older than 0.16).
+EVALUATOR_LEGS = {
+    "pinned": ["inspect-ai==0.3.209", "transformers>=4.57.1,<5", "peft", "accelerate"],
+    "newest": ["inspect-ai", "transformers>=4.57.1,<5", "peft", "accelerate"],
+}
+EVALUATOR_TORCH = "torch==2.13.0"
+
+
+def _evaluator_leg(session: nox.Session, name: str, requirements: list[str]) -> str:
+    """The interpreter of one evaluator leg's venv, under the session's directory; built once (a later run with
+    the same requirements reuses it, as nox reuses the session's own venv)."""
+    import json
+    from pathlib import Path
+
+    root = Path(session.virtualenv.location) / "evaluator-legs" / name
+    python = root / "bin" / "python"
+    stamp = root / "scaffold-requirements.json"
+    wanted = json.dumps([EVALUATOR_TORCH, *requirements])
+    if python.is_file() and stamp.is_file() and stamp.read_text() == wanted:
+        session.log(f"evaluator leg {name}: reusing {root}")
+        return str(python)
+    if root.exists():
+        shutil.rmtree(root)
+    session.run_install("python", "-m", "venv", str(root), silent=True)
+    pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    session.run_install(*pip, EVALUATOR_TORCH, external=True, silent=True)
+    session.run_install(*pip, *requirements, external=True, silent=True)
+    stamp.write_text(wanted)
+    return str(python)
+
+
+@nox.session(python=TORCH_PYTHON)
+def evaluator(session: nox.Session) -> None:
+    """The real evaluator (cruijff_kit's `inspect eval ... --model hf/local`, in its own venvs: inspect-ai 0.3.209
+    and the newest) is fed exactly the prompt tokens each run trained on, and loads the trained adapter."""
+    _check_python(session)
+    session.install(*TORCHTUNE_STACK)
+    session.install(".[test]")
+    pythons = ",".join(f"{name}={_evaluator_leg(session, name, reqs)}" for name, reqs in EVALUATOR_LEGS.items())
+    session.run(
+        "pytest",
+        "tests/integration/test_evaluator.py",
+        "-m",
+        "evaluator",
+        "-s",
+        *session.posargs,
+        env={"SCAFFOLD_EVALUATOR_PYTHONS": pythons},
+    )
 
 
 @nox.session(python=TORCH_PYTHON)
