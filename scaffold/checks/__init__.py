@@ -86,10 +86,13 @@ def check(
 
 @cache
 def all_checks() -> tuple[Check, ...]:
-    """Every registered check, in collection order."""
+    """Every registered check, in collection order: by module in MODULES, then as registered (whichever module a
+    caller happened to import first)."""
     for name in MODULES:
         importlib.import_module(f"{__name__}.{name}")
-    return tuple(_REGISTRY.values())
+    rank = {f"{__name__}.{name}": i for i, name in enumerate(MODULES)}
+    order = {c.id: i for i, c in enumerate(_REGISTRY.values())}
+    return tuple(sorted(_REGISTRY.values(), key=lambda c: (rank.get(c.func.__module__, len(rank)), order[c.id])))
 
 
 def by_id(check_id: str) -> Check:
