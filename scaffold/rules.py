@@ -121,6 +121,16 @@ def violations(settings: Mapping[str, Any]) -> list[Violation]:
     return out
 
 
+# --- the environment of the batch script --------------------------------------------------------------------
+
+
+def purges_modules(settings: Mapping[str, Any]) -> bool:
+    """A batch script that loads modules runs `module purge` before its `module load` lines, as the original's does:
+    a job must not inherit the modules of the shell it was submitted from. A site without modules (no `modules` in
+    the local config) may have no `module` command at all, so its scripts run none."""
+    return bool(settings.get("modules"))
+
+
 # --- the GPU request, in the site's syntax ---------------------------------------------------------------------
 
 GPU_OPTIONS = ("gres", "gpus", "gpus-per-node")
