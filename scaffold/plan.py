@@ -32,7 +32,9 @@ from .torchtune_ext.datasets import CHAT_TEMPLATE_FILE
 
 FINE_TUNED = "fine-tuned"
 
-DEFAULT_TIME = "01:00:00"
+# Where neither the run (compute.time), the model's registry entry nor the local config (default_time) gives a time
+# limit: the original's (its batch script template and setup_finetune.py --time default).
+DEFAULT_TIME = "00:15:00"
 DEFAULT_MEM = "32G"
 DEFAULT_CPUS = 4
 DEFAULT_MAIL_TYPE = "BEGIN,END"  # with a mail_user and no mail_type: as the original, mail at begin and end
@@ -342,6 +344,7 @@ class _Compute:
 class _Dataset:
     path: Path
     own: str | None  # the run's own train file (dataset_path or training_condition), else None
+    label: str | None  # a run's own dataset is labelled by its file name, as in the original
 
 
 class _FineTuned:
@@ -447,7 +450,17 @@ class _FineTuned:
                 )
         res = entry.get("resources") or {}
         gpus = _first(compute.get("gpus"), shared.summary.legacy_gpus, res.get("gpus"), local.get("default_gpus"), 1)
-        time_text = _first(compute.get("time"), res.get("time"), local.get("default_time"), DEFAULT_TIME)
+        time_text, time_from = next(
+            (value, source)
+            for value, source in (
+                (compute.get("time"), f"runs[{self.rp.index}].compute.time"),
+                (res.get("time"), f"the model registry entry of {self.run['model']}"),
+                (local.get("default_time"), "the local config's default time"),
+                (DEFAULT_TIME, "no time limit given anywhere: the original's default"),
+            )
+            if value is not None
+        )
+        self.rp.notes.append(f"time limit {time_text} (from {time_from})")
         seconds = parse_time(str(time_text))
         time_path = here + ("compute", "time") if "time" in compute else here
         if seconds is None or seconds <= 0:
@@ -526,8 +539,17 @@ class _FineTuned:
                 return None
             rp.notes.append(f"training_condition {run['training_condition']!r} resolved to {own_dataset}")
         dataset, check_dataset = shared.dataset(own_dataset or shared.training["path"])
+        label = Path(own_dataset).stem if own_dataset else shared.training.get("dataset_label")
+        where = (
+            f"runs[{rp.index}].training_condition"
+            if run.get("training_condition")
+            else f"runs[{rp.index}].dataset_path"
+            if own_dataset
+            else "data.training.path"
+        )
+        rp.notes.append(f"dataset {dataset} (label {label}; from {where})")
         if not check_dataset:
-            return _Dataset(dataset, own_dataset)
+            return _Dataset(dataset, own_dataset, label)
         dpath = here + ("dataset_path",) if own_dataset else ("data", "training", "path")
         if run.get("training_condition"):
             dpath = here + ("training_condition",)
@@ -559,7 +581,7 @@ class _FineTuned:
             )
         for path, message, fix in findings:
             self.problem(path or dpath, message, fix)
-        return _Dataset(dataset, own_dataset)
+        return _Dataset(dataset, own_dataset, label)
 
     def paths(self, entry: dict, model_dir: Path) -> str:
         """The run's output directory, outside the model directory; the model's files and Hugging Face tokenizer
@@ -595,8 +617,7 @@ class _FineTuned:
             "model": run["model"],
             "model_dir": str(model_dir),
             "dataset_path": str(dataset.path),
-            # A run's own dataset is labelled by its file name, as in the original.
-            "dataset_label": Path(dataset.own).stem if dataset.own else shared.training.get("dataset_label"),
+            "dataset_label": dataset.label,
             "wandb_project": None,  # set below, for a run that logs to W&B
             "wandb_entity": None,
             "wandb_mode": None,

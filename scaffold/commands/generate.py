@@ -19,7 +19,7 @@ from ..output.outcome import Report, RunOutcome, failures
 from ..output.runlog import LOG_DIR, LOG_NAME, RunLog
 from ..output.writer import KEPT, UNCHANGED, FileResult, Manifest, remove_stale_temporaries, write, write_new
 from ..plan import SETUP_FILE, TRAINING_FILES, Plan, RunPlan, describe, make_plan, shared_settings
-from ..render import fingerprint, model_json
+from ..render import fingerprint, model_json, sbatch_site
 from ..rules import recipe_for
 from ..slurm import arrays
 from .pipeline import Renderer, Row
@@ -92,7 +92,7 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
     summary, local = plan.summary, plan.local
     log.heading(
         f"scaffold-torchtune {__version__} generate {report.summary} (experiment {summary.name}; "
-        f"local config {display_path(local.path)}; force={force}; check_paths={check_paths})"
+        f"local config {local.path.resolve()} ({local.found}); force={force}; check_paths={check_paths})"
     )
     notes = summary.notes + local.notes
     if summary.root != summary.local_dir:
@@ -112,6 +112,10 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
         and rp.setup.get("metric_logger") == "wandb"
         and rp.setup.get("wandb_mode") == "offline"
     ]
+    mail_off = job_mail_off(plan)
+    if mail_off:
+        report.notes.append(mail_off)
+        log.info(mail_off)
     shared = shared_settings(plan.runs)
     if shared:
         first = next(rp for rp in plan.runs if rp.setup)
@@ -186,6 +190,27 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
     report.log_error = report.log_error or log.error
 
 
+def job_mail_off(plan: Plan) -> str | None:
+    """Said once when a fine-tuned run's job sends no mail: the original mails at begin and end (to an address it
+    makes from the username and its university's domain); here the address comes from the local config, and
+    without one mail is off."""
+    silent = [rp.name for rp in plan.runs if rp.setup and not sbatch_site(rp.setup)["mail_user"]]
+    if not silent:
+        return None
+    how = (
+        'add the bullet "- **Email**: `you@your.org`" under SLURM Defaults in'
+        if ".md" in plan.local.path.suffixes
+        else "add `mail_user: you@your.org` to"
+    )
+    which = (
+        "every fine-tuned run" if len(silent) == sum(bool(rp.setup) for rp in plan.runs) else f"{len(silent)} run(s)"
+    )
+    return (
+        f"job mail is off for {which}: the local config names no address (the original mails at begin and end); "
+        f"to turn it on, {how} {display_path(plan.local.path)} (mail goes at BEGIN,END unless mail_type says otherwise)"
+    )
+
+
 def _write_arrays(plan: Plan, report: Report, log: RunLog, manifest: Manifest, *, force: bool) -> None:
     """The job array scripts (scaffold.slurm.arrays), only when every fine-tuned run was generated and checked: else
     they stay as they are, like the failed runs' files."""
@@ -209,7 +234,9 @@ def _write_arrays(plan: Plan, report: Report, log: RunLog, manifest: Manifest, *
 
 def _load_plan(summary_file: Path, local_config: Path | None, check_paths: bool) -> Plan:
     summary = summary_mod.load(summary_file)
-    local = localconfig.load(localconfig.find(summary.local_dir, local_config))
+    path, found = localconfig.locate(summary.local_dir, local_config)
+    local = localconfig.load(path)
+    local.found = found
     _check_shell_safe_root(summary)
     return make_plan(summary, local, check_paths=check_paths)
 
