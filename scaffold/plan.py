@@ -177,9 +177,13 @@ class _Shared:
         self.controls = summary.data.get("controls") or {}
         self.values: dict[str, Any] = {}
         self.sources: dict[str, str] = {}
-        for name, p in self.table.items():  # table default < controls (the run's own come on top)
+        # table default < controls.base_recipe's stock config < controls (the run's own come on top)
+        recipe = summary.base_recipe
+        for name, p in self.table.items():
             if name in self.controls:
                 self.values[name], self.sources[name] = self.controls[name], "controls"
+            elif recipe is not None and name in recipe.values:
+                self.values[name], self.sources[name] = recipe.values[name], recipe.source
             else:
                 self.values[name], self.sources[name] = p.default, "default"
         self.lora_only = [n for n, p in self.table.items() if p.when.get("method") == "lora"]
@@ -360,6 +364,16 @@ class _FineTuned:
     def problem(self, path: tuple, message: str, fix: str | None = None) -> None:
         self.rp.problems.append(self.shared.doc.problem(path, message, fix, run=self.rp.name))
 
+    def given_at(self, name: str) -> tuple:
+        """Where the summary gives a parameter's value for this run: its parameters, controls, or the base_recipe
+        that supplied it."""
+        source = self.rp.sources.get(name)
+        if source == "run":
+            return self.here + ("parameters", name)
+        if self.shared.summary.base_recipe is not None and source == self.shared.summary.base_recipe.source:
+            return ("controls", "base_recipe")
+        return ("controls", name)
+
     def linked_elsewhere(self) -> bool:
         if self.rp.name not in self.shared.links:
             return False
@@ -519,6 +533,7 @@ class _FineTuned:
                 "gpus": here + ("compute", "gpus"),
                 "nodes": here + ("compute", "nodes"),
                 "validation_during_training": validation_path,
+                "max_seq_len": self.given_at("max_seq_len"),
             }
             self.problem(paths[v.setting], v.message, v.fix)
         if values["validation_during_training"] and (shared.training.get("splits") or {}).get("validation") == 0:

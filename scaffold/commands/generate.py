@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import InputError, Problem, display_path
-from ..inputs import localconfig, schemas
+from ..inputs import localconfig, original_setup, schemas
 from ..inputs import summary as summary_mod
 from ..output.lock import DEFAULT_TIMEOUT, LockTimeout, experiment_lock
 from ..output.outcome import Report, RunOutcome, failures
@@ -414,6 +414,16 @@ def _write_run_files(
         return []
     extra = " (so the run's other files were left as they are)" if kept[0].path.name == SETUP_FILE else ""
     log.info("diff:\n" + "".join(r.diff for r in kept), rp.name)
+    if kept[0].path.name == SETUP_FILE and (keys := original_setup.original_keys_of(kept[0].path)):
+        return [
+            Problem(
+                f"{SETUP_FILE} is in {original_setup.describe(keys)}, not one this tool generated; kept{extra}",
+                display_path(kept[0].path),
+                fix="re-run with --force to write this run's files in this tool's format from the summary (the "
+                "original's file is kept as a .bak backup)",
+                run=rp.name,
+            )
+        ]
     return [
         Problem(
             f"{', '.join(r.path.name for r in kept)} edited by hand since it was generated; kept{extra}",

@@ -10,7 +10,7 @@ from ..checks import selfcheck
 from ..checks.expectations import RunExpectation
 from ..discover import MANIFEST
 from ..errors import InputError, Problem, did_you_mean, display_path
-from ..inputs import localconfig, registry, schemas
+from ..inputs import localconfig, original_setup, registry, schemas
 from ..inputs.summary import SUMMARY_NAME
 from ..inputs.yamlio import load_yaml, parse_yaml
 from ..output.outcome import failures
@@ -95,6 +95,19 @@ def setup_finetune(
                         (),
                         "setup_finetune.yaml must be a mapping of settings",
                         "write one `key: value` setting per line, or run `scaffold generate` again to recreate it",
+                    )
+                ]
+            )
+        if keys := original_setup.original_keys(doc.data):
+            raise InputError(
+                [
+                    doc.problem(
+                        (keys[0],),
+                        f"this setup_finetune.yaml is in {original_setup.describe(keys)}, not this tool's: it is not "
+                        "rendered here",
+                        "run `scaffold generate` on the experiment (the directory of experiment_summary.yaml) to write "
+                        "this run's files in this tool's format (the original's file is kept unless --force, which "
+                        "keeps it as a .bak backup); then edit that setup_finetune.yaml and run setup-finetune",
                     )
                 ]
             )
