@@ -99,7 +99,7 @@ def test_claude_local_md_at_the_repository_root_is_found_from_there(original: La
     res = original.generate()  # no --local-config: the experiment is on scratch, the site config in the repository
     assert res.code == 0, res.out + res.err
     heading = original.log().splitlines()[0]
-    assert f"local config {original.site} (found in the current directory or above)" in heading
+    assert f"local config {original.site}; found in the current directory or above;" in heading
     assert "#SBATCH --account=nlplab\n" in original.file(R4, "finetune.slurm")
 
 
@@ -109,7 +109,7 @@ def test_a_config_above_the_experiment_comes_before_the_current_directorys(origi
     res = original.generate()
     assert res.code == 0, res.out + res.err
     assert "#SBATCH --account=nearer\n" in original.file(R4, "finetune.slurm")
-    assert f"local config {nearer} (found in the experiment's directory or above)" in original.log()
+    assert f"local config {nearer}; found in the experiment's directory or above;" in original.log()
 
 
 # --- the batch script: module purge, mail, time -----------------------------------------------------------------

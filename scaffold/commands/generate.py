@@ -92,7 +92,7 @@ def _generate_all(plan: Plan, report: Report, log: RunLog, *, force: bool, dry_r
     summary, local = plan.summary, plan.local
     log.heading(
         f"scaffold-torchtune {__version__} generate {report.summary} (experiment {summary.name}; "
-        f"local config {local.path.resolve()} ({local.found}); force={force}; check_paths={check_paths})"
+        f"local config {local.path.resolve()}; {local.found}; force={force}; check_paths={check_paths})"
     )
     notes = summary.notes + local.notes
     if summary.root != summary.local_dir:
