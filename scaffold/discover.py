@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -37,25 +38,36 @@ def summary_path(target: Path) -> Path:
 
 
 def find(experiment_dir: Path, explicit: Path | None = None) -> Path:
-    """--local-config, else $SCAFFOLD_LOCAL_CONFIG, else the nearest config upward from the experiment."""
+    """The local config's path (see `locate`)."""
+    return locate(experiment_dir, explicit)[0]
+
+
+def locate(experiment_dir: Path, explicit: Path | None = None) -> tuple[Path, str]:
+    """(the local config, how it was found): --local-config, else $SCAFFOLD_LOCAL_CONFIG, else the nearest one upward
+    from the experiment, else the nearest one upward from the current directory (the original's layout: its
+    claude.local.md at the root of the repository the commands are run from, the experiments on scratch)."""
     if explicit is not None:
-        return Path(explicit)
+        return Path(explicit), "--local-config"
     env = os.environ.get(ENV_VAR)
     if env:
-        return Path(env)
-    here = experiment_dir.resolve()
-    for d in (here, *here.parents):
-        for name in NAMES:
-            if (d / name).is_file():
-                return d / name
+        return Path(env), f"${ENV_VAR}"
+    starts = [(experiment_dir.resolve(), "the experiment's directory or above")]
+    with contextlib.suppress(OSError):  # (the current directory may have been removed)
+        starts.append((Path.cwd(), "the current directory or above"))
+    for start, how in starts:
+        for d in (start, *start.parents):
+            for name in NAMES:
+                if (d / name).is_file():
+                    return d / name, f"found in {how}"
     raise InputError(
         [
             Problem(
-                "no local config found (searched upward from the experiment for "
+                "no local config found (searched upward from the experiment and from the current directory for "
                 + " or ".join(NAMES)
                 + f", and ${ENV_VAR} is unset)",
                 display_path(experiment_dir),
-                fix="create scaffold.local.yaml beside the experiment or pass --local-config PATH",
+                fix="create scaffold.local.yaml beside the experiment (or claude.local.md where you run the "
+                "commands) or pass --local-config PATH",
             )
         ]
     )

@@ -33,7 +33,9 @@ from .torchtune_ext.datasets import CHAT_TEMPLATE_FILE
 
 FINE_TUNED = "fine-tuned"
 
-DEFAULT_TIME = "01:00:00"
+# Where neither the run (compute.time), the model's registry entry nor the local config (default_time) gives a time
+# limit: the original's (its batch script template and setup_finetune.py --time default).
+DEFAULT_TIME = "00:15:00"
 DEFAULT_MEM = "32G"
 DEFAULT_CPUS = 4
 DEFAULT_MAIL_TYPE = "BEGIN,END"  # with a mail_user and no mail_type: as the original, mail at begin and end
@@ -176,9 +178,13 @@ class _Shared:
         self.controls = summary.data.get("controls") or {}
         self.values: dict[str, Any] = {}
         self.sources: dict[str, str] = {}
-        for name, p in self.table.items():  # table default < controls (the run's own come on top)
+        # table default < controls.base_recipe's stock config < controls (the run's own come on top)
+        recipe = summary.base_recipe
+        for name, p in self.table.items():
             if name in self.controls:
                 self.values[name], self.sources[name] = self.controls[name], "controls"
+            elif recipe is not None and name in recipe.values:
+                self.values[name], self.sources[name] = recipe.values[name], recipe.source
             else:
                 self.values[name], self.sources[name] = p.default, "default"
         self.lora_only = [n for n, p in self.table.items() if p.when.get("method") == "lora"]
@@ -343,6 +349,7 @@ class _Compute:
 class _Dataset:
     path: Path
     own: str | None  # the run's own train file (dataset_path or training_condition), else None
+    label: str | None  # a run's own dataset is labelled by its file name, as in the original
 
 
 class _FineTuned:
@@ -357,6 +364,16 @@ class _FineTuned:
 
     def problem(self, path: tuple, message: str, fix: str | None = None) -> None:
         self.rp.problems.append(self.shared.doc.problem(path, message, fix, run=self.rp.name))
+
+    def given_at(self, name: str) -> tuple:
+        """Where the summary gives a parameter's value for this run: its parameters, controls, or the base_recipe
+        that supplied it."""
+        source = self.rp.sources.get(name)
+        if source == "run":
+            return self.here + ("parameters", name)
+        if self.shared.summary.base_recipe is not None and source == self.shared.summary.base_recipe.source:
+            return ("controls", "base_recipe")
+        return ("controls", name)
 
     def linked_elsewhere(self) -> bool:
         if self.rp.name not in self.shared.links:
@@ -448,7 +465,17 @@ class _FineTuned:
                 )
         res = entry.get("resources") or {}
         gpus = _first(compute.get("gpus"), shared.summary.legacy_gpus, res.get("gpus"), local.get("default_gpus"), 1)
-        time_text = _first(compute.get("time"), res.get("time"), local.get("default_time"), DEFAULT_TIME)
+        time_text, time_from = next(
+            (value, source)
+            for value, source in (
+                (compute.get("time"), f"runs[{self.rp.index}].compute.time"),
+                (res.get("time"), f"the model registry entry of {self.run['model']}"),
+                (local.get("default_time"), "the local config's default time"),
+                (DEFAULT_TIME, "no time limit given anywhere: the original's default"),
+            )
+            if value is not None
+        )
+        self.rp.notes.append(f"time limit {time_text} (from {time_from})")
         seconds = parse_time(str(time_text))
         time_path = here + ("compute", "time") if "time" in compute else here
         if seconds is None or seconds <= 0:
@@ -507,6 +534,7 @@ class _FineTuned:
                 "gpus": here + ("compute", "gpus"),
                 "nodes": here + ("compute", "nodes"),
                 "validation_during_training": validation_path,
+                "max_seq_len": self.given_at("max_seq_len"),
             }
             self.problem(paths[v.setting], v.message, v.fix)
         if values["validation_during_training"] and (shared.training.get("splits") or {}).get("validation") == 0:
@@ -527,8 +555,17 @@ class _FineTuned:
                 return None
             rp.notes.append(f"training_condition {run['training_condition']!r} resolved to {own_dataset}")
         dataset, check_dataset = shared.dataset(own_dataset or shared.training["path"])
+        label = Path(own_dataset).stem if own_dataset else shared.training.get("dataset_label")
+        where = (
+            f"runs[{rp.index}].training_condition"
+            if run.get("training_condition")
+            else f"runs[{rp.index}].dataset_path"
+            if own_dataset
+            else "data.training.path"
+        )
+        rp.notes.append(f"dataset {dataset} (label {label}; from {where})")
         if not check_dataset:
-            return _Dataset(dataset, own_dataset)
+            return _Dataset(dataset, own_dataset, label)
         dpath = here + ("dataset_path",) if own_dataset else ("data", "training", "path")
         if run.get("training_condition"):
             dpath = here + ("training_condition",)
@@ -560,7 +597,7 @@ class _FineTuned:
             )
         for path, message, fix in findings:
             self.problem(path or dpath, message, fix)
-        return _Dataset(dataset, own_dataset)
+        return _Dataset(dataset, own_dataset, label)
 
     def paths(self, entry: dict, model_dir: Path) -> str:
         """The run's output directory, outside the model directory; the model's files and Hugging Face tokenizer
@@ -596,8 +633,7 @@ class _FineTuned:
             "model": run["model"],
             "model_dir": str(model_dir),
             "dataset_path": str(dataset.path),
-            # A run's own dataset is labelled by its file name, as in the original.
-            "dataset_label": Path(dataset.own).stem if dataset.own else shared.training.get("dataset_label"),
+            "dataset_label": dataset.label,
             "wandb_project": None,  # set below, for a run that logs to W&B
             "wandb_entity": None,
             "wandb_mode": None,

@@ -220,6 +220,7 @@ def context(setup: dict, model: dict) -> dict[str, Any]:
         rdzv_base_port=RDZV_BASE_PORT,
         rdzv_port_span=RDZV_PORT_SPAN,
         wandb_mode=setup.get("wandb_mode") or "offline",
+        module_purge=rules.purges_modules(setup),
     )
     ctx.update(sbatch_site(setup))
     return ctx

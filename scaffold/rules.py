@@ -71,7 +71,7 @@ def multi_node_lora(method_: str, nodes: int) -> Violation | None:
 
 
 def violations(settings: Mapping[str, Any]) -> list[Violation]:
-    """Every rule these settings break (method, GPUs, nodes, device, the site's GPU syntax, validation); none
+    """Every rule these settings break (method, GPUs, nodes, device, the site's GPU syntax, packing, validation); none
     when a stock torchtune 0.6.1 recipe (or this project's validating one) can train them as asked."""
     out: list[Violation] = []
     m, gpus, nodes = method(settings), settings["gpus"], settings.get("nodes", 1)
@@ -95,6 +95,14 @@ def violations(settings: Mapping[str, Any]) -> list[Violation]:
                 f"{nodes} nodes with gpu_directive gpus: --gpus asks for a job total that SLURM may spread unevenly "
                 "over the nodes, and every node needs compute.gpus of them",
                 "set gpu_directive: gres or gpus-per-node in the local config (both ask per node)",
+            )
+        )
+    if settings.get("packed") and settings.get("max_seq_len") is None:
+        out.append(
+            Violation(
+                "max_seq_len",
+                "packed: true packs records into sequences of max_seq_len tokens, but max_seq_len is null (no limit)",
+                "set max_seq_len (e.g. 2048), or packed: false",
             )
         )
     if settings.get("validation_during_training"):
@@ -148,6 +156,16 @@ def floor_resource(run: Any, model: Any, site: Any, builtin: Any, measure: Any =
         return builtin
     key = measure or (lambda v: v)
     return max(given, key=key)  # max keeps the first of equal values: the model's
+
+
+# --- the environment of the batch script --------------------------------------------------------------------
+
+
+def purges_modules(settings: Mapping[str, Any]) -> bool:
+    """A batch script that loads modules runs `module purge` before its `module load` lines, as the original's does:
+    a job must not inherit the modules of the shell it was submitted from. A site without modules (no `modules` in
+    the local config) may have no `module` command at all, so its scripts run none."""
+    return bool(settings.get("modules"))
 
 
 # --- the GPU request, in the site's syntax ---------------------------------------------------------------------

@@ -57,7 +57,7 @@ class RunSettings(TypedDict):
     gradient_accumulation_steps: int
     epochs: int
     seed: int
-    max_seq_len: int
+    max_seq_len: int | None
     num_warmup_steps: int
     max_steps_per_epoch: int | None
     packed: bool

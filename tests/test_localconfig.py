@@ -133,7 +133,7 @@ def test_yaml_bad_setting_names_its_line(example: Experiment, old, new, expected
     assert not (example.dir / RANK4).exists()
 
 
-# --- discovery: --local-config > $SCAFFOLD_LOCAL_CONFIG > nearest upward -------------------------------------
+# --- discovery: --local-config > $SCAFFOLD_LOCAL_CONFIG > nearest upward (experiment, then cwd) ---------------
 
 
 def account_config(path: Path, account: str) -> Path:
@@ -168,7 +168,8 @@ def test_no_local_config_found(example: Experiment, tmp_path: Path):
     if any((d / n).is_file() for d in tmp_path.parents for n in localconfig.NAMES):
         pytest.skip("a local config above the temporary directory would be found")
     before = example.snapshot()
-    msg = one_error(run_cli("generate", example.dir, "--no-check-paths"), "no local config found")
+    # (from a directory with no config above it either: the current directory and its parents are searched too)
+    msg = one_error(run_cli("generate", example.dir, "--no-check-paths", cwd=tmp_path), "no local config found")
     assert "$SCAFFOLD_LOCAL_CONFIG" in msg and "fix: create scaffold.local.yaml beside the experiment" in msg
     assert "--local-config PATH" in msg
     assert example.snapshot().keys() - before.keys() <= {"logs/scaffold-torchtune.log"}

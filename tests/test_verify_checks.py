@@ -361,6 +361,32 @@ def test_other_environment_fails_slurm_environment(planted: Planted, pytester) -
     assert "conda environment activated (local config): expected 'tune', found 'base'" in out.text
 
 
+def test_missing_module_purge_fails_slurm_environment(planted: Planted, pytester) -> None:
+    """The original purges the submitting shell's modules before loading its own (issue 23)."""
+    planted.replace(f"{R4}/finetune.slurm", "module purge\n", "")
+    out = planted.verify(pytester)
+    assert out.failed == only(f"slurm_environment[{R4}]"), out.text
+    assert "`module purge` before the first `module load`" in out.text and "found 'no module purge'" in out.text
+
+
+def test_module_purge_after_the_load_fails_slurm_environment(planted: Planted, pytester) -> None:
+    planted.replace(f"{R4}/finetune.slurm", "module purge\nmodule load anaconda3/2025.6\n",
+                    "module load anaconda3/2025.6\nmodule purge\n")  # fmt: skip
+    out = planted.verify(pytester)
+    assert out.failed == only(f"slurm_environment[{R4}]"), out.text
+    assert "module purge on line 20" in out.text
+
+
+def test_module_purge_on_a_site_without_modules_fails_slurm_environment(planted: Planted, pytester) -> None:
+    """Where the local config loads no modules, `module` may not exist: a purge there stops the job."""
+    planted.replace("local", "modules: [anaconda3/2025.6]\n", "")
+    for run in (R4, R8):
+        planted.replace(f"{run}/finetune.slurm", "module load anaconda3/2025.6\n", "")
+    out = planted.verify(pytester)
+    assert out.failed == only(f"slurm_environment[{R4}]", f"slurm_environment[{R8}]"), out.text
+    assert "`module purge` on a site that loads no modules" in out.text
+
+
 def _post_step_line(planted: Planted) -> str:
     (line,) = [
         ln

@@ -346,21 +346,39 @@ def launch_uses_this_config(run: RunContext) -> Iterator[Problem]:
 
 @check("slurm_environment", scope=FINE_TUNED, file=SLURM_FILE, texts=True)
 def environment_from_local_config(run: RunContext) -> Iterator[Problem]:
-    """The script loads the modules and activates the conda environment or venv the local config names, and no
-    other, before `tune run`."""
+    """The script purges the modules it inherited (`module purge`), loads the modules and activates the conda
+    environment or venv the local config names, and no other, before `tune run`."""
     setup = run.expected().setup
     script = run.slurm()
     launches = find_launches(script)
     launch_line = launches[0].line if launches else None
-    modules = [w for c in script.commands_starting("module", "load") for w in c.words[2:]]
+    loads = script.commands_starting("module", "load")
+    modules = [w for c in loads for w in c.words[2:]]
     if modules != list(setup["modules"]):
-        first = script.commands_starting("module", "load")
         yield run.problem(
             "modules loaded (local config `modules`)",
             file=SLURM_FILE,
-            line=first[0].line if first else None,
+            line=loads[0].line if loads else None,
             expected=list(setup["modules"]),
             found=modules,
+            fix=REGEN,
+        )
+    # `module purge` once, before the first `module load`, where the site loads modules (scaffold.rules); none on a
+    # site without them (`module` may not exist there, and the script stops at the first failing command).
+    purges = script.commands_starting("module", "purge")
+    want_purge = rules.purges_modules(setup)
+    before = [c for c in purges if not loads or c.line < loads[0].line]
+    if purges != before or (want_purge and not before) or (purges and not want_purge):
+        late = [c for c in purges if c not in before]
+        expected = "module purge, then module load " + " ".join(setup["modules"]) if want_purge else "no module purge"
+        yield run.problem(
+            "`module purge` before the first `module load` (a job must not inherit the submitting shell's modules)"
+            if want_purge
+            else "`module purge` on a site that loads no modules (local config `modules` is empty)",
+            file=SLURM_FILE,
+            line=(late or purges or loads)[0].line if purges or loads else None,
+            expected=expected,
+            found=", ".join(f"module purge on line {c.line}" for c in purges) or "no module purge",
             fix=REGEN,
         )
     conda = script.commands_starting("conda", "activate")
@@ -388,7 +406,7 @@ def environment_from_local_config(run: RunContext) -> Iterator[Problem]:
             found=", ".join(found_venv) or None,
             fix=REGEN,
         )
-    for c in script.commands_starting("module", "load") + conda + venvs:
+    for c in purges + loads + conda + venvs:
         if launch_line is not None and c.line > launch_line:
             yield run.problem(
                 "the environment is set up after `tune run`",

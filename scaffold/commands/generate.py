@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import InputError, Problem, display_path
-from ..inputs import localconfig, schemas
+from ..inputs import localconfig, original_setup, schemas
 from ..inputs import summary as summary_mod
 from ..output.lock import DEFAULT_TIMEOUT, LockTimeout, experiment_lock
 from ..output.outcome import Report, RunOutcome, failures
@@ -47,7 +47,7 @@ from ..plan import (
     make_plan,
     shared_settings,
 )
-from ..render import fingerprint, model_json
+from ..render import fingerprint, model_json, sbatch_site
 from ..rules import recipe_for
 from ..slurm import arrays
 from .pipeline import Renderer
@@ -150,7 +150,7 @@ def _generate_all(
     command = f"setup-finetune {change.run}" if change else "generate"
     log.heading(
         f"scaffold-torchtune {__version__} {command} {report.summary} (experiment {summary.name}; "
-        f"local config {display_path(local.path)}; force={force}; check_paths={check_paths})"
+        f"local config {local.path.resolve()}; {local.found}; force={force}; check_paths={check_paths})"
     )
     for line in change.lines if change else ():
         log.info(f"the change: {line}")
@@ -172,6 +172,10 @@ def _generate_all(
         and rp.setup.get("metric_logger") == "wandb"
         and rp.setup.get("wandb_mode") == "offline"
     ]
+    mail_off = job_mail_off(plan)
+    if mail_off:
+        report.notes.append(mail_off)
+        log.info(mail_off)
     shared = shared_settings(plan.runs)
     if shared:
         first = next(rp for rp in plan.runs if rp.setup)
@@ -246,6 +250,27 @@ def _generate_all(
     report.log_error = report.log_error or log.error
 
 
+def job_mail_off(plan: Plan) -> str | None:
+    """Said once when a fine-tuned run's job sends no mail: the original mails at begin and end (to an address it
+    makes from the username and its university's domain); here the address comes from the local config, and
+    without one mail is off."""
+    silent = [rp.name for rp in plan.runs if rp.setup and not sbatch_site(rp.setup)["mail_user"]]
+    if not silent:
+        return None
+    how = (
+        'add the bullet "- **Email**: `you@your.org`" under SLURM Defaults in'
+        if ".md" in plan.local.path.suffixes
+        else "add `mail_user: you@your.org` to"
+    )
+    which = (
+        "every fine-tuned run" if len(silent) == sum(bool(rp.setup) for rp in plan.runs) else f"{len(silent)} run(s)"
+    )
+    return (
+        f"job mail is off for {which}: the local config names no address (the original mails at begin and end); "
+        f"to turn it on, {how} {display_path(plan.local.path)} (mail goes at BEGIN,END unless mail_type says otherwise)"
+    )
+
+
 def _write_arrays(plan: Plan, report: Report, log: RunLog, manifest: Manifest, *, force: bool, alone: bool) -> None:
     """The job array scripts (scaffold.slurm.arrays), only when every fine-tuned run was generated and checked: else
     they stay as they are, like the failed runs' files. (`alone`: one run was generated, the others are as they are
@@ -276,7 +301,9 @@ def _write_arrays(plan: Plan, report: Report, log: RunLog, manifest: Manifest, *
 
 def _load_plan(summary_file: Path, local_config: Path | None, check_paths: bool, text: str | None = None) -> Plan:
     summary = summary_mod.load(summary_file, text)
-    local = localconfig.load(localconfig.find(summary.local_dir, local_config))
+    path, found = localconfig.locate(summary.local_dir, local_config)
+    local = localconfig.load(path)
+    local.found = found
     _check_shell_safe_root(summary)
     return make_plan(summary, local, check_paths=check_paths)
 
@@ -566,6 +593,17 @@ def _write_run_files(
             log.info(f"{res.path.name}: {out.files[res.path.name]}", rp.name)
         log.info("diff:\n" + "".join(r.diff for r in kept), rp.name)
         names = ", ".join(r.path.name for r in kept)
+        if kept[0].path.name == SETUP_FILE and (keys := original_setup.original_keys_of(kept[0].path)):
+            return [
+                Problem(
+                    f"{SETUP_FILE} is in {original_setup.describe(keys)}, not one this tool generated; kept (so the "
+                    "run's other files were left as they are)",
+                    display_path(kept[0].path),
+                    fix="re-run with --force to write this run's files in this tool's format from the summary (the "
+                    "original's file is kept as a .bak backup)",
+                    run=rp.name,
+                )
+            ]
         return [
             Problem(
                 f"{names} edited by hand since it was generated; kept (so the run's other files were left as they are)",

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..discover import SETUP_FILE, SUMMARY_NAME
 from ..errors import InputError, Problem, did_you_mean, display_path
-from ..inputs import params, schemas
+from ..inputs import original_setup, params, schemas
 from ..inputs import summary as summary_mod
 from ..inputs.yamledit import EditError, set_values
 from ..inputs.yamlio import Document, dotted, load_yaml, parse_yaml
@@ -144,6 +144,20 @@ def setup_finetune(
                         "the experiment's summary",
                         display_path(run_dir),
                         fix="run it in (or --dir) a run directory of an experiment",
+                    )
+                ]
+            )
+        setup_path = run_dir / SETUP_FILE
+        if keys := original_setup.original_keys_of(setup_path):
+            raise InputError(
+                [
+                    Problem(
+                        f"this setup_finetune.yaml is in {original_setup.describe(keys)}, not this tool's: it is not "
+                        "rendered here",
+                        display_path(setup_path),
+                        fix="run `scaffold generate` on the experiment (the directory of experiment_summary.yaml) to "
+                        "write this run's files in this tool's format (the original's file is kept unless --force, "
+                        "which keeps it as a .bak backup); then run setup-finetune",
                     )
                 ]
             )

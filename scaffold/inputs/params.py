@@ -21,6 +21,7 @@ class Parameter:
     schema: dict
     compare: str  # "numeric" or "exact"
     when: dict  # the path exists only for runs whose settings match these
+    spellings: dict  # an older spelling of a value -> the value (the original's, e.g. a torchtune function name)
 
     def applies(self, values: dict[str, Any]) -> bool:
         """Whether this parameter lands at its path for a run with these settings."""
@@ -41,6 +42,7 @@ def table() -> dict[str, Parameter]:
             schema=row["schema"],
             compare=row.get("compare", "numeric"),
             when=dict(row.get("when") or {}),
+            spellings=dict(row.get("spellings") or {}),
         )
     return out
 

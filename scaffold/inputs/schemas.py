@@ -149,6 +149,8 @@ def _problem(err: jsonschema.ValidationError, doc: Document, run: str | None) ->
             )
         else:
             fix = fix or f"use one of {', '.join(map(str, choices))}"
+        if isinstance(err.schema, dict) and err.schema.get("x-why"):  # why the choices are these few
+            fix += f"; {err.schema['x-why']}"
     elif kind == "propertyNames":
         path = path + (err.instance,)
         if isinstance(err.validator_value, dict) and "$ref" in err.validator_value:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -9,6 +10,9 @@ from pathlib import Path
 from ..discover import SUMMARY_NAME, summary_path  # noqa: F401 (re-exported)
 from ..errors import InputError, Problem, display_path
 from . import params, schemas
+from .base_recipe import BaseRecipe
+from .base_recipe import known as known_base_recipes
+from .base_recipe import lookup as lookup_base_recipe
 from .yamlio import Document, Path_, dotted, load_yaml, parse_yaml
 
 
@@ -21,6 +25,7 @@ class Summary:
     legacy_gpus: int | None = None  # older controls.gpus: the default GPU count of every run
     legacy_gpus_mark: tuple[int | None, int | None] = (None, None)
     swept: int = 0  # the first `swept` runs were expanded from `variables`
+    base_recipe: BaseRecipe | None = None  # controls.base_recipe: settings the summary leaves out come from it
 
     @property
     def data(self) -> dict:
@@ -167,6 +172,131 @@ def _lift(doc: Document, index: int, key: str, notes: list[str]) -> Problem | No
     return None
 
 
+def _base_recipe(summary: Summary, controls: dict) -> Problem | None:
+    """controls.base_recipe, as the original reads it: a torchtune stock config whose settings fill what the summary
+    leaves out (scaffold.inputs.base_recipe), or a recipe name that says the method. Any other name is refused, by
+    name: a run never trains without the settings the summary asked for."""
+    doc, notes = summary.doc, summary.notes
+    where = ("controls", "base_recipe")
+    line = doc.locate(where)[0]
+    name = controls.pop("base_recipe")
+    recipe = lookup_base_recipe(name)
+    if recipe is None:
+        return doc.problem(
+            where,
+            f"{name!r} is not a torchtune 0.6.1 stock config this tool knows, so its settings cannot be taken (the "
+            "original reads them from the named config file)",
+            f"use one of {', '.join(known_base_recipes())}; or remove base_recipe and give the settings you want "
+            "in controls",
+        )
+    if recipe.method is not None:
+        if controls.get("method", recipe.method) != recipe.method:
+            return doc.problem(
+                where,
+                f"base_recipe {name} is a {recipe.method} fine-tuning recipe, but controls.method is "
+                f"{controls['method']}",
+                "keep one of them",
+            )
+        controls.setdefault("method", recipe.method)
+        notes.append(
+            f"{doc.name}:{line}: controls.base_recipe ({name}) is an older setting: read as method: {recipe.method} "
+            "(a torchtune recipe, not a config, so it holds no settings to take; the recipe follows from each run's "
+            "method, GPU count and validation setting)"
+        )
+        return None
+    summary.base_recipe = recipe
+    taken = ", ".join(f"{k} {'null' if v is None else params.format_token_value(v)}" for k, v in recipe.values.items())
+    notes.append(
+        f"{doc.name}:{line}: controls.base_recipe {name}: the settings the summary leaves out take the values of "
+        f"torchtune 0.6.1's stock config {name} ({taken}), as in the original; controls and each run's parameters "
+        "come first"
+    )
+    return None
+
+
+def _value_spellings(summary: Summary, holder: Path_, node: dict) -> None:
+    """The original's spellings of a value (lr_scheduler: get_cosine_schedule_with_warmup) -> the table's, with a
+    note; in `variables` each listed value is read so."""
+    doc = summary.doc
+    for name, value in list(node.items()):
+        row = params.table().get(name)
+        if row is None or not row.spellings:
+            continue
+        values = value if holder == ("variables",) and isinstance(value, list) else [value]
+        new = [row.spellings.get(v, v) if isinstance(v, str) else v for v in values]
+        if new == values:
+            continue
+        node[name] = new if values is value else new[0]
+        line = doc.locate(holder + (name,))[0]
+        changed = sorted({v for v in values if isinstance(v, str) and v in row.spellings})
+        summary.notes.append(
+            f"{doc.name}:{line}: normalised the original's spelling {dotted(holder + (name,))}: "
+            f"{', '.join(changed)} -> {row.spellings[changed[0]]}"
+        )
+
+
+STRUCTURED_VARIABLES = ("independent", "dependent")
+# A `variables` key this close to a parameter's name is taken for a misspelt parameter, not for a design axis.
+TYPO_CUTOFF = 0.8
+
+
+def _design_variables(summary: Summary) -> list[Problem]:
+    """`variables` in the original's other shapes, which describe the design rather than sweep it: an axis that is
+    not a parameter (`model: [...]`), or the structured `{independent: [...], dependent: [...]}`. Where `runs`
+    lists the fine-tuned runs (as the original's design step writes them), they are read as the description they
+    are and left out (with a note); without listed runs there is nothing to train from them, and they are refused."""
+    doc, data = summary.doc, summary.doc.data
+    variables = data.get("variables")
+    if not isinstance(variables, dict):
+        return []
+    structured = any(k in variables for k in STRUCTURED_VARIABLES)
+    table = params.table()
+    design = (
+        list(variables)
+        if structured
+        else [
+            k
+            for k in variables
+            if isinstance(k, str)
+            and k not in table
+            and k not in params.aliases()
+            and k != "paired"
+            and not difflib.get_close_matches(k, [*table, *params.aliases()], n=1, cutoff=TYPO_CUTOFF)
+        ]
+    )
+    if not design:
+        return []
+    runs = data.get("runs")
+    listed = isinstance(runs, list) and any(isinstance(r, dict) and r.get("type") == "fine-tuned" for r in runs)
+    shape = "the structured form {independent, dependent}" if structured else ", ".join(design)
+    if not listed:
+        path = ("variables",) if structured else ("variables", design[0])
+        what = (
+            "variables in the structured form {independent: [...], dependent: [...]} describe the design"
+            if structured
+            else f"variables.{design[0]} is not a parameter, so it names no setting to sweep"
+        )
+        return [
+            doc.problem(
+                path,
+                f"{what}, and `runs` lists no fine-tuned run to train",
+                "list the runs under `runs:` (name, type: fine-tuned, model, parameters), as the original's design "
+                "step writes them; or sweep parameters as variables: {parameter: [values]} (each crossed with every "
+                "model of models.base)",
+            )
+        ]
+    line = doc.locate(("variables",))[0]
+    for key in design:
+        del variables[key]
+    if not variables:
+        del data["variables"]
+    summary.notes.append(
+        f"{doc.name}:{line}: variables ({shape}) read as a description of the design: `runs` lists the runs, "
+        "which are what is trained"
+    )
+    return []
+
+
 def _normalise(summary: Summary) -> list[Problem]:
     """Accept the older spellings found in real files (SPEC section 2)."""
     doc, notes, data = summary.doc, summary.notes, summary.doc.data
@@ -188,19 +318,7 @@ def _normalise(summary: Summary) -> list[Problem]:
     controls = data.get("controls")
     if isinstance(controls, dict):
         if "base_recipe" in controls:
-            line = doc.locate(("controls", "base_recipe"))[0]
-            recipe = controls.pop("base_recipe")
-            if isinstance(recipe, str) and recipe.startswith("full_finetune") and "method" not in controls:
-                controls["method"] = "full"
-                notes.append(
-                    f"{doc.name}:{line}: controls.base_recipe ({recipe}) is an older setting: read as method: full "
-                    "(the recipe follows from each run's method, GPU count and validation setting)"
-                )
-            else:
-                notes.append(
-                    f"{doc.name}:{line}: controls.base_recipe ({recipe}) is an older setting and is not "
-                    "used: the recipe follows from each run's method, GPU count and validation setting"
-                )
+            problems.append(_base_recipe(summary, controls))
         if "gpus" in controls:
             line = doc.locate(("controls", "gpus"))[0]
             summary.legacy_gpus_mark = doc.locate(("controls", "gpus"))
@@ -210,6 +328,7 @@ def _normalise(summary: Summary) -> list[Problem]:
                     doc.problem(("controls", "gpus"), f"{gpus!r} is not a GPU count", fix="use an integer >= 0")
                 )
             notes.append(f"{doc.name}:{line}: normalised older setting controls.gpus -> default compute.gpus ({gpus})")
+    problems += _design_variables(summary)
     # The original's per-run forms: parameters.dataset_path (a literal train file) and, on eval-only runs,
     # parameters.checkpoint_path (the checkpoint evaluated instead of training) are settings of the run itself.
     for i, run in enumerate(data.get("runs") if isinstance(data.get("runs"), list) else []):
@@ -236,6 +355,7 @@ def _normalise(summary: Summary) -> list[Problem]:
             for old, new in params.aliases().items():
                 if old in node:
                     problems.append(_move(doc, holder, old, new, notes, f"{old} is now {new}"))
+            _value_spellings(summary, holder, node)
     return [p for p in problems if p is not None]
 
 

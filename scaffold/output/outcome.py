@@ -52,7 +52,7 @@ class Report:
     seconds: float = 0.0
     wandb_offline: list[str] = field(default_factory=list)  # output_dir of each run that logs to W&B offline
     arrays: list[ArrayOutcome] = field(default_factory=list)  # the job array scripts (scaffold.slurm.arrays)
-    notes: list[str] = field(default_factory=list)  # about the experiment as a whole
+    notes: list[str] = field(default_factory=list)  # said once for the whole experiment (e.g. job mail is off)
 
     @property
     def exit_status(self) -> int:

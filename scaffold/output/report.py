@@ -72,6 +72,7 @@ def as_json(report: Report) -> str:
             "runs_unchanged_checked_earlier": c["runs_checked_earlier"],
         },
         "arrays": [{"file": a.file, "runs": a.runs, "status": a.status} for a in report.arrays],
+        "notes": report.notes,
         "log": report.log,
         "log_error": report.log_error,
         "seconds": round(report.seconds, 3),
@@ -138,6 +139,7 @@ def as_text(report: Report, show_diffs: bool = True) -> str:
             + (f" (and the same for the other {more} run(s))" if more else "")
             + ", or set wandb_mode: online in the local config"
         )
+    lines += [f"note: {note}" for note in report.notes]
     failed = [r for r in report.runs if r.status != "ok"]
     if failed:
         lines.append(f"FAILED runs ({len(failed)}): " + ", ".join(r.name for r in failed))
