@@ -4,7 +4,6 @@ batch size, accumulation, epochs and max_steps_per_epoch, the optimizer steps to
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -53,9 +52,8 @@ def experiment(tmp_path_factory) -> Path:
     tiny_model.write_capitalization_dataset(data, n_train=TRAIN_RECORDS, n_val=2, n_test=1)
     summary["data"]["training"]["splits"]["train"] = TRAIN_RECORDS
     (exp / "experiment_summary.yaml").write_text(yaml.safe_dump(summary, sort_keys=False))
-    res = run_cli("generate", exp, "--local-config", local, "--json")
+    res = run_cli("generate", exp, "--local-config", local)
     assert res.code == 0, res.out + res.err
-    (exp / "report.json").write_text(res.out)
     return exp
 
 
@@ -82,7 +80,3 @@ def test_torchtune_takes_the_planned_steps(experiment: Path, run: str) -> None:
     assert len(got) // plan.epochs == plan.steps_per_epoch
     if plan.validating:
         assert validations == plan.validations
-    # The numbers generate reported for the run are the same plan.
-    report = json.loads((experiment / "report.json").read_text())
-    (entry,) = [r for r in report["runs"] if r["name"] == run]
-    assert entry["steps"] == plan.as_dict()
