@@ -113,7 +113,10 @@ def _write_atomically(path: Path, text: str) -> None:
         raise
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json_atomically(path: Path, data: Any) -> None:
+    """Write `data` as JSON to `path` through a temporary file in the same directory and a rename (the post step's
+    edits of tokenizer and adapter files): a reader sees the old file or the new one; the file keeps its
+    permissions."""
     _write_atomically(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
@@ -169,7 +172,7 @@ def prepare(directory: str | os.PathLike, *, dataset_type: str, chat_template_da
                 raise ValueError(f"{tokenizer_json} is not a JSON object")
             post_processor = without_special_tokens(data.get("post_processor"))
             if post_processor != data.get("post_processor"):
-                _write_json(tokenizer_json, {**data, "post_processor": post_processor})
+                write_json_atomically(tokenizer_json, {**data, "post_processor": post_processor})
                 changed.append("the tokenizer adds no special tokens (the chat template writes them)")
     else:
         config = {**config, "chat_template": PLAIN_TEMPLATE}
@@ -183,7 +186,7 @@ def prepare(directory: str | os.PathLike, *, dataset_type: str, chat_template_da
     if text != before_text:
         _write_atomically(directory / CHAT_TEMPLATE_FILE, text or "")
     if config != before_config:
-        _write_json(directory / TOKENIZER_CONFIG, config)
+        write_json_atomically(directory / TOKENIZER_CONFIG, config)
     return changed
 
 

@@ -26,12 +26,10 @@ written (or an epoch has no tokenizer_config.json), or the output directory does
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 
 from . import eval_contract
@@ -63,25 +61,6 @@ def epoch_dirs(output_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def write_json_atomically(path: Path, data: object) -> None:
-    """Write `data` as JSON to `path` through a temporary file in the same directory and a rename: a reader sees
-    the old file or the new one, never half of one. The file keeps its permissions."""
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(tmp, os.stat(path).st_mode & 0o7777)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def point_at_model_dir(config: Path, model_dir: str, label: str) -> None:
     """Set `base_model_name_or_path` of one adapter config to `model_dir`, keeping every other key and the order
     of the keys; log the old and the new value. Raises ValueError when the file is not a JSON object."""
@@ -93,7 +72,7 @@ def point_at_model_dir(config: Path, model_dir: str, label: str) -> None:
         log(f"{label}: {BASE_KEY} is already {model_dir!r}")
         return
     data[BASE_KEY] = model_dir  # an existing key keeps its place
-    write_json_atomically(config, data)
+    eval_contract.write_json_atomically(config, data)
     log(f"{label}: {BASE_KEY} {old!r} -> {model_dir!r}")
 
 
