@@ -17,6 +17,7 @@ from . import FINE_TUNED, check
 from .context import RunContext
 from .dataset import dataset_file
 from .findings import NotApplicable
+from .parity import need_transformers
 
 POLICY_FIX = (
     "set max_seq_len to at least {fit} (the longest record), shorten or remove those records, or accept the loss "
@@ -36,20 +37,10 @@ class RunAudit:
         return [a.line() for a in self.splits.values()]
 
 
-def _need_transformers() -> None:
-    try:
-        import transformers  # noqa: F401
-    except ImportError:
-        raise NotApplicable(
-            "transformers is not installed here: the token audit builds the run's data with its own dataset builder, "
-            "which tokenizes with it (pip install 'transformers>=4.45', or run it where the runs train)"
-        ) from None
-
-
 def audit_run(setup: dict[str, Any], config: dict[str, Any], data_file: Path, model_dir: Path) -> RunAudit:
     """Audit the splits a run trains and validates on, with the dataset sections of its finetune.yaml (`config`)
     on this machine's paths. NotApplicable where transformers or the model's tokenizer files are not here."""
-    _need_transformers()
+    need_transformers("the token audit")
     if not (model_dir / "tokenizer_config.json").is_file():
         raise NotApplicable(f"the model's tokenizer files are not here ({model_dir}/tokenizer_config.json)")
     if not data_file.is_file():

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -30,38 +29,29 @@ from typing import Any
 from ..errors import Problem
 from ..plan import FINETUNE_FILE
 from ..render import DATASET_BUILDERS
+from ..stamps import stamp
 from ..torchtune_ext import eval_contract
-from ..torchtune_ext.datasets import token_ids
+from ..torchtune_ext.datasets import CROSS_ENTROPY_IGNORE_IDX, prompt_length, token_ids, tokenizer_stamp
 from . import FINE_TUNED, check
 from .context import RunContext
 from .dataset import dataset_file, load_dataset
 from .findings import NotApplicable
 
 RECORDS = 3  # records compared per run: the template and the mask do not vary by record, the text does
-IGNORE = -100
+IGNORE = CROSS_ENTROPY_IGNORE_IDX
 REGEN = "regenerate with `scaffold generate` (or re-render the run with `scaffold setup-finetune`)"
-_STAMPED = ("tokenizer_config.json", "tokenizer.json", eval_contract.CHAT_TEMPLATE_FILE)
 
 
-def _need_transformers() -> None:
+def need_transformers(check: str) -> None:
+    """NotApplicable where transformers is not importable: the checks that build a run's data with its own dataset
+    builder (which tokenizes with it) need it, as training does."""
     try:
         import transformers  # noqa: F401
     except ImportError:
         raise NotApplicable(
-            "transformers is not installed here: the train/eval parity check needs it, as does training "
+            f"transformers is not installed here: {check} needs it, as does training "
             "(pip install 'transformers>=4.45' in the training environment and run the suite there)"
         ) from None
-
-
-def _stamp(directory: Path) -> tuple:
-    out = []
-    for name in _STAMPED:
-        try:
-            st = os.stat(directory / name)
-            out.append((name, st.st_mtime_ns, st.st_size))
-        except OSError:
-            out.append((name, None, None))
-    return tuple(out)
 
 
 def _trained_epoch(run: RunContext, setup: dict) -> Path | None:
@@ -87,7 +77,7 @@ def _evaluator_tokenizer(run: RunContext, setup: dict, model_dir: Path) -> tuple
     epoch = _trained_epoch(run, setup)
     date = setup.get("chat_template_date") if setup["dataset_type"] == "chat_completion" else None
     source = epoch if epoch is not None else model_dir
-    key = ("evaluator_tokenizer", str(source), epoch is None, setup["dataset_type"], date, _stamp(source))
+    key = ("evaluator_tokenizer", str(source), epoch is None, setup["dataset_type"], date, tokenizer_stamp(source))
     memo = run.session.memo
     if key not in memo:
         if epoch is not None:
@@ -113,11 +103,6 @@ def _evaluator_tokenizer(run: RunContext, setup: dict, model_dir: Path) -> tuple
 def _model_tokenizer_problem(model_dir: Path) -> None:
     if not (model_dir / "tokenizer_config.json").is_file():
         raise NotApplicable(f"the model's tokenizer files are not here ({model_dir}/tokenizer_config.json)")
-
-
-def _masked(labels: list[int]) -> int:
-    """How many leading labels are masked: the prompt part a run trained on."""
-    return next((i for i, label in enumerate(labels) if label != IGNORE), len(labels))
 
 
 def _first_difference(a: list[int], b: list[int]) -> int:
@@ -201,7 +186,7 @@ def _parity_findings(run: RunContext, setup: dict, section: dict, max_seq_len: A
                     f"evaluator {_show(tokenizer, tokens, at)})",
                     key="dataset",
                     expected=f"the evaluator's {min(prompt_len, len(tokens))} prompt tokens",
-                    found=f"{_masked(got_labels)} prompt tokens trained"
+                    found=f"{prompt_length(got_labels)} prompt tokens trained"
                     if not setup.get("train_on_input")
                     else f"{len(got_tokens)} tokens trained",
                     fix=REGEN,
@@ -245,15 +230,11 @@ def trains_on_the_evaluated_tokens(run: RunContext) -> Iterator[Problem]:
             fix=REGEN,
         )
         return
-    _need_transformers()
+    need_transformers("the train/eval parity check")
     model_dir = run.to_local(setup["model_dir"])
     _model_tokenizer_problem(model_dir)
     max_seq_len = (cfg.get("tokenizer") or {}).get("max_seq_len")
     _, local_data = dataset_file(run)
-    try:
-        data_stamp: object = os.stat(local_data).st_mtime_ns
-    except OSError:
-        data_stamp = None
     evaluated = {k: setup.get(k) for k in ("prompt", "system_prompt", "dataset_type", "chat_template_date")}
     evaluated.update(train_on_input=setup.get("train_on_input"), max_seq_len=setup.get("max_seq_len"))
     key = (
@@ -262,9 +243,9 @@ def trains_on_the_evaluated_tokens(run: RunContext) -> Iterator[Problem]:
         json.dumps(evaluated, sort_keys=True, default=str),
         max_seq_len,
         str(model_dir),
-        _stamp(model_dir),
+        tokenizer_stamp(model_dir),
         str(local_data),
-        data_stamp,
+        stamp(local_data),
         str(_trained_epoch(run, setup)),
     )
     memo = run.session.memo

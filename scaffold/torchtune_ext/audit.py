@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-IGNORE = -100
-_STAMPED = ("tokenizer_config.json", "tokenizer.json", "chat_template.jinja", "vocab.json", "tokenizer.model")
+from ..stamps import stamp
+from .datasets import prompt_length, tokenizer_stamp
+
 _BUILT: dict[tuple, tuple[tuple[int, int], ...]] = {}  # key -> (length, prompt length) of each record
 SHOWN = 5  # record indices named in a message
 
@@ -111,14 +110,6 @@ class Audit:
     splits: dict[str, SplitAudit] = field(default_factory=dict)
 
 
-def _stamp(path: Path) -> tuple:
-    try:
-        st = os.stat(path)
-        return (st.st_mtime_ns, st.st_size)
-    except OSError:
-        return (None, None)
-
-
 def built_records(builder: Any, section: dict[str, Any], split: str, data_file: str, model_path: str) -> tuple:
     """(length, prompt length) of every record of `split`, built by `builder` (the config's `_component_`) from
     `section` (the config's dataset section), uncut and with the prompt masked; cached per process."""
@@ -135,8 +126,8 @@ def built_records(builder: Any, section: dict[str, Any], split: str, data_file: 
     key = (
         f"{builder.__module__}.{builder.__qualname__}",
         json.dumps(args, sort_keys=True, default=str),
-        _stamp(Path(data_file)),
-        tuple(_stamp(Path(model_path) / name) for name in _STAMPED),
+        stamp(data_file),
+        tokenizer_stamp(model_path),
     )
     if key not in _BUILT:
         if len(_BUILT) >= 64:
@@ -147,9 +138,7 @@ def built_records(builder: Any, section: dict[str, Any], split: str, data_file: 
         out = []
         for i in range(len(dataset)):
             example = dataset[i]
-            labels = example["labels"]
-            prompt = next((j for j, label in enumerate(labels) if label != IGNORE), len(labels))
-            out.append((len(example["tokens"]), prompt))
+            out.append((len(example["tokens"]), prompt_length(example["labels"])))
         _BUILT[key] = tuple(out)
     return _BUILT[key]
 

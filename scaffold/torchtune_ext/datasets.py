@@ -78,18 +78,20 @@ def load_records(data_files: str | Sequence[str], field: str | None) -> list[dic
     return records
 
 
-_TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", CHAT_TEMPLATE_FILE, "vocab.json", "tokenizer.model")
+# The files a model directory's Hugging Face tokenizer is read from: what caches of a loaded tokenizer are keyed by.
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", CHAT_TEMPLATE_FILE, "vocab.json", "tokenizer.model")
 
 
-def _stamp(directory: Path) -> tuple:
-    out = []
-    for name in _TOKENIZER_FILES:
-        try:
-            st = os.stat(directory / name)
-            out.append((st.st_mtime_ns, st.st_size))
-        except OSError:
-            out.append(None)
-    return tuple(out)
+def tokenizer_stamp(model_path: str | os.PathLike) -> tuple:
+    """The stamps of a model directory's tokenizer files (scaffold.stamps): changes when any of them does."""
+    from ..stamps import stamp
+
+    return tuple(stamp(Path(model_path) / name) for name in TOKENIZER_FILES)
+
+
+def prompt_length(labels: Sequence[int]) -> int:
+    """How many leading labels are masked: the prompt part of a record built with the prompt masked."""
+    return next((i for i, label in enumerate(labels) if label != CROSS_ENTROPY_IGNORE_IDX), len(labels))
 
 
 def load_tokenizer(model_path: str | os.PathLike) -> Any:
@@ -97,7 +99,7 @@ def load_tokenizer(model_path: str | os.PathLike) -> Any:
     once per directory and process while its tokenizer files are unchanged (a real Llama 3 tokenizer takes about
     half a second, and a verification builds the datasets of many runs that share a model). The builders only
     read it."""
-    key = (str(model_path), _stamp(Path(model_path)))
+    key = (str(model_path), tokenizer_stamp(model_path))
     if key not in _LOADED:
         if len(_LOADED) >= 8:  # bounded: a long-lived process sees few model directories at a time
             _LOADED.clear()
