@@ -28,6 +28,7 @@ from .inputs.localconfig import DEFAULT_WANDB_MODE, LocalConfig
 from .inputs.summary import SUMMARY_NAME, Summary
 from .settings import RunSettings
 from .stamps import cached_by_stamp
+from .steps import StepPlan
 from .timeutil import format_time, parse_time
 from .torchtune_ext.datasets import CHAT_TEMPLATE_FILE
 
@@ -573,19 +574,28 @@ class _FineTuned:
             dataset, bool(values["validation_during_training"]), bool(own_dataset)
         )
         per_step = values["batch_size"] * values["gradient_accumulation_steps"] * compute.world
-        if train is not None and per_step <= train:
-            steps = train // per_step
-            if values["max_steps_per_epoch"]:
-                steps = min(steps, values["max_steps_per_epoch"])
-            steps *= values["epochs"]
-            if steps < values["num_warmup_steps"]:
-                rp.warnings.append(
-                    f"the run takes {steps} optimizer steps ({train} train records, {per_step} per step, "
-                    f"{values['epochs']} epoch(s)), fewer than its num_warmup_steps {values['num_warmup_steps']}: "
-                    "it trains entirely inside the learning-rate warm-up and never reaches lr "
-                    f"{values['lr']} (lower num_warmup_steps, or train longer)"
-                )
-        if train is not None and train < per_step:
+        plan = None
+        if train is not None:  # the optimizer steps as torchtune's recipes count them (scaffold.steps)
+            plan = StepPlan(
+                records=train,
+                world_size=compute.world,
+                batch_size=values["batch_size"],
+                gradient_accumulation_steps=values["gradient_accumulation_steps"],
+                epochs=values["epochs"],
+                max_steps_per_epoch=values["max_steps_per_epoch"] or None,
+                num_warmup_steps=values["num_warmup_steps"],
+                log_every_n_steps=values["log_every_n_steps"],
+                validating=bool(values["validation_during_training"]),
+                run_val_every_n_steps=values["run_val_every_n_steps"],
+            )
+        if plan is not None and plan.steps_per_epoch and plan.total_steps < values["num_warmup_steps"]:
+            rp.warnings.append(
+                f"the run takes {plan.total_steps} optimizer steps ({train} train records, {per_step} per step, "
+                f"{values['epochs']} epoch(s)), fewer than its num_warmup_steps {values['num_warmup_steps']}: "
+                "it trains entirely inside the learning-rate warm-up and never reaches lr "
+                f"{values['lr']} (lower num_warmup_steps, or train longer)"
+            )
+        if plan is not None and not plan.steps_per_epoch:
             # torchtune's dataloader drops the last partial batch: this run would train zero steps.
             self.problem(
                 dpath,
