@@ -69,6 +69,12 @@ class RunPlan:
     problems: list[Problem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # the run is generated, but something deserves a look
+    # The optimizer steps as torchtune's recipes count them over the train split's records (None where the dataset
+    # was not read); the pre-flight audit counts them again without the records it drops.
+    steps: StepPlan | None = None
+    # No time limit was given anywhere: the time is the floor (the original's default) until the pre-flight
+    # estimate sets it (scaffold.checks.audit.preflight, which needs the token audit).
+    time_estimated: bool = False
 
     @property
     def fine_tuned(self) -> bool:
@@ -466,16 +472,20 @@ class _FineTuned:
                 )
         res = entry.get("resources") or {}
         gpus = _first(compute.get("gpus"), shared.summary.legacy_gpus, res.get("gpus"), local.get("default_gpus"), 1)
-        time_text, time_from = next(
+        given = [
             (value, source)
             for value, source in (
                 (compute.get("time"), f"runs[{self.rp.index}].compute.time"),
                 (res.get("time"), f"the model registry entry of {self.run['model']}"),
                 (local.get("default_time"), "the local config's default time"),
-                (DEFAULT_TIME, "no time limit given anywhere: the original's default"),
             )
             if value is not None
-        )
+        ]
+        if given:
+            time_text, time_from = given[0]
+        else:  # the pre-flight estimate raises it where the token audit runs (scaffold.checks.audit.preflight)
+            self.rp.time_estimated = True
+            time_text, time_from = DEFAULT_TIME, "no time limit given anywhere: the original's default, or the estimate"
         self.rp.notes.append(f"time limit {time_text} (from {time_from})")
         seconds = parse_time(str(time_text))
         time_path = here + ("compute", "time") if "time" in compute else here
@@ -588,6 +598,7 @@ class _FineTuned:
                 validating=bool(values["validation_during_training"]),
                 run_val_every_n_steps=values["run_val_every_n_steps"],
             )
+        rp.steps = plan
         if plan is not None and plan.steps_per_epoch and plan.total_steps < values["num_warmup_steps"]:
             rp.warnings.append(
                 f"the run takes {plan.total_steps} optimizer steps ({train} train records, {per_step} per step, "

@@ -156,8 +156,10 @@ def test_no_time_anywhere_asks_for_the_originals_fifteen_minutes(original: Layou
     assert res.code == 0, res.out + res.err
     assert "#SBATCH --time=00:15:00\n" in original.file(R4, "finetune.slurm")
     assert original.setup(R8)["time"] == "00:15:00"
-    assert "time limit 00:15:00 (from no time limit given anywhere: the original's default)" in section(
-        original.log(), R4
+    # The pre-flight estimate raises it only above the floor: these runs are far under fifteen minutes.
+    assert (
+        "time limit 00:15:00 (from no time limit given anywhere: the original's default, or the estimate)"
+        in section(original.log(), R4)
     )
 
 

@@ -1,6 +1,9 @@
-"""The token audit as a verification check: data that changed after generation, or a max_seq_len that no longer
-fits it, fails `scaffold verify`, naming the records (scaffold.torchtune_ext.audit counts them with the run's own
-dataset builder and tokenizer). `audit_run` is also what `scaffold generate` runs for each fine-tuned run."""
+"""The pre-flight audit of a fine-tuned run (`preflight`: its data's tokens, its optimizer steps, its budget
+estimates and the time limit they set), which `scaffold generate` runs on each run it renders before writing it, and
+the same audit as verification checks: data that changed after generation, or a max_seq_len that no longer fits it,
+fails `scaffold verify` naming the records (`token_audit`; scaffold.torchtune_ext.audit counts them with the run's
+own dataset builder and tokenizer), and an estimated time limit that no longer matches fails
+(`slurm_time_estimate`)."""
 
 from __future__ import annotations
 
@@ -10,8 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import estimates
 from ..errors import Problem
-from ..plan import FINETUNE_FILE
+from ..plan import FINETUNE_FILE, SLURM_FILE, RunPlan
+from ..steps import StepPlan, plan_for
+from ..timeutil import format_time, parse_time
 from ..torchtune_ext import audit
 from . import FINE_TUNED, check
 from .context import RunContext
@@ -32,6 +38,8 @@ class RunAudit:
     splits: dict[str, audit.SplitAudit] = field(default_factory=dict)
     problems: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    train: str | None = None  # the split the run trains on
+    dropped: int = 0  # records of it the builder leaves out (untrainable_records: drop)
 
     def lines(self) -> list[str]:
         return [a.line() for a in self.splits.values()]
@@ -67,6 +75,10 @@ def audit_run(setup: dict[str, Any], config: dict[str, Any], data_file: Path, mo
         except Exception as e:  # a record the builder refuses: train_eval_parity and dataset_splits report it
             raise NotApplicable(f"the dataset builder fails on the {split} split: {e}") from None
         out.splits[split] = result
+        if key == "dataset":
+            out.train = split
+            if setup.get("untrainable_records") == "drop":
+                out.dropped = len(result.untrainable)
         _judge(out, key, section, setup, result)
     return out
 
@@ -126,3 +138,116 @@ def every_record_trains(run: RunContext) -> Iterator[Problem]:
     found = audit_run(setup, run.config().data, local_data, run.to_local(setup["model_dir"]))
     for kwargs in found.problems:
         yield run.problem(**kwargs)
+
+
+@dataclass
+class Preflight:
+    """A run's pre-flight audit: the token audit (None, with `skipped` saying why, where it cannot run here), the
+    optimizer steps over the records it trains on, the budget estimates, and the time limit they set (`time`, only
+    for a run given no time limit anywhere: RunPlan.time_estimated)."""
+
+    audit: RunAudit | None
+    steps: StepPlan | None
+    estimate: estimates.Estimate | None
+    time: str | None = None
+    skipped: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[dict[str, Any]]:
+        return self.audit.problems if self.audit else []
+
+    def fields(self) -> dict[str, Any]:
+        """The report's fields of the run."""
+        return {
+            "steps": self.steps.as_dict() if self.steps else None,
+            "audit": {k: v.as_dict() for k, v in self.audit.splits.items()} if self.audit else None,
+            "audit_skipped": self.skipped,
+            "estimates": self.estimate.as_dict() if self.estimate else None,
+            "time_estimated": self.time,
+        }
+
+    def lines(self) -> list[str]:
+        """The log's lines of the run."""
+        out = [self.steps.line()] if self.steps else []
+        out += self.audit.lines() if self.audit else [f"token audit not run: {self.skipped}"]
+        if self.estimate:
+            out.append(self.estimate.line())
+        return out
+
+
+def preflight(
+    rp: RunPlan, config: dict[str, Any], data_file: Path, model_dir: Path, local: Any | None = None
+) -> Preflight:
+    """The pre-flight audit of a planned fine-tuned run from its finetune.yaml's settings (`config`, as torchtune
+    loads it), its data and model directory on this machine, and the local config (the GPU memory and partition
+    limit it declares)."""
+    setup = dict(rp.setup or {})
+    try:
+        found: RunAudit | None = audit_run(setup, config, data_file, model_dir)
+        skipped = None
+    except NotApplicable as e:
+        found, skipped = None, str(e)
+    train = found.splits.get(found.train or "") if found else None
+    steps = rp.steps
+    if steps is not None and found is not None and found.dropped:
+        steps = plan_for(setup, steps.records - found.dropped)
+    arch = estimates.architecture(setup.get("model", ""), model_dir if model_dir.is_dir() else None)
+    estimate = None
+    if arch is not None:
+        estimate = estimates.estimate(
+            setup,
+            arch,
+            train_records=steps.records if steps else None,
+            p95_length=train.p95_length if train else None,
+            max_length=train.max_length if train else None,
+            output_dir=Path(str(setup.get("output_dir", ""))) if setup.get("output_dir") else None,
+        )
+    out = Preflight(found, steps, estimate, skipped=skipped)
+    out.warnings += found.warnings if found else []
+    out.warnings += [f"{what} ({fix})" for what, fix in steps.warnings()[1:]] if steps else []
+    gpu_memory = local.get("gpu_memory_gib") if local is not None else None
+    out.warnings += estimate.warnings(gpu_memory) if estimate else []
+    if rp.time_estimated and estimate is not None and estimate.seconds is not None:
+        seconds = estimate.seconds
+        limit_text = local.get("partition_max_time") if local is not None else None
+        limit = parse_time(str(limit_text)) if limit_text else None
+        if limit and seconds > limit:
+            out.warnings.append(
+                f"the estimated time {format_time(seconds)} is over the partition limit {format_time(limit)}: asked "
+                "for the limit, which the run may not finish in (train fewer epochs or records, or set compute.time "
+                "on a partition that allows more)"
+            )
+            seconds = limit
+        out.time = format_time(seconds)
+    return out
+
+
+@check("slurm_time_estimate", scope=FINE_TUNED, file=SLURM_FILE)
+def time_is_the_estimate(run: RunContext) -> Iterator[Problem]:
+    """A run given no time limit anywhere (compute.time, the registry, the local config's default_time) asks for
+    the time the pre-flight estimate sets from its audited tokens: at least the original's 00:15:00, at most the
+    partition's limit (needs the token audit, else skipped with the reason; a run given a time limit is
+    slurm_resources' concern)."""
+    expected = run.expected()
+    if not expected.plan.time_estimated:
+        raise NotApplicable("the run's time limit is given (slurm_resources compares --time with it)")
+    setup = expected.setup
+    _, local_data = dataset_file(run)
+    local = run.experiment.local()
+    found = preflight(expected.plan, run.config().data, local_data, run.to_local(setup["model_dir"]), local)
+    if found.time is None:
+        raise NotApplicable(f"the time estimate needs the token audit: {found.skipped or 'no model shape known'}")
+    d = run.slurm().directive("time")
+    seconds = parse_time(d.value or "") if d is not None else None
+    if d is not None and seconds is not None and seconds != parse_time(found.time):
+        yield run.problem(
+            "--time is not the time the pre-flight estimate sets for this run (no time limit is given anywhere)",
+            file=SLURM_FILE,
+            line=d.line,
+            field="--time",
+            expected=found.time,
+            found=d.value,
+            fix="regenerate with `scaffold generate --force` (the estimate follows the data and the settings), or "
+            "give the run a time limit (compute.time, or default_time in the local config)",
+        )

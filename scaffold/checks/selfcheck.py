@@ -27,6 +27,14 @@ _READER: IncrementalConfigReader | None = None  # one per process: its reference
 
 def check_texts(plan: Plan, batch: list[tuple[RunPlan, dict[str, str]]]) -> list[Outcomes]:
     """The self-check of planned runs whose files were rendered with these texts (by file name)."""
+    return [outcomes for outcomes, _ in check_batch(plan, batch)]
+
+
+def check_batch(
+    plan: Plan, batch: list[tuple[RunPlan, dict[str, str]]]
+) -> list[tuple[Outcomes, dict[str, Any] | None]]:
+    """`check_texts`, with each run's finetune.yaml as torchtune loads it (None where it does not load), which the
+    pre-flight audit reads."""
     global _READER
     if _READER is None:
         _READER = IncrementalConfigReader()
@@ -43,7 +51,7 @@ def check_texts(plan: Plan, batch: list[tuple[RunPlan, dict[str, str]]]) -> list
         else:
             config = LoadedConfig(path, data, texts[FINETUNE_FILE])
         run = RenderedRun(RunExpectation.of(plan, rp), texts, config, error, memo)
-        out.append(run_checks(run))
+        out.append((run_checks(run), config.data if isinstance(config, LoadedConfig) else None))
     return out
 
 

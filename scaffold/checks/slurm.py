@@ -176,15 +176,17 @@ def _expected_gpus_text(n: int) -> str:
 
 @check("slurm_resources", scope=FINE_TUNED, file=SLURM_FILE, texts=True)
 def resources_as_expected(run: RunContext) -> Iterator[Problem]:
-    """The script asks for the run's time, memory, CPUs, nodes, GPUs, account, partition, QoS and constraint, as
-    the summary, registry and local config give them (malformed values are slurm_directive_values' concern)."""
+    """The script asks for the run's time (where an input gives one), memory, CPUs, nodes, GPUs, account,
+    partition, QoS and constraint, as the summary, registry and local config give them (malformed values are slurm_directive_values' concern)."""
     setup = run.expected().setup
     script = run.slurm()
     for option in ("time", "mem", "cpus-per-task", "nodes"):
         if script.directive(option) is None:
             yield run.problem(f"no --{option} directive", file=SLURM_FILE, field=f"--{option}", fix=REGEN)
     d = script.directive("time")
-    if d is not None and _TIME.match(d.value or "") and parse_time(d.value) != parse_time(setup["time"]):
+    # A time no input gives is the pre-flight estimate's, which slurm_time_estimate compares (it needs the data).
+    given = not run.expected().plan.time_estimated
+    if given and d is not None and _TIME.match(d.value or "") and parse_time(d.value) != parse_time(setup["time"]):
         yield _problem(run, d, "--time", field="--time", expected=setup["time"], found=d.value, fix=REGEN)
     d = script.directive("mem")
     if d is not None and _MEM.match(d.value or "") and d.value.upper() != str(setup["mem"]).upper():

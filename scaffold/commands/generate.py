@@ -50,7 +50,7 @@ from ..plan import (
 from ..render import fingerprint, model_json, sbatch_site
 from ..rules import recipe_for
 from ..slurm import arrays
-from .pipeline import Renderer
+from .pipeline import Renderer, Row
 
 
 @dataclass(frozen=True)
@@ -204,7 +204,9 @@ def _generate_all(
             to_render.append(i)
     # The others are rendered and self-checked, a batch at a time, and each run's files are written (committed) only
     # when its checks pass.
-    renderer = Renderer(plan, to_render, check=not dry_run, model_texts=model_texts, shared=shared)
+    renderer = Renderer(
+        plan, to_render, check=not dry_run, model_texts=model_texts, shared=shared, check_paths=check_paths
+    )
     rejected = Rejected(summary.local_dir, dry_run)
     before_write = _summary_writer(summary.path, change) if change else None
     try:
@@ -363,6 +365,8 @@ def _generate_run(
     if rp.fine_tuned:
         assert rp.setup is not None
         out.recipe = recipe_for(rp.setup)
+        if rp.steps is not None:
+            out.preflight = {"steps": rp.steps.as_dict()}
         if unchanged:
             # Same settings, same generator, files as written (and checked) then: nothing to render or write.
             if before_write is not None:
@@ -397,6 +401,11 @@ def _generate_run(
             log.info(f"self-check: {passed}/{len(row.checks)} passed", rp.name)
             if bad:
                 return _reject(out, rp, texts, bad, rejected, log)
+        if row.preflight is not None:
+            problems = _preflight(out, rp, row, log, renderer.plan.summary)
+            if problems:
+                out.files = dict.fromkeys(TRAINING_FILES, NOT_WRITTEN)
+                return _fail(out, problems, log)
     try:
         created = False if dry_run else _make_dir(rp.local_dir)
         if not rp.fine_tuned:
@@ -441,6 +450,31 @@ def _generate_run(
     except OSError as e:
         problems = [_cannot_write(e, rp)]
     return _fail(out, problems, log) if problems else out
+
+
+def _preflight(out: RunOutcome, rp: RunPlan, row: Row, log: RunLog, summary: summary_mod.Summary) -> list[Problem]:
+    """The pre-flight audit of a run that passed its self-check, into the log and the report: its lines, its
+    warnings, the time limit the estimate set; the problems that refuse the run (nothing of it is written)."""
+    found = row.preflight
+    out.preflight = found.fields()
+    for line in found.lines():
+        log.info(line, rp.name)
+    if row.time_from:
+        log.info(f"time limit {row.time_from}: set by the estimate (no time limit given anywhere)", rp.name)
+    for warning in found.warnings:
+        log.warning(warning, rp.name)
+        out.warnings.append(warning)
+    # Named at the summary's line that sets max_seq_len for the run (its entry, where the value is a default).
+    source = rp.sources.get("max_seq_len")
+    where: tuple = (
+        ("runs", rp.index, "parameters", "max_seq_len")
+        if source == "run"
+        else ("controls", "max_seq_len")
+        if source == "controls"
+        else ("runs", rp.index)
+    )
+    data = rp.setup["dataset_path"] if rp.setup else "the dataset"
+    return [summary.doc.problem(where, f"{p['message']} (in {data})", p.get("fix"), rp.name) for p in found.problems]
 
 
 def _cannot_write(e: OSError, rp: RunPlan) -> Problem:

@@ -1,19 +1,26 @@
 """Rendering and self-checking the runs generate writes, a batch at a time: the runs to be written are rendered in
 batches of BATCH, in order, and each batch is self-checked as it is rendered (each finetune.yaml read back as
 torchtune reads it, each batch script read as bash and sbatch read it: `selfcheck.check_texts`, which runs the
-verification suite's text checks and parses the batch's scripts together). Only one batch's texts are held at a time, so memory does not grow with the sweep."""
+verification suite's text checks and parses the batch's scripts together), and each run that passes is audited
+before it is written (`scaffold.checks.audit.preflight`: its data's tokens, its steps and its budget; a run given no
+time limit anywhere is rendered again with the time the estimate sets). Only one batch's texts are held at a time, so
+memory does not grow with the sweep."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..output.outcome import failures
 from ..plan import describe
 from ..render import RenderError, fingerprint, render_run
+from ..timeutil import parse_time
 
 if TYPE_CHECKING:
+    from ..checks.audit import Preflight
     from ..errors import Problem
-    from ..plan import Plan
+    from ..plan import Plan, RunPlan
 
 BATCH = 32  # runs rendered and self-checked together
 
@@ -27,6 +34,8 @@ class Row:
     texts: dict[str, str] | None = None  # by file name
     error: tuple[str, str] | None = None  # (message, file) of a rendering error
     checks: dict[str, list[Problem]] | None = None  # the self-check: check id -> its problems
+    preflight: Preflight | None = None  # the pre-flight audit of a run that passed its self-check
+    time_from: str | None = None  # the time limit the estimate set (the run was rendered again with it)
 
 
 class Renderer:
@@ -35,9 +44,16 @@ class Renderer:
     shares (logged once; a run's description lists the others)."""
 
     def __init__(
-        self, plan: Plan, indices: list[int], check: bool, model_texts: dict[str, str], shared: frozenset[str]
+        self,
+        plan: Plan,
+        indices: list[int],
+        check: bool,
+        model_texts: dict[str, str],
+        shared: frozenset[str],
+        check_paths: bool = True,
     ):
         self.plan, self.check, self.model_texts, self.shared = plan, check, model_texts, shared
+        self.check_paths = check_paths
         self._batches = [indices[k : k + BATCH] for k in range(0, len(indices), BATCH)]
         self._batch_of = {i: b for b, batch in enumerate(self._batches) for i in batch}
         self._rows: dict[int, Row] = {}
@@ -66,7 +82,35 @@ class Renderer:
             rows[i] = row
         if self.check:
             ok = [(i, row) for i, row in rows.items() if row.texts is not None]
-            results = selfcheck.check_texts(plan, [(plan.runs[i], row.texts) for i, row in ok])  # type: ignore[misc]
-            for (_, row), checks in zip(ok, results, strict=True):
+            results = selfcheck.check_batch(plan, [(plan.runs[i], row.texts) for i, row in ok])  # type: ignore[misc]
+            for (i, row), (checks, config) in zip(ok, results, strict=True):
                 row.checks = checks
+                if config is not None and not failures(checks):
+                    self._preflight(plan.runs[i], row, config)
         return rows
+
+    def _preflight(self, rp: RunPlan, row: Row, config: dict) -> None:
+        """Audit a run that passed its self-check; a run given no time limit gets the estimate's, rendered and
+        checked again (its fingerprint stays the plan's: the inputs it was generated from)."""
+        from ..checks import selfcheck
+        from ..checks.audit import Preflight, preflight
+
+        assert rp.setup is not None
+        summary = self.plan.summary
+        data_named, model_named = Path(rp.setup["dataset_path"]), Path(rp.setup["model_dir"])
+        if not self.check_paths and not (summary.is_inside(data_named) and summary.is_inside(model_named)):
+            row.preflight = Preflight(None, rp.steps, None, skipped="--no-check-paths: the data and model are not read")
+            return
+        found = preflight(rp, config, summary.to_local(data_named), summary.to_local(model_named), self.plan.local)
+        row.preflight = found
+        if not (rp.time_estimated and found.time) or parse_time(found.time) == parse_time(rp.setup["time"]):
+            return
+        rp.setup = {**rp.setup, "time": found.time}  # type: ignore[assignment]
+        row.time_from = found.time
+        model = self.plan.models[rp.setup["model"]]
+        try:
+            row.texts = render_run(rp.setup, model)
+        except RenderError as e:
+            row.texts, row.error = None, (str(e), e.file)
+            return
+        ((row.checks, _),) = selfcheck.check_batch(self.plan, [(rp, row.texts)])

@@ -36,6 +36,8 @@ SITE_KEYS = {
     "virtual environment": "venv",
     "gpu directive": "gpu_directive",
     "gpu type": "gpu_type",
+    "gpu memory": "gpu_memory_gib",
+    "gpu memory gib": "gpu_memory_gib",
     "mail user": "mail_user",
     "email": "mail_user",
     "mail type": "mail_type",
@@ -51,7 +53,7 @@ SECTION_WORDS = (
     ("site", ("hpc", "cluster", "slurm", "site")),
 )
 MARKDOWN_KEYS = {**SITE_KEYS, **{"wandb " + k: v for k, v in WANDB_KEYS.items()}}  # every label read, by key
-INTEGER_KEYS = {"default_gpus", "default_cpus"}
+INTEGER_KEYS = {"default_gpus", "default_cpus", "gpu_memory_gib"}
 UNSET = {"", "(none)", "none", "n/a", "-"}
 DEFAULT_WANDB_MODE = "offline"
 

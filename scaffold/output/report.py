@@ -29,6 +29,9 @@ def counts(report: Report) -> dict[str, int]:
     }
 
 
+PREFLIGHT_FIELDS = ("steps", "audit", "audit_skipped", "estimates", "time_estimated")
+
+
 def as_json(report: Report) -> str:
     c = counts(report)
     doc = {
@@ -55,6 +58,8 @@ def as_json(report: Report) -> str:
                 "errors": [p.as_dict() for p in r.errors],
                 "warnings": r.warnings,
                 "notes": r.notes,
+                # The pre-flight audit (scaffold.checks.audit.Preflight.fields): None where not known.
+                **{key: r.preflight.get(key) for key in PREFLIGHT_FIELDS},
                 "verification": {
                     "passed": sum(not problems for problems in r.checks.values()),
                     "failed": [

@@ -1,9 +1,11 @@
 """The step arithmetic (scaffold.steps) against what real torchtune 0.6.1 does on CPU: for a grid of train records,
 batch size, accumulation, epochs and max_steps_per_epoch, the optimizer steps torchtune logs (log_every_n_steps
-1: one loss line per step) are the plan's, and so are the validation passes of the validating recipe."""
+1: one loss line per step) are the plan's, and so are the validation passes of the validating recipe; the steps each
+run's entry of `scaffold generate --json` reports are the ones torchtune takes."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -42,6 +44,9 @@ GRID = {
 }
 
 
+REPORTED: dict[str, dict] = {}  # run -> its `steps` in generate's --json report
+
+
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("steps")
@@ -52,8 +57,9 @@ def experiment(tmp_path_factory) -> Path:
     tiny_model.write_capitalization_dataset(data, n_train=TRAIN_RECORDS, n_val=2, n_test=1)
     summary["data"]["training"]["splits"]["train"] = TRAIN_RECORDS
     (exp / "experiment_summary.yaml").write_text(yaml.safe_dump(summary, sort_keys=False))
-    res = run_cli("generate", exp, "--local-config", local)
+    res = run_cli("generate", exp, "--local-config", local, "--json")
     assert res.code == 0, res.out + res.err
+    REPORTED.update({r["name"]: r["steps"] for r in json.loads(res.out)["runs"]})
     return exp
 
 
@@ -78,5 +84,8 @@ def test_torchtune_takes_the_planned_steps(experiment: Path, run: str) -> None:
     print(f"{run}: planned {plan.as_dict()}; torchtune logged steps {got}, {validations} validation(s)")
     assert got == list(range(1, plan.total_steps + 1))
     assert len(got) // plan.epochs == plan.steps_per_epoch
+    reported = REPORTED[run]
+    assert reported["total_steps"] == len(got) and reported["steps_per_epoch"] == plan.steps_per_epoch
+    assert reported["train_records"] == TRAIN_RECORDS
     if plan.validating:
-        assert validations == plan.validations
+        assert validations == plan.validations == reported["validations"]
