@@ -583,7 +583,6 @@ class _FineTuned:
         findings, train = shared.dataset_findings(
             dataset, bool(values["validation_during_training"]), bool(own_dataset)
         )
-        per_step = values["batch_size"] * values["gradient_accumulation_steps"] * compute.world
         plan = None
         if train is not None:  # the optimizer steps as torchtune's recipes count them (scaffold.steps)
             plan = StepPlan(
@@ -599,23 +598,12 @@ class _FineTuned:
                 run_val_every_n_steps=values["run_val_every_n_steps"],
             )
         rp.steps = plan
-        if plan is not None and plan.steps_per_epoch and plan.total_steps < values["num_warmup_steps"]:
-            rp.warnings.append(
-                f"the run takes {plan.total_steps} optimizer steps ({train} train records, {per_step} per step, "
-                f"{values['epochs']} epoch(s)), fewer than its num_warmup_steps {values['num_warmup_steps']}: "
-                "it trains entirely inside the learning-rate warm-up and never reaches lr "
-                f"{values['lr']} (lower num_warmup_steps, or train longer)"
-            )
-        if plan is not None and not plan.steps_per_epoch:
-            # torchtune's dataloader drops the last partial batch: this run would train zero steps.
-            self.problem(
-                dpath,
-                f"the train split has {train} records, fewer than one optimizer step needs "
-                f"(batch_size {values['batch_size']} x gradient_accumulation_steps "
-                f"{values['gradient_accumulation_steps']} x {compute.world} GPU(s) = {per_step}): it would train "
-                "zero steps",
-                "lower batch_size or gradient_accumulation_steps, or add training records",
-            )
+        # What wastes the run (scaffold.steps: zero steps is refused, the rest are warnings).
+        for what, fix in plan.warnings() if plan is not None else ():
+            if plan.total_steps == 0:
+                self.problem(dpath, what, fix)
+            else:
+                rp.warnings.append(f"{what} ({fix})")
         for path, message, fix in findings:
             self.problem(path or dpath, message, fix)
         return _Dataset(dataset, own_dataset, label)

@@ -61,6 +61,11 @@ class StepPlan:
         return self.batch_size * self.gradient_accumulation_steps * self.world_size
 
     @property
+    def min_records(self) -> int:
+        """The fewest records that train one optimizer step: ceil(records / world size) must fill a step."""
+        return self.world_size * (self.batch_size * self.gradient_accumulation_steps - 1) + 1
+
+    @property
     def records_unused_per_epoch(self) -> int:
         """Records of each epoch no optimizer step sees (the partial batch and accumulation dropped, the cap)."""
         return max(0, self.records - self.steps_per_epoch * self.records_per_step)
@@ -112,7 +117,7 @@ class StepPlan:
         if self.total_steps == 0:
             out.append(
                 (
-                    f"the run takes 0 optimizer steps: {self.records} train records give "
+                    f"the run would train zero steps: {self.records} train records give "
                     f"{self.batches_per_epoch} full batches per epoch (batch_size {self.batch_size} x "
                     f"{self.world_size} GPU(s); the last partial batch is dropped), fewer than "
                     f"gradient_accumulation_steps {self.gradient_accumulation_steps}",

@@ -95,7 +95,7 @@ def test_plan_for_reads_setup_finetune_keys() -> None:
 @pytest.mark.parametrize(
     "p, words",
     [
-        (plan(3, batch=4), "0 optimizer steps"),
+        (plan(3, batch=4), "would train zero steps"),
         (plan(40, batch=4, warmup=100), "never reaches its lr"),
         (plan(40, batch=4, log=50), "never logged"),
         (plan(40, batch=4, validating=True, val_every=50), "only at epoch ends"),
@@ -109,3 +109,14 @@ def test_a_wasteful_plan_is_warned_with_a_fix(p: StepPlan, words: str) -> None:
 
 def test_a_sound_plan_has_no_warning() -> None:
     assert plan(400, batch=4, warmup=10, log=5, validating=True, val_every=20).warnings() == []
+
+
+@pytest.mark.parametrize(
+    "records, world, batch, accumulation", [(7, 2, 4, 1), (1, 1, 1, 1), (9, 3, 2, 2), (30, 4, 4, 2)]
+)
+def test_min_records_is_the_fewest_that_train_a_step(records, world, batch, accumulation) -> None:
+    def at(n: int) -> StepPlan:
+        return StepPlan(n, world, batch, accumulation, 1, None, 0, 1, False, None)
+
+    least = at(records).min_records
+    assert at(least).total_steps == 1 and at(least - 1).total_steps == 0

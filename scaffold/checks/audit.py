@@ -205,7 +205,8 @@ def preflight(
         )
     out = Preflight(found, steps, estimate, skipped=skipped)
     out.warnings += found.warnings if found else []
-    out.warnings += [f"{what} ({fix})" for what, fix in steps.warnings()[1:]] if steps else []
+    if steps is not None and steps is not rp.steps:  # the plan warned of its own steps: these count fewer records
+        out.warnings += [f"{what} ({fix})" for what, fix in steps.warnings()]
     gpu_memory = local.get("gpu_memory_gib") if local is not None else None
     out.warnings += estimate.warnings(gpu_memory) if estimate else []
     if rp.time_estimated and estimate is not None and estimate.seconds is not None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..errors import Problem
 from ..plan import FINETUNE_FILE
 from ..stamps import cached_by_stamp, stamp
+from ..steps import plan_for
 from . import FINE_TUNED, check
 from .context import RunContext
 from .expectations import item_id
@@ -110,8 +111,8 @@ def _dataset_problems(run: RunContext, named: Path, local: Path) -> Iterator[Pro
 
 @check("training_steps", scope=FINE_TUNED, file=FINETUNE_FILE)
 def train_split_fills_a_step(run: RunContext) -> Iterator[Problem]:
-    """The train split holds at least batch_size x gradient_accumulation_steps x GPUs records: the dataloader drops
-    the last partial batch, so fewer would train zero steps."""
+    """The train split fills at least one optimizer step, as torchtune's recipes count them (scaffold.steps: the
+    records split over the data-parallel ranks, the last partial batch dropped): fewer would train zero steps."""
     _, local = dataset_file(run)
     blocked = Blocked("the dataset is missing or malformed", item_id("dataset_splits", run.name))
     try:
@@ -122,16 +123,17 @@ def train_split_fills_a_step(run: RunContext) -> Iterator[Problem]:
         raise blocked
     cfg = run.config().data
     batch, accumulation = cfg.get("batch_size"), cfg.get("gradient_accumulation_steps")
-    if not isinstance(batch, int) or not isinstance(accumulation, int):
+    if not isinstance(batch, int) or not isinstance(accumulation, int) or batch < 1 or accumulation < 1:
         raise Blocked("batch settings are missing", item_id("parameter_values", run.name))
-    gpus = max(1, int(run.expected().setup["gpus"]))
-    need = batch * accumulation * gpus
-    if len(data["train"]) < need:
+    # The steps exactly as torchtune's recipes count them (scaffold.steps), with the config's batch settings.
+    settings = {**run.expected().setup, "batch_size": batch, "gradient_accumulation_steps": accumulation}
+    plan = plan_for(settings, len(data["train"]))
+    if plan.total_steps == 0:
+        ((what, _),) = plan.warnings()
         yield run.problem(
-            f"the train split has too few records for one optimizer step (batch_size {batch} x "
-            f"gradient_accumulation_steps {accumulation} x {gpus} GPU(s)): the run would train zero steps",
+            what,
             key="batch_size",
-            expected=f">= {need} records",
+            expected=f">= {plan.min_records} records",
             found=len(data["train"]),
             fix="lower batch_size or gradient_accumulation_steps, or add training records",
         )
