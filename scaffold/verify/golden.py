@@ -21,6 +21,12 @@ from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 EXPERIMENT_DIR_PLACEHOLDER = "<experiment-dir>"
 
 
+def local_dir_named(summary) -> Path | None:
+    """The local experiment directory when the generated files name it (a summary without `experiment.dir`), else
+    None: what `machine_independent` replaces."""
+    return None if summary.data["experiment"].get("dir") else summary.local_dir
+
+
 def machine_independent(text: str, experiment_dir: Path | None) -> str:
     """A generated file's text with the local experiment directory (when files name it) replaced by a placeholder."""
     if experiment_dir is None:

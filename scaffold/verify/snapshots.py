@@ -19,14 +19,13 @@ from ..checks.expectations import Expectations
 from ..checks.findings import CheckFailed, finding
 from ..errors import display_path
 from ..slurm.arrays import ARRAY_DIR
-from .golden import golden_extension, machine_independent
+from .golden import golden_extension, local_dir_named, machine_independent
 
 
 def generated_text(run: RunContext, file: str) -> str:
     """A generated file's text as its golden copy holds it (machine-independent); Blocked when it is missing."""
     path = run.require(file)
-    summary = run.experiment.summary()
-    local_named = None if summary.data["experiment"].get("dir") else summary.local_dir
+    local_named = local_dir_named(run.experiment.summary())
     text = run.text(file)
     if text is None:  # not utf-8: compared as decoded with replacement characters, so it differs from its copy
         text = path.read_bytes().decode("utf-8", errors="replace")
@@ -57,8 +56,7 @@ def compare(run: RunContext, file: str, snapshot: Any) -> None:
 def compare_array(expectations: Expectations, file: str, snapshot: Any) -> None:
     """Compare one job array script (`arrays/FILE`) with its golden copy `{golden_dir}/arrays/FILE`."""
     path = expectations.local_dir / ARRAY_DIR / file
-    summary = expectations.summary()
-    local_named = None if summary.data["experiment"].get("dir") else summary.local_dir
+    local_named = local_dir_named(expectations.summary())
     text = machine_independent(path.read_text(encoding="utf-8", errors="replace"), local_named)
     golden_dir = expectations.golden_dir
     assertion = snapshot.use_extension(golden_extension(golden_dir, file, ARRAY_DIR))
