@@ -16,6 +16,8 @@ SETUP_FILE = "setup_finetune.yaml"
 FINETUNE_FILE = "finetune.yaml"
 SLURM_FILE = "finetune.slurm"
 TRAINING_FILES = (SETUP_FILE, FINETUNE_FILE, SLURM_FILE)
+# A fine-tuned run's output_dir, where --output points (kept in git: scaffold.output.writer.keep_in_git).
+ARTIFACTS_DIR = "artifacts"
 # The experiment's job array scripts (scaffold.slurm.arrays).
 ARRAY_DIR = "arrays"
 # The tool's log (scaffold.output.runlog), and its lock beside it.

@@ -14,6 +14,7 @@ from typing import Any
 from . import rules
 from .discover import (  # noqa: F401 (re-exported)
     ARRAY_DIR,
+    ARTIFACTS_DIR,
     FINETUNE_FILE,
     LOG_DIR,
     MANIFEST,
@@ -613,7 +614,7 @@ class _FineTuned:
         """The run's output directory, outside the model directory; the model's files and Hugging Face tokenizer
         (with path checks)."""
         shared, here = self.shared, self.here
-        output_dir = os.path.join(shared.root, self.rp.name, "artifacts")
+        output_dir = os.path.join(shared.root, self.rp.name, ARTIFACTS_DIR)
         model_str = str(model_dir)
         if output_dir == model_str or output_dir.startswith(model_str.rstrip("/") + "/"):
             self.problem(

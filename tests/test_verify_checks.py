@@ -323,10 +323,31 @@ def test_wrong_job_name_fails_slurm_job_name(planted: Planted, pytester) -> None
 
 
 def test_missing_output_directory_fails_slurm_output_dir(planted: Planted, pytester) -> None:
-    planted.path(f"{R4}/artifacts").rmdir()
+    shutil.rmtree(planted.path(f"{R4}/artifacts"))
     out = planted.verify(pytester)
     assert out.failed == only(f"slurm_output_dir[{R4}]"), out.text
     assert "the --output directory does not exist" in out.text
+
+
+def test_output_directory_git_would_not_store_fails_slurm_output_dir(planted: Planted, pytester) -> None:
+    """An empty artifacts/ passes here but is not in a clone: the file that keeps it in git is required."""
+    planted.path(f"{R4}/artifacts/.gitignore").unlink()
+    out = planted.verify(pytester)
+    assert out.failed == only(f"slurm_output_dir[{R4}]"), out.text
+    assert "holds no .gitignore: git stores no empty directory" in out.text
+
+
+def test_control_run_without_its_directory_passes(planted: Planted, pytester) -> None:
+    """A control run's directory holds nothing generated, so a clone has none: run_files does not require it."""
+    planted.path(BASE).rmdir()
+    out = planted.verify(pytester)
+    assert not out.failed and f"run_files[{BASE}]" in out.passed, out.text
+
+
+def test_fine_tuned_run_without_its_directory_fails_run_files(planted: Planted, pytester) -> None:
+    shutil.rmtree(planted.path(R8))
+    out = planted.verify(pytester)
+    assert f"run_files[{R8}]" in out.failed and "the run directory is missing" in out.text, out.text
 
 
 def test_other_memory_fails_slurm_resources(planted: Planted, pytester) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .. import __version__
+from ..discover import ARTIFACTS_DIR
 from ..errors import InputError, Problem, display_path
 from ..inputs import localconfig, original_setup, schemas
 from ..inputs import summary as summary_mod
@@ -29,6 +30,7 @@ from ..output.writer import (
     atomic_write,
     backup,
     commit_write,
+    keep_in_git,
     plan_write,
     remove_stale_temporaries,
     run_files,
@@ -372,6 +374,11 @@ def _generate_run(
                     return _fail(out, [_cannot_write(e, rp)], log)
             out.files = dict.fromkeys(TRAINING_FILES, UNCHANGED)
             out.checked_earlier = True
+            if not dry_run:  # generated before artifacts/ was kept in git: one stat when it is
+                try:
+                    keep_in_git(rp.local_dir / ARTIFACTS_DIR)
+                except OSError as e:
+                    return _fail(out, [_cannot_write(e, rp)], log)
             log.info("unchanged since generated and checked (settings, generator and files all as then)", rp.name)
             return out
         row = renderer.get(index)
@@ -549,7 +556,7 @@ def _write_new_run_files(
     to the manifest's journal before the first is written."""
     # --output of the batch script points here; SLURM does not create it (the job would fail with no log).
     run_dir = str(rp.local_dir)
-    os.mkdir(os.path.join(run_dir, "artifacts"))
+    keep_in_git(os.path.join(run_dir, ARTIFACTS_DIR))
     data = {os.path.join(run_dir, name): texts[name].encode("utf-8") for name in TRAINING_FILES}
     digests = {path: sha256(content) for path, content in data.items()}
     manifest.commit(digests, run=rp.name, source=fp)
@@ -618,7 +625,7 @@ def _write_run_files(
     if before_write is not None:
         before_write()
     # --output of the batch script points here; SLURM does not create it (the job would fail with no log).
-    (rp.local_dir / "artifacts").mkdir(exist_ok=True)
+    keep_in_git(rp.local_dir / ARTIFACTS_DIR)
     changing = [r for r in results if r.status != UNCHANGED]
     data = {os.fspath(r.path): texts[r.path.name].encode("utf-8") for r in changing}
     if changing:
