@@ -33,13 +33,13 @@ from ..inputs.yamlio import yaml_scalar
 from ..output.writer import Manifest, atomic_write, sha256
 from ..resources import data_dir
 from ..slurm.arrays import is_array_file
+from ..verify.golden import ACCEPT_COMMAND as ACCEPT
 from ..verify.golden import local_dir_named, machine_independent
 
 WORKFLOW = Path(".github") / "workflows" / "scaffold-verify.yml"
 PYTHON = "3.11"
 DISTRIBUTION = "scaffold-torchtune"
 SECRET_VARIABLE = "LOCAL_CONFIG"  # the workflow step's environment variable holding the secret's text
-ACCEPT = "scaffold verify {experiment} --snapshot-update"  # the one command that accepts an intended change
 PACKAGE_FIX = (
     "give the workflow an install spec a CI runner can reach: --package SPEC, e.g. --package "
     "'scaffold-torchtune @ git+https://github.com/OWNER/scaffold-torchtune@COMMIT' or --package "

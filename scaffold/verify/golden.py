@@ -19,6 +19,8 @@ from syrupy.data import SnapshotCollections
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
 EXPERIMENT_DIR_PLACEHOLDER = "<experiment-dir>"
+# The one command that accepts an intended change of the generated files (and writes the golden copies missing).
+ACCEPT_COMMAND = "scaffold verify {experiment} --snapshot-update"
 
 
 def local_dir_named(summary) -> Path | None:

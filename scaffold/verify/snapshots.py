@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import shlex
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from ..checks.expectations import Expectations
 from ..checks.findings import CheckFailed, finding
 from ..errors import display_path
 from ..slurm.arrays import ARRAY_DIR
-from .golden import golden_extension, local_dir_named, machine_independent
+from .golden import ACCEPT_COMMAND, golden_extension, local_dir_named, machine_independent
 
 
 def generated_text(run: RunContext, file: str) -> str:
@@ -66,9 +67,11 @@ def compare_array(expectations: Expectations, file: str, snapshot: Any) -> None:
 def _compare(assertion: Any, text: str, path: Path, golden: Path, run: str | None) -> None:
     if assertion == text:
         return
+    experiment = path.parent if run is None else path.parent.parent  # arrays/FILE or RUN/FILE
+    accept = ACCEPT_COMMAND.format(experiment=shlex.quote(display_path(experiment)))
     if not golden.is_file():
         message = f"no golden copy at {display_path(golden)}"
-        fix = "review the file, then accept it with --snapshot-update (and commit the golden file)"
+        fix = f"review the file, then accept it with `{accept}` and commit the golden copy"
     else:
         diff = difflib.unified_diff(
             golden.read_text(encoding="utf-8").splitlines(keepends=True),
@@ -78,7 +81,7 @@ def _compare(assertion: Any, text: str, path: Path, golden: Path, run: str | Non
             n=2,
         )
         message = "differs from its golden copy:\n" + "".join(diff).rstrip("\n")
-        fix = "if the change is intended, accept it with --snapshot-update and commit the golden file"
+        fix = f"if the change is intended, accept it with `{accept}` and commit the golden copy"
     raise CheckFailed([finding(message, run=run, file=path, fix=fix)])
 
 
