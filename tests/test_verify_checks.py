@@ -9,6 +9,7 @@ tests/integration/test_verify_torchtune.py cover them.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 from .conftest import VERIFY_CLUSTER_DIR
@@ -46,7 +47,12 @@ def test_no_check_paths_skips_path_checks_with_the_reason(planted: Planted, pyte
     assert out.failed == set()
     reason = out.skipped[f"paths_exist[{R4}]"]
     assert "--no-check-paths" in reason and "not checked" in reason
-    assert f"SKIPPED [1] {EXP}/experiment_summary.yaml" in out.text and "--no-check-paths" in out.text
+    # Counted by reason on one line, no line per skipped test; --full-report gives pytest's own lines back.
+    skipped = [line for line in out.text.splitlines() if line.startswith("skipped ")]
+    assert len(skipped) == 1 and re.search(r"--no-check-paths: .* not checked .*\[paths_exist x2\]", skipped[0])
+    assert "SKIPPED [" not in out.text
+    full = planted.verify(pytester, "--no-check-paths", "--full-report")
+    assert f"SKIPPED [1] {EXP}/experiment_summary.yaml" in full.text and "--no-check-paths" in full.text
 
 
 # --- inputs and layout --------------------------------------------------------------------------------------------

@@ -27,9 +27,9 @@ class Cause:
 
 
 def cause_of(problem: Problem) -> str:
-    """A problem's first line with what differs between runs of one cause (the run's name, the file's name) as
-    placeholders."""
-    text = problem.format().splitlines()[0]
+    """A problem's text with what differs between runs of one cause (the run's name, the file's name) as
+    placeholders (a diff's lines too: two different diffs are two causes)."""
+    text = problem.format()
     if problem.run:
         text = text.replace(problem.run, "{run}")
     if problem.file:
@@ -44,7 +44,7 @@ def fold(problems: Iterable[Problem]) -> list[Cause]:
     causes: dict[str, Cause] = {}
     for p in problems:
         key = cause_of(p)
-        cause = causes.setdefault(key, Cause(key, p))
+        cause = causes.setdefault(key, Cause(key.splitlines()[0], p))
         cause.count += 1
         if p.run and p.run not in cause.runs:
             cause.runs.append(p.run)
