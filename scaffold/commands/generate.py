@@ -13,9 +13,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .. import __version__
-from ..discover import ARTIFACTS_DIR
+from ..discover import ARTIFACTS_DIR, RECOGNISED_MODELS
 from ..errors import InputError, Problem, display_path
-from ..inputs import localconfig, original_setup, schemas
+from ..inputs import localconfig, modelrecognition, original_setup, schemas
 from ..inputs import summary as summary_mod
 from ..output.lock import DEFAULT_TIMEOUT, LockTimeout, experiment_lock
 from ..output.outcome import Report, RunOutcome, failures
@@ -187,6 +187,8 @@ def _generate_all(
         )
     log.flush()
 
+    if not dry_run and plan.recognition_ran:
+        _write_recognised(plan, log)
     manifest = Manifest(summary.local_dir)
     # Which runs have something to render: a fine-tuned run is skipped when its settings, the templates and its
     # files on disk are all as when it was last generated and checked. (A run never generated before needs no
@@ -250,6 +252,23 @@ def _generate_all(
     )
     log.flush()
     report.log_error = report.log_error or log.error
+
+
+def _write_recognised(plan: Plan, log: RunLog) -> None:
+    """The record of the models this plan recognised from their config.json (RECOGNISED_MODELS), for the runs that
+    do not look at model directories (--no-check-paths, CI); removed when no model needs recognising any more."""
+    path = plan.summary.local_dir / RECOGNISED_MODELS
+    try:
+        if plan.recognised:
+            text = modelrecognition.record_text(plan.recognised)
+            if not path.is_file() or path.read_text(encoding="utf-8") != text:
+                atomic_write(path, text)
+                log.info(f"recorded the recognised models ({', '.join(sorted(plan.recognised))}) in {path}")
+        elif path.is_file():
+            path.unlink()
+            log.info(f"removed {path}: no model of the experiment is recognised from its config.json any more")
+    except OSError as e:
+        log.error_line(f"cannot write {path}: {e.strerror}")
 
 
 def job_mail_off(plan: Plan) -> str | None:
