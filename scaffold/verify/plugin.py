@@ -266,7 +266,10 @@ class VerifyItem(pytest.Function):
             first = problems[0] if problems else None
             crash = (f"{first.field}: {first.message}" if first.field else first.message) if first else head
             more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
-            return FailureRepr(head, crash.splitlines()[0] + more, excinfo.value.text(), problems)
+            # In the suite's own report each problem names its check (a grouped test's are tagged already).
+            tag = self.check.id if self.check else self.name.partition("[")[0]
+            tagged = [p if p.message.startswith("[") else _tagged(p, tag) for p in problems]
+            return FailureRepr(head, crash.splitlines()[0] + more, excinfo.value.text(), tagged)
         return super().repr_failure(excinfo, *args, **kwargs)
 
     def reportinfo(self):
