@@ -141,3 +141,24 @@ def test_init_ci_writes_the_missing_golden_copies_from_what_generate_wrote(tmp_p
     assert again.code == 0 and ": 1 written, 7 already there" in again.out, again.out + again.err
     verify = run_cli("verify", exp, *local, "--no-check-paths", "-p", "no:cacheprovider", cwd=repo)
     assert verify.code == 0, verify.out
+
+
+def test_generate_keeps_artifacts_in_git_also_for_runs_generated_before(tmp_path: Path) -> None:
+    """A run's artifacts/ holds the .gitignore that keeps it in a clone; an experiment generated before that rule
+    gets it on the next (unchanged) re-run, and nothing else is rewritten."""
+    exp = tmp_path / "cap"
+    shutil.copytree(EXAMPLE, exp, ignore=shutil.ignore_patterns("Llama-*", "logs", "arrays", ".scaffold-manifest.json"))
+    args = ("generate", exp, "--local-config", EXAMPLE_LOCAL, "--no-check-paths")
+    assert run_cli(*args).code == 0
+    keep = exp / "Llama-3.2-1B-Instruct_rank4" / "artifacts" / ".gitignore"
+    assert keep.read_text().splitlines()[-2:] == ["*", "!.gitignore"]
+    assert not (exp / "Llama-3.2-1B-Instruct_base" / "artifacts").exists()  # a control run: its directory only
+    keep.unlink()
+    config = exp / "Llama-3.2-1B-Instruct_rank4" / "finetune.yaml"
+    before = config.stat().st_mtime_ns
+    res = run_cli(*args)
+    assert res.code == 0 and keep.is_file(), res.out + res.err
+    assert config.stat().st_mtime_ns == before and "unchanged" in res.out
+    dry = run_cli(*args, "--dry-run")
+    keep.unlink()
+    assert run_cli(*args, "--dry-run").code == 0 and not keep.exists() and dry.code == 0
