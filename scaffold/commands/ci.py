@@ -130,7 +130,8 @@ def render_workflow(experiment: str, *, package: str, golden: str | None = None,
         package=package,
         python=python,
         secret_variable=SECRET_VARIABLE,
-        accept=ACCEPT.format(experiment=shlex.quote(experiment)),
+        accept=ACCEPT.format(experiment=shlex.quote(experiment))
+        + (f" --golden-dir {shlex.quote(golden)}" if golden else ""),
     )
 
 

@@ -67,8 +67,11 @@ def compare_array(expectations: Expectations, file: str, snapshot: Any) -> None:
 def _compare(assertion: Any, text: str, path: Path, golden: Path, run: str | None) -> None:
     if assertion == text:
         return
-    experiment = path.parent if run is None else path.parent.parent  # arrays/FILE or RUN/FILE
+    experiment = path.parent.parent  # of RUN/FILE or arrays/FILE
     accept = ACCEPT_COMMAND.format(experiment=shlex.quote(display_path(experiment)))
+    golden_dir = golden.parent.parent
+    if golden_dir != experiment / "golden":
+        accept += f" --golden-dir {shlex.quote(display_path(golden_dir))}"
     if not golden.is_file():
         message = f"no golden copy at {display_path(golden)}"
         fix = f"review the file, then accept it with `{accept}` and commit the golden copy"
