@@ -297,7 +297,7 @@ def test_per_run_tests_and_the_experiment_check_of_output_dirs(planted, pytester
     text = per_run.stdout.str()
     assert failed_tests(result.stdout.str()) >= {"output_dirs_unique[cap]", f"output_dir_placement[{R8}]"}
     assert failed_tests(text) == {"output_dirs_unique[cap]", f"run[{R8}]"}, text
-    assert tags(text) == on(R8, "output_dir_placement", "golden"), text
+    assert tags(text) == on(R8, "output_dir_placement", "golden", "output_dirs_unique"), text
     assert f"output_dir is also the output_dir of run {R4}" in text
 
 
