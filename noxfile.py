@@ -1,6 +1,6 @@
 """Sessions: `nox -s scaffold` (generate; default the shipped example), `nox -s verify`, `nox -s tests`,
 `nox -s lint`, `nox -s integration` (real torchtune), `nox -s evaluator` (the real evaluator: inspect-ai),
-`nox -s slurm` (a real local Slurm). Pass an experiment and options after `--`:
+`nox -s slurm` (a real local Slurm), `nox -s gate` (an experiment repository's pull-request gate, end to end). Pass an experiment and options after `--`:
 `nox -s scaffold -- path/to/experiment --dry-run`."""
 
 from __future__ import annotations
@@ -156,6 +156,17 @@ def slurm(session: nox.Session) -> None:
     session.install(*TORCHTUNE_STACK)
     session.install(".[test]")
     session.run("pytest", *sorted(glob.glob("tests/integration/test_slurm*.py")), "-m", "slurm", "-s", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def gate(session: nox.Session) -> None:
+    """An experiment repository's pull-request gate end to end (tests/gate): the tool installed from a git URL of a
+    clone at a commit, generate, init-ci, commit; every `run:` step of the written workflow on fresh clones in fresh
+    environments (passes; then fails naming the run a hand edit broke), and the pre-commit hook the same; both site
+    config forms. Needs git and the package index (a few minutes)."""
+    _check_python(session)
+    session.install(".[test]")  # tokenizers: the tiny model directories carry real tokenizer files
+    session.run("pytest", "tests/gate", "-m", "gate", "-s", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session(python=PYTHON)

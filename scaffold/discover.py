@@ -16,6 +16,8 @@ SETUP_FILE = "setup_finetune.yaml"
 FINETUNE_FILE = "finetune.yaml"
 SLURM_FILE = "finetune.slurm"
 TRAINING_FILES = (SETUP_FILE, FINETUNE_FILE, SLURM_FILE)
+# A fine-tuned run's output_dir, where --output points (kept in git: scaffold.output.writer.keep_in_git).
+ARTIFACTS_DIR = "artifacts"
 # The experiment's job array scripts (scaffold.slurm.arrays).
 ARRAY_DIR = "arrays"
 # The tool's log (scaffold.output.runlog), and its lock beside it.
@@ -23,6 +25,9 @@ LOG_DIR = "logs"
 LOG_NAME = "scaffold-torchtune.log"
 # Under the log directory: the texts of each run that failed its self-check (logs/rejected/RUN/), never written.
 REJECTED_DIR = "rejected"
+# Models in no registry, as generate recognised them from their config.json (scaffold.inputs.modelrecognition):
+# read where the model directory is not looked at (--no-check-paths, CI), so a run that generated is never "unknown".
+RECOGNISED_MODELS = "recognised_models.yaml"
 # Hashes of the files this tool generated (scaffold.output.writer).
 MANIFEST = ".scaffold-manifest.json"
 # ...and the journal beside it, to which each run is appended as it is written (scaffold.output.writer.Manifest).

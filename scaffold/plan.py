@@ -14,16 +14,18 @@ from typing import Any
 from . import rules
 from .discover import (  # noqa: F401 (re-exported)
     ARRAY_DIR,
+    ARTIFACTS_DIR,
     FINETUNE_FILE,
     LOG_DIR,
     MANIFEST,
+    RECOGNISED_MODELS,
     REJECTED_DIR,
     SETUP_FILE,
     SLURM_FILE,
     TRAINING_FILES,
 )
 from .errors import InputError, Problem
-from .inputs import params, registry, sweep
+from .inputs import modelrecognition, params, registry, sweep
 from .inputs.localconfig import DEFAULT_WANDB_MODE, LocalConfig
 from .inputs.summary import SUMMARY_NAME, Summary
 from .settings import RunSettings
@@ -87,6 +89,10 @@ class Plan:
     local: LocalConfig
     models: dict[str, dict]
     runs: list[RunPlan]
+    # Models recognised from their config.json by this plan (by name), and whether it looked at model directories
+    # at all (then what it recognised is the whole record of RECOGNISED_MODELS).
+    recognised: dict[str, modelrecognition.Recognised] = field(default_factory=dict)
+    recognition_ran: bool = False
 
 
 def make_plan(summary: Summary, local: LocalConfig, *, check_paths: bool = True, recognise: bool | None = None) -> Plan:
@@ -108,7 +114,7 @@ def make_plan(summary: Summary, local: LocalConfig, *, check_paths: bool = True,
         if rp.name in unnamed:
             rp.problems.insert(0, unnamed[rp.name])
         runs.append(rp)
-    return Plan(summary, local, models, runs)
+    return Plan(summary, local, models, runs, shared.recognised, shared.recognise)
 
 
 def reserved_names(summary: Summary) -> dict[str, str]:
@@ -118,6 +124,7 @@ def reserved_names(summary: Summary) -> dict[str, str]:
         ARRAY_DIR: "the job array scripts' directory",
         "golden": "the golden snapshots directory",
         SUMMARY_NAME: "the summary",
+        RECOGNISED_MODELS: "the record of recognised models",
         MANIFEST: "the manifest of generated files",
     }
     paths = [summary.data["data"]["training"]["path"]] + [
@@ -226,6 +233,8 @@ class _Shared:
             "venv": local.get("venv"),
         }
         self._models: dict[str, tuple] = {}
+        self.recognised: dict[str, modelrecognition.Recognised] = {}  # recognised from config.json by this plan
+        self._recorded: dict[str, modelrecognition.Recognised] | None = None
         self._paths: dict[str, tuple[Path, bool]] = {}
         self._datasets: dict[tuple, tuple[list, int | None]] = {}
         self._model_files: dict[tuple, tuple[str, str] | None] = {}
@@ -243,11 +252,23 @@ class _Shared:
             elif self.local.get("models_dir"):
                 model_dir, how = Path(self.local.get("models_dir")) / name, "models_dir"
             look_in = self.summary.to_local(model_dir) if self.recognise and model_dir is not None else None
-            entry, note = registry.find(name, self.models, look_in)
+            recorded = None
+            if look_in is None and name not in self.models:
+                recorded = self.recorded().get(name)
+            entry, note, fresh = registry.find(name, self.models, look_in, recorded)
             if note:
                 self.models[name] = entry
+            if fresh is not None:
+                self.recognised[name] = fresh
             self._models[name] = (entry, model_dir, how, note)
         return self._models[name]
+
+    def recorded(self) -> dict[str, modelrecognition.Recognised]:
+        """generate's record of the models it recognised (read once, when a model is not in the registry and its
+        directory is not looked at)."""
+        if self._recorded is None:
+            self._recorded = modelrecognition.read_record(self.summary.local_dir)
+        return self._recorded
 
     def dataset(self, text: str) -> tuple[Path, bool]:
         """(the dataset path as generated files name it, whether this machine checks it: a dataset inside the
@@ -612,7 +633,7 @@ class _FineTuned:
         """The run's output directory, outside the model directory; the model's files and Hugging Face tokenizer
         (with path checks)."""
         shared, here = self.shared, self.here
-        output_dir = os.path.join(shared.root, self.rp.name, "artifacts")
+        output_dir = os.path.join(shared.root, self.rp.name, ARTIFACTS_DIR)
         model_str = str(model_dir)
         if output_dir == model_str or output_dir.startswith(model_str.rstrip("/") + "/"):
             self.problem(

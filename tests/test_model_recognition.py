@@ -342,3 +342,38 @@ def test_no_recognition_without_path_checks(example: Experiment, tmp_path: Path)
     text = res.out + res.err
     assert "unknown model 'My-Model'" in text and "known: Llama-3.1-8B-Instruct" in text
     assert "with path checks on, a model directory whose config.json" in text
+
+
+def test_a_recognised_model_is_recorded_for_runs_without_path_checks(example: Experiment, tmp_path: Path) -> None:
+    """generate records what it recognised (recognised_models.yaml, committed with the experiment): without the
+    model directory (--no-check-paths, CI) the suite and generate take the entry from there, never "unknown"."""
+    import shutil
+
+    from .conftest import run_cli
+
+    d = custom_experiment(example, tmp_path, CASES["Llama 3.2 1B"][0])
+    assert example.generate().code == 0
+    record = example.dir / "recognised_models.yaml"
+    data = yaml.safe_load(record.read_text())
+    assert data["My-Model"]["recognised_as"] == "Llama 3.2 1B" and data["My-Model"]["from"] == str(d / "config.json")
+    assert data["My-Model"]["entry"]["lora_builder"] == "torchtune.models.llama3_2.lora_llama3_2_1b"
+    shutil.rmtree(d)  # as on a CI runner: the model directory is not there
+    verify = ("verify", example.dir, "--local-config", example.local, "--no-check-paths", "-p", "no:cacheprovider")
+    res = run_cli(*verify, "-k", "not golden")
+    assert res.code == 0 and "unknown model" not in res.out, res.out
+    again = example.generate("--no-check-paths")
+    assert again.code == 0 and "unknown model" not in again.out + again.err, again.out + again.err
+    # The record is what the suite holds the files to: an entry edited by hand fails model_matches_registry...
+    record.write_text(record.read_text().replace("model_type: LLAMA3_2", "model_type: LLAMA3"))
+    res = run_cli(*verify, "-k", "not golden")
+    assert res.code == 1 and "model_matches_registry" in res.out and "LLAMA3" in res.out, res.out
+    # ... and without it the model is unknown again, as before any generation with path checks.
+    record.unlink()
+    res = run_cli(*verify, "-k", "not golden")
+    assert res.code == 1 and "unknown model 'My-Model'" in res.out, res.out
+    assert "recorded in recognised_models.yaml" in res.out
+    # A record that is not one is an error naming the file, not a traceback.
+    record.write_text("My-Model: {entry: {lora_builder: x}}\n")
+    bad = example.generate("--no-check-paths")
+    assert bad.code == 2 and "recognised_models.yaml" in bad.err and "lacks its entry" in bad.err, bad.out + bad.err
+    assert "Traceback" not in bad.err

@@ -9,6 +9,7 @@ tests/integration/test_verify_torchtune.py cover them.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 from .conftest import VERIFY_CLUSTER_DIR
@@ -46,7 +47,12 @@ def test_no_check_paths_skips_path_checks_with_the_reason(planted: Planted, pyte
     assert out.failed == set()
     reason = out.skipped[f"paths_exist[{R4}]"]
     assert "--no-check-paths" in reason and "not checked" in reason
-    assert f"SKIPPED [1] {EXP}/experiment_summary.yaml" in out.text and "--no-check-paths" in out.text
+    # Counted by reason on one line, no line per skipped test; --full-report gives pytest's own lines back.
+    skipped = [line for line in out.text.splitlines() if line.startswith("skipped ")]
+    assert len(skipped) == 1 and re.search(r"--no-check-paths: .* not checked .*\[paths_exist x2\]", skipped[0])
+    assert "SKIPPED [" not in out.text
+    full = planted.verify(pytester, "--no-check-paths", "--full-report")
+    assert f"SKIPPED [1] {EXP}/experiment_summary.yaml" in full.text and "--no-check-paths" in full.text
 
 
 # --- inputs and layout --------------------------------------------------------------------------------------------
@@ -164,7 +170,7 @@ def test_learning_rate_1e5_vs_1e4_fails_parameter_values(planted: Planted, pytes
     assert out.failed == only(f"parameter_values[{R4}]"), out.text
     # The message names run, file and line, and says expected and found.
     assert (
-        f"{EXP}/{R4}/finetune.yaml:43: [run {R4}] optimizer.lr: lr (from controls.lr): expected 0.0001, found 1e-05"
+        f"{EXP}/{R4}/finetune.yaml:43: [run {R4}] optimizer.lr: [parameter_values] lr (from controls.lr): expected 0.0001, found 1e-05"
         in (out.text)
     )
 
@@ -180,7 +186,10 @@ def test_changed_lora_rank_fails_parameter_values_and_the_name_token(planted: Pl
     out = planted.verify(pytester)
     # The run is named ..._rank4, so the name disagrees with the file as well as the summary does.
     assert out.failed == only(f"parameter_values[{R4}]", f"run_name_tokens[{R4}]"), out.text
-    assert "model.lora_rank: lora_rank (from runs[0].parameters.lora_rank): expected 4, found 16" in out.text
+    assert (
+        "model.lora_rank: [parameter_values] lora_rank (from runs[0].parameters.lora_rank): expected 4, found 16"
+        in out.text
+    )
 
 
 def test_changed_lora_rank_in_a_run_without_name_tokens_fails_parameter_values_only(planted: Planted, pytester) -> None:
@@ -220,8 +229,9 @@ def test_wrong_model_type_fails_model_matches_registry(planted: Planted, pyteste
     planted.replace(f"{R4}/finetune.yaml", "model_type: LLAMA3_2", "model_type: LLAMA3")
     out = planted.verify(pytester)
     assert out.failed == only(f"model_matches_registry[{R4}]"), out.text
-    assert "checkpointer.model_type: not what the registry says for Llama-3.2-1B-Instruct: expected 'LLAMA3_2'" in (
-        out.text
+    assert (
+        "checkpointer.model_type: [model_matches_registry] not what the registry says for Llama-3.2-1B-Instruct: expected 'LLAMA3_2'"
+        in (out.text)
     )
 
 
@@ -262,7 +272,7 @@ def test_record_without_output_fails_dataset_splits(planted: Planted, pytester) 
     _edit_dataset(planted, lambda d: d["test"][0].pop("output"))
     out = planted.verify(pytester)
     assert out.failed == only(f"dataset_splits[{R4}]", f"dataset_splits[{R8}]"), out.text
-    assert "test[0]: record lacks output" in out.text
+    assert "test[0]: [dataset_splits] record lacks output" in out.text
 
 
 def test_train_split_smaller_than_a_step_fails_training_steps(planted: Planted, pytester) -> None:
@@ -281,7 +291,7 @@ def test_shell_syntax_error_fails_slurm_syntax(planted: Planted, pytester) -> No
     line = planted.path(f"{R4}/finetune.slurm").read_text().count("\n")  # the appended line
     out = planted.verify(pytester)
     assert out.failed == only(f"slurm_syntax[{R4}]"), out.text
-    assert f"{R4}/finetune.slurm:{line}: [run {R4}] bash -n: syntax error" in out.text
+    assert f"{R4}/finetune.slurm:{line}: [run {R4}] [slurm_syntax] bash -n: syntax error" in out.text
 
 
 def test_directive_after_a_command_fails_slurm_directives_first(planted: Planted, pytester) -> None:
@@ -319,14 +329,38 @@ def test_wrong_job_name_fails_slurm_job_name(planted: Planted, pytester) -> None
     planted.replace(f"{R4}/finetune.slurm", f"--job-name={R4}", "--job-name=rank4")
     out = planted.verify(pytester)
     assert out.failed == only(f"slurm_job_name[{R4}]"), out.text
-    assert f"finetune.slurm:2: [run {R4}] --job-name: job name: expected '{R4}', found 'rank4'" in out.text
+    assert (
+        f"finetune.slurm:2: [run {R4}] --job-name: [slurm_job_name] job name: expected '{R4}', found 'rank4'"
+        in out.text
+    )
 
 
 def test_missing_output_directory_fails_slurm_output_dir(planted: Planted, pytester) -> None:
-    planted.path(f"{R4}/artifacts").rmdir()
+    shutil.rmtree(planted.path(f"{R4}/artifacts"))
     out = planted.verify(pytester)
     assert out.failed == only(f"slurm_output_dir[{R4}]"), out.text
     assert "the --output directory does not exist" in out.text
+
+
+def test_output_directory_git_would_not_store_fails_slurm_output_dir(planted: Planted, pytester) -> None:
+    """An empty artifacts/ passes here but is not in a clone: the file that keeps it in git is required."""
+    planted.path(f"{R4}/artifacts/.gitignore").unlink()
+    out = planted.verify(pytester)
+    assert out.failed == only(f"slurm_output_dir[{R4}]"), out.text
+    assert "holds no .gitignore: git stores no empty directory" in out.text
+
+
+def test_control_run_without_its_directory_passes(planted: Planted, pytester) -> None:
+    """A control run's directory holds nothing generated, so a clone has none: run_files does not require it."""
+    planted.path(BASE).rmdir()
+    out = planted.verify(pytester)
+    assert not out.failed and f"run_files[{BASE}]" in out.passed, out.text
+
+
+def test_fine_tuned_run_without_its_directory_fails_run_files(planted: Planted, pytester) -> None:
+    shutil.rmtree(planted.path(R8))
+    out = planted.verify(pytester)
+    assert f"run_files[{R8}]" in out.failed and "the run directory is missing" in out.text, out.text
 
 
 def test_other_memory_fails_slurm_resources(planted: Planted, pytester) -> None:

@@ -119,7 +119,8 @@ def test_a_large_sweep_names_each_planted_defect_by_run_file_line_check_and_fix(
     assert re.search(r"\b71 passed, 1 skipped\b", clean.out), clean.out
     assert "by OmegaConf's YAML loader with OmegaConf's result for their shape" in clean.out
     # What was skipped inside the runs' tests is said once, with the reason and how often.
-    assert "skipped inside grouped tests: paths_exist in 60 test(s): --no-check-paths" in clean.out
+    assert re.search(r"^skipped \d+ checks, by reason: .*--no-check-paths: .*\[paths_exist x60\]", clean.out, re.M)
+    assert len(clean.out.splitlines()) < 50, clean.out
 
     lr_run, script_run, dup_run = names[7], names[30], names[51]
     replace(sweep / lr_run / "finetune.yaml", "  lr: ", "  lr: 0.5  # was ")
@@ -228,13 +229,26 @@ DEFECTS = {
         lambda p: p.replace(f"{R4}/finetune.slurm", "conda activate tune", "conda activate base"),
         on(R4, "slurm_environment", "golden"),
     ),
-    "output directory": (lambda p: p.path(f"{R4}/artifacts").rmdir(), on(R4, "slurm_output_dir")),
+    "output directory": (lambda p: shutil.rmtree(p.path(f"{R4}/artifacts")), on(R4, "slurm_output_dir")),
     "missing script": (lambda p: p.path(f"{R4}/finetune.slurm").unlink(), on(R4, "run_files")),
     "dataset record": (_dataset_without_output, on(R4, "dataset_splits") | on(R8, "dataset_splits")),
 }
 # A changed #SBATCH resource also leaves the job array script of the run's group unlike the run's own script.
 ALSO_FAILS = {"memory": {"array_scripts[cap]"}}
 _TAG = re.compile(r"\[run ([^\]]+)\] (?:\S+: )?\[([a-z_]+)\] ")
+_FOLDED = re.compile(r"^\d+ x in \d+ runs \(([^)]*)\): ", re.M)
+
+
+def tags(text: str) -> set[tuple[str, str]]:
+    """(run, check) of every failure the log names; a folded line (`N x in K runs (A, B): ... [run {run}]`) names
+    each of its runs."""
+    found = {t for t in _TAG.findall(text) if t[0] != "{run}"}
+    for line in text.splitlines():
+        m = _FOLDED.match(line)
+        if m:
+            checks = {check for run, check in _TAG.findall(line) if run == "{run}"}
+            found |= {(run, check) for run in m.group(1).split(", ") for check in checks}
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +278,7 @@ def test_per_run_tests_name_the_check_of_each_planted_defect(planted, pytester, 
     result = pytester.runpytest(*args, "--items", "run", "--omegaconf", "per-shape", *NESTED_ARGS)
     text = result.stdout.str()
     assert failed_tests(text) == {f"run[{run}]" for run, _ in found} | ALSO_FAILS.get(defect, set()), text
-    assert set(_TAG.findall(text)) == found, text
+    assert tags(text) == found, text
 
 
 def test_per_run_tests_and_the_experiment_check_of_output_dirs(planted, pytester, accepted_golden):
@@ -283,7 +297,7 @@ def test_per_run_tests_and_the_experiment_check_of_output_dirs(planted, pytester
     text = per_run.stdout.str()
     assert failed_tests(result.stdout.str()) >= {"output_dirs_unique[cap]", f"output_dir_placement[{R8}]"}
     assert failed_tests(text) == {"output_dirs_unique[cap]", f"run[{R8}]"}, text
-    assert set(_TAG.findall(text)) == on(R8, "output_dir_placement", "golden"), text
+    assert tags(text) == on(R8, "output_dir_placement", "golden", "output_dirs_unique"), text
     assert f"output_dir is also the output_dir of run {R4}" in text
 
 
@@ -469,3 +483,56 @@ def test_shell_words_split_as_shlex(line: str) -> None:
     except ValueError:
         want = tuple(stripped.split())
     assert shell_words(stripped) == want
+
+
+def test_a_sweep_failing_for_one_cause_prints_one_line_for_it(sweep: Path) -> None:
+    """Every golden copy missing (180 files of 60 runs), or one dataset unreachable for every run: one folded line
+    each, with the count, the runs and the fix; the whole log well under 50 lines."""
+    shutil.rmtree(sweep / "golden")
+    res = verify_cli(sweep)
+    assert res.code == 1
+    lines = res.out.splitlines()
+    assert len(lines) < 50, res.out
+    folded = [line for line in lines if line.startswith("180 x in 60 runs (")]
+    assert len(folded) == 1 and "[golden] no golden copy at" in folded[0], res.out
+    assert (
+        "golden/{run}/{file}" in folded[0]
+        and "(fix: review the file, then accept it with `scaffold verify" in folded[0]
+    )
+    assert re.search(r"^FAILED 61 tests: run\[.*\] and 58 more", res.out, re.M), res.out
+    # A planted defect of one run beside it is still its own line, with its file:line.
+    name = run_names(sweep)[5]
+    replace(sweep / name / "finetune.slurm", f"--job-name={name}", "--job-name=x")
+    res = verify_cli(sweep)
+    assert re.search(
+        rf"^\S*{re.escape(name)}/finetune.slurm:\d+: \[run {re.escape(name)}\] --job-name: \[slurm_job_name\]",
+        res.out,
+        re.M,
+    ), res.out
+    assert len(res.out.splitlines()) < 50, res.out
+
+
+def test_folding_keeps_distinct_causes_apart() -> None:
+    from scaffold.errors import Problem
+    from scaffold.verify.report import failure_lines, skips_line
+
+    same = [
+        Problem(f"no golden copy at g/{r}/{f}", f"e/{r}/{f}", fix="accept", run=r)
+        for r in ("run1", "run2", "run3", "run4")
+        for f in ("x.yaml", "y.slurm")
+    ]
+    diff_a = Problem("differs:\n-lr: 1\n+lr: 2", "e/run1/x.yaml", run="run1")
+    diff_b = Problem("differs:\n-lr: 1\n+lr: 3", "e/run2/x.yaml", run="run2")
+    lines = failure_lines([*same, diff_a, diff_b])
+    assert (
+        lines[0]
+        == "8 x in 4 runs (run1, run2, run3 and 1 more): e/{run}/{file}: [run {run}] no golden copy at g/{run}/{file} (fix: accept)"
+    )
+    assert lines[1:] == diff_a.format().splitlines() + diff_b.format().splitlines()  # two diffs, two causes
+    line = skips_line(
+        {("paths_exist", "--no-check-paths"): 60, ("token_audit", "no tokenizer"): 60, ("parity", "no tokenizer"): 60}
+    )
+    assert (
+        line
+        == "skipped 180 checks, by reason: no tokenizer [parity x60, token_audit x60]; --no-check-paths [paths_exist x60]"
+    )

@@ -162,7 +162,7 @@ def test_init_ci_writes_a_valid_github_workflow(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     (repo / ".git").mkdir(parents=True)
     shutil.copytree(EXAMPLE, repo / "experiments" / "cap", ignore=shutil.ignore_patterns("Llama-*", "logs", "arrays"))
-    res = run_cli("init-ci", repo / "experiments" / "cap")
+    res = run_cli("init-ci", repo / "experiments" / "cap", "--package", "scaffold-torchtune==0.1.0")
     assert res.code == 0, res.err
     workflow = repo / ".github" / "workflows" / "scaffold-verify.yml"
     assert "written" in res.out
@@ -179,11 +179,12 @@ def test_init_ci_writes_a_valid_github_workflow(tmp_path: Path) -> None:
     assert "pip install scaffold-torchtune==" in steps
     assert "secrets.SCAFFOLD_LOCAL_CONFIG" in workflow.read_text()
     # Idempotent; a workflow edited since is kept unless --force.
-    assert "unchanged" in run_cli("init-ci", repo / "experiments" / "cap").out
+    again = ("init-ci", repo / "experiments" / "cap", "--package", "scaffold-torchtune==0.1.0")
+    assert "unchanged" in run_cli(*again).out
     workflow.write_text(workflow.read_text() + "# local change\n")
-    kept = run_cli("init-ci", repo / "experiments" / "cap")
+    kept = run_cli(*again)
     assert kept.code == 1 and "--force" in kept.err
-    assert run_cli("init-ci", repo / "experiments" / "cap", "--force").code == 0
+    assert run_cli(*again, "--force").code == 0
     assert "# local change" not in workflow.read_text()
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from .. import rules
 from ..errors import Problem
+from ..output.writer import KEEP_FILE
 from ..plan import FINETUNE_FILE, SLURM_FILE
 from ..render import POST_FINETUNE_MODULE, TUNE_RUN_RECIPE, sbatch_site
 from ..rules import GPU_EXAMPLE, GPU_OPTIONS, method
@@ -147,7 +148,7 @@ def job_name_is_run_name(run: RunContext) -> Iterator[Problem]:
 @check("slurm_output_dir", scope=FINE_TUNED, file=SLURM_FILE)
 def output_directory_exists(run: RunContext) -> Iterator[Problem]:
     """--output is inside the run directory and its directory exists (SLURM does not create it; the job would fail
-    with no log)."""
+    with no log), holding the file that keeps it in git (a clone has no empty directory)."""
     d = run.slurm().directive("output")
     if d is None or not d.value:
         yield _problem(run, d, "no --output: the log would land where sbatch was called", field="--output", fix=REGEN)
@@ -166,7 +167,15 @@ def output_directory_exists(run: RunContext) -> Iterator[Problem]:
             d,
             f"the --output directory does not exist: {local}",
             field="--output",
-            fix=f"mkdir -p {local} (scaffold generate creates it)",
+            fix=f"run `scaffold generate` (it creates the directory, with a {KEEP_FILE} that keeps it in git), and commit it",
+        )
+    elif not (local / KEEP_FILE).is_file():
+        yield _problem(
+            run,
+            d,
+            f"the --output directory {local} holds no {KEEP_FILE}: git stores no empty directory, so a clone lacks it",
+            field="--output",
+            fix=f"run `scaffold generate` (it writes {local / KEEP_FILE}), and commit it",
         )
 
 

@@ -143,10 +143,20 @@ def _add_verify_commands(sub) -> None:
         "init-ci",
         help="write a GitHub Actions workflow that runs `scaffold verify` on pull requests",
         description="Writes .github/workflows/scaffold-verify.yml at the root of the repository holding the "
-        "experiment. The workflow reads the site config from the repository secret SCAFFOLD_LOCAL_CONFIG.",
+        "experiment, and the golden copies of the generated files that are missing (from the files `scaffold "
+        "generate` wrote). The workflow installs the scaffold-torchtune installed here (as pip recorded it: a VCS "
+        "URL at its commit, or its version on the package index; --package SPEC where a runner cannot reach it) "
+        "and reads the site config, either form, from the repository secret SCAFFOLD_LOCAL_CONFIG.",
+        epilog="exit status: 0 written or unchanged, 1 an existing workflow differs (kept unless --force) or a "
+        "generated file edited by hand was not taken as a golden copy, 2 no install spec can be told (--package) "
+        "or the summary does not load",
     )
     ci.add_argument("experiment", nargs="?", default=".", type=Path, help="experiment directory (default: .)")
-    ci.add_argument("--package", metavar="SPEC", help="what the workflow pip-installs (default: this version)")
+    ci.add_argument(
+        "--package",
+        metavar="SPEC",
+        help="what the workflow pip-installs (default: the scaffold-torchtune installed here, as pip recorded it)",
+    )
     ci.add_argument("--golden-dir", type=Path, metavar="DIR", help="golden snapshots (default: golden/ beside it)")
     ci.add_argument("--force", action="store_true", help="replace a workflow that differs")
 
@@ -291,11 +301,25 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _init_ci(args: argparse.Namespace) -> int:
-    from .ci import init_ci
+    from ..errors import InputError, display_path
+    from .ci import ACCEPT, init_ci
 
-    result = init_ci(args.experiment, package=args.package, golden_dir=args.golden_dir, force=args.force)
+    try:
+        result = init_ci(args.experiment, package=args.package, golden_dir=args.golden_dir, force=args.force)
+    except InputError as e:
+        print("\n".join(f"error: {p.format()}" for p in e.problems), file=sys.stderr)
+        return 2
+    status = 0
     if result.status == "kept":
         print(f"error: {result.path} exists with other content; kept (fix: --force to replace it)", file=sys.stderr)
-        return 1
-    print(f"{result.path}: {result.status}")
-    return 0
+        status = 1
+    else:
+        print(f"{result.path}: {result.status}")
+    golden = display_path(result.golden_dir)
+    print(
+        f"golden copies in {golden}: {len(result.golden_written)} written, {result.golden_present} already there "
+        f"(accept an intended change later with `{ACCEPT.format(experiment=display_path(args.experiment))}`)"
+    )
+    for p in result.problems:
+        print(f"error: {p.format()}", file=sys.stderr)
+    return 1 if result.problems else status

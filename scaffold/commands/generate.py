@@ -13,8 +13,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .. import __version__
+from ..discover import ARTIFACTS_DIR, RECOGNISED_MODELS
 from ..errors import InputError, Problem, display_path
-from ..inputs import localconfig, original_setup, schemas
+from ..inputs import localconfig, modelrecognition, original_setup, schemas
 from ..inputs import summary as summary_mod
 from ..output.lock import DEFAULT_TIMEOUT, LockTimeout, experiment_lock
 from ..output.outcome import Report, RunOutcome, failures
@@ -29,6 +30,7 @@ from ..output.writer import (
     atomic_write,
     backup,
     commit_write,
+    keep_in_git,
     plan_write,
     remove_stale_temporaries,
     run_files,
@@ -185,6 +187,8 @@ def _generate_all(
         )
     log.flush()
 
+    if not dry_run and plan.recognition_ran:
+        _write_recognised(plan, log)
     manifest = Manifest(summary.local_dir)
     # Which runs have something to render: a fine-tuned run is skipped when its settings, the templates and its
     # files on disk are all as when it was last generated and checked. (A run never generated before needs no
@@ -250,6 +254,23 @@ def _generate_all(
     )
     log.flush()
     report.log_error = report.log_error or log.error
+
+
+def _write_recognised(plan: Plan, log: RunLog) -> None:
+    """The record of the models this plan recognised from their config.json (RECOGNISED_MODELS), for the runs that
+    do not look at model directories (--no-check-paths, CI); removed when no model needs recognising any more."""
+    path = plan.summary.local_dir / RECOGNISED_MODELS
+    try:
+        if plan.recognised:
+            text = modelrecognition.record_text(plan.recognised)
+            if not path.is_file() or path.read_text(encoding="utf-8") != text:
+                atomic_write(path, text)
+                log.info(f"recorded the recognised models ({', '.join(sorted(plan.recognised))}) in {path}")
+        elif path.is_file():
+            path.unlink()
+            log.info(f"removed {path}: no model of the experiment is recognised from its config.json any more")
+    except OSError as e:
+        log.error_line(f"cannot write {path}: {e.strerror}")
 
 
 def job_mail_off(plan: Plan) -> str | None:
@@ -376,6 +397,11 @@ def _generate_run(
                     return _fail(out, [_cannot_write(e, rp)], log)
             out.files = dict.fromkeys(TRAINING_FILES, UNCHANGED)
             out.checked_earlier = True
+            if not dry_run:  # generated before artifacts/ was kept in git: one stat when it is
+                try:
+                    keep_in_git(rp.local_dir / ARTIFACTS_DIR)
+                except OSError as e:
+                    return _fail(out, [_cannot_write(e, rp)], log)
             log.info("unchanged since generated and checked (settings, generator and files all as then)", rp.name)
             return out
         row = renderer.get(index)
@@ -583,7 +609,7 @@ def _write_new_run_files(
     to the manifest's journal before the first is written."""
     # --output of the batch script points here; SLURM does not create it (the job would fail with no log).
     run_dir = str(rp.local_dir)
-    os.mkdir(os.path.join(run_dir, "artifacts"))
+    keep_in_git(os.path.join(run_dir, ARTIFACTS_DIR))
     data = {os.path.join(run_dir, name): texts[name].encode("utf-8") for name in TRAINING_FILES}
     digests = {path: sha256(content) for path, content in data.items()}
     manifest.commit(digests, run=rp.name, source=fp)
@@ -652,7 +678,7 @@ def _write_run_files(
     if before_write is not None:
         before_write()
     # --output of the batch script points here; SLURM does not create it (the job would fail with no log).
-    (rp.local_dir / "artifacts").mkdir(exist_ok=True)
+    keep_in_git(rp.local_dir / ARTIFACTS_DIR)
     changing = [r for r in results if r.status != UNCHANGED]
     data = {os.fspath(r.path): texts[r.path.name].encode("utf-8") for r in changing}
     if changing:

@@ -119,6 +119,14 @@ class LocalConfig:
         )
 
 
+def file_name_for(text: str) -> str:
+    """The file name a site config's text must be saved under to be read as the form it is in (the CI workflow
+    keeps it in a secret, with no name): `claude.local.md` when a line is a markdown bullet `- **Label**: value`
+    (which no YAML mapping can hold: `*` starts an alias there), else `scaffold.local.yaml`."""
+    yaml_name, markdown_name = NAMES
+    return markdown_name if any(_BULLET.match(line) for line in text.splitlines()) else yaml_name
+
+
 def load(path: Path) -> LocalConfig:
     """Read either form, normalise, and validate against schemas/local_config.schema.json."""
     path = Path(path)

@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..discover import RECOGNISED_MODELS
+from ..errors import InputError, display_path
 from ..resources import load_data
+from .yamlio import dump_yaml, load_yaml
 
 CONFIG = "config.json"
 INDEX = "model.safetensors.index.json"
@@ -58,6 +61,46 @@ class Unrecognised:
     """Why a model directory maps to no torchtune builder (message names the file and what it read)."""
 
     message: str
+
+
+RECORD_HEADER = (
+    f"# {RECOGNISED_MODELS}: written by `scaffold generate` (commit it with the experiment). Models in no registry,\n"
+    "# as recognised from their directory's config.json: where that directory is not looked at (--no-check-paths,\n"
+    "# CI), the planner and the verification suite take each entry from here. Generating with path checks on\n"
+    "# recognises them again and rewrites this file; do not edit it by hand.\n"
+)
+ENTRY_KEYS = ("lora_builder", "full_builder", "model_type", "checkpoint_files", "tokenizer", "resources")
+
+
+def record_text(recognised: dict[str, Recognised]) -> str:
+    """The record of the models recognised (by name), as written to RECOGNISED_MODELS."""
+    body = {
+        name: {"recognised_as": r.size, "from": r.source, "entry": r.entry} for name, r in sorted(recognised.items())
+    }
+    return RECORD_HEADER + dump_yaml(body)
+
+
+def read_record(experiment_dir: Path) -> dict[str, Recognised]:
+    """The models recorded in the experiment's RECOGNISED_MODELS (none when it is absent); InputError, naming the
+    file, for one that is not a record this tool wrote."""
+    path = Path(experiment_dir) / RECOGNISED_MODELS
+    if not path.is_file():
+        return {}
+    doc = load_yaml(path)  # safe loader; a YAML error is an InputError with its line
+    fix = "generate again with path checks on, where the model directories are mounted (it rewrites the file)"
+    if not isinstance(doc.data, dict):
+        raise InputError([doc.problem((), "not a record of recognised models (a mapping of model names)", fix)])
+    out = {}
+    for name, rec in doc.data.items():
+        entry = rec.get("entry") if isinstance(rec, dict) else None
+        if not isinstance(entry, dict) or any(k not in entry for k in ENTRY_KEYS):
+            raise InputError(
+                [doc.problem((name,), f"the record of model '{name}' lacks its entry ({', '.join(ENTRY_KEYS)})", fix)]
+            )
+        out[str(name)] = Recognised(
+            entry, str(rec.get("recognised_as", name)), str(rec.get("from", display_path(path)))
+        )
+    return out
 
 
 def families() -> dict[str, Any]:

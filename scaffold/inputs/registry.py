@@ -39,30 +39,49 @@ def find(
     name: str,
     registry: dict[str, dict],
     model_dir: Path | None,
-) -> tuple[dict | Problem, str | None]:
-    """(entry or Problem, a note saying what was recognised) for a model name. A name that is not in the registry
-    is recognised from `model_dir`'s config.json; pass model_dir=None where the directory is not to be looked at
-    (no path checks): the name is then unknown."""
+    recorded: modelrecognition.Recognised | None = None,
+) -> tuple[dict | Problem, str | None, modelrecognition.Recognised | None]:
+    """(entry or Problem, a note saying what was recognised, the recognition when this call made it) for a model
+    name. A name that is not in the registry is recognised from `model_dir`'s config.json; pass model_dir=None where
+    the directory is not to be looked at (no path checks): the name is then what `recorded` says (generate's record
+    of an earlier recognition), else unknown."""
     entry = lookup(name, registry)
     if not isinstance(entry, Problem):
-        return entry, None
+        return entry, None, None
     if model_dir is None:
-        return Problem(
-            entry.message,
-            fix=f"{entry.fix}; with path checks on, a model directory whose config.json is of a family torchtune "
-            "0.6.1 has builders for is recognised",
-        ), None
+        if recorded is not None:
+            note = (
+                f"model '{name}' is not in the registry: {recorded.describe()} (as recorded in "
+                f"{modelrecognition.RECOGNISED_MODELS}; the directory is not looked at here)"
+            )
+            return recorded.entry, note, None
+        return (
+            Problem(
+                entry.message,
+                fix=f"{entry.fix}; with path checks on, a model directory whose config.json is of a family torchtune "
+                f"0.6.1 has builders for is recognised (and recorded in {modelrecognition.RECOGNISED_MODELS} for runs "
+                "without path checks)",
+            ),
+            None,
+            None,
+        )
     found = modelrecognition.recognise(model_dir)
     if found is None:
         why = "it has no config.json" if model_dir.is_dir() else "it was not found"
-        return Problem(
-            entry.message, fix=f"{entry.fix}; the model directory {model_dir} cannot be recognised: {why}"
-        ), None
+        return (
+            Problem(entry.message, fix=f"{entry.fix}; the model directory {model_dir} cannot be recognised: {why}"),
+            None,
+            None,
+        )
     if isinstance(found, modelrecognition.Unrecognised):
-        return UnmappableModel(
-            f"model '{name}' is not in the registry and its directory maps to no torchtune 0.6.1 builder: "
-            f"{found.message}",
-            fix=f"add a `models:` entry for '{name}' in the local config (lora_builder, full_builder, model_type, "
-            "checkpoint_files, tokenizer), or use a model the registry knows (" + ", ".join(sorted(registry)) + ")",
-        ), None
-    return found.entry, f"model '{name}' is not in the registry: {found.describe()}"
+        return (
+            UnmappableModel(
+                f"model '{name}' is not in the registry and its directory maps to no torchtune 0.6.1 builder: "
+                f"{found.message}",
+                fix=f"add a `models:` entry for '{name}' in the local config (lora_builder, full_builder, model_type, "
+                "checkpoint_files, tokenizer), or use a model the registry knows (" + ", ".join(sorted(registry)) + ")",
+            ),
+            None,
+            None,
+        )
+    return found.entry, f"model '{name}' is not in the registry: {found.describe()}", found

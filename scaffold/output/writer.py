@@ -20,6 +20,16 @@ from ..stamps import Stamp, stamp
 TEMP_SUFFIX = ".tmp"
 _TEMP_NUMBERS = itertools.count()
 
+# A directory the suite requires that holds no generated file (a run's artifacts/, where --output points: SLURM does
+# not create it) gets this file, so that git stores it and a fresh clone has it; it also keeps what the run writes
+# there (checkpoints, logs) out of the repository.
+KEEP_FILE = ".gitignore"
+KEEP_TEXT = (
+    "# Written by scaffold-torchtune: git stores no empty directory, and this one must exist before the job starts\n"
+    "# (SLURM writes the job's log here). What the run writes here (checkpoints, logs) is not committed.\n"
+    "*\n!.gitignore\n"
+)
+
 CREATED, UPDATED, UNCHANGED, KEPT, FORCED = "created", "updated", "unchanged", "kept (edited by hand)", "overwritten"
 NOT_WRITTEN = "not written"  # a file of a run that failed: the run's files stay as they were
 
@@ -52,6 +62,17 @@ def atomic_write(path: Path | str, content: str | bytes, mode: int = 0o644) -> S
             os.unlink(tmp)
         raise
     return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def keep_in_git(directory: Path | str) -> bool:
+    """Create `directory` and its KEEP_FILE where missing (an existing KEEP_FILE is the user's: left as it is).
+    True when the file was written."""
+    path = os.path.join(directory, KEEP_FILE)
+    if os.path.isfile(path):
+        return False
+    os.makedirs(directory, exist_ok=True)
+    atomic_write(path, KEEP_TEXT)
+    return True
 
 
 # A file whose stamp was taken this close to the manifest's saving may have been changed again within the same

@@ -19,6 +19,14 @@ from syrupy.data import SnapshotCollections
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
 EXPERIMENT_DIR_PLACEHOLDER = "<experiment-dir>"
+# The one command that accepts an intended change of the generated files (and writes the golden copies missing).
+ACCEPT_COMMAND = "scaffold verify {experiment} --snapshot-update"
+
+
+def local_dir_named(summary) -> Path | None:
+    """The local experiment directory when the generated files name it (a summary without `experiment.dir`), else
+    None: what `machine_independent` replaces."""
+    return None if summary.data["experiment"].get("dir") else summary.local_dir
 
 
 def machine_independent(text: str, experiment_dir: Path | None) -> str:

@@ -29,7 +29,7 @@ from ..checks.context import ExperimentContext
 from ..checks.expectations import CollectionError, Expectations, Options, RunRef, item_id
 from ..checks.findings import Blocked, CheckFailed
 from ..checks.shapes import EVERY, PER_SHAPE
-from ..errors import Problem  # noqa: TC001
+from ..errors import Problem
 from ..inputs.summary import summary_path
 from ..plan import ARRAY_DIR, TRAINING_FILES
 
@@ -78,6 +78,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "per-shape above",
     )
     group.addoption(
+        "--full-report",
+        action="store_true",
+        default=False,
+        help="pytest's own report of each failed and skipped test (default: one line per failing check, the failures "
+        "of one cause folded into one line with the count and the fix, the skipped checks counted by reason)",
+    )
+    group.addoption(
         "--golden-dir",
         metavar="DIR",
         default=None,
@@ -100,8 +107,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.args = config.args if named else [*config.args, str(summary)]
     else:
         config.args = [str(summary)]
-    # Skip reasons (--no-check-paths, torchtune not importable, blocked checks) belong in the report.
-    if not {"s", "a", "A"} & set(config.option.reportchars):
+    # Skip reasons (--no-check-paths, torchtune not importable, blocked checks) belong in the report: counted by
+    # reason on one line (pytest_terminal_summary), or, with --full-report, pytest's line per skipped test.
+    if config.getoption("full_report") and not {"s", "a", "A"} & set(config.option.reportchars):
         config.option.reportchars += "s"
 
 
@@ -258,7 +266,10 @@ class VerifyItem(pytest.Function):
             first = problems[0] if problems else None
             crash = (f"{first.field}: {first.message}" if first.field else first.message) if first else head
             more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
-            return FailureRepr(head, crash.splitlines()[0] + more, excinfo.value.text())
+            # In the suite's own report each problem names its check (a grouped test's are tagged already).
+            tag = self.check.id if self.check else self.name.partition("[")[0]
+            tagged = [p if p.message.startswith("[") else _tagged(p, tag) for p in problems]
+            return FailureRepr(head, crash.splitlines()[0] + more, excinfo.value.text(), tagged)
         return super().repr_failure(excinfo, *args, **kwargs)
 
     def reportinfo(self):
@@ -273,9 +284,10 @@ class _Crash:
 class FailureRepr:
     """A failure's text for the terminal, with a one-line `reprcrash` for the short summary and JUnit XML."""
 
-    def __init__(self, head: str, first: str, text: str):
+    def __init__(self, head: str, first: str, text: str, problems: list[Problem]):
         self.text = f"{head}\n{text}"
         self.reprcrash = _Crash(first)
+        self.problems = problems
 
     def toterminal(self, tw) -> None:
         for line in self.text.splitlines():
@@ -417,12 +429,16 @@ def _arrays_golden_function(name: str, context: ExperimentContext) -> Callable:
     return golden
 
 
+ITEM_IDS_KEY = pytest.StashKey[frozenset]()
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     context = session.config.stash.get(CONTEXT_KEY, None)
     if context is None:
         return
     # Work done for every run ahead of its test (bash -n in the background) covers the selected runs only.
     context.selected = {item.run.name for item in session.items if isinstance(item, VerifyItem) and item.run}
+    session.config.stash[ITEM_IDS_KEY] = frozenset(i.nodeid for i in session.items if isinstance(i, VerifyItem))
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -431,26 +447,64 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         context.close()
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+def _skip_of(report) -> tuple[str, str]:
+    """(check, reason) of a skipped suite item, the run's name in the reason as {run}."""
+    name = report.nodeid.rpartition("::")[2]
+    message = str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    message = message.removeprefix("Skipped: ").removeprefix(f"{name}: ")
+    check, _, target = name.partition("[")
+    target = target.removesuffix("]")
+    return check, message.replace(target, "{run}") if target else message
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config):
+    """The suite's part of the report, last (where a CI log's tail shows it). The suite's failed and skipped tests
+    are taken out of pytest's own sections (each test's failure, a line per skipped test) while they print, and
+    reported here folded (scaffold.verify.report); pytest's counts on the last line are its own."""
     context = config.stash.get(CONTEXT_KEY, None)
     if context is None:
-        return
+        return (yield)
+    ours = config.stash.get(ITEM_IDS_KEY, frozenset())
+    stats = terminalreporter.stats
+    taken: dict[str, list] = {}
+    if not config.getoption("full_report"):
+        for kind, mine in (("failed", lambda r: isinstance(r.longrepr, FailureRepr)), ("skipped", lambda r: True)):
+            reports = stats.get(kind, [])
+            taken[kind] = [r for r in reports if r.nodeid in ours and mine(r)]
+            stats[kind] = [r for r in reports if not (r.nodeid in ours and mine(r))]
+    try:
+        result = yield
+    finally:
+        for kind, reports in taken.items():
+            stats[kind] = stats.get(kind, []) + reports
+    _write_summary(terminalreporter, context, taken)
+    return result
+
+
+def _write_summary(terminalreporter, context: ExperimentContext, taken: dict[str, list]) -> None:
+    from . import report
+
     exp = context.expectations
+    write = terminalreporter.write_line
     terminalreporter.write_sep("-", "scaffold verify")
-    terminalreporter.write_line(
+    write(
         f"experiment {exp.name}: {len(exp.runs)} runs ({len(exp.fine_tuned_runs())} fine-tuned), "
         f"{len(all_checks())} checks; golden files in {exp.golden_dir}"
     )
     loading = context.configs.describe()
     if loading:
-        terminalreporter.write_line(loading)
-    skips = sorted(context.partial_skips.items(), key=lambda kv: (-kv[1], kv[0]))
-    for (check, reason), count in skips[:SKIPS_SHOWN]:
-        terminalreporter.write_line(f"skipped inside grouped tests: {check} in {count} test(s): {reason}")
-    if len(skips) > SKIPS_SHOWN:
-        terminalreporter.write_line(f"... and {len(skips) - SKIPS_SHOWN} more checks skipped inside grouped tests")
+        write(loading)
+    skips: Counter = Counter(context.partial_skips)
+    skips.update(_skip_of(r) for r in taken.get("skipped", []))
+    line = report.skips_line(skips)
+    if line:
+        write(line)
     for path in context.removed_golden:
-        terminalreporter.write_line(f"removed stale golden file {path}")
-
-
-SKIPS_SHOWN = 10
+        write(f"removed stale golden file {path}")
+    failed = taken.get("failed", [])
+    if failed:
+        problems = [p for r in failed for p in r.longrepr.problems]
+        write(f"{len(problems)} failing check(s) in {len(failed)} test(s):")
+        for text in report.failure_lines(problems) + report.failed_tests_lines([r.nodeid for r in failed]):
+            write(text)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import shlex
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -19,14 +20,13 @@ from ..checks.expectations import Expectations
 from ..checks.findings import CheckFailed, finding
 from ..errors import display_path
 from ..slurm.arrays import ARRAY_DIR
-from .golden import golden_extension, machine_independent
+from .golden import ACCEPT_COMMAND, golden_extension, local_dir_named, machine_independent
 
 
 def generated_text(run: RunContext, file: str) -> str:
     """A generated file's text as its golden copy holds it (machine-independent); Blocked when it is missing."""
     path = run.require(file)
-    summary = run.experiment.summary()
-    local_named = None if summary.data["experiment"].get("dir") else summary.local_dir
+    local_named = local_dir_named(run.experiment.summary())
     text = run.text(file)
     if text is None:  # not utf-8: compared as decoded with replacement characters, so it differs from its copy
         text = path.read_bytes().decode("utf-8", errors="replace")
@@ -57,8 +57,7 @@ def compare(run: RunContext, file: str, snapshot: Any) -> None:
 def compare_array(expectations: Expectations, file: str, snapshot: Any) -> None:
     """Compare one job array script (`arrays/FILE`) with its golden copy `{golden_dir}/arrays/FILE`."""
     path = expectations.local_dir / ARRAY_DIR / file
-    summary = expectations.summary()
-    local_named = None if summary.data["experiment"].get("dir") else summary.local_dir
+    local_named = local_dir_named(expectations.summary())
     text = machine_independent(path.read_text(encoding="utf-8", errors="replace"), local_named)
     golden_dir = expectations.golden_dir
     assertion = snapshot.use_extension(golden_extension(golden_dir, file, ARRAY_DIR))
@@ -68,9 +67,14 @@ def compare_array(expectations: Expectations, file: str, snapshot: Any) -> None:
 def _compare(assertion: Any, text: str, path: Path, golden: Path, run: str | None) -> None:
     if assertion == text:
         return
+    experiment = path.parent.parent  # of RUN/FILE or arrays/FILE
+    accept = ACCEPT_COMMAND.format(experiment=shlex.quote(display_path(experiment)))
+    golden_dir = golden.parent.parent
+    if golden_dir != experiment / "golden":
+        accept += f" --golden-dir {shlex.quote(display_path(golden_dir))}"
     if not golden.is_file():
         message = f"no golden copy at {display_path(golden)}"
-        fix = "review the file, then accept it with --snapshot-update (and commit the golden file)"
+        fix = f"review the file, then accept it with `{accept}` and commit the golden copy"
     else:
         diff = difflib.unified_diff(
             golden.read_text(encoding="utf-8").splitlines(keepends=True),
@@ -80,7 +84,7 @@ def _compare(assertion: Any, text: str, path: Path, golden: Path, run: str | Non
             n=2,
         )
         message = "differs from its golden copy:\n" + "".join(diff).rstrip("\n")
-        fix = "if the change is intended, accept it with --snapshot-update and commit the golden file"
+        fix = f"if the change is intended, accept it with `{accept}` and commit the golden copy"
     raise CheckFailed([finding(message, run=run, file=path, fix=fix)])
 
 
