@@ -31,6 +31,16 @@ POLICY_FIX = (
 )
 
 
+def audited_sections(config: dict[str, Any]) -> list[tuple[str, dict[str, Any], str]]:
+    """(config key, dataset section, split) of each split a run's config trains or validates on."""
+    out = []
+    for key in ("dataset", "dataset_val"):
+        section = config.get(key)
+        if isinstance(section, dict) and isinstance(section.get("_component_"), str):
+            out.append((key, section, str(section.get("field") or "train")))
+    return out
+
+
 @dataclass
 class RunAudit:
     """What the audit found for one run: per split, and the problems (run.problem keywords) and warnings."""
@@ -55,18 +65,12 @@ def audit_run(setup: dict[str, Any], config: dict[str, Any], data_file: Path, mo
         raise NotApplicable(f"the dataset {data_file} is not here (dataset_splits reports it)")
     max_seq_len = (config.get("tokenizer") or {}).get("max_seq_len")
     out = RunAudit()
-    sections = [("dataset", config.get("dataset"))]
-    if isinstance(config.get("dataset_val"), dict):
-        sections.append(("dataset_val", config["dataset_val"]))
-    for key, section in sections:
-        if not isinstance(section, dict) or not isinstance(section.get("_component_"), str):
-            continue
+    for key, section, split in audited_sections(config):
         module, _, name = section["_component_"].rpartition(".")
         try:
             builder = getattr(importlib.import_module(module), name)
         except (ImportError, AttributeError):
             raise NotApplicable(f"the dataset builder {section['_component_']} is not importable here") from None
-        split = str(section.get("field") or "train")
         limit = section.get("max_seq_len", max_seq_len)
         try:
             result = audit.audit_split(

@@ -45,13 +45,14 @@ REGEN = "regenerate with `scaffold generate` (or re-render the run with `scaffol
 def need_transformers(check: str) -> None:
     """NotApplicable where transformers is not importable: the checks that build a run's data with its own dataset
     builder (which tokenizes with it) need it, as training does."""
-    try:
-        import transformers  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    # Looked up, not imported: importing it takes a second, which the token audit spends in a worker process.
+    if importlib.util.find_spec("transformers") is None:
         raise NotApplicable(
             f"transformers is not installed here: {check} needs it, as does training "
             "(pip install 'transformers>=4.45' in the training environment and run the suite there)"
-        ) from None
+        )
 
 
 def _trained_epoch(run: RunContext, setup: dict) -> Path | None:

@@ -232,12 +232,14 @@ def _generate_all(
             report.runs.append(out)
             log.flush_some()
     except BaseException:
+        renderer.close()
         # Interrupted (Ctrl-C, SIGTERM): fold what was written into the manifest now. (After a SIGKILL, which runs
         # nothing, the next process folds the manifest's journal in: scaffold.output.writer.Manifest.)
         if not dry_run:
             with contextlib.suppress(OSError):
                 manifest.save()
         raise
+    renderer.close()
     if not dry_run:
         _write_arrays(plan, report, log, manifest, force=force, alone=change is not None)
     if not dry_run:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ..plan import Plan, RunPlan
 
 BATCH = 32  # runs rendered and self-checked together
+LOOKAHEAD = 2048  # the most runs rendered ahead while the background builder works (their texts are held)
 
 
 @dataclass
@@ -35,6 +36,8 @@ class Row:
     error: tuple[str, str] | None = None  # (message, file) of a rendering error
     checks: dict[str, list[Problem]] | None = None  # the self-check: check id -> its problems
     preflight: Preflight | None = None  # the pre-flight audit of a run that passed its self-check
+    config: dict | None = None  # its finetune.yaml as torchtune loads it, until it is audited
+    prefetched: tuple = ()  # the keys of its splits' records, asked of the background builder
     time_from: str | None = None  # the time limit the estimate set (the run was rendered again with it)
 
 
@@ -57,11 +60,39 @@ class Renderer:
         self._batches = [indices[k : k + BATCH] for k in range(0, len(indices), BATCH)]
         self._batch_of = {i: b for b, batch in enumerate(self._batches) for i in batch}
         self._rows: dict[int, Row] = {}
+        self._next = 0  # the next batch to render
+        if check and indices:
+            from ..torchtune_ext import audit
+
+            # The audit's records are built in a worker while the next runs are rendered and checked.
+            audit.start_worker()
+
+    def close(self) -> None:
+        from ..torchtune_ext import audit
+
+        audit.stop_worker()
 
     def get(self, index: int) -> Row:
-        if index not in self._rows:
-            self._rows = self._render(self._batches[self._batch_of[index]])
-        return self._rows.pop(index)
+        while index not in self._rows:
+            self._render_next()
+        row = self._rows.pop(index)
+        if row.config is not None:
+            from ..torchtune_ext import audit
+
+            # Render ahead (a bounded number of runs) while the worker builds this run's records.
+            while (
+                not all(audit.ready(k) for k in row.prefetched)
+                and self._next < len(self._batches)
+                and len(self._rows) < LOOKAHEAD
+            ):
+                self._render_next()
+            config, row.config = row.config, None
+            self._preflight(self.plan.runs[index], row, config)
+        return row
+
+    def _render_next(self) -> None:
+        self._rows.update(self._render(self._batches[self._next]))
+        self._next += 1
 
     def _render(self, indices: list[int]) -> dict[int, Row]:
         from ..checks import selfcheck  # here: an unchanged re-run renders nothing
@@ -86,8 +117,32 @@ class Renderer:
             for (i, row), (checks, config) in zip(ok, results, strict=True):
                 row.checks = checks
                 if config is not None and not failures(checks):
-                    self._preflight(plan.runs[i], row, config)
+                    row.config = config
+                    row.prefetched = self._prefetch(plan.runs[i], config)
         return rows
+
+    def _inputs(self, rp: RunPlan) -> tuple[Path, Path] | None:
+        """The run's data file and model directory on this machine; None where they are not read
+        (--no-check-paths, outside the experiment)."""
+        assert rp.setup is not None
+        summary = self.plan.summary
+        data_named, model_named = Path(rp.setup["dataset_path"]), Path(rp.setup["model_dir"])
+        if not self.check_paths and not (summary.is_inside(data_named) and summary.is_inside(model_named)):
+            return None
+        return summary.to_local(data_named), summary.to_local(model_named)
+
+    def _prefetch(self, rp: RunPlan, config: dict) -> tuple:
+        from ..checks.audit import audited_sections
+        from ..torchtune_ext import audit
+
+        inputs = self._inputs(rp)
+        if inputs is None:
+            return ()
+        data, model = inputs
+        return tuple(
+            audit.prefetch(section["_component_"], section, split, str(data), str(model))
+            for _, section, split in audited_sections(config)
+        )
 
     def _preflight(self, rp: RunPlan, row: Row, config: dict) -> None:
         """Audit a run that passed its self-check; a run given no time limit gets the estimate's, rendered and
@@ -96,12 +151,11 @@ class Renderer:
         from ..checks.audit import Preflight, preflight
 
         assert rp.setup is not None
-        summary = self.plan.summary
-        data_named, model_named = Path(rp.setup["dataset_path"]), Path(rp.setup["model_dir"])
-        if not self.check_paths and not (summary.is_inside(data_named) and summary.is_inside(model_named)):
+        inputs = self._inputs(rp)
+        if inputs is None:
             row.preflight = Preflight(None, rp.steps, None, skipped="--no-check-paths: the data and model are not read")
             return
-        found = preflight(rp, config, summary.to_local(data_named), summary.to_local(model_named), self.plan.local)
+        found = preflight(rp, config, *inputs, self.plan.local)
         row.preflight = found
         if not (rp.time_estimated and found.time) or parse_time(found.time) == parse_time(rp.setup["time"]):
             return

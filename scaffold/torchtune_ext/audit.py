@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..stamps import stamp
@@ -105,14 +105,9 @@ class SplitAudit:
         )
 
 
-@dataclass
-class Audit:
-    splits: dict[str, SplitAudit] = field(default_factory=dict)
-
-
-def built_records(builder: Any, section: dict[str, Any], split: str, data_file: str, model_path: str) -> tuple:
-    """(length, prompt length) of every record of `split`, built by `builder` (the config's `_component_`) from
-    `section` (the config's dataset section), uncut and with the prompt masked; cached per process."""
+def _key_and_args(component: str, section: dict[str, Any], split: str, data_file: str, model_path: str) -> tuple:
+    """What built records depend on (the builder, its settings, the stamps of the data and the tokenizer files),
+    and the builder's arguments: uncut, the prompt masked, not packed."""
     args = {k: v for k, v in section.items() if k != "_component_"}
     args.update(
         field=split,
@@ -123,24 +118,112 @@ def built_records(builder: Any, section: dict[str, Any], split: str, data_file: 
         packed=False,
     )
     args.pop("drop_untrainable", None)
-    key = (
-        f"{builder.__module__}.{builder.__qualname__}",
-        json.dumps(args, sort_keys=True, default=str),
-        stamp(data_file),
-        tokenizer_stamp(model_path),
-    )
-    if key not in _BUILT:
-        if len(_BUILT) >= 64:
-            _BUILT.clear()
-        from types import SimpleNamespace
+    key = (component, json.dumps(args, sort_keys=True, default=str), stamp(data_file), tokenizer_stamp(model_path))
+    return key, args
 
-        dataset = builder(SimpleNamespace(max_seq_len=None), **args)
-        out = []
-        for i in range(len(dataset)):
-            example = dataset[i]
-            out.append((len(example["tokens"]), prompt_length(example["labels"])))
-        _BUILT[key] = tuple(out)
+
+def _build(builder: Any, args: dict[str, Any]) -> tuple[tuple[int, int], ...]:
+    from types import SimpleNamespace
+
+    dataset = builder(SimpleNamespace(max_seq_len=None), **args)
+    out = []
+    for i in range(len(dataset)):
+        example = dataset[i]
+        out.append((len(example["tokens"]), prompt_length(example["labels"])))
+    return tuple(out)
+
+
+def _build_component(component: str, args: dict[str, Any]) -> tuple[tuple[int, int], ...]:
+    """`_build` by the builder's dotted name (in the worker process)."""
+    import importlib
+
+    module, _, name = component.rpartition(".")
+    return _build(getattr(importlib.import_module(module), name), args)
+
+
+def _keep(key: tuple, records: tuple) -> None:
+    if len(_BUILT) >= 64:
+        _BUILT.clear()
+    _BUILT[key] = records
+
+
+def built_records(builder: Any, section: dict[str, Any], split: str, data_file: str, model_path: str) -> tuple:
+    """(length, prompt length) of every record of `split`, built by `builder` (the config's `_component_`) from
+    `section` (the config's dataset section), uncut and with the prompt masked; cached per process (and taken from
+    the background builder when `prefetch` asked it for them)."""
+    key, args = _key_and_args(f"{builder.__module__}.{builder.__qualname__}", section, split, data_file, model_path)
+    if key not in _BUILT:
+        pending = _PENDING.pop(key, None)
+        records = None
+        if pending is not None:
+            try:
+                records = pending.get()
+            except Exception:  # the worker failed or died: build here, where the error (if any) is raised
+                records = None
+        _keep(key, records if records is not None else _build(builder, args))
     return _BUILT[key]
+
+
+# --- building in the background ------------------------------------------------------------------------------
+# The first audit of a process imports transformers and loads the tokenizer (about 1.5 s, whatever the sweep's
+# size). `scaffold generate` asks a forked worker process for the records as soon as it knows a run's dataset
+# sections (`prefetch`), and renders and self-checks the next runs while the worker imports and builds: the import
+# costs the caller nothing it would not spend anyway (benchmarks/bench_generate.py measures it both ways:
+# SCAFFOLD_AUDIT_WORKER=0 turns the worker off). Where fork is not available, or the worker fails, the records are
+# built in the caller's process, as before.
+
+_PENDING: dict[tuple, Any] = {}  # key -> the worker's AsyncResult
+_POOL: Any = None
+
+
+def _warm() -> None:
+    """The worker's first task: the imports every build needs."""
+    import transformers  # noqa: F401
+    from transformers import AutoTokenizer  # noqa: F401
+
+
+def start_worker() -> bool:
+    """Start the background builder (once); False where it cannot run here."""
+    global _POOL
+    if _POOL is not None:
+        return True
+    import importlib.util
+    import multiprocessing
+    import os
+
+    if os.environ.get("SCAFFOLD_AUDIT_WORKER", "1") == "0" or importlib.util.find_spec("transformers") is None:
+        return False
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return False
+    _POOL = multiprocessing.get_context("fork").Pool(1, initializer=_warm)
+    return True
+
+
+def stop_worker() -> None:
+    global _POOL
+    if _POOL is not None:
+        _POOL.terminate()
+        _POOL.join()
+        _POOL = None
+    _PENDING.clear()
+
+
+def prefetch(component: str, section: dict[str, Any], split: str, data_file: str, model_path: str) -> tuple | None:
+    """Ask the worker for the records of a split (when it runs and they are not known yet); the key, for `ready`."""
+    if _POOL is None:
+        return None
+    try:
+        key, args = _key_and_args(component, section, split, data_file, model_path)
+    except OSError:
+        return None  # the data or the tokenizer is not here: the audit says so when it runs
+    if key not in _BUILT and key not in _PENDING:
+        _PENDING[key] = _POOL.apply_async(_build_component, (component, args))
+    return key
+
+
+def ready(key: tuple | None) -> bool:
+    """Whether the records of a prefetched key can be had without waiting."""
+    return key is None or key in _BUILT or key not in _PENDING or _PENDING[key].ready()
 
 
 def audit_split(
