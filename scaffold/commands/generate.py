@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, confine
 from ..errors import InputError, Problem, display_path
 from ..inputs import localconfig, original_setup, schemas
 from ..inputs import summary as summary_mod
@@ -83,6 +83,11 @@ def generate(
     started = time.perf_counter()
     summary_file = summary_mod.summary_path(Path(target))
     report = Report(summary=display_path(summary_file), dry_run=dry_run)
+    # Links planted in the experiment that lead out of it: refused before anything is read or written.
+    if hostile := confine.summary_problems(summary_file):
+        report.input_errors = hostile
+        report.seconds = time.perf_counter() - started
+        return report
     log = RunLog(None)
     if not dry_run and summary_file.is_file():
         log = RunLog(summary_file.resolve().parent / LOG_DIR / LOG_NAME, keep_open=True)
@@ -193,7 +198,15 @@ def _generate_all(
     to_render = []
     model_texts = {name: model_json(model) for name, model in plan.models.items()}
     selected = [(i, rp) for i, rp in enumerate(plan.runs) if change is None or rp.name == change.run]
+    # A run whose own files lead out of the experiment through a link fails before any of them is read.
+    leading_out = {
+        rp.name: problem
+        for _, rp in selected
+        if not rp.problems and (problem := confine.run_problem(summary.local_dir, rp.local_dir, rp.name))
+    }
     for i, rp in selected:
+        if rp.name in leading_out:
+            continue
         if rp.fine_tuned and not rp.problems and rp.setup is not None:
             if not force and manifest.source(rp.name) is not None and not (change and change.absorbed):
                 model = rp.setup["model"]
@@ -222,6 +235,7 @@ def _generate_all(
                 rejected=rejected,
                 before_write=before_write,
                 absorbed=change.absorbed if change else frozenset(),
+                leads_out=leading_out.get(rp.name),
             )
             report.runs.append(out)
             log.flush_some()
@@ -346,15 +360,20 @@ def _generate_run(
     rejected: Rejected,
     before_write: Callable[[], None] | None = None,
     absorbed: frozenset[str] = frozenset(),
+    leads_out: Problem | None = None,
 ) -> RunOutcome:
     """One run: rendered, self-checked, and its files written only when every check passed (`before_write` is
-    called first: the summary of a `RunChange`)."""
+    called first: the summary of a `RunChange`). `leads_out`: its directory or a file of it is a link out of the
+    experiment (scaffold.confine): it fails, nothing of it read or written."""
     out = RunOutcome(rp.name, rp.type, directory=display_path(rp.local_dir))
     log.heading(f"run {rp.name} ({rp.type})")
     for note in rp.notes:
         log.info(note, rp.name)
     if rp.problems:
         return _fail(out, rp.problems, log)
+    if leads_out is not None:
+        out.files = dict.fromkeys(TRAINING_FILES, NOT_WRITTEN) if rp.fine_tuned else {}
+        return _fail(out, [leads_out], log)
     for warning in rp.warnings:
         log.warning(warning, rp.name)
     out.warnings = list(rp.warnings)

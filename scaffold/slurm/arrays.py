@@ -28,6 +28,7 @@ from ..discover import ARRAY_DIR, SLURM_FILE
 from ..errors import Problem, display_path
 from ..output.outcome import ArrayOutcome
 from ..output.writer import KEPT, Manifest, sha256, write
+from .sbatch import CLIENT_TEXT
 
 if TYPE_CHECKING:
     from ..output.runlog import RunLog
@@ -170,7 +171,7 @@ def max_array_size(env: Mapping[str, str] | None = None) -> int:
             ["scontrol", "show", "config"],
             env={**os.environ, **(env or {})},
             capture_output=True,
-            text=True,
+            **CLIENT_TEXT,
             timeout=30,
         )
     except (OSError, subprocess.TimeoutExpired):

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .. import confine
 from ..errors import InputError, Problem, did_you_mean, display_path
 from ..inputs import localconfig
-from ..inputs.summary import Summary, summary_path
+from ..inputs.summary import SUMMARY_NAME, Summary, summary_path
 from ..output.lock import experiment_lock
 from ..output.runlog import LOG_DIR, LOG_NAME, RunLog
 from ..output.writer import Manifest, atomic_write, run_files, sha256
@@ -36,7 +37,8 @@ REFUSED = "refused"  # named with --run, submitted before, no --resubmit
 NOT_CHECKED = "not checked"  # refused: its files on disk are not the ones generate checked (edited, failed, stale)
 WOULD = "would submit"  # --dry-run
 FAILED = "failed"
-NOT_QUEUED = "not queued"  # the cluster refused it for a limit: submit stopped there
+NOT_QUEUED = "not queued"  # the cluster refused it for a limit (or sbatch hung): submit stopped there
+MAYBE = "may be queued"  # sbatch exited 0 without a job id we can read, or hung: recorded, never queued again unasked
 _OUTPUT = re.compile(r"^#SBATCH\s+(?:--output[= ]|-o\s*)(\S+)", re.MULTILINE)
 
 
@@ -82,7 +84,8 @@ class SubmitReport:
         the checked ones among them), or a limit stopped the submission; else 0."""
         if self.problems:
             return 2
-        return 1 if self.stopped or any(s.status in (FAILED, REFUSED, NOT_CHECKED) for s in self.submissions) else 0
+        bad = (FAILED, REFUSED, NOT_CHECKED, MAYBE)
+        return 1 if self.stopped or any(s.status in bad for s in self.submissions) else 0
 
 
 def _submit_arrays(
@@ -142,6 +145,23 @@ def _submit_arrays(
                 report.submissions.append(Submission(run, WOULD, command=command, array=rel))
             continue
         result = sbatch.submit(path, env, options=[f"--array={spec}"], args=[str(chunk.offset)])
+        if result.uncertain:
+            err = _maybe_problem(result.why, path, runs, array=True)
+            for run in runs:
+                _record(record, ready[run], None, rel, sbatch_said=result.why)
+                report.submissions.append(Submission(run, MAYBE, command=command, error=err, array=rel))
+            atomic_write(record_path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+            _array_done(
+                report, log, ArraySubmission(rel, spec, chunk.offset, runs, MAYBE, None, command, err), progress
+            )
+            rest = [r for _, _, later in calls[n + 1 :] for r in later]
+            if result.hung and rest:  # the next call would hang too
+                report.submissions += [Submission(r, NOT_QUEUED, array=rel) for r in rest]
+                report.remaining = len(rest)
+                report.stopped = _stopped(report, rest[0], array=True, cause=result.why)
+                log.error_line(report.stopped.format())
+                return
+            continue
         if result.limit:
             err = Problem(f"the cluster refused the array for a limit: {result.why}", display_path(path))
             _array_done(
@@ -247,8 +267,11 @@ def submit(
     queued (`Gate`); the others are refused by name. `local_config`: the site config (default: as for generate)."""
     from ..inputs import summary
 
-    exp_dir = summary_path(Path(target)).resolve().parent
+    exp_dir = summary_path(Path(target)).absolute().parent.resolve()  # (not the summary's own link: see confine)
     report = SubmitReport(display_path(exp_dir))
+    if hostile := confine.summary_problems(exp_dir / SUMMARY_NAME):  # before the summary, the record or the log
+        report.problems = hostile
+        return report
     try:
         s = summary.load(exp_dir)
         local = localconfig.load(localconfig.find(exp_dir, local_config))
@@ -331,8 +354,20 @@ def submit(
                 if progress:
                     progress(report, sub)
                 break
-            if sub.status == SUBMITTED:
+            if sub.status in (SUBMITTED, MAYBE):
                 atomic_write(record_path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+            if sub.status == MAYBE and record[name]["may_be_queued"].startswith("sbatch --parsable did not answer"):
+                # A client that hangs hangs for the next run too: stop here, as at a limit.
+                log.error_line(sub.error.format() if sub.error else sub.status, name)
+                if progress:
+                    progress(report, sub)
+                rest = [n for n in todo[i + 1 :] if resubmit or n not in record]
+                report.submissions += [Submission(n, NOT_QUEUED) for n in rest]
+                report.remaining = len(rest)
+                if rest:
+                    report.stopped = _stopped(report, rest[0], cause=record[name]["may_be_queued"])
+                    log.error_line(report.stopped.format())
+                break
             if sub.error:
                 log.error_line(sub.error.format(), name)
             else:
@@ -346,9 +381,18 @@ def submit(
     return report
 
 
-def _stopped(report: SubmitReport, first: str, array: bool = False) -> Problem:
+def _stopped(report: SubmitReport, first: str, array: bool = False, cause: str | None = None) -> Problem:
     queued = sum(s.status == SUBMITTED for s in report.submissions)
     again = "`scaffold submit --array` again" if array else "`scaffold submit` again"
+    if cause is not None:  # sbatch hung
+        return Problem(
+            f"stopped: {cause}, so the other runs were not tried ({queued} queued now, {report.remaining} "
+            f"run{'s' if report.remaining != 1 else ''} not queued: {first}"
+            f"{f' and {report.remaining - 1} after it' if report.remaining > 1 else ''})",
+            report.record,
+            fix="check that the controller answers (`sinfo`, `squeue --me`), then run "
+            f"{again}: it queues only the runs not queued yet",
+        )
     return Problem(
         f"stopped at the cluster's limit: {queued} queued now, {report.remaining} "
         f"run{'s' if report.remaining != 1 else ''} not queued ({first}"
@@ -435,6 +479,8 @@ def _prepare(
     log directory), or the run ready to be queued."""
     script = exp_dir / name / SLURM_FILE
     command = f"sbatch --parsable {script}"
+    if (leads_out := confine.run_problem(exp_dir, exp_dir / name, name)) is not None:
+        return Submission(name, FAILED, command=command, error=leads_out)
     if not script.is_file():
         err = Problem(f"{SLURM_FILE} not found", display_path(script), fix="run `scaffold generate` first", run=name)
         return Submission(name, FAILED, command=command, error=err)
@@ -443,16 +489,24 @@ def _prepare(
     previous = record.get(name)
     if previous and not resubmit:
         changed = " (finetune.slurm changed since)" if previous.get("script_sha256") != digest else ""
-        job = str(previous.get("job_id"))
+        maybe = previous.get("job_id") is None
+        job = None if maybe else str(previous.get("job_id"))
+        what = "may be queued (sbatch gave no job id)" if maybe else f"already submitted as job {job}"
         if explicit:
             err = Problem(
-                f"already submitted as job {job} on {previous.get('submitted')}{changed}; not queued again",
+                f"{what} on {previous.get('submitted')}{changed}; not queued again",
                 display_path(script),
-                fix="pass --resubmit to queue it again",
+                fix=(f"check `squeue --me --name {name}`; if it is not there, " if maybe else "")
+                + "pass --resubmit to queue it again",
                 run=name,
             )
             return Submission(name, REFUSED, job, command, error=err)
-        return Submission(name, ALREADY, job, command, note=changed.strip(" ()"))
+        note = "; ".join(
+            x
+            for x in ("may be queued: check `squeue --me --name " + name + "`" if maybe else "", changed.strip(" ()"))
+            if x
+        )
+        return Submission(name, ALREADY, job, command, note=note)
     if (why := gate.why_not(name)) is not None:
         return Submission(name, NOT_CHECKED, command=command, error=why)
     # SLURM does not create the --output directory: a job whose log directory is missing fails with no log.
@@ -481,6 +535,9 @@ def _submit_run(run: _Ready, record: dict, *, dry_run: bool, env: Mapping[str, s
         return Submission(name, WOULD, command=command)
     result = sbatch.submit(script, env)
     job_id, why = result.job_id, result.why
+    if result.uncertain:
+        _record(record, run, None, sbatch_said=why)
+        return Submission(name, MAYBE, command=command, error=_maybe_problem(why, script, [name]))
     if result.limit:
         err = Problem(f"the cluster refused the job for a limit: {why}", display_path(script), run=name)
         return Submission(name, NOT_QUEUED, command=command, error=err)
@@ -496,12 +553,28 @@ def _submit_run(run: _Ready, record: dict, *, dry_run: bool, env: Mapping[str, s
     return Submission(name, SUBMITTED, job_id, command, note=f"(earlier: {', '.join(history)})" if history else "")
 
 
-def _record(record: dict, run: _Ready, job_id: str, array: str | None = None) -> list[str]:
-    """Record a run's job id (ARRAYJOB_TASK for a task of an array); the run's earlier job ids."""
+def _maybe_problem(why: str, script: Path, runs: list[str], array: bool = False) -> Problem:
+    """What to do about a submission that may have queued a job (recorded as such: not queued again unasked)."""
+    one = runs[0]
+    return Problem(
+        f'{why}: the job may be queued; recorded as "may be queued", not submitted again without --resubmit',
+        display_path(script),
+        fix=f"check `squeue --me --name {one}` (jobs are named after their runs): if it is there, nothing to do; "
+        f"if not, `scaffold submit{' --array' if array else ''} --run {one} --resubmit`",
+        run=None if array else one,
+    )
+
+
+def _record(
+    record: dict, run: _Ready, job_id: str | None, array: str | None = None, sbatch_said: str | None = None
+) -> list[str]:
+    """Record a run's job id (ARRAYJOB_TASK for a task of an array; None, with what sbatch said, when it may be
+    queued under an id we do not know); the run's earlier job ids."""
     previous = run.previous
-    history = list(previous.get("earlier_job_ids", [])) + [previous["job_id"]] if previous else []
+    history = list(previous.get("earlier_job_ids", [])) + [str(previous.get("job_id"))] if previous else []
     record[run.name] = {
         "job_id": job_id,
+        **({"may_be_queued": sbatch_said} if sbatch_said is not None else {}),
         **({"array": array} if array else {}),
         "submitted": datetime.now(UTC).isoformat(timespec="seconds"),
         "script_sha256": run.digest,
@@ -529,7 +602,7 @@ def line(report: SubmitReport, s: Submission | ArraySubmission) -> str:
     return text
 
 
-STATUSES = (SUBMITTED, ALREADY, REFUSED, NOT_CHECKED, WOULD, FAILED, NOT_QUEUED)
+STATUSES = (SUBMITTED, MAYBE, ALREADY, REFUSED, NOT_CHECKED, WOULD, FAILED, NOT_QUEUED)
 
 
 def counts(report: SubmitReport) -> dict[str, int]:
