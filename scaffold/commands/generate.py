@@ -16,7 +16,7 @@ from .. import __version__, confine
 from ..errors import InputError, Problem, display_path
 from ..inputs import localconfig, original_setup, schemas
 from ..inputs import summary as summary_mod
-from ..output.lock import DEFAULT_TIMEOUT, LockTimeout, experiment_lock
+from ..output.lock import DEFAULT_TIMEOUT, LockTimeout, lock_where_writable
 from ..output.outcome import Report, RunOutcome, failures
 from ..output.runlog import LOG_DIR, LOG_NAME, RunLog
 from ..output.writer import (
@@ -124,21 +124,12 @@ def generate(
 
 @contextmanager
 def _lock(directory: Path, dry_run: bool, timeout: float) -> Iterator[None]:
-    """The experiment's lock around writing (a dry run writes nothing and takes none). Where the lock file
-    cannot even be created, nothing can be written either: each run then reports why."""
+    """The experiment's lock around writing (a dry run writes nothing and takes none)."""
     if dry_run:
         yield
         return
-    try:
-        lock = experiment_lock(directory, "generate", timeout)
-        lock.__enter__()
-    except PermissionError:
+    with lock_where_writable(directory, "generate", timeout):
         yield
-        return
-    try:
-        yield
-    finally:
-        lock.__exit__(None, None, None)
 
 
 def _generate_all(
