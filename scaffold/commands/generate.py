@@ -28,6 +28,7 @@ from ..output.writer import (
     Manifest,
     atomic_write,
     backup,
+    cannot_write,
     commit_write,
     plan_write,
     remove_stale_temporaries,
@@ -182,6 +183,25 @@ def _generate_all(
     log.flush()
 
     manifest = Manifest(summary.local_dir)
+    if manifest.damaged:
+        what = f"the manifest {display_path(manifest.path)} {manifest.damaged}"
+        if manifest.unreadable:  # nothing generated could be recorded: write nothing
+            problem = Problem(
+                f"{what}: nothing is written without it",
+                display_path(manifest.path),
+                fix=f"remove it (`rm -r {display_path(manifest.path)}`): the next generate rebuilds it (a run whose "
+                "files differ from what the summary gives is then kept as edited by hand, until --force)",
+            )
+            report.errors.append(problem)
+            log.error_line(problem.format())
+            return
+        note = (
+            f"{what} (damaged): it is rebuilt from this generation; a run whose files on disk differ from what the "
+            "summary gives now cannot be told apart from a hand edit, so it is kept (re-run with --force to regenerate "
+            "such runs; a backup of each file is kept)"
+        )
+        report.notes.append(note)
+        log.warning(note)
     # Which runs have something to render: a fine-tuned run is skipped when its settings, the templates and its
     # files on disk are all as when it was last generated and checked. (A run never generated before needs no
     # fingerprint to say so: the renderer works it out with the rest.)
@@ -456,7 +476,7 @@ def _generate_run(
 def _cannot_write(e: OSError, rp: RunPlan) -> Problem:
     if isinstance(e, SummaryChanged):
         return Problem(str(e), e.filename, fix="run `scaffold setup-finetune` again", run=rp.name)
-    return Problem(f"cannot write: {e.strerror} ({e.filename})", run=rp.name)
+    return cannot_write(e, rp.name)
 
 
 def read_summary_text(path: Path) -> str:
@@ -616,7 +636,12 @@ def _write_run_files(
             ]
         return [
             Problem(
-                f"{names} edited by hand since it was generated; kept (so the run's other files were left as they are)",
+                f"{names} edited by hand since it was generated; kept (so the run's other files were left as they are)"
+                + (
+                    f"; the manifest was damaged ({manifest.damaged}), so this may be the tool's own earlier write"
+                    if manifest.damaged
+                    else ""
+                ),
                 display_path(kept[0].path),
                 fix="re-run with --force to regenerate (a backup is kept), or carry your edit into the summary with "
                 "`scaffold setup-finetune` in the run directory",

@@ -15,17 +15,18 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from .. import confine
+from ..discover import MANIFEST
 from ..errors import InputError, Problem, did_you_mean, display_path
 from ..inputs import localconfig
 from ..inputs.summary import SUMMARY_NAME, Summary, summary_path
-from ..output.lock import experiment_lock
+from ..output.lock import LockTimeout, lock_where_writable
 from ..output.runlog import LOG_DIR, LOG_NAME, RunLog
-from ..output.writer import Manifest, atomic_write, run_files, sha256
+from ..output.writer import Manifest, atomic_write, cannot_write, run_files, sha256
 from ..plan import ARRAY_DIR, SLURM_FILE, TRAINING_FILES, Plan, make_plan
 from ..render import fingerprint, model_json
 from . import arrays, sbatch
@@ -77,6 +78,7 @@ class SubmitReport:
     arrays: list[ArraySubmission] = field(default_factory=list)  # --array: each sbatch --array call
     stopped: Problem | None = None  # the cluster's limit stopped the submission
     remaining: int = 0  # runs not queued because of it (the refused run included)
+    record_error: Problem | None = None  # the record could not be written
 
     @property
     def exit_status(self) -> int:
@@ -85,7 +87,7 @@ class SubmitReport:
         if self.problems:
             return 2
         bad = (FAILED, REFUSED, NOT_CHECKED, MAYBE)
-        return 1 if self.stopped or any(s.status in bad for s in self.submissions) else 0
+        return 1 if self.stopped or self.record_error or any(s.status in bad for s in self.submissions) else 0
 
 
 def _submit_arrays(
@@ -150,7 +152,7 @@ def _submit_arrays(
             for run in runs:
                 _record(record, ready[run], None, rel, sbatch_said=result.why)
                 report.submissions.append(Submission(run, MAYBE, command=command, error=err, array=rel))
-            atomic_write(record_path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+            _save_record(record_path, record, report, log)
             _array_done(
                 report, log, ArraySubmission(rel, spec, chunk.offset, runs, MAYBE, None, command, err), progress
             )
@@ -191,7 +193,7 @@ def _submit_arrays(
             note = f"(earlier: {', '.join(history)})" if history else ""
             report.submissions.append(Submission(run, SUBMITTED, task, command, note=note, array=rel))
             log.info(f"submitted as array task {task} ({rel}){' ' + note if note else ''}", run)
-        atomic_write(record_path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+        _save_record(record_path, record, report, log)
         _array_done(
             report, log, ArraySubmission(rel, spec, chunk.offset, runs, SUBMITTED, result.job_id, command), progress
         )
@@ -298,87 +300,107 @@ def submit(
     record_path = exp_dir / LOG_DIR / RECORD
     report.record = display_path(record_path)
     log = RunLog(exp_dir / LOG_DIR / LOG_NAME)
-    with experiment_lock(exp_dir, "submit"):
-        gate = Gate(plan, Manifest(exp_dir))
-        try:
-            record = json.loads(record_path.read_text(encoding="utf-8"))
-            if not isinstance(record, dict):
-                raise ValueError("not a JSON object")
-        except FileNotFoundError:
-            record = {}
-        except (OSError, ValueError) as e:
-            # Never start afresh over a record we cannot read: every run would be queued a second time.
-            report.problems = [
-                Problem(
-                    f"the submission record cannot be read ({e})",
-                    report.record,
-                    fix="repair or remove it (removing it lets every run be submitted again)",
-                )
-            ]
-            return report
-        log.heading(
-            f"submit {report.experiment} (dry_run={dry_run}, resubmit={resubmit}, array={array}, "
-            f"max_running={max_running})"
-        )
-        todo = list(dict.fromkeys(runs) if runs else names)
-        report.width = max(map(len, todo), default=0)
-        if array:
-            _submit_arrays(
-                s,
-                gate,
-                exp_dir,
-                names,
-                todo,
-                record,
-                record_path,
-                report,
-                log,
-                explicit=bool(runs),
-                dry_run=dry_run,
-                resubmit=resubmit,
-                max_running=max_running,
-                env=env,
-                progress=progress,
+    try:
+        with lock_where_writable(exp_dir, "submit"):
+            gate = Gate(plan, Manifest(exp_dir))
+            try:
+                record = json.loads(record_path.read_text(encoding="utf-8"))
+                if not isinstance(record, dict):
+                    raise ValueError("not a JSON object")
+            except FileNotFoundError:
+                record = {}
+            except (OSError, ValueError) as e:
+                # Never start afresh over a record we cannot read: every run would be queued a second time.
+                report.problems = [
+                    Problem(
+                        f"the submission record cannot be read ({e})",
+                        report.record,
+                        fix="repair or remove it (removing it lets every run be submitted again)",
+                    )
+                ]
+                return report
+            log.heading(
+                f"submit {report.experiment} (dry_run={dry_run}, resubmit={resubmit}, array={array}, "
+                f"max_running={max_running})"
             )
-            log.flush()
-            return report
-        for i, name in enumerate(todo):
-            ready = _prepare(s, gate, exp_dir, name, record, explicit=bool(runs), resubmit=resubmit)
-            sub = ready if isinstance(ready, Submission) else _submit_run(ready, record, dry_run=dry_run, env=env)
-            report.submissions.append(sub)
-            if sub.status == NOT_QUEUED:
-                report.remaining = 1 + sum(resubmit or n not in record for n in todo[i + 1 :])
-                report.stopped = _stopped(report, sub.run)
-                log.error_line(sub.error.format() if sub.error else sub.status, name)
-                log.error_line(report.stopped.format())
-                if progress:
-                    progress(report, sub)
-                break
-            if sub.status in (SUBMITTED, MAYBE):
-                atomic_write(record_path, json.dumps(record, indent=1, sort_keys=True) + "\n")
-            if sub.status == MAYBE and record[name]["may_be_queued"].startswith("sbatch --parsable did not answer"):
-                # A client that hangs hangs for the next run too: stop here, as at a limit.
-                log.error_line(sub.error.format() if sub.error else sub.status, name)
-                if progress:
-                    progress(report, sub)
-                rest = [n for n in todo[i + 1 :] if resubmit or n not in record]
-                report.submissions += [Submission(n, NOT_QUEUED) for n in rest]
-                report.remaining = len(rest)
-                if rest:
-                    report.stopped = _stopped(report, rest[0], cause=record[name]["may_be_queued"])
-                    log.error_line(report.stopped.format())
-                break
-            if sub.error:
-                log.error_line(sub.error.format(), name)
-            else:
-                log.info(
-                    f"{sub.status}{' as job ' + sub.job_id if sub.job_id else ''}{' ' + sub.note if sub.note else ''}",
-                    name,
+            todo = list(dict.fromkeys(runs) if runs else names)
+            report.width = max(map(len, todo), default=0)
+            if array:
+                _submit_arrays(
+                    s,
+                    gate,
+                    exp_dir,
+                    names,
+                    todo,
+                    record,
+                    record_path,
+                    report,
+                    log,
+                    explicit=bool(runs),
+                    dry_run=dry_run,
+                    resubmit=resubmit,
+                    max_running=max_running,
+                    env=env,
+                    progress=progress,
                 )
-            if progress:
-                progress(report, sub)
-        log.flush()
+                log.flush()
+                return report
+            for i, name in enumerate(todo):
+                ready = _prepare(s, gate, exp_dir, name, record, explicit=bool(runs), resubmit=resubmit)
+                sub = ready if isinstance(ready, Submission) else _submit_run(ready, record, dry_run=dry_run, env=env)
+                report.submissions.append(sub)
+                if sub.status == NOT_QUEUED:
+                    report.remaining = 1 + sum(resubmit or n not in record for n in todo[i + 1 :])
+                    report.stopped = _stopped(report, sub.run)
+                    log.error_line(sub.error.format() if sub.error else sub.status, name)
+                    log.error_line(report.stopped.format())
+                    if progress:
+                        progress(report, sub)
+                    break
+                if sub.status in (SUBMITTED, MAYBE):
+                    _save_record(record_path, record, report, log)
+                if sub.status == MAYBE and record[name]["may_be_queued"].startswith("sbatch --parsable did not answer"):
+                    # A client that hangs hangs for the next run too: stop here, as at a limit.
+                    log.error_line(sub.error.format() if sub.error else sub.status, name)
+                    if progress:
+                        progress(report, sub)
+                    rest = [n for n in todo[i + 1 :] if resubmit or n not in record]
+                    report.submissions += [Submission(n, NOT_QUEUED) for n in rest]
+                    report.remaining = len(rest)
+                    if rest:
+                        report.stopped = _stopped(report, rest[0], cause=record[name]["may_be_queued"])
+                        log.error_line(report.stopped.format())
+                    break
+                if sub.error:
+                    log.error_line(sub.error.format(), name)
+                else:
+                    log.info(
+                        f"{sub.status}{' as job ' + sub.job_id if sub.job_id else ''}{' ' + sub.note if sub.note else ''}",
+                        name,
+                    )
+                if progress:
+                    progress(report, sub)
+            log.flush()
+    except LockTimeout as e:
+        report.problems = [Problem(str(e), report.experiment, fix="wait for the other process, then submit again")]
     return report
+
+
+def _save_record(path: Path, record: dict, report: SubmitReport, log: RunLog) -> None:
+    """Write the record after each queued job. Where it cannot be written (a full disk), the job ids are at least in
+    the log and the report, and the failure is reported with its fix (said once)."""
+    try:
+        atomic_write(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+    except OSError as e:
+        problem = cannot_write(e)
+        problem = replace(
+            problem,
+            message=f"{problem.message}: the job ids queued are in this report and the log, not in the record",
+            fix=f"{problem.fix}; then add them to {display_path(path)} by hand, or the next submit queues them again",
+        )
+        if report.record_error is None:
+            report.record_error = problem
+            log.error_line(problem.format())
 
 
 def _stopped(report: SubmitReport, first: str, array: bool = False, cause: str | None = None) -> Problem:
@@ -434,7 +456,8 @@ class Gate:
         if edited and any(self.manifest.generated_hash(Path(f)) is None for f in files):
             return Problem(
                 "not checked: no generate wrote and checked these files (never generated, or its last generate "
-                "failed its checks)",
+                "failed its checks)"
+                + (f"; the manifest {MANIFEST} is damaged ({self.manifest.damaged})" if self.manifest.damaged else ""),
                 display_path(rp.local_dir),
                 fix=fix_generate,
                 run=name,
@@ -615,6 +638,8 @@ def footer(report: SubmitReport) -> str:
     lines = [", ".join(f"{v} {k}" for k, v in n.items() if v or k == SUBMITTED)]
     if report.record and n[SUBMITTED]:
         lines.append(f"job ids: {report.record}")
+    if report.record_error:
+        lines.append(f"error: {report.record_error.format()}")
     if report.stopped:
         lines.append(f"error: {report.stopped.format()}")
     return "\n".join(lines) + "\n"
@@ -666,6 +691,7 @@ def as_json(report: SubmitReport) -> dict:
         ],
         "counts": counts(report),
         "stopped": report.stopped.as_dict() if report.stopped else None,
+        "record_error": report.record_error.as_dict() if report.record_error else None,
         "not_queued": report.remaining,
         "problems": [p.as_dict() for p in report.problems],
         "exit_status": report.exit_status,
