@@ -5,8 +5,10 @@ Experiment directories arrive by `git clone` from other people. A link planted i
 `logs/scaffold-torchtune.log -> ../../victim.txt`, a run's `finetune.slurm -> ../../secret.txt`) would make every
 command append to, overwrite, back up or print a file outside the experiment. Every path the tool reads or writes as
 its own (the log, the lock, the manifest and its journal, the submission record, the job arrays, the rejected texts,
-each run's directory and generated files, the summary) is checked with `leads_out` before it is touched; a link
-that stays inside the experiment is allowed. (The run's model and dataset paths are inputs the summary names, not
+each run's directory and generated files, the summary) is checked with `leads_out` before it is touched. A link
+that stays inside the experiment is allowed for the summary, the logs/ and arrays/ folders and a run's files (a file
+linked to another run's is a hand edit, kept); the state files themselves (log, lock, manifest, journal, record, the
+entries of arrays/ and logs/rejected/) may be no link at all: a log linked to the summary would append to it. (The run's model and dataset paths are inputs the summary names, not
 the tool's own files: they may be anywhere.)
 """
 
@@ -41,15 +43,19 @@ RUN_PATHS = (*TRAINING_FILES, "artifacts")
 class LeadsOut(OSError):
     """A path the tool would read or write leads out of the experiment through a symbolic link (or `..`)."""
 
-    def __init__(self, link: str, target: str, root: str):
+    def __init__(self, link: str, target: str, root: str, inside: bool = False):
         super().__init__(f"{link} leads out of the experiment to {target}")
-        self.link, self.target, self.root = link, target, root
+        self.link, self.target, self.root, self.inside = link, target, root, inside
         self.filename = link
 
     def problem(self, run: str | None = None) -> Problem:
+        where = (
+            "inside the experiment, but this tool's own state files are never links"
+            if self.inside
+            else f"outside the experiment {display_path(self.root)}"
+        )
         return Problem(
-            f"a symbolic link to {self.target}, outside the experiment {display_path(self.root)}: not read or "
-            "written through",
+            f"a symbolic link to {self.target}, {where}: not read or written through",
             display_path(self.link),
             fix=f"remove the link (`rm {display_path(self.link)}`): the tool writes its own files inside the "
             "experiment (and check what else the experiment's author planted)",
@@ -65,10 +71,11 @@ def _inside(real: str, root_real: str) -> bool:
     return real == root_real or real.startswith(root_real + os.sep)
 
 
-def leads_out(root: Path | str, path: Path | str) -> LeadsOut | None:
+def leads_out(root: Path | str, path: Path | str, strict: bool = False) -> LeadsOut | None:
     """Why `path` (under the experiment directory `root`) leads out of it: the first component on the way from
     `root` that is a symbolic link whose target is outside (dangling ones included), or a `..` that climbs out; else
-    None. Costs one lstat per component below `root` (two for a run's file)."""
+    None. `strict`: any link on the way, inside or not (the tool's state files: a log linked to the summary would
+    append to it). Costs one lstat per component below `root` (two for a run's file)."""
     root_abs = os.path.abspath(root)
     path_abs = os.path.abspath(os.path.join(root_abs, path))
     root_real = os.path.realpath(root_abs)
@@ -88,6 +95,8 @@ def leads_out(root: Path | str, path: Path | str) -> LeadsOut | None:
             target = os.path.realpath(current)
             if not _inside(target, root_real):
                 return LeadsOut(current, target, root_abs)
+            if strict:
+                return LeadsOut(current, target, root_abs, inside=True)
         elif not os.path.lexists(current):
             return None  # nothing below a missing component can be a link
     return None
@@ -106,7 +115,7 @@ def experiment_problems(root: Path | str) -> list[Problem]:
     `LISTED_DIRS`) that leads out of it: checked before a command writes (or reads) any of them."""
     problems = []
     for rel in EXPERIMENT_PATHS:
-        why = leads_out(root, rel)
+        why = leads_out(root, rel, strict=rel not in (SUMMARY_NAME, LOG_DIR, ARRAY_DIR))
         if why is not None:
             problems.append(why.problem())
     for rel in LISTED_DIRS:
@@ -114,12 +123,12 @@ def experiment_problems(root: Path | str) -> list[Problem]:
         if os.path.islink(directory):
             continue  # reported above, or a link inside
         for entry in _entries(directory):
-            why = leads_out(root, os.path.join(rel, entry))
+            why = leads_out(root, os.path.join(rel, entry), strict=True)
             if why is not None:
                 problems.append(why.problem())
             elif rel != ARRAY_DIR and os.path.isdir(os.path.join(directory, entry)):
                 for inner in _entries(os.path.join(directory, entry)):
-                    why = leads_out(root, os.path.join(rel, entry, inner))
+                    why = leads_out(root, os.path.join(rel, entry, inner), strict=True)
                     if why is not None:
                         problems.append(why.problem())
     return problems

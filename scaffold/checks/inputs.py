@@ -100,6 +100,15 @@ def run_has_its_files(run: RunContext) -> Iterator[Problem]:
                     file=run.path(name),
                     fix="run `scaffold generate` (or `scaffold setup-finetune` in the run directory)",
                 )
+            elif why := run.unreadable(name):
+                yield finding(
+                    f"{name} {why}",
+                    run=run.name,
+                    file=run.path(name),
+                    fix="remove the link and run `scaffold generate`"
+                    if "symbolic link" in why
+                    else f"make it readable for you (chmod u+r {run.path(name)}), or run `scaffold generate`",
+                )
     elif kind in ("control", "eval-only"):
         for name in TRAINING_FILES:
             if run.path(name).exists():
