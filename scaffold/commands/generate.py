@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .. import __version__, confine
+from ..discover import JOURNAL
 from ..errors import InputError, Problem, display_path
 from ..inputs import localconfig, original_setup, schemas
 from ..inputs import summary as summary_mod
@@ -263,8 +264,15 @@ def _generate_all(
         try:
             manifest.save()
         except OSError as e:
-            log.error_line(f"cannot write the manifest {manifest.path}: {e.strerror}")
-            report.log_error = f"cannot write the manifest: {e.strerror}"
+            problem = cannot_write(e)
+            problem = replace(
+                problem,
+                message=f"cannot write the manifest: {e.strerror} (what was written is in its journal, "
+                f"{JOURNAL}, folded in by the next generate)",
+                file=problem.file or display_path(manifest.path),
+            )
+            log.error_line(problem.format())
+            report.errors.append(problem)
     failed = [r.name for r in report.runs if r.status != "ok"]
     log.info(
         f"done: {sum(r.type == 'fine-tuned' and r.status == 'ok' for r in report.runs)} fine-tuned runs configured, "
