@@ -172,3 +172,19 @@ def test_setup_finetune_waits_for_a_generate_holding_the_lock(example: Experimen
     )
     assert res.code == 0, res.out + res.err
     assert "epochs: 3" in (example.dir / RANK4 / "setup_finetune.yaml").read_text()
+
+
+def test_no_free_backup_name_is_an_error_naming_the_file(tmp_path: Path):
+    """Every backup name of one instant taken (was `cannot write: None (None)`)."""
+    target = tmp_path / "finetune.yaml"
+    target.write_text("edited by hand\n")
+    stamp = "20261207T120000.000000Z"
+    for n in range(1000):
+        (tmp_path / f"finetune.yaml.{stamp}{f'.{n}' if n else ''}.bak").write_text("older\n")
+    with pytest.raises(FileExistsError) as e:
+        writer.backup(target, stamp)
+    assert e.value.errno == errno.EEXIST and e.value.filename == str(target)
+    problem = writer.cannot_write(e.value, RANK4)
+    assert "no free backup name" in problem.message and "remove old .bak backups" in (problem.fix or "")
+    assert "None" not in problem.format()
+    assert target.read_text() == "edited by hand\n"

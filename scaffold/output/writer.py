@@ -92,9 +92,10 @@ def cannot_write(e: OSError, run: str | None = None) -> Problem:
 RACY_NS = 50_000_000
 
 
-def backup(path: Path) -> Path:
-    """Copy a file to `{name}.{UTC time}.bak` (or `.1.bak`, `.2.bak`... when that name is taken) and return it."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+def backup(path: Path, stamp: str | None = None) -> Path:
+    """Copy a file to `{name}.{UTC time}.bak` (or `.1.bak`, `.2.bak`... when that name is taken) and return it
+    (`stamp`: the time's text, by default now). FileExistsError, naming the file, when no name is free."""
+    stamp = stamp or datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     data = path.read_bytes()
     for n in range(1000):
         candidate = path.with_name(f"{path.name}.{stamp}{f'.{n}' if n else ''}.bak")
