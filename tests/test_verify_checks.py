@@ -75,6 +75,18 @@ def test_missing_log_fails_log_exists(planted: Planted, pytester) -> None:
     assert out.failed == only(f"log_exists[{EXP}]"), out.text
 
 
+def test_a_log_linked_elsewhere_fails_log_exists(planted: Planted, pytester) -> None:
+    """A cloned experiment whose log links to a file outside: generate would append to that file."""
+    outside = pytester.path / "victim.txt"
+    outside.write_text("the victim's own file\n")
+    log = planted.path("logs/scaffold-torchtune.log")
+    log.unlink()
+    log.symlink_to(outside)
+    out = planted.verify(pytester)
+    assert out.failed == only(f"log_exists[{EXP}]"), out.text
+    assert "a symbolic link to" in out.text and "remove the link" in out.text
+
+
 def test_run_names_differing_by_case_fail_run_names_unique(planted: Planted, pytester) -> None:
     # A second control run whose name differs from the first only by case (and its directory, so run_files passes).
     other = BASE.lower()
