@@ -71,14 +71,16 @@ def _inside(real: str, root_real: str) -> bool:
     return real == root_real or real.startswith(root_real + os.sep)
 
 
-def leads_out(root: Path | str, path: Path | str, strict: bool = False) -> LeadsOut | None:
+def leads_out(
+    root: Path | str, path: Path | str, strict: bool = False, root_real: str | None = None
+) -> LeadsOut | None:
     """Why `path` (under the experiment directory `root`) leads out of it: the first component on the way from
     `root` that is a symbolic link whose target is outside (dangling ones included), or a `..` that climbs out; else
     None. `strict`: any link on the way, inside or not (the tool's state files: a log linked to the summary would
     append to it). Costs one lstat per component below `root` (two for a run's file)."""
     root_abs = os.path.abspath(root)
     path_abs = os.path.abspath(os.path.join(root_abs, path))
-    root_real = os.path.realpath(root_abs)
+    root_real = root_real or os.path.realpath(root_abs)
     base = root_abs
     rel = os.path.relpath(path_abs, base)
     if _climbs(rel):  # (the same place named through the root's real path?)
@@ -147,13 +149,19 @@ def summary_problems(summary_file: Path | str) -> list[Problem]:
     return problems
 
 
-def run_problem(root: Path | str, run_dir: Path | str, run: str | None = None) -> Problem | None:
-    """The problem of a run whose directory or own files (`RUN_PATHS`) lead out of the experiment, else None."""
-    why = leads_out(root, run_dir)
+def run_problem(
+    root: Path | str, run_dir: Path | str, run: str | None = None, root_real: str | None = None
+) -> Problem | None:
+    """The problem of a run whose directory or own files (`RUN_PATHS`) lead out of the experiment, else None.
+    (`root_real`: the experiment's real path, computed once by a caller that checks many runs: then a run costs one
+    lstat per file.)"""
+    root_real = root_real or os.path.realpath(root)
+    why = leads_out(root, run_dir, root_real=root_real)
     if why is None:
         for name in RUN_PATHS:
-            why = leads_out(root, os.path.join(run_dir, name))
-            if why is not None:
+            path = os.path.join(run_dir, name)
+            if os.path.islink(path) and not _inside(target := os.path.realpath(path), root_real):
+                why = LeadsOut(path, target, os.path.abspath(root))
                 break
     return None if why is None else why.problem(run)
 

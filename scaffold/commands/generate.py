@@ -211,10 +211,11 @@ def _generate_all(
     model_texts = {name: model_json(model) for name, model in plan.models.items()}
     selected = [(i, rp) for i, rp in enumerate(plan.runs) if change is None or rp.name == change.run]
     # A run whose own files lead out of the experiment through a link fails before any of them is read.
+    real = os.path.realpath(summary.local_dir)
     leading_out = {
         rp.name: problem
         for _, rp in selected
-        if not rp.problems and (problem := confine.run_problem(summary.local_dir, rp.local_dir, rp.name))
+        if not rp.problems and (problem := confine.run_problem(summary.local_dir, rp.local_dir, rp.name, real))
     }
     for i, rp in selected:
         if rp.name in leading_out:
