@@ -426,7 +426,9 @@ def test_read_only_run_directory_fails_that_run_only(world_readable: Experiment,
     before = world_readable.snapshot()
     res = world_readable.generate(**as_nobody)
     assert res.code == 1, res.out + res.err
-    assert "fix:" in output_line(res, f"[run {RANK4}]", "permission denied")
+    line = output_line(res, f"[run {RANK4}]", "permission denied")
+    assert "fix:" in line
+    assert ".tmp" not in line, line  # the file that could not be written, not its temporary's bare name
     assert list((world_readable.dir / RANK4).iterdir()) == []
     assert_complete(world_readable, RANK8)
     assert (world_readable.dir / BASE).is_dir()

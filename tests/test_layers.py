@@ -14,6 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "scaffold"
 LAYERS = [
     {
         "__init__",
+        "confine",
         "discover",
         "errors",
         "resources",

@@ -81,6 +81,18 @@ def test_missing_log_fails_log_exists(planted: Planted, pytester) -> None:
     assert out.failed == only(f"log_exists[{EXP}]"), out.text
 
 
+def test_a_log_linked_elsewhere_fails_log_exists(planted: Planted, pytester) -> None:
+    """A cloned experiment whose log links to a file outside: generate would append to that file."""
+    outside = pytester.path / "victim.txt"
+    outside.write_text("the victim's own file\n")
+    log = planted.path("logs/scaffold-torchtune.log")
+    log.unlink()
+    log.symlink_to(outside)
+    out = planted.verify(pytester)
+    assert out.failed == only(f"log_exists[{EXP}]"), out.text
+    assert "a symbolic link to" in out.text and "remove the link" in out.text
+
+
 def test_run_names_differing_by_case_fail_run_names_unique(planted: Planted, pytester) -> None:
     # A second control run whose name differs from the first only by case (and its directory, so run_files passes).
     other = BASE.lower()
@@ -464,3 +476,31 @@ def test_wrong_wandb_mode_fails_metric_logger(planted: Planted, pytester) -> Non
     out = planted.verify(pytester)
     assert out.failed == only(f"metric_logger[{R4}]"), out.text
     assert "metric_logger.mode" in out.text and "offlien" in out.text
+
+
+def test_a_file_that_links_out_of_the_experiment_fails_run_files_only(planted: Planted, pytester) -> None:
+    """A run's finetune.yaml linked to a file outside (a cloned experiment): one run_files failure, the checks that
+    read it blocked by it (was: 15 checks crashing), and the outside file's content never shown."""
+    outside = pytester.path / "secret.txt"
+    outside.write_text("TOP-SECRET-e41c\n")
+    target = planted.path(f"{R4}/finetune.yaml")
+    target.unlink()
+    target.symlink_to(outside)
+    out = planted.verify(pytester)
+    assert out.failed == only(f"run_files[{R4}]"), out.text
+    assert "is a symbolic link to" in out.text and "outside the experiment: not read" in out.text
+    assert f"run_files[{R4}]" in out.skipped[f"finetune_yaml_loads[{R4}]"]
+    assert "TOP-SECRET-e41c" not in out.text
+
+
+def test_an_unreadable_file_fails_run_files_only(planted: Planted, pytester) -> None:
+    import os
+
+    import pytest
+
+    if os.geteuid() == 0:
+        pytest.skip("root reads every file: an unreadable file cannot be made here")
+    planted.path(f"{R4}/finetune.yaml").chmod(0)
+    out = planted.verify(pytester)
+    assert out.failed == only(f"run_files[{R4}]"), out.text
+    assert "finetune.yaml cannot be read: Permission denied" in out.text

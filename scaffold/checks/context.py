@@ -14,6 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from .. import confine
 from ..errors import Problem
 from ..plan import FINETUNE_FILE, SLURM_FILE
 from .expectations import Expectations, RunExpectation, RunRef, item_id
@@ -34,6 +35,7 @@ class RunContext:
         self.session = session if session is not None else ExperimentContext(experiment)
         self._paths: dict[str, Path] = {}
         self._texts: dict[str, str | None] = {}
+        self._readable: dict[str, str | None] = {}
 
     def expected(self) -> RunExpectation:
         return self._expected
@@ -49,11 +51,34 @@ class RunContext:
         return path
 
     def require(self, file: str) -> Path:
-        """The path of a generated file that must exist; Blocked (by run_files) when it does not."""
+        """The path of a generated file that must exist and can be read; Blocked (by run_files) when it does not or
+        cannot (`unreadable`)."""
         path = self.path(file)
-        if file not in self._texts and not os.path.isfile(path):
-            raise Blocked(f"{file} is missing", item_id("run_files", self.name))
+        if file not in self._texts:
+            if not os.path.isfile(path):
+                raise Blocked(f"{file} is missing", item_id("run_files", self.name))
+            if why := self.unreadable(file):
+                raise Blocked(f"{file} {why}", item_id("run_files", self.name))
         return path
+
+    def unreadable(self, file: str) -> str | None:
+        """Why a run's file that exists is not read (run_files reports it, the other checks are Blocked): a link that
+        leads out of the experiment (scaffold.confine: its content is never read or shown), or no permission."""
+        if file in self._readable:
+            return self._readable[file]
+        path = self.path(file)
+        link = confine.leads_out(self.experiment.local_dir, path)
+        why = None
+        if link is not None:
+            why = f"is a symbolic link to {link.target}, outside the experiment: not read"
+        else:
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as e:
+                why = f"cannot be read: {e.strerror}"
+        self._readable[file] = why
+        return why
 
     def text(self, file: str) -> str | None:
         """A generated file's text (utf-8), read once and shared by every check; None when it is not utf-8.
@@ -67,6 +92,8 @@ class RunContext:
                 self._texts[file] = None
             except FileNotFoundError:
                 raise Blocked(f"{file} is missing", item_id("run_files", self.name)) from None
+            except OSError as e:
+                raise Blocked(f"{file} cannot be read: {e.strerror}", item_id("run_files", self.name)) from None
         return self._texts[file]
 
     @cached_property
@@ -154,6 +181,7 @@ class RenderedRun(RunContext):
         self.session = _Memo(memo)  # type: ignore[assignment]
         self._paths = {}
         self._texts = dict(texts)
+        self._readable = dict.fromkeys(texts)  # given, not read
         self._expected = expected  # type: ignore[misc]
         self._config = config  # type: ignore[misc]
         self._syntax = syntax

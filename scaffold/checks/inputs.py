@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+from .. import confine
 from ..errors import Problem
 from ..inputs.summary import SUMMARY_NAME
 from ..output.runlog import LOG_DIR, LOG_NAME
@@ -29,8 +30,12 @@ def local_config_is_valid(exp: ExperimentContext) -> list[Problem]:
 
 @check("log_exists", scope=EXPERIMENT, file=f"{LOG_DIR}/{LOG_NAME}")
 def log_exists(exp: ExperimentContext) -> Iterator[Problem]:
-    """The generator's log exists and is not empty."""
+    """The generator's log exists, is not empty, and is no link (scaffold.confine: a cloned experiment's log
+    linked elsewhere would have the tool append to that file)."""
     log = exp.expectations.local_dir / LOG_DIR / LOG_NAME
+    if (link := confine.leads_out(exp.expectations.local_dir, log, strict=True)) is not None:
+        yield link.problem()
+        return
     if not log.is_file() or log.stat().st_size == 0:
         yield finding(
             "the generator's log is missing or empty", file=log, fix="run `scaffold generate` (it appends to the log)"
@@ -101,6 +106,15 @@ def run_has_its_files(run: RunContext) -> Iterator[Problem]:
                     run=run.name,
                     file=run.path(name),
                     fix="run `scaffold generate` (or `scaffold setup-finetune` in the run directory)",
+                )
+            elif why := run.unreadable(name):
+                yield finding(
+                    f"{name} {why}",
+                    run=run.name,
+                    file=run.path(name),
+                    fix="remove the link and run `scaffold generate`"
+                    if "symbolic link" in why
+                    else f"make it readable for you (chmod u+r {run.path(name)}), or run `scaffold generate`",
                 )
     elif kind in ("control", "eval-only"):
         for name in TRAINING_FILES:

@@ -12,12 +12,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .. import __version__
-from ..discover import ARTIFACTS_DIR, RECOGNISED_MODELS
+from .. import __version__, confine
+from ..discover import ARTIFACTS_DIR, JOURNAL, RECOGNISED_MODELS
 from ..errors import InputError, Problem, display_path
 from ..inputs import localconfig, modelrecognition, original_setup, schemas
 from ..inputs import summary as summary_mod
-from ..output.lock import DEFAULT_TIMEOUT, LockTimeout, experiment_lock
+from ..output.lock import DEFAULT_TIMEOUT, LockTimeout, lock_where_writable
 from ..output.outcome import Report, RunOutcome, failures
 from ..output.runlog import LOG_DIR, LOG_NAME, RunLog
 from ..output.writer import (
@@ -29,6 +29,7 @@ from ..output.writer import (
     Manifest,
     atomic_write,
     backup,
+    cannot_write,
     commit_write,
     keep_in_git,
     plan_write,
@@ -85,6 +86,11 @@ def generate(
     started = time.perf_counter()
     summary_file = summary_mod.summary_path(Path(target))
     report = Report(summary=display_path(summary_file), dry_run=dry_run)
+    # Links planted in the experiment that lead out of it: refused before anything is read or written.
+    if hostile := confine.summary_problems(summary_file):
+        report.input_errors = hostile
+        report.seconds = time.perf_counter() - started
+        return report
     log = RunLog(None)
     if not dry_run and summary_file.is_file():
         log = RunLog(summary_file.resolve().parent / LOG_DIR / LOG_NAME, keep_open=True)
@@ -121,21 +127,12 @@ def generate(
 
 @contextmanager
 def _lock(directory: Path, dry_run: bool, timeout: float) -> Iterator[None]:
-    """The experiment's lock around writing (a dry run writes nothing and takes none). Where the lock file
-    cannot even be created, nothing can be written either: each run then reports why."""
+    """The experiment's lock around writing (a dry run writes nothing and takes none)."""
     if dry_run:
         yield
         return
-    try:
-        lock = experiment_lock(directory, "generate", timeout)
-        lock.__enter__()
-    except PermissionError:
+    with lock_where_writable(directory, "generate", timeout):
         yield
-        return
-    try:
-        yield
-    finally:
-        lock.__exit__(None, None, None)
 
 
 def _generate_all(
@@ -190,6 +187,25 @@ def _generate_all(
     if not dry_run and plan.recognition_ran:
         _write_recognised(plan, log)
     manifest = Manifest(summary.local_dir)
+    if manifest.damaged:
+        what = f"the manifest {display_path(manifest.path)} {manifest.damaged}"
+        if manifest.unreadable:  # nothing generated could be recorded: write nothing
+            problem = Problem(
+                f"{what}: nothing is written without it",
+                display_path(manifest.path),
+                fix=f"remove it (`rm -r {display_path(manifest.path)}`): the next generate rebuilds it (a run whose "
+                "files differ from what the summary gives is then kept as edited by hand, until --force)",
+            )
+            report.errors.append(problem)
+            log.error_line(problem.format())
+            return
+        note = (
+            f"{what} (damaged): it is rebuilt from this generation; a run whose files on disk differ from what the "
+            "summary gives now cannot be told apart from a hand edit, so it is kept (re-run with --force to regenerate "
+            "such runs; a backup of each file is kept)"
+        )
+        report.notes.append(note)
+        log.warning(note)
     # Which runs have something to render: a fine-tuned run is skipped when its settings, the templates and its
     # files on disk are all as when it was last generated and checked. (A run never generated before needs no
     # fingerprint to say so: the renderer works it out with the rest.)
@@ -197,7 +213,16 @@ def _generate_all(
     to_render = []
     model_texts = {name: model_json(model) for name, model in plan.models.items()}
     selected = [(i, rp) for i, rp in enumerate(plan.runs) if change is None or rp.name == change.run]
+    # A run whose own files lead out of the experiment through a link fails before any of them is read.
+    real = os.path.realpath(summary.local_dir)
+    leading_out = {
+        rp.name: problem
+        for _, rp in selected
+        if not rp.problems and (problem := confine.run_problem(summary.local_dir, rp.local_dir, rp.name, real))
+    }
     for i, rp in selected:
+        if rp.name in leading_out:
+            continue
         if rp.fine_tuned and not rp.problems and rp.setup is not None:
             if not force and manifest.source(rp.name) is not None and not (change and change.absorbed):
                 model = rp.setup["model"]
@@ -228,6 +253,7 @@ def _generate_all(
                 rejected=rejected,
                 before_write=before_write,
                 absorbed=change.absorbed if change else frozenset(),
+                leads_out=leading_out.get(rp.name),
             )
             report.runs.append(out)
             log.flush_some()
@@ -246,8 +272,15 @@ def _generate_all(
         try:
             manifest.save()
         except OSError as e:
-            log.error_line(f"cannot write the manifest {manifest.path}: {e.strerror}")
-            report.log_error = f"cannot write the manifest: {e.strerror}"
+            problem = cannot_write(e)
+            problem = replace(
+                problem,
+                message=f"cannot write the manifest: {e.strerror} (what was written is in its journal, "
+                f"{JOURNAL}, folded in by the next generate)",
+                file=problem.file or display_path(manifest.path),
+            )
+            log.error_line(problem.format())
+            report.errors.append(problem)
     failed = [r.name for r in report.runs if r.status != "ok"]
     log.info(
         f"done: {sum(r.type == 'fine-tuned' and r.status == 'ok' for r in report.runs)} fine-tuned runs configured, "
@@ -371,15 +404,20 @@ def _generate_run(
     rejected: Rejected,
     before_write: Callable[[], None] | None = None,
     absorbed: frozenset[str] = frozenset(),
+    leads_out: Problem | None = None,
 ) -> RunOutcome:
     """One run: rendered, self-checked, and its files written only when every check passed (`before_write` is
-    called first: the summary of a `RunChange`)."""
+    called first: the summary of a `RunChange`). `leads_out`: its directory or a file of it is a link out of the
+    experiment (scaffold.confine): it fails, nothing of it read or written."""
     out = RunOutcome(rp.name, rp.type, directory=display_path(rp.local_dir))
     log.heading(f"run {rp.name} ({rp.type})")
     for note in rp.notes:
         log.info(note, rp.name)
     if rp.problems:
         return _fail(out, rp.problems, log)
+    if leads_out is not None:
+        out.files = dict.fromkeys(TRAINING_FILES, NOT_WRITTEN) if rp.fine_tuned else {}
+        return _fail(out, [leads_out], log)
     for warning in rp.warnings:
         log.warning(warning, rp.name)
     out.warnings = list(rp.warnings)
@@ -508,7 +546,7 @@ def _preflight(out: RunOutcome, rp: RunPlan, row: Row, log: RunLog, summary: sum
 def _cannot_write(e: OSError, rp: RunPlan) -> Problem:
     if isinstance(e, SummaryChanged):
         return Problem(str(e), e.filename, fix="run `scaffold setup-finetune` again", run=rp.name)
-    return Problem(f"cannot write: {e.strerror} ({e.filename})", run=rp.name)
+    return cannot_write(e, rp.name)
 
 
 def read_summary_text(path: Path) -> str:
@@ -668,7 +706,12 @@ def _write_run_files(
             ]
         return [
             Problem(
-                f"{names} edited by hand since it was generated; kept (so the run's other files were left as they are)",
+                f"{names} edited by hand since it was generated; kept (so the run's other files were left as they are)"
+                + (
+                    f"; the manifest was damaged ({manifest.damaged}), so this may be the tool's own earlier write"
+                    if manifest.damaged
+                    else ""
+                ),
                 display_path(kept[0].path),
                 fix="re-run with --force to regenerate (a backup is kept), or carry your edit into the summary with "
                 "`scaffold setup-finetune` in the run directory",

@@ -16,12 +16,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .. import confine
 from ..discover import SETUP_FILE, SUMMARY_NAME
 from ..errors import InputError, Problem, did_you_mean, display_path
 from ..inputs import original_setup, params, schemas
 from ..inputs import summary as summary_mod
 from ..inputs.yamledit import EditError, set_values
 from ..inputs.yamlio import Document, dotted, load_yaml, parse_yaml
+from ..output.lock import DEFAULT_TIMEOUT, LockTimeout, lock_where_writable
 from ..output.writer import Manifest, sha256
 from ..plan import FINE_TUNED
 from ..render import SITE_DIRECTIVES, render_setup
@@ -129,10 +131,36 @@ def setup_finetune(
     local_config: Path | None = None,
     force: bool = False,
     check_paths: bool = True,
+    lock_timeout: float = DEFAULT_TIMEOUT,
 ) -> SetupResult:
     """Write the run's change (flags, and edits of its setup_finetune.yaml) into its entry of the summary, then
-    generate the run from it (see the module)."""
+    generate the run from it (see the module). The experiment's lock is held from reading the run and the summary to
+    writing them, so a `generate` (or another setup-finetune) on the experiment waits, and none sees the other's
+    half-written run."""
     run_dir = Path(run_dir)
+    exp_dir = experiment_dir_of(run_dir)
+    if exp_dir is not None:
+        # Links that lead out of the experiment: refused before anything is read, locked or written.
+        hostile = confine.summary_problems(exp_dir / SUMMARY_NAME)
+        if not hostile and (link := confine.run_problem(exp_dir, exp_dir / run_dir.resolve().name)) is not None:
+            hostile = [link]
+        if hostile:
+            return SetupResult(run_dir, exit_status=2, problems=hostile)
+        try:
+            with lock_where_writable(exp_dir, f"setup-finetune {run_dir.resolve().name}", lock_timeout):
+                return _setup_finetune(run_dir, overrides, local_config, force, check_paths)
+        except LockTimeout as e:
+            return SetupResult(
+                run_dir,
+                exit_status=1,
+                problems=[Problem(str(e), display_path(exp_dir), fix="wait for the other process")],
+            )
+    return _setup_finetune(run_dir, overrides, local_config, force, check_paths)
+
+
+def _setup_finetune(
+    run_dir: Path, overrides: list[str], local_config: Path | None, force: bool, check_paths: bool
+) -> SetupResult:
     result = SetupResult(run_dir)
     try:
         exp_dir = experiment_dir_of(run_dir)

@@ -137,8 +137,18 @@ def load(path: Path) -> LocalConfig:
         doc, notes, placeholders = parse_markdown(path)
     else:
         doc, notes = load_yaml(path), []
-        if doc.data is None:
-            doc.data = {}
+        if doc.data is None:  # an empty file (or only comments): a site config never filled in, or truncated
+            raise InputError(
+                [
+                    doc.problem(
+                        (),
+                        "the local config is empty: no account, partition, module or environment would reach the "
+                        "batch scripts",
+                        "fill it in as in examples/scaffold.local.example.yaml (write `{}` for a site that needs none "
+                        "of them)",
+                    )
+                ]
+            )
         if not isinstance(doc.data, dict):
             raise InputError(
                 [

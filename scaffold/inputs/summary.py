@@ -106,9 +106,28 @@ def _loaded(doc: Document) -> Summary:
         raise InputError(problems)
     from . import sweep  # (sweep needs the validated summary; it imports this module for types only)
 
+    _require_absolute_dir(summary)
     sweep.expand(summary)
     _require_dataset_type(summary)
     return summary
+
+
+def _require_absolute_dir(summary: Summary) -> None:
+    """experiment.dir reaches `#SBATCH --output`, `cd` and `output_dir`: a relative one would be resolved against
+    wherever `sbatch` happens to run (so `../../../tmp/x` lands anywhere)."""
+    d = summary.data["experiment"].get("dir")
+    if d and not str(d).startswith("/"):
+        raise InputError(
+            [
+                summary.doc.problem(
+                    ("experiment", "dir"),
+                    f"experiment.dir {d} is a relative path: the batch scripts would resolve it against wherever "
+                    "sbatch is run",
+                    "give the absolute path of the experiment on the cluster (e.g. /scratch/you/project/experiment), "
+                    "or remove experiment.dir to use where the summary is",
+                )
+            ]
+        )
 
 
 def _require_dataset_type(summary: Summary) -> None:

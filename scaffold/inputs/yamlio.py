@@ -7,6 +7,7 @@ Only `yaml.SafeLoader` machinery is used. Two deliberate differences from plain 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +20,35 @@ from ..errors import InputError, Problem, display_path
 Path_ = tuple[str | int, ...]
 
 
+# Bounds on what a YAML input may cost (experiment repositories arrive by `git clone` from other people): nesting
+# deeper than this is refused at its line (PyYAML's composer recurses: 10,000 levels end in a RecursionError), and
+# so is a document whose aliases expand it by more than this many values (a "billion laughs": a 2.6 KB file of
+# nested aliases expands to billions). Real summaries and site configs nest about 5 deep and expand by a few hundred.
+MAX_DEPTH = 64
+MAX_ALIAS_EXPANSION = 100_000
+# The tags a value may carry, explicitly or as resolved: YAML's core schema (and dates, which plain dates resolve to,
+# and merge keys). Any other (`!!python/object/apply:...`, `!!set`, `!!binary`, `!foo`) is refused at its line.
+_CORE = "tag:yaml.org,2002:"
+ALLOWED_TAGS = frozenset(_CORE + t for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp", "merge"))
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 floats."""
+    """SafeLoader with YAML 1.2 floats, and a bound on nesting (`MAX_DEPTH`)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _Fail(
+                    self.peek_event().start_mark,
+                    f"nested more than {MAX_DEPTH} levels deep",
+                    fix="flatten the structure: no setting of this tool nests more than a few levels",
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 # Drop the YAML 1.1 float resolver and add one that also takes 1e-5 and 1E+5 (no dot needed).
@@ -81,12 +109,67 @@ def dotted(path: Path_) -> str:
     return out
 
 
+def _shown_tag(tag: str) -> str:
+    return "!!" + tag[len(_CORE) :] if tag.startswith(_CORE) else tag
+
+
+def _check_tag(node: yaml.Node, path: Path_) -> None:
+    if node.tag not in ALLOWED_TAGS:
+        raise _Fail(
+            node,
+            f"the tag {_shown_tag(node.tag)} is not read here",
+            dotted(path),
+            "remove the tag: only plain YAML values are read (text, numbers, true/false, null, lists and mappings)",
+        )
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a document whose aliases expand it by more than MAX_ALIAS_EXPANSION values, or refer to a node that
+    contains them, before anything is constructed: counted once per distinct node, whatever they expand to."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+    aliased: dict[int, yaml.Node] = {}
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            aliased.setdefault(key, node)
+            return sizes[key]
+        if key in open_:
+            raise _Fail(
+                node,
+                "an alias refers to a node that contains it (an endless value)",
+                fix="replace the alias (*name) inside its own anchor (&name) with the value itself",
+            )
+        open_.add(key)
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(v) for v in node.value)
+        open_.discard(key)
+        sizes[key] = total
+        return total
+
+    expanded = size(root)
+    if aliased and expanded - len(sizes) > MAX_ALIAS_EXPANSION:
+        first = min(aliased.values(), key=lambda n: (n.start_mark.line, n.start_mark.column))
+        raise _Fail(
+            first,
+            f"aliases expand this document to {expanded:,} values from {len(sizes):,} (more than "
+            f"{MAX_ALIAS_EXPANSION:,} extra): not read",
+            fix="write the values out, or use fewer nested aliases (*name)",
+        )
+
+
 def _construct(node: yaml.Node, path: Path_, doc: Document, ctor: yaml.constructor.SafeConstructor) -> Any:
     doc.marks[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    _check_tag(node, path)
     if isinstance(node, yaml.MappingNode):
         ctor.flatten_mapping(node)  # merge keys (<<)
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
+            _check_tag(key_node, path)
             key = ctor.construct_object(key_node, deep=True)
             if not isinstance(key, str | int | float | bool) and key is not None:
                 raise _Fail(key_node, "a mapping key must be a plain value")
@@ -104,13 +187,21 @@ def _construct(node: yaml.Node, path: Path_, doc: Document, ctor: yaml.construct
         return [_construct(item, path + (i,), doc, ctor) for i, item in enumerate(node.value)]
     if isinstance(node, yaml.ScalarNode) and node.style is None:
         doc.raw[path] = node.value
-    return ctor.construct_object(node, deep=True)
+    value = ctor.construct_object(node, deep=True)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _Fail(
+            node,
+            f"{node.value} is not a finite number",
+            dotted(path),
+            "give a number: NaN and infinities are no setting's value (quote it if you mean the text)",
+        )
+    return value
 
 
 class _Fail(Exception):
-    def __init__(self, node: yaml.Node, message: str, field: str | None = None, fix: str | None = None):
+    def __init__(self, node: yaml.Node | yaml.Mark, message: str, field: str | None = None, fix: str | None = None):
         super().__init__(message)
-        self.node = node
+        self.mark = getattr(node, "start_mark", node)
         self.message = message
         self.field = field or None
         self.fix = fix
@@ -130,13 +221,15 @@ def parse_yaml(text: str, path: Path) -> Document:
         loader = _Loader(text)
         try:
             node = loader.get_single_node()
+            if node is not None:
+                _check_expansion(node)
             doc.data = None if node is None else _construct(node, (), doc, loader)
             if node is None:
                 doc.marks[()] = (1, 1)  # an empty file: its problems are on line 1
         finally:
             loader.dispose()
     except _Fail as e:
-        mark = e.node.start_mark
+        mark = e.mark
         raise InputError([Problem(e.message, doc.name, mark.line + 1, mark.column + 1, e.field, e.fix)]) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark

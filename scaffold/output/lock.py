@@ -1,8 +1,9 @@
 """One writer per experiment at a time: an advisory lock on `{experiment}/logs/.scaffold.lock`.
 
 A second `scaffold generate` on the same experiment (an orchestrator may start one beside another) waits for
-the first, saying so on stderr, and gives up with a clear message after a timeout. The lock is released by the
-kernel when its holder exits, also when it is killed, so a stale lock file never blocks anyone.
+the first, saying so on stderr, and gives up with a clear message after a timeout. `scaffold setup-finetune` holds it
+from reading the run to writing it, so it and `generate` exclude each other too. The lock is released by the kernel
+when its holder exits, also when it is killed, so a stale lock file never blocks anyone.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pathlib import Path
 LOCK_DIR = "logs"  # beside the log, which every invocation changes anyway
 LOCK_NAME = ".scaffold.lock"
 DEFAULT_TIMEOUT = 300.0
+# The locks this process holds (flock excludes two descriptors of one process too): taken again, they are re-entered.
+_HELD: set[str] = set()
 
 
 class LockTimeout(Exception):
@@ -42,6 +45,10 @@ def experiment_lock(
     """Hold the experiment's lock for the duration of the block (waiting up to `timeout` seconds for it; with
     `wait=False`, LockTimeout at once and silently when another process holds it)."""
     path = Path(directory) / LOCK_DIR / LOCK_NAME
+    key = os.path.realpath(path)
+    if key in _HELD:  # this process holds it already (setup-finetune around the generate it runs)
+        yield
+        return
     path.parent.mkdir(exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -66,6 +73,28 @@ def experiment_lock(
         info = {"pid": os.getpid(), "command": command, "since": datetime.now(UTC).isoformat(timespec="seconds")}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
-        yield
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+@contextmanager
+def lock_where_writable(directory: Path, command: str, timeout: float = DEFAULT_TIMEOUT) -> Iterator[None]:
+    """`experiment_lock`, except where the lock file cannot even be created (a read-only experiment, no permission):
+    nothing can be written there either, and each write then reports why, so the block runs without it."""
+    try:
+        lock = experiment_lock(directory, command, timeout)
+        lock.__enter__()
+    except LockTimeout:
+        raise
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import errno
 import hashlib
 import itertools
 import json
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..discover import JOURNAL, MANIFEST, TRAINING_FILES
+from ..errors import Problem, display_path
 from ..stamps import Stamp, stamp
 
 TEMP_SUFFIX = ".tmp"
@@ -47,7 +49,10 @@ def atomic_write(path: Path | str, content: str | bytes, mode: int = 0o644) -> S
     # at creation (then subject to the umask, like any new file), so no chmod is needed.
     head, name = os.path.split(path)
     tmp = os.path.join(head, f".{name}.{os.getpid()}.{next(_TEMP_NUMBERS)}{TEMP_SUFFIX}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except OSError as e:
+        raise _named(e, path) from None
     try:
         try:
             view = memoryview(data)
@@ -57,9 +62,11 @@ def atomic_write(path: Path | str, content: str | bytes, mode: int = 0o644) -> S
         finally:
             os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise _named(e, path) from None
         raise
     return (st.st_size, st.st_mtime_ns, st.st_ino)
 
@@ -75,14 +82,41 @@ def keep_in_git(directory: Path | str) -> bool:
     return True
 
 
+def _named(e: OSError, path: str) -> OSError:
+    """The error of writing `path` (through its temporary) as the user needs it: naming the file, not the temporary's
+    bare name (a full disk's ENOSPC from os.write names no file at all)."""
+    return type(e)(e.errno, e.strerror or str(e), path)
+
+
+def cannot_write(e: OSError, run: str | None = None) -> Problem:
+    """The one way a failed write is reported: the file, the cause, and what to do about it."""
+    where = display_path(e.filename) if e.filename else None
+    cause = e.strerror or str(e) or type(e).__name__
+    directory = display_path(os.path.dirname(os.path.abspath(e.filename))) if e.filename else "the experiment"
+    fixes = {
+        errno.ENOSPC: f"free space where {directory} is (`df -h {directory}`), then run again: nothing was "
+        "half-written",
+        errno.EDQUOT: f"free space in your quota where {directory} is, then run again: nothing was half-written",
+        errno.EROFS: f"{directory} is on a read-only filesystem: run where the experiment can be written (a writable "
+        "clone), or remount it",
+        errno.EACCES: f"make {directory} writable for you (chmod u+w), or run where the experiment can be written",
+        errno.EPERM: f"make {directory} writable for you (chmod u+w), or run where the experiment can be written",
+        errno.EEXIST: f"remove old .bak backups in {directory}, then run again",
+        errno.EISDIR: f"{where} is a directory where this tool writes a file: move it away, then run again",
+    }
+    fix = fixes.get(e.errno or 0, "check the path and the filesystem, then run again")
+    return Problem(f"cannot write: {cause}", where, fix=fix, run=run)
+
+
 # A file whose stamp was taken this close to the manifest's saving may have been changed again within the same
 # filesystem timestamp tick: its content is compared instead (git's "racily clean" entries).
 RACY_NS = 50_000_000
 
 
-def backup(path: Path) -> Path:
-    """Copy a file to `{name}.{UTC time}.bak` (or `.1.bak`, `.2.bak`... when that name is taken) and return it."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+def backup(path: Path, stamp: str | None = None) -> Path:
+    """Copy a file to `{name}.{UTC time}.bak` (or `.1.bak`, `.2.bak`... when that name is taken) and return it
+    (`stamp`: the time's text, by default now). FileExistsError, naming the file, when no name is free."""
+    stamp = stamp or datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     data = path.read_bytes()
     for n in range(1000):
         candidate = path.with_name(f"{path.name}.{stamp}{f'.{n}' if n else ''}.bak")
@@ -90,10 +124,17 @@ def backup(path: Path) -> Path:
             fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             continue
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        except OSError as e:  # a full disk: no half backup left behind
+            with contextlib.suppress(OSError):
+                os.unlink(candidate)
+            raise type(e)(e.errno, e.strerror or str(e), str(candidate)) from None
         return candidate
-    raise FileExistsError(f"no free backup name for {path}")
+    raise FileExistsError(
+        errno.EEXIST, f"no free backup name ({path.name}.{stamp}.bak to .999.bak all exist)", str(path)
+    )
 
 
 def remove_stale_temporaries(directory: Path, names: tuple[str, ...]) -> list[Path]:
@@ -141,14 +182,26 @@ class Manifest:
         self.sources: dict[str, str] = {}
         self.stamps: dict[str, list[int]] = {}  # path -> stamp when written (see `unchanged`)
         self.saved_ns = 0
+        # Why the manifest on disk could not be used (None: read, or there is none yet). `unreadable`: it cannot
+        # even be replaced (a directory, no permission), so nothing generated can be recorded.
+        self.damaged: str | None = None
+        self.unreadable = False
+        text = None
         try:
-            body = json.loads(self.path.read_text(encoding="utf-8"))
+            text = self.path.read_text(encoding="utf-8")
+            body = json.loads(text)
             self.files = dict(body.get("files", {}))
             self.sources = dict(body.get("sources", {}))
             self.stamps = {k: v for k, v in dict(body.get("stamps", {})).items() if isinstance(v, list) and len(v) == 3}
             self.saved_ns = int(body.get("saved_ns", 0))
-        except (FileNotFoundError, ValueError, AttributeError, TypeError):
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            self.damaged, self.unreadable = f"cannot be read: {e.strerror}", True
+        except (ValueError, AttributeError, TypeError) as e:
             self.files, self.sources, self.stamps = {}, {}, {}
+            empty = text is not None and not text.strip()
+            self.damaged = "empty" if empty else f"not the JSON object this tool writes ({str(e)[:120]})"
         self._dirty = False
         self._journal_fd: int | None = None
         self._pending: list[dict] = []  # entries this process journaled and has not yet seen through

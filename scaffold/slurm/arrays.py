@@ -20,14 +20,15 @@ import os
 import re
 import subprocess
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from ..discover import ARRAY_DIR, SLURM_FILE
 from ..errors import Problem, display_path
 from ..output.outcome import ArrayOutcome
-from ..output.writer import KEPT, Manifest, sha256, write
+from ..output.writer import KEPT, Manifest, cannot_write, sha256, write
+from .sbatch import CLIENT_TEXT
 
 if TYPE_CHECKING:
     from ..output.runlog import RunLog
@@ -170,7 +171,7 @@ def max_array_size(env: Mapping[str, str] | None = None) -> int:
             ["scontrol", "show", "config"],
             env={**os.environ, **(env or {})},
             capture_output=True,
-            text=True,
+            **CLIENT_TEXT,
             timeout=30,
         )
     except (OSError, subprocess.TimeoutExpired):
@@ -231,7 +232,10 @@ def update(
             else:
                 log.warning(f"{ARRAY_DIR}/{path.name}: no group of runs needs it, but it was edited by hand: kept")
     except OSError as e:
-        problems.append(Problem(f"cannot write the job arrays: {e.strerror} ({e.filename})", display_path(directory)))
+        problem = cannot_write(e)
+        problems.append(
+            replace(problem, message=f"cannot write the job arrays: {problem.message.removeprefix('cannot write: ')}")
+        )
     return outcomes, problems
 
 

@@ -23,6 +23,9 @@ from pathlib import Path
 
 # A client whose controller is down retries for about 10 s before giving up.
 QUERY_TIMEOUT_S = 30.0
+# How every SLURM client's output is read (sbatch, sinfo, scontrol): as UTF-8, any other byte replaced, so whatever
+# a misbehaving client or wrapper prints (Latin-1 messages, binary junk) is reported rather than a crash.
+CLIENT_TEXT = {"encoding": "utf-8", "errors": "replace"}
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ def _unreachable(slurm_conf: str, path: str) -> str | None:
         env.pop("SLURM_CONF", None)
     try:
         proc = subprocess.run(
-            ["sinfo", "--noheader", "--format=%P"], env=env, capture_output=True, text=True, timeout=QUERY_TIMEOUT_S
+            ["sinfo", "--noheader", "--format=%P"], env=env, capture_output=True, **CLIENT_TEXT, timeout=QUERY_TIMEOUT_S
         )
     except subprocess.TimeoutExpired:
         return f"sinfo did not answer within {QUERY_TIMEOUT_S:.0f} s"
@@ -81,7 +84,7 @@ def _sbatch(
             cwd=script.parent,
             env=_environ(env),
             capture_output=True,
-            text=True,
+            **CLIENT_TEXT,
             timeout=QUERY_TIMEOUT_S,
         )
     except subprocess.TimeoutExpired:
@@ -121,6 +124,8 @@ class Submitted:
     job_id: str | None
     why: str = ""
     limit: bool = False
+    uncertain: bool = False  # sbatch may have queued a job whose id we do not know (see `submit`)
+    hung: bool = False  # sbatch did not answer in time (uncertain too): the next would likely hang as well
 
 
 def submit(
@@ -141,7 +146,7 @@ def submit(
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
+            **CLIENT_TEXT,
             start_new_session=True,  # its own process group: stopped whole, wrappers included
         )
     except OSError as e:
@@ -181,8 +186,25 @@ def submit(
     if limit:
         return Submitted(None, re.sub(r",? sleeping and retrying\.?$", "", _lines(stderr)), limit=True)
     if timed_out.is_set():
-        return Submitted(None, f"sbatch --parsable did not answer within {QUERY_TIMEOUT_S:.0f} s")
-    job_id = out.strip().split(";")[0]
-    if returncode != 0 or not job_id.isdigit():
+        return Submitted(
+            None, f"sbatch --parsable did not answer within {QUERY_TIMEOUT_S:.0f} s", uncertain=True, hung=True
+        )
+    if returncode != 0:
         return Submitted(None, _lines(stderr.strip() or out.strip() or f"exit {returncode}"))
+    job_id = parse_job_id(out)
+    if job_id is None:
+        # Exit 0: the controller may well have queued the job. Never taken for "refused" (the next submit would
+        # queue it a second time).
+        printed = (out.strip() or "nothing")[:200]
+        return Submitted(None, f"sbatch exited 0 but printed no job id that can be read ({printed!r})", uncertain=True)
     return Submitted(job_id)
+
+
+_PARSABLE = re.compile(r"([0-9]+)(?:;[A-Za-z0-9_.-]+)?")
+
+
+def parse_job_id(out: str) -> str | None:
+    """The job id of `sbatch --parsable`'s output: one line, `ID` or `ID;CLUSTER`; None for anything else (two
+    ids, words, nothing)."""
+    m = _PARSABLE.fullmatch(out.strip())
+    return m.group(1) if m else None

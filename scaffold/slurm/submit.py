@@ -15,16 +15,18 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .. import confine
+from ..discover import MANIFEST
 from ..errors import InputError, Problem, did_you_mean, display_path
 from ..inputs import localconfig
-from ..inputs.summary import Summary, summary_path
-from ..output.lock import experiment_lock
+from ..inputs.summary import SUMMARY_NAME, Summary, summary_path
+from ..output.lock import LockTimeout, lock_where_writable
 from ..output.runlog import LOG_DIR, LOG_NAME, RunLog
-from ..output.writer import Manifest, atomic_write, run_files, sha256
+from ..output.writer import Manifest, atomic_write, cannot_write, run_files, sha256
 from ..plan import ARRAY_DIR, SLURM_FILE, TRAINING_FILES, Plan, make_plan
 from ..render import fingerprint, model_json
 from . import arrays, sbatch
@@ -36,7 +38,8 @@ REFUSED = "refused"  # named with --run, submitted before, no --resubmit
 NOT_CHECKED = "not checked"  # refused: its files on disk are not the ones generate checked (edited, failed, stale)
 WOULD = "would submit"  # --dry-run
 FAILED = "failed"
-NOT_QUEUED = "not queued"  # the cluster refused it for a limit: submit stopped there
+NOT_QUEUED = "not queued"  # the cluster refused it for a limit (or sbatch hung): submit stopped there
+MAYBE = "may be queued"  # sbatch exited 0 without a job id we can read, or hung: recorded, never queued again unasked
 _OUTPUT = re.compile(r"^#SBATCH\s+(?:--output[= ]|-o\s*)(\S+)", re.MULTILINE)
 
 
@@ -75,6 +78,7 @@ class SubmitReport:
     arrays: list[ArraySubmission] = field(default_factory=list)  # --array: each sbatch --array call
     stopped: Problem | None = None  # the cluster's limit stopped the submission
     remaining: int = 0  # runs not queued because of it (the refused run included)
+    record_error: Problem | None = None  # the record could not be written
 
     @property
     def exit_status(self) -> int:
@@ -82,7 +86,8 @@ class SubmitReport:
         the checked ones among them), or a limit stopped the submission; else 0."""
         if self.problems:
             return 2
-        return 1 if self.stopped or any(s.status in (FAILED, REFUSED, NOT_CHECKED) for s in self.submissions) else 0
+        bad = (FAILED, REFUSED, NOT_CHECKED, MAYBE)
+        return 1 if self.stopped or self.record_error or any(s.status in bad for s in self.submissions) else 0
 
 
 def _submit_arrays(
@@ -142,6 +147,23 @@ def _submit_arrays(
                 report.submissions.append(Submission(run, WOULD, command=command, array=rel))
             continue
         result = sbatch.submit(path, env, options=[f"--array={spec}"], args=[str(chunk.offset)])
+        if result.uncertain:
+            err = _maybe_problem(result.why, path, runs, array=True)
+            for run in runs:
+                _record(record, ready[run], None, rel, sbatch_said=result.why)
+                report.submissions.append(Submission(run, MAYBE, command=command, error=err, array=rel))
+            _save_record(record_path, record, report, log)
+            _array_done(
+                report, log, ArraySubmission(rel, spec, chunk.offset, runs, MAYBE, None, command, err), progress
+            )
+            rest = [r for _, _, later in calls[n + 1 :] for r in later]
+            if result.hung and rest:  # the next call would hang too
+                report.submissions += [Submission(r, NOT_QUEUED, array=rel) for r in rest]
+                report.remaining = len(rest)
+                report.stopped = _stopped(report, rest[0], array=True, cause=result.why)
+                log.error_line(report.stopped.format())
+                return
+            continue
         if result.limit:
             err = Problem(f"the cluster refused the array for a limit: {result.why}", display_path(path))
             _array_done(
@@ -171,7 +193,7 @@ def _submit_arrays(
             note = f"(earlier: {', '.join(history)})" if history else ""
             report.submissions.append(Submission(run, SUBMITTED, task, command, note=note, array=rel))
             log.info(f"submitted as array task {task} ({rel}){' ' + note if note else ''}", run)
-        atomic_write(record_path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+        _save_record(record_path, record, report, log)
         _array_done(
             report, log, ArraySubmission(rel, spec, chunk.offset, runs, SUBMITTED, result.job_id, command), progress
         )
@@ -247,8 +269,11 @@ def submit(
     queued (`Gate`); the others are refused by name. `local_config`: the site config (default: as for generate)."""
     from ..inputs import summary
 
-    exp_dir = summary_path(Path(target)).resolve().parent
+    exp_dir = summary_path(Path(target)).absolute().parent.resolve()  # (not the summary's own link: see confine)
     report = SubmitReport(display_path(exp_dir))
+    if hostile := confine.summary_problems(exp_dir / SUMMARY_NAME):  # before the summary, the record or the log
+        report.problems = hostile
+        return report
     try:
         s = summary.load(exp_dir)
         local = localconfig.load(localconfig.find(exp_dir, local_config))
@@ -275,80 +300,121 @@ def submit(
     record_path = exp_dir / LOG_DIR / RECORD
     report.record = display_path(record_path)
     log = RunLog(exp_dir / LOG_DIR / LOG_NAME)
-    with experiment_lock(exp_dir, "submit"):
-        gate = Gate(plan, Manifest(exp_dir))
-        try:
-            record = json.loads(record_path.read_text(encoding="utf-8"))
-            if not isinstance(record, dict):
-                raise ValueError("not a JSON object")
-        except FileNotFoundError:
-            record = {}
-        except (OSError, ValueError) as e:
-            # Never start afresh over a record we cannot read: every run would be queued a second time.
-            report.problems = [
-                Problem(
-                    f"the submission record cannot be read ({e})",
-                    report.record,
-                    fix="repair or remove it (removing it lets every run be submitted again)",
-                )
-            ]
-            return report
-        log.heading(
-            f"submit {report.experiment} (dry_run={dry_run}, resubmit={resubmit}, array={array}, "
-            f"max_running={max_running})"
-        )
-        todo = list(dict.fromkeys(runs) if runs else names)
-        report.width = max(map(len, todo), default=0)
-        if array:
-            _submit_arrays(
-                s,
-                gate,
-                exp_dir,
-                names,
-                todo,
-                record,
-                record_path,
-                report,
-                log,
-                explicit=bool(runs),
-                dry_run=dry_run,
-                resubmit=resubmit,
-                max_running=max_running,
-                env=env,
-                progress=progress,
+    try:
+        with lock_where_writable(exp_dir, "submit"):
+            gate = Gate(plan, Manifest(exp_dir))
+            try:
+                record = json.loads(record_path.read_text(encoding="utf-8"))
+                if not isinstance(record, dict):
+                    raise ValueError("not a JSON object")
+            except FileNotFoundError:
+                record = {}
+            except (OSError, ValueError) as e:
+                # Never start afresh over a record we cannot read: every run would be queued a second time.
+                report.problems = [
+                    Problem(
+                        f"the submission record cannot be read ({e})",
+                        report.record,
+                        fix="repair or remove it (removing it lets every run be submitted again)",
+                    )
+                ]
+                return report
+            log.heading(
+                f"submit {report.experiment} (dry_run={dry_run}, resubmit={resubmit}, array={array}, "
+                f"max_running={max_running})"
             )
-            log.flush()
-            return report
-        for i, name in enumerate(todo):
-            ready = _prepare(s, gate, exp_dir, name, record, explicit=bool(runs), resubmit=resubmit)
-            sub = ready if isinstance(ready, Submission) else _submit_run(ready, record, dry_run=dry_run, env=env)
-            report.submissions.append(sub)
-            if sub.status == NOT_QUEUED:
-                report.remaining = 1 + sum(resubmit or n not in record for n in todo[i + 1 :])
-                report.stopped = _stopped(report, sub.run)
-                log.error_line(sub.error.format() if sub.error else sub.status, name)
-                log.error_line(report.stopped.format())
+            todo = list(dict.fromkeys(runs) if runs else names)
+            report.width = max(map(len, todo), default=0)
+            if array:
+                _submit_arrays(
+                    s,
+                    gate,
+                    exp_dir,
+                    names,
+                    todo,
+                    record,
+                    record_path,
+                    report,
+                    log,
+                    explicit=bool(runs),
+                    dry_run=dry_run,
+                    resubmit=resubmit,
+                    max_running=max_running,
+                    env=env,
+                    progress=progress,
+                )
+                log.flush()
+                return report
+            for i, name in enumerate(todo):
+                ready = _prepare(s, gate, exp_dir, name, record, explicit=bool(runs), resubmit=resubmit)
+                sub = ready if isinstance(ready, Submission) else _submit_run(ready, record, dry_run=dry_run, env=env)
+                report.submissions.append(sub)
+                if sub.status == NOT_QUEUED:
+                    report.remaining = 1 + sum(resubmit or n not in record for n in todo[i + 1 :])
+                    report.stopped = _stopped(report, sub.run)
+                    log.error_line(sub.error.format() if sub.error else sub.status, name)
+                    log.error_line(report.stopped.format())
+                    if progress:
+                        progress(report, sub)
+                    break
+                if sub.status in (SUBMITTED, MAYBE):
+                    _save_record(record_path, record, report, log)
+                if sub.status == MAYBE and record[name]["may_be_queued"].startswith("sbatch --parsable did not answer"):
+                    # A client that hangs hangs for the next run too: stop here, as at a limit.
+                    log.error_line(sub.error.format() if sub.error else sub.status, name)
+                    if progress:
+                        progress(report, sub)
+                    rest = [n for n in todo[i + 1 :] if resubmit or n not in record]
+                    report.submissions += [Submission(n, NOT_QUEUED) for n in rest]
+                    report.remaining = len(rest)
+                    if rest:
+                        report.stopped = _stopped(report, rest[0], cause=record[name]["may_be_queued"])
+                        log.error_line(report.stopped.format())
+                    break
+                if sub.error:
+                    log.error_line(sub.error.format(), name)
+                else:
+                    log.info(
+                        f"{sub.status}{' as job ' + sub.job_id if sub.job_id else ''}{' ' + sub.note if sub.note else ''}",
+                        name,
+                    )
                 if progress:
                     progress(report, sub)
-                break
-            if sub.status == SUBMITTED:
-                atomic_write(record_path, json.dumps(record, indent=1, sort_keys=True) + "\n")
-            if sub.error:
-                log.error_line(sub.error.format(), name)
-            else:
-                log.info(
-                    f"{sub.status}{' as job ' + sub.job_id if sub.job_id else ''}{' ' + sub.note if sub.note else ''}",
-                    name,
-                )
-            if progress:
-                progress(report, sub)
-        log.flush()
+            log.flush()
+    except LockTimeout as e:
+        report.problems = [Problem(str(e), report.experiment, fix="wait for the other process, then submit again")]
     return report
 
 
-def _stopped(report: SubmitReport, first: str, array: bool = False) -> Problem:
+def _save_record(path: Path, record: dict, report: SubmitReport, log: RunLog) -> None:
+    """Write the record after each queued job. Where it cannot be written (a full disk), the job ids are at least in
+    the log and the report, and the failure is reported with its fix (said once)."""
+    try:
+        atomic_write(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+    except OSError as e:
+        problem = cannot_write(e)
+        problem = replace(
+            problem,
+            message=f"{problem.message}: the job ids queued are in this report and the log, not in the record",
+            fix=f"{problem.fix}; then add them to {display_path(path)} by hand, or the next submit queues them again",
+        )
+        if report.record_error is None:
+            report.record_error = problem
+            log.error_line(problem.format())
+
+
+def _stopped(report: SubmitReport, first: str, array: bool = False, cause: str | None = None) -> Problem:
     queued = sum(s.status == SUBMITTED for s in report.submissions)
     again = "`scaffold submit --array` again" if array else "`scaffold submit` again"
+    if cause is not None:  # sbatch hung
+        return Problem(
+            f"stopped: {cause}, so the other runs were not tried ({queued} queued now, {report.remaining} "
+            f"run{'s' if report.remaining != 1 else ''} not queued: {first}"
+            f"{f' and {report.remaining - 1} after it' if report.remaining > 1 else ''})",
+            report.record,
+            fix="check that the controller answers (`sinfo`, `squeue --me`), then run "
+            f"{again}: it queues only the runs not queued yet",
+        )
     return Problem(
         f"stopped at the cluster's limit: {queued} queued now, {report.remaining} "
         f"run{'s' if report.remaining != 1 else ''} not queued ({first}"
@@ -390,7 +456,8 @@ class Gate:
         if edited and any(self.manifest.generated_hash(Path(f)) is None for f in files):
             return Problem(
                 "not checked: no generate wrote and checked these files (never generated, or its last generate "
-                "failed its checks)",
+                "failed its checks)"
+                + (f"; the manifest {MANIFEST} is damaged ({self.manifest.damaged})" if self.manifest.damaged else ""),
                 display_path(rp.local_dir),
                 fix=fix_generate,
                 run=name,
@@ -435,6 +502,8 @@ def _prepare(
     log directory), or the run ready to be queued."""
     script = exp_dir / name / SLURM_FILE
     command = f"sbatch --parsable {script}"
+    if (leads_out := confine.run_problem(exp_dir, exp_dir / name, name)) is not None:
+        return Submission(name, FAILED, command=command, error=leads_out)
     if not script.is_file():
         err = Problem(f"{SLURM_FILE} not found", display_path(script), fix="run `scaffold generate` first", run=name)
         return Submission(name, FAILED, command=command, error=err)
@@ -443,16 +512,24 @@ def _prepare(
     previous = record.get(name)
     if previous and not resubmit:
         changed = " (finetune.slurm changed since)" if previous.get("script_sha256") != digest else ""
-        job = str(previous.get("job_id"))
+        maybe = previous.get("job_id") is None
+        job = None if maybe else str(previous.get("job_id"))
+        what = "may be queued (sbatch gave no job id)" if maybe else f"already submitted as job {job}"
         if explicit:
             err = Problem(
-                f"already submitted as job {job} on {previous.get('submitted')}{changed}; not queued again",
+                f"{what} on {previous.get('submitted')}{changed}; not queued again",
                 display_path(script),
-                fix="pass --resubmit to queue it again",
+                fix=(f"check `squeue --me --name {name}`; if it is not there, " if maybe else "")
+                + "pass --resubmit to queue it again",
                 run=name,
             )
             return Submission(name, REFUSED, job, command, error=err)
-        return Submission(name, ALREADY, job, command, note=changed.strip(" ()"))
+        note = "; ".join(
+            x
+            for x in ("may be queued: check `squeue --me --name " + name + "`" if maybe else "", changed.strip(" ()"))
+            if x
+        )
+        return Submission(name, ALREADY, job, command, note=note)
     if (why := gate.why_not(name)) is not None:
         return Submission(name, NOT_CHECKED, command=command, error=why)
     # SLURM does not create the --output directory: a job whose log directory is missing fails with no log.
@@ -481,6 +558,9 @@ def _submit_run(run: _Ready, record: dict, *, dry_run: bool, env: Mapping[str, s
         return Submission(name, WOULD, command=command)
     result = sbatch.submit(script, env)
     job_id, why = result.job_id, result.why
+    if result.uncertain:
+        _record(record, run, None, sbatch_said=why)
+        return Submission(name, MAYBE, command=command, error=_maybe_problem(why, script, [name]))
     if result.limit:
         err = Problem(f"the cluster refused the job for a limit: {why}", display_path(script), run=name)
         return Submission(name, NOT_QUEUED, command=command, error=err)
@@ -496,12 +576,28 @@ def _submit_run(run: _Ready, record: dict, *, dry_run: bool, env: Mapping[str, s
     return Submission(name, SUBMITTED, job_id, command, note=f"(earlier: {', '.join(history)})" if history else "")
 
 
-def _record(record: dict, run: _Ready, job_id: str, array: str | None = None) -> list[str]:
-    """Record a run's job id (ARRAYJOB_TASK for a task of an array); the run's earlier job ids."""
+def _maybe_problem(why: str, script: Path, runs: list[str], array: bool = False) -> Problem:
+    """What to do about a submission that may have queued a job (recorded as such: not queued again unasked)."""
+    one = runs[0]
+    return Problem(
+        f'{why}: the job may be queued; recorded as "may be queued", not submitted again without --resubmit',
+        display_path(script),
+        fix=f"check `squeue --me --name {one}` (jobs are named after their runs): if it is there, nothing to do; "
+        f"if not, `scaffold submit{' --array' if array else ''} --run {one} --resubmit`",
+        run=None if array else one,
+    )
+
+
+def _record(
+    record: dict, run: _Ready, job_id: str | None, array: str | None = None, sbatch_said: str | None = None
+) -> list[str]:
+    """Record a run's job id (ARRAYJOB_TASK for a task of an array; None, with what sbatch said, when it may be
+    queued under an id we do not know); the run's earlier job ids."""
     previous = run.previous
-    history = list(previous.get("earlier_job_ids", [])) + [previous["job_id"]] if previous else []
+    history = list(previous.get("earlier_job_ids", [])) + [str(previous.get("job_id"))] if previous else []
     record[run.name] = {
         "job_id": job_id,
+        **({"may_be_queued": sbatch_said} if sbatch_said is not None else {}),
         **({"array": array} if array else {}),
         "submitted": datetime.now(UTC).isoformat(timespec="seconds"),
         "script_sha256": run.digest,
@@ -529,7 +625,7 @@ def line(report: SubmitReport, s: Submission | ArraySubmission) -> str:
     return text
 
 
-STATUSES = (SUBMITTED, ALREADY, REFUSED, NOT_CHECKED, WOULD, FAILED, NOT_QUEUED)
+STATUSES = (SUBMITTED, MAYBE, ALREADY, REFUSED, NOT_CHECKED, WOULD, FAILED, NOT_QUEUED)
 
 
 def counts(report: SubmitReport) -> dict[str, int]:
@@ -542,6 +638,8 @@ def footer(report: SubmitReport) -> str:
     lines = [", ".join(f"{v} {k}" for k, v in n.items() if v or k == SUBMITTED)]
     if report.record and n[SUBMITTED]:
         lines.append(f"job ids: {report.record}")
+    if report.record_error:
+        lines.append(f"error: {report.record_error.format()}")
     if report.stopped:
         lines.append(f"error: {report.stopped.format()}")
     return "\n".join(lines) + "\n"
@@ -593,6 +691,7 @@ def as_json(report: SubmitReport) -> dict:
         ],
         "counts": counts(report),
         "stopped": report.stopped.as_dict() if report.stopped else None,
+        "record_error": report.record_error.as_dict() if report.record_error else None,
         "not_queued": report.remaining,
         "problems": [p.as_dict() for p in report.problems],
         "exit_status": report.exit_status,

@@ -15,6 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from .. import confine
 from ..checks.context import RunContext
 from ..checks.expectations import Expectations
 from ..checks.findings import CheckFailed, finding
@@ -57,6 +58,8 @@ def compare(run: RunContext, file: str, snapshot: Any) -> None:
 def compare_array(expectations: Expectations, file: str, snapshot: Any) -> None:
     """Compare one job array script (`arrays/FILE`) with its golden copy `{golden_dir}/arrays/FILE`."""
     path = expectations.local_dir / ARRAY_DIR / file
+    if (link := confine.leads_out(expectations.local_dir, path, strict=True)) is not None:
+        raise CheckFailed([link.problem()])  # never read: its content would be shown in the diff
     local_named = local_dir_named(expectations.summary())
     text = machine_independent(path.read_text(encoding="utf-8", errors="replace"), local_named)
     golden_dir = expectations.golden_dir
