@@ -58,7 +58,7 @@ class RunAudit:
 def audit_run(setup: dict[str, Any], config: dict[str, Any], data_file: Path, model_dir: Path) -> RunAudit:
     """Audit the splits a run trains and validates on, with the dataset sections of its finetune.yaml (`config`)
     on this machine's paths. NotApplicable where transformers or the model's tokenizer files are not here."""
-    need_transformers("the token audit")
+    need_transformers("the token audit", look_only=True)
     if not (model_dir / "tokenizer_config.json").is_file():
         raise NotApplicable(f"the model's tokenizer files are not here ({model_dir}/tokenizer_config.json)")
     if not data_file.is_file():

@@ -42,17 +42,23 @@ IGNORE = CROSS_ENTROPY_IGNORE_IDX
 REGEN = "regenerate with `scaffold generate` (or re-render the run with `scaffold setup-finetune`)"
 
 
-def need_transformers(check: str) -> None:
+def need_transformers(check: str, *, look_only: bool = False) -> None:
     """NotApplicable where transformers is not importable: the checks that build a run's data with its own dataset
-    builder (which tokenizes with it) need it, as training does."""
+    builder (which tokenizes with it) need it, as training does. `look_only`: looked up, not imported (the import
+    takes a second, which the token audit spends in a worker process: scaffold.torchtune_ext.audit)."""
     import importlib.util
 
-    # Looked up, not imported: importing it takes a second, which the token audit spends in a worker process.
-    if importlib.util.find_spec("transformers") is None:
+    try:
+        if look_only:
+            if importlib.util.find_spec("transformers") is None:
+                raise ImportError("transformers")
+        else:
+            import transformers  # noqa: F401
+    except ImportError:
         raise NotApplicable(
             f"transformers is not installed here: {check} needs it, as does training "
             "(pip install 'transformers>=4.45' in the training environment and run the suite there)"
-        )
+        ) from None
 
 
 def _trained_epoch(run: RunContext, setup: dict) -> Path | None:

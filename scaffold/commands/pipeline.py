@@ -61,11 +61,6 @@ class Renderer:
         self._batch_of = {i: b for b, batch in enumerate(self._batches) for i in batch}
         self._rows: dict[int, Row] = {}
         self._next = 0  # the next batch to render
-        if check and indices:
-            from ..torchtune_ext import audit
-
-            # The audit's records are built in a worker while the next runs are rendered and checked.
-            audit.start_worker()
 
     def close(self) -> None:
         from ..torchtune_ext import audit
@@ -139,6 +134,7 @@ class Renderer:
         if inputs is None:
             return ()
         data, model = inputs
+        audit.start_worker()  # once: the records are built there while the next runs are rendered and checked
         return tuple(
             audit.prefetch(section["_component_"], section, split, str(data), str(model))
             for _, section, split in audited_sections(config)
