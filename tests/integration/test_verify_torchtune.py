@@ -35,4 +35,6 @@ def test_argument_the_optimizer_does_not_take_fails_binding(pytester, restore_sy
     config.write_text(config.read_text().replace("  weight_decay: 0.01\n", "  weight_decay: 0.01\n  betas_typo: 0.9\n"))
     result = _run(pytester, exp)
     result.assert_outcomes(passed=1 + len(VARIANT_RUNS), failed=1)
-    result.stdout.fnmatch_lines(["*components_bind*rank4*", "*optimizer*betas_typo*"])
+    # The failing check's line (its file:line, field and message), then its test id among the report's last lines.
+    result.stdout.fnmatch_lines(["*rank4*optimizer*components_bind*betas_typo*"])
+    result.stdout.fnmatch_lines(["FAILED *components_bind[[]*rank4[]]"])
