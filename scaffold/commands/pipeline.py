@@ -3,8 +3,9 @@ batches of BATCH, in order, and each batch is self-checked as it is rendered (ea
 torchtune reads it, each batch script read as bash and sbatch read it: `selfcheck.check_texts`, which runs the
 verification suite's text checks and parses the batch's scripts together), and each run that passes is audited
 before it is written (`scaffold.checks.audit.preflight`: its data's tokens, its steps and its budget; a run given no
-time limit anywhere is rendered again with the time the estimate sets). Only one batch's texts are held at a time, so
-memory does not grow with the sweep."""
+time limit anywhere is rendered again with the time the estimate sets). The texts of the runs rendered but not yet
+written are held: one batch's, or, while the audit's worker process builds a run's records, those of the runs rendered
+ahead meanwhile (at most LOOKAHEAD), so memory does not grow with the sweep beyond that bound."""
 
 from __future__ import annotations
 
