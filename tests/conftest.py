@@ -3,10 +3,12 @@ and a way to run the real CLI."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,12 @@ if settings is not None:
     settings.register_profile("repro", derandomize=True, database=None, print_blob=True)
     settings.register_profile("explore", derandomize=False, print_blob=True)
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repro"))
+
+# The token audit keeps built records on disk across processes (scaffold.torchtune_ext.audit.DiskCache): the suite's
+# processes share one cache of their own, never the user's ~/.cache, removed at the end.
+if "SCAFFOLD_AUDIT_CACHE" not in os.environ:
+    os.environ["SCAFFOLD_AUDIT_CACHE"] = tempfile.mkdtemp(prefix="scaffold-audit-cache-")
+    atexit.register(shutil.rmtree, os.environ["SCAFFOLD_AUDIT_CACHE"], True)
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "capitalization"

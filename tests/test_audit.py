@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -93,7 +94,8 @@ def test_the_builder_drops_untrainable_records_when_asked(model, data) -> None:
     assert len(chat_template_dataset(SimpleNamespace(max_seq_len=64), **args)) == 4
 
 
-def test_records_are_built_once_for_runs_that_share_data_and_builder(model, data, monkeypatch) -> None:
+def test_records_are_built_once_for_runs_that_share_data_and_builder(model, data, monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv(audit.CACHE_ENV, "off")  # the process's own cache (the disk's: the tests below)
     calls = []
     real = chat_template_dataset
 
@@ -110,6 +112,70 @@ def test_records_are_built_once_for_runs_that_share_data_and_builder(model, data
     os.utime(data, ns=(1, 1))
     audit.audit_split(counting, section, "train", str(data), str(model), 64, True)
     assert len(calls) == 2
+
+
+def counting_builder(calls: list) -> object:
+    """chat_template_dataset under another name (so no other test's records are its), counting its calls."""
+
+    def counting(*a, **kw):
+        calls.append(1)
+        return chat_template_dataset(*a, **kw)
+
+    counting.__module__, counting.__qualname__ = chat_template_dataset.__module__, "counting_for_the_disk_cache"
+    return counting
+
+
+def test_built_records_are_found_on_disk_by_content(model, data, monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv(audit.CACHE_ENV, str(tmp_path / "cache"))
+    calls: list = []
+    builder = counting_builder(calls)
+
+    def records(data_file: Path = data, model_dir: Path = model, **extra) -> tuple:
+        section = chat_section(data_file, model_dir, **extra)
+        audit._BUILT.clear()  # as a new process would
+        return audit.built_records(builder, section, "train", str(data_file), str(model_dir))
+
+    first = records()
+    assert len(calls) == 1 and len(list((tmp_path / "cache").glob("*.json"))) == 1
+    assert records() == first and len(calls) == 1  # a later process: from disk, nothing tokenized
+    # The same bytes elsewhere (another experiment, a fresh clone): found by content, not by path or stamp.
+    copy, model_copy = tmp_path / "copy" / "words.json", tmp_path / "model-copy"
+    copy.parent.mkdir()
+    shutil.copy(data, copy)
+    shutil.copytree(model, model_copy)
+    assert records(copy, model_copy) == first and len(calls) == 1
+    # What the records depend on, changed: built again.
+    copy.write_text(copy.read_text().replace("lemon", "melon melon"))
+    assert records(copy, model_copy) != first and len(calls) == 2
+    config = model_copy / "tokenizer_config.json"
+    config.write_text(config.read_text().replace("Cutting Knowledge Date", "Knowledge cut-off"))
+    records(copy, model_copy)
+    assert len(calls) == 3
+    records(prompt="Capitalize: {input}\n")
+    assert len(calls) == 4
+    # A damaged entry is built again and written anew; a cache that cannot be written fails nothing.
+    for entry in (tmp_path / "cache").glob("*.json"):
+        entry.write_text("{")
+    assert records() == first and len(calls) == 5
+    assert records() == first and len(calls) == 5
+    monkeypatch.setenv(audit.CACHE_ENV, str(data))  # a file where the directory should be
+    assert records() == first and len(calls) == 6
+    monkeypatch.setenv(audit.CACHE_ENV, "off")
+    assert records() == first and len(calls) == 7
+
+
+def test_records_found_on_disk_start_no_worker(model, data, monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv(audit.CACHE_ENV, str(tmp_path / "cache"))
+    section = chat_section(data, model)
+    component = section["_component_"]
+    module, _, name = component.rpartition(".")
+    builder = getattr(__import__(module, fromlist=[name]), name)
+    audit._BUILT.clear()
+    built = audit.built_records(builder, section, "train", str(data), str(model))
+    audit._BUILT.clear()
+    audit.stop_worker()
+    key = audit.prefetch(component, section, "train", str(data), str(model))
+    assert audit._POOL is None and audit.ready(key) and audit._BUILT[key] == built
 
 
 def test_audit_run_refuses_by_default_and_accepts_explicitly(model, data) -> None:

@@ -107,3 +107,15 @@ def test_default_is_the_originals(name: str) -> None:
 
 def test_lora_alpha_defaults_to_twice_the_rank_as_in_the_original() -> None:
     assert params.table()["lora_alpha"].default is None  # plan: 2 x lora_rank
+
+
+def test_shipped_data_reads_as_the_pure_python_safe_loader_reads_it() -> None:
+    """resources.load_data parses with libyaml where PyYAML has it: the data must be yaml.safe_load's, file by file."""
+    import yaml
+
+    from scaffold import resources
+
+    files = sorted(resources.data_dir("templates").glob("*.yaml"))
+    assert files
+    for f in files:
+        assert resources.load_data(f.name) == yaml.safe_load(f.read_text(encoding="utf-8")), f.name

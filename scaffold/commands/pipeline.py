@@ -135,7 +135,7 @@ class Renderer:
         if inputs is None:
             return ()
         data, model = inputs
-        audit.start_worker()  # once: the records are built there while the next runs are rendered and checked
+        # Found on disk, or built by the worker (started once) while the next runs are rendered and checked.
         return tuple(
             audit.prefetch(section["_component_"], section, split, str(data), str(model))
             for _, section, split in audited_sections(config)

@@ -12,18 +12,24 @@ prompt masked, and reads off, for any `max_seq_len`:
 - the longest record and the 95th percentile of the lengths, and the `max_seq_len` that would fit every record.
 
 Built records are cached per process by what they depend on (the builder's settings, the data file's and the
-tokenizer files' stamps), so runs that differ in LoRA rank, learning rate or seed tokenize their data once.
+tokenizer files' stamps), so runs that differ in LoRA rank, learning rate or seed tokenize their data once; and on
+disk, across processes (`DiskCache`), by the content of what they depend on, so a later generate or verify of the
+same data with the same tokenizer neither imports transformers nor tokenizes again.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from ..stamps import stamp
-from .datasets import prompt_length, tokenizer_stamp
+from ..stamps import cached_by_stamp, stamp
+from .datasets import TOKENIZER_FILES, prompt_length, tokenizer_stamp
 
 _BUILT: dict[tuple, tuple[tuple[int, int], ...]] = {}  # key -> (length, prompt length) of each record
 SHOWN = 5  # record indices named in a message
@@ -149,19 +155,154 @@ def _keep(key: tuple, records: tuple) -> None:
 
 def built_records(builder: Any, section: dict[str, Any], split: str, data_file: str, model_path: str) -> tuple:
     """(length, prompt length) of every record of `split`, built by `builder` (the config's `_component_`) from
-    `section` (the config's dataset section), uncut and with the prompt masked; cached per process (and taken from
-    the background builder when `prefetch` asked it for them)."""
-    key, args = _key_and_args(f"{builder.__module__}.{builder.__qualname__}", section, split, data_file, model_path)
+    `section` (the config's dataset section), uncut and with the prompt masked; cached per process and on disk
+    (`DiskCache`), and taken from the background builder when `prefetch` asked it for them."""
+    component = f"{builder.__module__}.{builder.__qualname__}"
+    key, args = _key_and_args(component, section, split, data_file, model_path)
     if key not in _BUILT:
-        pending = _PENDING.pop(key, None)
+        # The content key is taken before the build (prefetch took it before it asked the worker), so records are
+        # never filed under data that changed while they were built.
+        content, pending = _PENDING.pop(key, (None, None))
         records = None
         if pending is not None:
             try:
                 records = pending.get()
             except Exception:  # the worker failed or died: build here, where the error (if any) is raised
                 records = None
-        _keep(key, records if records is not None else _build(builder, args))
+        else:
+            content = _content_key(component, args)
+            records = DiskCache.default().get(content)
+            if records is not None:
+                _keep(key, records)
+                return records
+        if records is None:
+            records = _build(builder, args)
+        DiskCache.default().put(content, records)
+        _keep(key, records)
     return _BUILT[key]
+
+
+# --- on disk, across processes ------------------------------------------------------------------------------
+# The first build of a process imports transformers and loads the tokenizer (about 1 s on a 2-core machine,
+# whatever the sweep's size): more than all else a 100-run generate does. The records are a function of the
+# builder's code and settings, the bytes of the data and tokenizer files and the transformers version, so they are
+# kept on disk under a digest of exactly those (never of paths or stamps: a copy of the same data in another
+# experiment, or a fresh clone, finds them). A damaged or unreadable entry is built again; nothing fails for want of
+# the cache (a read-only home, another user's directory).
+
+CACHE_ENV = "SCAFFOLD_AUDIT_CACHE"  # a directory, or "off"
+CACHE_ENTRIES = 256  # the most entries kept (the oldest go first)
+_FORMAT = 1
+
+
+@cached_by_stamp(maxsize=256)
+def _file_digest(path: Path) -> str:
+    """sha256 of a file's bytes ("-" where it is missing or unreadable)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return "-"
+    return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _version(package: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "-"
+
+
+def _builder_digest(component: str) -> str:
+    """sha256 of the builder's module source (its code decides the records), found without importing it."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(component.rpartition(".")[0])
+    except (ImportError, ValueError):
+        spec = None
+    origin = getattr(spec, "origin", None)
+    return _file_digest(Path(origin)) if origin else "-"
+
+
+def _content_key(component: str, args: dict[str, Any]) -> str:
+    """The digest of what built records depend on: the builder (name, code), its settings but the paths, the bytes
+    of the data files and of the tokenizer files, and the versions of the tokenizing packages."""
+    files = args["data_files"]
+    files = [files] if isinstance(files, str) else list(files)
+    model = Path(args["model_path"])
+    settings = {k: v for k, v in args.items() if k not in ("data_files", "model_path")}
+    parts = {
+        "format": _FORMAT,
+        "builder": [component, _builder_digest(component)],
+        "settings": settings,
+        "data": [_file_digest(Path(f)) for f in files],
+        "tokenizer": {name: _file_digest(model / name) for name in TOKENIZER_FILES},
+        "versions": [_version("transformers"), _version("tokenizers"), _version("jinja2")],
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class DiskCache:
+    """Built records on disk, one JSON file per content key (`_content_key`), in `directory`."""
+
+    def __init__(self, directory: Path | None):
+        self.directory = directory
+
+    @staticmethod
+    def default() -> DiskCache:
+        """SCAFFOLD_AUDIT_CACHE (a directory, or "off"), else $XDG_CACHE_HOME/scaffold-torchtune/token-audit
+        (~/.cache/... by default)."""
+        value = os.environ.get(CACHE_ENV)
+        if value == "off":
+            return DiskCache(None)
+        if value:
+            return DiskCache(Path(value))
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        return DiskCache(Path(base) / "scaffold-torchtune" / "token-audit")
+
+    def _path(self, key: str) -> Path | None:
+        return self.directory / f"{key}.json" if self.directory is not None else None
+
+    def get(self, key: str) -> tuple[tuple[int, int], ...] | None:
+        path = self._path(key)
+        if path is None:
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data["format"] != _FORMAT or data["key"] != key:
+                return None
+            records = tuple((int(n), int(p)) for n, p in data["records"])
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            return None
+        return records
+
+    def put(self, key: str, records: tuple) -> None:
+        path = self._path(key)
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"format": _FORMAT, "key": key, "records": records}), encoding="utf-8")
+            os.replace(tmp, path)
+            self._prune()
+        except OSError:
+            return
+
+    def _prune(self) -> None:
+        assert self.directory is not None
+        entries = list(self.directory.glob("*.json"))
+        if len(entries) <= CACHE_ENTRIES:
+            return
+        entries.sort(key=lambda p: p.stat().st_mtime_ns)
+        for old in entries[: len(entries) - CACHE_ENTRIES]:
+            old.unlink(missing_ok=True)
 
 
 # --- building in the background ------------------------------------------------------------------------------
@@ -172,7 +313,7 @@ def built_records(builder: Any, section: dict[str, Any], split: str, data_file: 
 # SCAFFOLD_AUDIT_WORKER=0 turns the worker off). Where fork is not available, or the worker fails, the records are
 # built in the caller's process, as before.
 
-_PENDING: dict[tuple, Any] = {}  # key -> the worker's AsyncResult
+_PENDING: dict[tuple, tuple[str, Any]] = {}  # key -> (its content key, the worker's AsyncResult)
 _POOL: Any = None
 
 
@@ -209,21 +350,26 @@ def stop_worker() -> None:
 
 
 def prefetch(component: str, section: dict[str, Any], split: str, data_file: str, model_path: str) -> tuple | None:
-    """Ask the worker for the records of a split (when it runs and they are not known yet); the key, for `ready`."""
-    if _POOL is None:
-        return None
+    """Find the records of a split on disk, or ask the background builder for them (started here, once, where it
+    can run); the key, for `ready`."""
     try:
         key, args = _key_and_args(component, section, split, data_file, model_path)
     except OSError:
         return None  # the data or the tokenizer is not here: the audit says so when it runs
-    if key not in _BUILT and key not in _PENDING:
-        _PENDING[key] = _POOL.apply_async(_build_component, (component, args))
+    if key in _BUILT or key in _PENDING:
+        return key
+    content = _content_key(component, args)
+    records = DiskCache.default().get(content)
+    if records is not None:
+        _keep(key, records)
+    elif start_worker():
+        _PENDING[key] = (content, _POOL.apply_async(_build_component, (component, args)))
     return key
 
 
 def ready(key: tuple | None) -> bool:
     """Whether the records of a prefetched key can be had without waiting."""
-    return key is None or key in _BUILT or key not in _PENDING or _PENDING[key].ready()
+    return key is None or key in _BUILT or key not in _PENDING or _PENDING[key][1].ready()
 
 
 def audit_split(
