@@ -21,9 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_generate import make_experiment  # noqa: E402
 
-from scaffold.checks.yamlread import IncrementalConfigReader  # noqa: E402
 from scaffold.commands.generate import load_plan  # noqa: E402
-from scaffold.inputs.yamlio import load_generated_config  # noqa: E402
+from scaffold.configread.incremental import IncrementalConfigReader, load_generated_config  # noqa: E402
 from scaffold.render import render_finetune_yaml  # noqa: E402
 
 
