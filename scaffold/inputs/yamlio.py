@@ -72,6 +72,79 @@ InputLoader.add_implicit_resolver(
 # How plain scalars are typed here, and by the writer (yamlemit), which quotes a string read as another type.
 RESOLVERS = InputLoader.yaml_implicit_resolvers
 
+
+class _LibyamlLoader(getattr(yaml, "CSafeLoader", InputLoader)):  # type: ignore[misc]
+    """libyaml's parser and composer (C) with the same resolvers and constructor: the nodes InputLoader composes
+    in pure Python, about ten times faster. Used only for documents it reads without an error within MAX_DEPTH
+    (`_compose`): any other goes to InputLoader, whose errors are the ones reported."""
+
+    yaml_implicit_resolvers = RESOLVERS
+
+
+_STARTS = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_ENDS = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+_LEAVES = (yaml.ScalarEvent, yaml.AliasEvent)
+
+
+def _apart_in_flow(event: yaml.ScalarEvent) -> bool:
+    """Whether a plain scalar of a flow collection is one PyYAML reads apart from libyaml: empty, or holding `?`."""
+    return not event.value or "?" in event.value
+
+
+def _libyaml_reads(text: str) -> bool:
+    """Whether libyaml parses the whole text without an error, no node deeper than MAX_DEPTH (found from its events,
+    one after the other: libyaml's composer recurses in C, where a deep document would overflow the stack), and
+    none of what the two read apart: an explicit tag (`!`), and in a flow collection (`[...]`, `{...}`) a plain
+    scalar that is empty or holds a `?` (PyYAML refuses it or marks it elsewhere)."""
+    loader = _LibyamlLoader(text)
+    try:
+        flow: list[bool] = []  # of each open collection: whether it is a flow one
+        while loader.check_event():
+            event = loader.get_event()
+            if getattr(event, "tag", None) is not None:
+                return False
+            if isinstance(event, _STARTS):
+                flow.append(bool(event.flow_style) or bool(flow and flow[-1]))
+            elif isinstance(event, _ENDS):
+                flow.pop()
+            elif (
+                isinstance(event, yaml.ScalarEvent) and flow and flow[-1] and not event.style and _apart_in_flow(event)
+            ):
+                return False
+            if len(flow) >= MAX_DEPTH or (len(flow) + 1 >= MAX_DEPTH and isinstance(event, _LEAVES)):
+                return False
+        return True
+    except yaml.YAMLError:
+        return False
+    finally:
+        loader.dispose()
+
+
+# Where the two are known to differ (tests/test_yamlio.py looks for more), PyYAML reads: libyaml takes a tab where
+# PyYAML refuses it and a comment right after a block scalar's `|` or `>`, counts a byte order mark inside the text
+# as a column, and marks an empty value after an explicit key (`? a`) or a document marker on the next line.
+_PYYAML_ONLY = re.compile(
+    r"[\t\ufeff]|[|>][-+0-9]*#|(?:^|[\s\[{,])\?(?:\s|$)|(?:^|[\r\x85\u2028\u2029])(?:---|\.\.\.)", re.M
+)
+
+
+def _compose(text: str) -> tuple[yaml.Node | None, yaml.SafeLoader]:
+    """The document's node graph, and the loader that composed it (whose constructor builds the values): libyaml's
+    where it reads the document, else InputLoader's, which raises the error to report."""
+    if _LibyamlLoader is not InputLoader and not _PYYAML_ONLY.search(text) and _libyaml_reads(text):
+        loader = _LibyamlLoader(text)
+        try:
+            return loader.get_single_node(), loader
+        except yaml.YAMLError:  # e.g. two documents, an undefined alias: InputLoader says it
+            loader.dispose()
+    loader = InputLoader(text)
+    try:
+        return loader.get_single_node(), loader
+    except BaseException:
+        loader.dispose()
+        raise
+
+
 # PyYAML reads 4:00:00 as the base-60 integer 14400; we keep the scalar's source text to say so.
 SEXAGESIMAL = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+$")
 
@@ -188,7 +261,7 @@ def _construct(node: yaml.Node, path: Path_, doc: Document, ctor: yaml.construct
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_construct(item, path + (i,), doc, ctor) for i, item in enumerate(node.value)]
-    if isinstance(node, yaml.ScalarNode) and node.style is None:
+    if isinstance(node, yaml.ScalarNode) and not node.style:  # plain: None (PyYAML) or '' (libyaml)
         doc.raw[path] = node.value
     value = ctor.construct_object(node, deep=True)
     if isinstance(value, float) and not math.isfinite(value):
@@ -221,9 +294,8 @@ def parse_yaml(text: str, path: Path) -> Document:
     """Parse YAML text safely; raise InputError with line and column on any syntax problem."""
     doc = Document(Path(path), None)
     try:
-        loader = InputLoader(text)
+        node, loader = _compose(text)
         try:
-            node = loader.get_single_node()
             if node is not None:
                 _check_expansion(node)
             doc.data = None if node is None else _construct(node, (), doc, loader)
