@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import rules
-from .inputs.yamlio import dump_flat, yaml_scalar
+from .inputs.yamlemit import dump_flat, yaml_scalar
 from .plan import DEFAULT_MAIL_TYPE, FINETUNE_FILE, SETUP_FILE, SLURM_FILE
 from .resources import data_dir
 from .rules import (
@@ -88,28 +88,9 @@ def omegaconf_literal(value: Any) -> Any:
     return value
 
 
-_FILTER_CACHE: dict[tuple, str] = {}
-
-
 def _yaml_filter(value: Any) -> str:
-    """A value as finetune.yaml writes it (memoised: a sweep repeats most values in every run)."""
-    kind = type(value)
-    if kind is list:
-        key: tuple = (kind, tuple((type(v), repr(v)) for v in value))
-    elif kind is dict:
-        return yaml_scalar(omegaconf_literal(value))
-    else:
-        key = (kind, repr(value) if kind is float else value)  # repr: 0.0 and -0.0 differ
-    try:
-        return _FILTER_CACHE[key]
-    except KeyError:
-        pass
-    except TypeError:  # unhashable
-        return yaml_scalar(omegaconf_literal(value))
-    if len(_FILTER_CACHE) > 100_000:  # bounded: run names and paths are new in every run
-        _FILTER_CACHE.clear()
-    text = _FILTER_CACHE[key] = yaml_scalar(omegaconf_literal(value))
-    return text
+    """A value as finetune.yaml writes it."""
+    return yaml_scalar(omegaconf_literal(value))
 
 
 @cache

@@ -32,6 +32,7 @@ LAYERS = [
     {"render"},
     {"output"},
     {"slurm"},
+    {"configread"},
     {"checks"},
     {"verify"},
     {"commands"},

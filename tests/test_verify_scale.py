@@ -1,6 +1,6 @@
 """The verification suite on large sweeps: one test per run (`--items run`, automatic above 50 runs) that still
 names the run, file, line, check and fix of every defect; finetune.yaml loaded by the shape rule (scaffold/checks/
-shapes.py), proven to agree with OmegaConf itself on every kind of config this project generates and on broken
+configread/shapes.py), proven to agree with OmegaConf itself on every kind of config this project generates and on broken
 ones; `bash -n` over many scripts, each parsed alone."""
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scaffold.checks.generated import ConfigLoadError, load_config, shell_words
-from scaffold.checks.shapes import PER_SHAPE, ConfigLoader, omegaconf_yaml_loader, parse, same
+from scaffold.checks.generated import shell_words
 from scaffold.checks.shell import bash_syntax
+from scaffold.configread import PER_SHAPE, ConfigLoader, ConfigLoadError, load_config
+from scaffold.configread.shapes import parse, same
 from scaffold.verify.plugin import CONTEXT_KEY
 
 from .conftest import EXAMPLE, EXAMPLE_LOCAL, run_cli
@@ -117,7 +118,7 @@ def test_a_large_sweep_names_each_planted_defect_by_run_file_line_check_and_fix(
     assert clean.code == 0, clean.out + clean.err
     # 10 experiment checks (array_sbatch_test_only skipped without a controller), 61 runs, the arrays' golden copies
     assert re.search(r"\b71 passed, 1 skipped\b", clean.out), clean.out
-    assert "by OmegaConf's YAML loader with OmegaConf's result for their shape" in clean.out
+    assert "by libyaml with OmegaConf's result for their shape" in clean.out
     # What was skipped inside the runs' tests is said once, with the reason and how often.
     assert re.search(r"^skipped \d+ checks, by reason: .*--no-check-paths: .*\[paths_exist x60\]", clean.out, re.M)
     assert len(clean.out.splitlines()) < 50, clean.out
@@ -307,11 +308,9 @@ def test_per_run_tests_and_the_experiment_check_of_output_dirs(planted, pytester
 def test_the_shape_rule_agrees_with_omegaconf_on_every_kind_of_generated_config(every_kind: Path) -> None:
     configs = sorted(every_kind.glob("*/finetune.yaml"))
     assert len(configs) == 9
-    loader = omegaconf_yaml_loader()
-    assert loader is not None
     shapes = set()
     for path in configs:
-        parsed = parse(loader, path.read_text(encoding="utf-8"))
+        parsed = parse(path.read_text(encoding="utf-8"))
         assert parsed is not None, f"{path}: outside the rule"
         key, fast = parsed
         shapes.add(key)
@@ -350,6 +349,14 @@ MUTATIONS = {
     "an anchor and an alias": ("project: capitalization", "project: &p capitalization\n  group: *p"),
     "a merge key": ("optimizer:\n", "optimizer:\n  <<: {foo: 1}\n"),
     "a syntax error": ("seed: 14", "seed: [14"),
+    "a quoted integer": ("seed: 14", 'seed: "14"'),
+    "an integer tagged as a string": ("seed: 14", "seed: !!str 14"),
+    "a string tagged as an integer": ("seed: 14", 'seed: !!int "14"'),
+    "an octal-looking integer": ("seed: 14", "seed: 014"),
+    "a base-60 float": ("lr: 0.0001", "lr: 1:30.5"),
+    "a float with a capital exponent": ("lr: 0.0001", "lr: 1.0E-04"),
+    "null in capitals": ("project: capitalization", "project: NULL"),
+    "a literal block scalar": ("project: capitalization", "project: |\n    capitalization"),
     "a tab": ("seed: 14", "\tseed: 14"),
 }
 

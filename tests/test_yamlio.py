@@ -1,138 +1,17 @@
-"""The YAML writer's fast path writes exactly what PyYAML writes; the reader keeps marks and rejects duplicates."""
+"""The input reader keeps marks, rejects duplicate keys and reads floats as YAML 1.2 does; libyaml's composer, used where
+it reads a document, gives what the pure-Python one gives."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
-import yaml
-from hypothesis import example, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from omegaconf import OmegaConf
 
 from scaffold.errors import InputError
-from scaffold.inputs.yamlio import _pyyaml_flow, dump_flat, dump_yaml, load_generated_config, parse_yaml, yaml_scalar
-
-VALUES = [
-    None,
-    True,
-    False,
-    0,
-    8,
-    -3,
-    10**12,
-    0.0,
-    1e-5,
-    1e-4,
-    3e-4,
-    0.1,
-    2.5,
-    1e20,
-    1.5e-07,
-    float("inf"),
-    float("nan"),
-    "",
-    "a",
-    "lora",
-    "/scratch/x/y.json",
-    "Llama-3.2-1B-Instruct_rank8",
-    "yes",
-    "no",
-    "on",
-    "null",
-    "~",
-    "true",
-    "1e-5",
-    "0x10",
-    "12",
-    "1.5",
-    "4:00:00",
-    "00:59:00",
-    "10:00:00",
-    "a b",
-    "a: b",
-    "#x",
-    "-x",
-    "x#y",
-    "é",
-    "Capitalize the given word: {input}\n",
-    "line1\nline2",
-    "'q'",
-    '"dq"',
-    "tab\there",
-    "[x]",
-    "{x}",
-    "*a",
-    "&a",
-    ["q_proj", "v_proj"],
-    [],
-    [1, 2],
-    ["a b"],
-    {"a": 1},
-    {},
-]
-
-
-@pytest.mark.parametrize("value", VALUES, ids=repr)
-def test_scalar_fast_path_matches_pyyaml(value) -> None:
-    assert yaml_scalar(value) == _pyyaml_flow(value)
-
-
-simple = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-(10**15), 10**15),
-    st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=30),
-    st.sampled_from(VALUES[:-6]),
-)
-flat = st.dictionaries(
-    st.from_regex(r"[a-z_]{1,12}", fullmatch=True),
-    st.one_of(
-        simple,
-        st.lists(simple, max_size=4),
-        st.dictionaries(st.from_regex(r"[a-z]{1,6}", fullmatch=True), simple, max_size=3),
-    ),
-    max_size=12,
-)
-
-
-@settings(max_examples=300, deadline=None)
-@given(flat)
-@example({"_": {"a": "\xa0"}})  # found by hypothesis: dump_flat quoted it, dump_yaml wrote it plain
-@example({"a": "\x85"})  # NEL: dump_yaml's single quotes folded it into a space
-@example({"a": ["x\u2028y", "\t", " lead", "trail "]})
-def test_dump_flat_matches_dump_yaml(data) -> None:
-    """The two writers agree byte for byte on every value, and what they write reads back as the same data."""
-    text = dump_flat(data)
-    assert text == dump_yaml(data)
-    if _non_finite(data):  # written as YAML writes them, refused by the reader (no setting's value: issue 25)
-        with pytest.raises(InputError, match="is not a finite number"):
-            parse_yaml(text, Path("x.yaml"))
-        return
-    assert repr(parse_yaml(text, Path("x.yaml")).data) == repr(data) or not data
-
-
-def _non_finite(value) -> bool:
-    if isinstance(value, dict):
-        return any(map(_non_finite, value.values()))
-    if isinstance(value, list):
-        return any(map(_non_finite, value))
-    return isinstance(value, float) and not math.isfinite(value)
-
-
-@settings(max_examples=300, deadline=None)
-@given(simple)
-def test_scalar_round_trips_through_our_reader_and_omegaconf(value) -> None:
-    text = f"k: {yaml_scalar(value)}"
-    if _non_finite(value):  # NaN and infinities are refused by the reader (OmegaConf reads them)
-        with pytest.raises(InputError, match="is not a finite number"):
-            parse_yaml(text, Path("x.yaml"))
-        return
-    assert parse_yaml(text, Path("x.yaml")).data["k"] == value
-    if not (isinstance(value, str) and "${" in value):  # interpolation: finetune.yaml escapes it, see render
-        assert OmegaConf.create(text)["k"] == value
+from scaffold.inputs import yamlio
+from scaffold.inputs.yamlio import parse_yaml
 
 
 def test_duplicate_keys_are_an_error_with_their_line() -> None:
@@ -145,8 +24,80 @@ def test_1e_minus_5_is_a_float_as_omegaconf_reads_it() -> None:
     assert parse_yaml("lr: 1e-5\n", Path("x.yaml")).data == {"lr": 1e-5}
 
 
-@pytest.mark.parametrize("text", ["a: 1\na: 2\n", "x:\n  a: 1\n  b: 2\n  a: 3\n", "a: 1\n'a': 2\n"])
-def test_generated_configs_with_a_key_given_twice_do_not_load(text: str) -> None:
-    """OmegaConf (torchtune's loader) rejects a repeated key; PyYAML alone would keep the last value."""
-    with pytest.raises(yaml.YAMLError, match="duplicate key a"):
-        load_generated_config(text)
+# --- libyaml's composer gives what the pure-Python one gives --------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+YAML_FILES = sorted(
+    p
+    for base in ("tests/bad_inputs", "tests/hostile", "examples", "golden", "templates")
+    for p in (REPO / base).rglob("*")
+    if p.is_file() and p.suffix in (".yaml", ".yml")
+)
+
+
+def outcome(text: str, libyaml: bool, monkeypatch) -> object:
+    """What parse_yaml gives, composed by libyaml or (forced) by the pure-Python loader: the data, marks and source
+    texts, or the message of its InputError."""
+    with monkeypatch.context() as m:
+        if not libyaml:
+            m.setattr(yamlio, "_libyaml_reads", lambda text: False)
+        try:
+            doc = parse_yaml(text, Path("x.yaml"))
+        except InputError as e:
+            return ("error", str(e))
+    return (repr(doc.data), doc.marks, doc.raw)
+
+
+def test_libyaml_is_there_and_used() -> None:
+    assert yamlio._LibyamlLoader is not yamlio.InputLoader
+    assert yamlio._libyaml_reads("a: [1, {b: c}]\n")
+    assert not yamlio._libyaml_reads("[" * 64 + "]" * 64)  # deeper than MAX_DEPTH: the pure-Python loader says so
+
+
+@pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_libyaml_reads_every_yaml_file_here_as_the_pure_python_loader(path: Path, monkeypatch) -> None:
+    text = path.read_bytes().decode("utf-8", errors="replace").replace("\r\n", "\n")
+    assert outcome(text, True, monkeypatch) == outcome(text, False, monkeypatch)
+
+
+CASES = [
+    "a: 1\nb: é: x\n",  # an error after a character of two bytes
+    "é: [1, 2]\nnom: 'ü'\nx: {ß: 1e-5}\n",
+    "a: 1\na: 2\n",
+    "x: &a [1]\ny: *a\n",
+    "x: *a\n",
+    "a: 1\n---\nb: 2\n",
+    "<<: {a: 1}\nb: 2\n",
+    "a: !!python/object/apply:os.system [ls]\n",
+    "a: .nan\n",
+    "t: 4:00:00\n",
+    "a:\n\t- b\n",
+    "- [" * 40 + "]" * 40,
+    "[" * 63 + "]" * 63,
+    "[" * 65 + "]" * 65,
+    "\ufeffa: 1\n",
+    "a: b\x07\n",
+    "%YAML 1.2\n---\na: 1\n",
+    "%YAML 2.0\n---\na: 1\n",
+    "a: |\n  two\n  lines\n",
+    "? [a, b]\n: c\n",
+    "[a:b, c: d, {e: f}]\n",
+    "a: 'x\n  y'\nb: \"\\u00e9\\x41\"\n",
+    "",
+    "# only a comment\n",
+]
+
+
+@pytest.mark.parametrize("text", CASES)
+def test_libyaml_reads_edge_cases_as_the_pure_python_loader(text: str, monkeypatch) -> None:
+    assert outcome(text, True, monkeypatch) == outcome(text, False, monkeypatch)
+
+
+PIECES = list("ab1.-:#&*!|>'\"[]{},?% \t\n") + ["é", "\x85", "\u2028", "- ", ": ", "  ", "\n  ", "x: ", "&a ", "*a"]
+YAMLISH = st.lists(st.sampled_from(PIECES), max_size=40).map("".join)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=YAMLISH)
+def test_libyaml_reads_any_text_as_the_pure_python_loader(text: str, monkeypatch) -> None:
+    assert outcome(text, True, monkeypatch) == outcome(text, False, monkeypatch)

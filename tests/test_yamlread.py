@@ -1,4 +1,4 @@
-"""scaffold.checks.yamlread: IncrementalConfigReader gives, for every text, exactly what load_generated_config gives
+"""scaffold.configread.incremental: IncrementalConfigReader gives, for every text, exactly what load_generated_config gives
 (equal data of the same types, or an exception of the same type and message), on real sweeps and on mutated configs."""
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scaffold.checks.yamlread import IncrementalConfigReader
 from scaffold.commands.generate import load_plan
-from scaffold.inputs.yamlio import load_generated_config
+from scaffold.configread.incremental import IncrementalConfigReader, load_generated_config
 from scaffold.render import render_finetune_yaml
 
 from .conftest import EXAMPLE, EXAMPLE_LOCAL
@@ -406,3 +405,10 @@ def test_mutated_values_read_as_whole(case) -> None:
     reader = IncrementalConfigReader()
     check(reader.read_many([base, *texts]), [base, *texts])
     check(reader.read_many(texts[::-1]), texts[::-1])
+
+
+@pytest.mark.parametrize("text", ["a: 1\na: 2\n", "x:\n  a: 1\n  b: 2\n  a: 3\n", "a: 1\n'a': 2\n"])
+def test_generated_configs_with_a_key_given_twice_do_not_load(text: str) -> None:
+    """OmegaConf (torchtune's loader) rejects a repeated key; PyYAML alone would keep the last value."""
+    with pytest.raises(yaml.YAMLError, match="duplicate key a"):
+        load_generated_config(text)

@@ -9,12 +9,11 @@ Checks registered with `texts=True` read nothing but the run's expectation and t
 finetune.slurm: the generator runs them too, on the texts it has just rendered, before it writes them
 (`scaffold.checks.selfcheck`); the suite runs them on the files on disk. One rule, one place, two moments.
 
-Beside the checks: `expectations` (what each run should be, from the inputs alone), `generated` (the files as
-torchtune, bash and sbatch read them), `findings` (how a failure is reported, in one place), `selfcheck` (the
-generator's own check of what it writes), `torchtune_bind` (deep checks with the real torchtune installed),
-`table` (the checks table of docs/verification.md). For large sweeps: `context` (each file read once, shared by the
-checks), `shapes` (finetune.yaml as OmegaConf loads it, without OmegaConf's cost for every config), `shell`
-(`bash -n` over many scripts, a sweep's scripts parsed once), `yamlread` (many nearly identical configs read fast).
+Beside the checks: `expectations` (what each run should be, from the inputs alone), `generated` (the scripts as
+bash and sbatch read them; finetune.yaml as torchtune reads it is scaffold.configread's), `findings` (how a failure
+is reported, in one place), `selfcheck` (the generator's own check of what it writes), `torchtune_bind` (deep checks
+with the real torchtune installed), `table` (the checks table of docs/verification.md). For large sweeps: `context`
+(each file read once, shared by the checks), `shell` (`bash -n` over many scripts, a sweep's scripts parsed once).
 """
 
 from __future__ import annotations

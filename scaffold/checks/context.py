@@ -3,7 +3,7 @@ once per session, and shared by every check of the run). Accessors raise Blocked
 the check that reports it, so a check never fails for a cause that another check already reports.
 
 What is costly per run is shared across the session by ExperimentContext: loading finetune.yaml (ConfigLoader,
-see shapes.py) and `bash -n` over the batch scripts (shell.py: a sweep's scripts are parsed once). In large sweeps the plugin
+see scaffold.configread) and `bash -n` over the batch scripts (shell.py: a sweep's scripts are parsed once). In large sweeps the plugin
 releases a run's files once its test is done, so memory does not grow with the number of runs."""
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import confine
+from ..configread import EVERY, ConfigLoader, ConfigLoadError, LoadedConfig
 from ..errors import Problem
 from ..plan import FINETUNE_FILE, SLURM_FILE
 from .expectations import Expectations, RunExpectation, RunRef, item_id
 from .findings import UNSET, Blocked, finding
-from .generated import ConfigLoadError, LoadedConfig, SlurmScript, parse_slurm_text
-from .shapes import EVERY, ConfigLoader
+from .generated import SlurmScript, parse_slurm_text
 from .shell import bash_n, bash_syntax, script_text
 
 

@@ -1,90 +1,16 @@
-"""The generated files as their consumers read them: finetune.yaml as torchtune loads it (OmegaConf, interpolations
-resolved) with the line of every key, and finetune.slurm as sbatch and bash read it (directives, commands)."""
+"""The generated files as their consumers read them: the components of finetune.yaml (the config itself is read by
+scaffold.configread), and finetune.slurm as sbatch and bash read it (directives, commands)."""
 
 from __future__ import annotations
 
-import io
 import re
 import shlex
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..errors import InputError
-from ..inputs.yamlio import Document, load_yaml, parse_yaml
 from ..slurm.directives import Directive, parse_directive, script_lines
-
-
-class ConfigLoadError(Exception):
-    """finetune.yaml does not load as torchtune loads it."""
-
-    def __init__(self, message: str, line: int | None = None):
-        super().__init__(message)
-        self.message = message
-        self.line = line
-
-
-@dataclass
-class LoadedConfig:
-    """A finetune.yaml as torchtune reads it (`data`), and where each key is written (`doc`, read when a message
-    needs a line: most checks pass and never do). `text`: the file's text when it is at hand (a rendered text not
-    yet written), else the file is read again for the lines."""
-
-    path: Path
-    data: dict
-    text: str | None = None
-
-    @cached_property
-    def doc(self) -> Document | None:
-        return _marks(self.path, self.text)
-
-    def line(self, dotted: str | None) -> int | None:
-        """The line of a dotted key (`model.lora_rank`), or of its nearest written ancestor."""
-        if self.doc is None or not dotted:
-            return None
-        parts: tuple[str | int, ...] = tuple(int(p) if p.isdigit() else p for p in dotted.split("."))
-        return self.doc.locate(parts)[0]
-
-
-def load_config(path: Path, text: str | None = None) -> LoadedConfig:
-    """Load like torchtune: OmegaConf (rejects duplicate keys), then resolve every interpolation. `text`: the
-    file's text, when the caller has it (a rendered text is loaded before it is written)."""
-    from omegaconf import OmegaConf
-
-    try:
-        cfg = OmegaConf.load(path if text is None else io.StringIO(text))
-    except Exception as e:  # OmegaConf raises many types; any of them stops torchtune
-        raise config_error(e) from None
-    if not OmegaConf.is_dict(cfg):
-        raise ConfigLoadError("the config is not a mapping of settings", 1)
-    try:
-        data = OmegaConf.to_container(cfg, resolve=True)
-    except Exception as e:
-        key = getattr(e, "full_key", None)
-        first = str(e).splitlines()[0]
-        doc = _marks(path, text)
-        line = doc.locate(tuple(str(key).split(".")))[0] if doc is not None and key else None
-        raise ConfigLoadError(f"an interpolation does not resolve at {key}: {first}", line) from None
-    return LoadedConfig(path, data, text)
-
-
-def config_error(e: Exception) -> ConfigLoadError:
-    """Why a config does not load, from what its loader raised (a YAML error gives its line)."""
-    if isinstance(e, yaml.MarkedYAMLError):
-        mark = e.problem_mark or e.context_mark
-        text = " ".join(str(x) for x in (e.context, e.problem) if x)
-        return ConfigLoadError(f"OmegaConf cannot load it: {text}", mark.line + 1 if mark else None)
-    return ConfigLoadError(f"OmegaConf cannot load it: {e}")
-
-
-def _marks(path: Path, text: str | None = None) -> Document | None:
-    try:
-        return load_yaml(path) if text is None else parse_yaml(text, path)
-    except InputError:
-        return None
 
 
 def components(data: Any, prefix: str = "") -> list[tuple[str, str]]:

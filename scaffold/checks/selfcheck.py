@@ -3,7 +3,7 @@ expectation and the texts of its finetune.yaml and finetune.slurm (registered wi
 scaffold.checks), run on the texts generate (and `scaffold setup-finetune`, which generates one run) has just
 rendered, before any is written (`check_texts`), or on a run's files on disk (`check_files`). The same functions, with the same ids and the same problems, as the suite runs on the
 files on disk; only how the texts are read differs, for speed: the configs of a batch are read incrementally
-(scaffold.checks.yamlread) and the batch's scripts go through `bash -n` together, each distinct script once
+(scaffold.configread) and the batch's scripts go through `bash -n` together, each distinct script once
 (`bash_syntax`)."""
 
 from __future__ import annotations
@@ -11,18 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..configread import ConfigLoader, ConfigLoadError, LoadedConfig, load_config
 from ..errors import Problem
 from ..plan import FINETUNE_FILE, SLURM_FILE, Plan, RunPlan
 from . import Skipped, run_check, text_checks
 from .context import RenderedRun
 from .expectations import RunExpectation
-from .generated import ConfigLoadError, LoadedConfig, config_error, load_config
 from .shell import bash_n, bash_syntax
-from .yamlread import IncrementalConfigReader
 
 Outcomes = dict[str, list[Problem]]  # check id -> its problems (none: passed), for each check that ran
 
-_READER: IncrementalConfigReader | None = None  # one per process: its references serve every later batch
+_CONFIGS = ConfigLoader()  # one per process: what it learns from a batch serves every later one
 
 
 def check_texts(plan: Plan, batch: list[tuple[RunPlan, dict[str, str]]]) -> list[Outcomes]:
@@ -35,21 +34,11 @@ def check_batch(
 ) -> list[tuple[Outcomes, dict[str, Any] | None]]:
     """`check_texts`, with each run's finetune.yaml as torchtune loads it (None where it does not load), which the
     pre-flight audit reads."""
-    global _READER
-    if _READER is None:
-        _READER = IncrementalConfigReader()
-    configs = _READER.read_many([texts[FINETUNE_FILE] for _, texts in batch])
+    configs = _CONFIGS.load_rendered([(rp.local_dir / FINETUNE_FILE, texts[FINETUNE_FILE]) for rp, texts in batch])
     syntax = bash_syntax([(texts[SLURM_FILE], rp.setup or {}) for rp, texts in batch])
     memo: dict[Any, Any] = {}
     out = []
-    for (rp, texts), data, error in zip(batch, configs, syntax, strict=True):
-        path = rp.local_dir / FINETUNE_FILE
-        if isinstance(data, Exception):
-            config: LoadedConfig | ConfigLoadError = config_error(data)
-        elif not isinstance(data, dict):
-            config = ConfigLoadError("the config is not a mapping of settings", 1)
-        else:
-            config = LoadedConfig(path, data, texts[FINETUNE_FILE])
+    for (rp, texts), config, error in zip(batch, configs, syntax, strict=True):
         run = RenderedRun(RunExpectation.of(plan, rp), texts, config, error, memo)
         out.append((run_checks(run), config.data if isinstance(config, LoadedConfig) else None))
     return out

@@ -29,7 +29,7 @@ from ..errors import InputError, Problem, display_path
 from ..inputs import localconfig
 from ..inputs import summary as summary_mod
 from ..inputs.summary import summary_path
-from ..inputs.yamlio import yaml_scalar
+from ..inputs.yamlemit import yaml_scalar
 from ..output.writer import Manifest, atomic_write, sha256
 from ..resources import data_dir
 from ..slurm.arrays import is_array_file

@@ -16,7 +16,8 @@ from typing import Any
 from ..discover import RECOGNISED_MODELS
 from ..errors import InputError, display_path
 from ..resources import load_data
-from .yamlio import dump_yaml, load_yaml
+from .yamlemit import dump_yaml
+from .yamlio import load_yaml
 
 CONFIG = "config.json"
 INDEX = "model.safetensors.index.json"

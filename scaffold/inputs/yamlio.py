@@ -1,4 +1,4 @@
-"""Safe YAML reading that keeps where every value came from, and YAML writing for generated files.
+"""Reading the user's YAML inputs (the summary, the site config) safely, keeping where every value came from.
 
 Only `yaml.SafeLoader` machinery is used. Two deliberate differences from plain `yaml.safe_load`:
 - duplicate mapping keys are an error (OmegaConf, which torchtune uses, rejects them too);
@@ -32,7 +32,7 @@ _CORE = "tag:yaml.org,2002:"
 ALLOWED_TAGS = frozenset(_CORE + t for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp", "merge"))
 
 
-class _Loader(yaml.SafeLoader):
+class InputLoader(yaml.SafeLoader):
     """SafeLoader with YAML 1.2 floats, and a bound on nesting (`MAX_DEPTH`)."""
 
     _depth = 0
@@ -52,11 +52,11 @@ class _Loader(yaml.SafeLoader):
 
 
 # Drop the YAML 1.1 float resolver and add one that also takes 1e-5 and 1E+5 (no dot needed).
-_Loader.yaml_implicit_resolvers = {
+InputLoader.yaml_implicit_resolvers = {
     ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:float"]
     for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_Loader.add_implicit_resolver(
+InputLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(
         r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -68,6 +68,82 @@ _Loader.add_implicit_resolver(
     ),
     list("-+0123456789."),
 )
+
+# How plain scalars are typed here, and by the writer (yamlemit), which quotes a string read as another type.
+RESOLVERS = InputLoader.yaml_implicit_resolvers
+
+
+class _LibyamlLoader(getattr(yaml, "CSafeLoader", InputLoader)):  # type: ignore[misc]
+    """libyaml's parser and composer (C) with the same resolvers and constructor: the nodes InputLoader composes
+    in pure Python, about ten times faster. Used only for documents it reads without an error within MAX_DEPTH
+    (`_compose`): any other goes to InputLoader, whose errors are the ones reported."""
+
+    yaml_implicit_resolvers = RESOLVERS
+
+
+_STARTS = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+_ENDS = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
+_LEAVES = (yaml.ScalarEvent, yaml.AliasEvent)
+
+
+def _apart_in_flow(event: yaml.ScalarEvent) -> bool:
+    """Whether a plain scalar of a flow collection is one PyYAML reads apart from libyaml: empty, or holding `?`."""
+    return not event.value or "?" in event.value
+
+
+def _libyaml_reads(text: str) -> bool:
+    """Whether libyaml parses the whole text without an error, no node deeper than MAX_DEPTH (found from its events,
+    one after the other: libyaml's composer recurses in C, where a deep document would overflow the stack), and
+    none of what the two read apart: an explicit tag (`!`), and in a flow collection (`[...]`, `{...}`) a plain
+    scalar that is empty or holds a `?` (PyYAML refuses it or marks it elsewhere)."""
+    loader = _LibyamlLoader(text)
+    try:
+        flow: list[bool] = []  # of each open collection: whether it is a flow one
+        while loader.check_event():
+            event = loader.get_event()
+            if getattr(event, "tag", None) is not None:
+                return False
+            if isinstance(event, _STARTS):
+                flow.append(bool(event.flow_style) or bool(flow and flow[-1]))
+            elif isinstance(event, _ENDS):
+                flow.pop()
+            elif (
+                isinstance(event, yaml.ScalarEvent) and flow and flow[-1] and not event.style and _apart_in_flow(event)
+            ):
+                return False
+            if len(flow) >= MAX_DEPTH or (len(flow) + 1 >= MAX_DEPTH and isinstance(event, _LEAVES)):
+                return False
+        return True
+    except yaml.YAMLError:
+        return False
+    finally:
+        loader.dispose()
+
+
+# Where the two are known to differ (tests/test_yamlio.py looks for more), PyYAML reads: libyaml takes a tab where
+# PyYAML refuses it and a comment right after a block scalar's `|` or `>`, counts a byte order mark inside the text
+# as a column, and marks an empty value after an explicit key (`? a`) or a document marker on the next line.
+_PYYAML_ONLY = re.compile(
+    r"[\t\ufeff]|[|>][-+0-9]*#|(?:^|[\s\[{,])\?(?:\s|$)|(?:^|[\r\x85\u2028\u2029])(?:---|\.\.\.)", re.M
+)
+
+
+def _compose(text: str) -> tuple[yaml.Node | None, yaml.SafeLoader]:
+    """The document's node graph, and the loader that composed it (whose constructor builds the values): libyaml's
+    where it reads the document, else InputLoader's, which raises the error to report."""
+    if _LibyamlLoader is not InputLoader and not _PYYAML_ONLY.search(text) and _libyaml_reads(text):
+        loader = _LibyamlLoader(text)
+        try:
+            return loader.get_single_node(), loader
+        except yaml.YAMLError:  # e.g. two documents, an undefined alias: InputLoader says it
+            loader.dispose()
+    loader = InputLoader(text)
+    try:
+        return loader.get_single_node(), loader
+    except BaseException:
+        loader.dispose()
+        raise
+
 
 # PyYAML reads 4:00:00 as the base-60 integer 14400; we keep the scalar's source text to say so.
 SEXAGESIMAL = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+$")
@@ -185,7 +261,7 @@ def _construct(node: yaml.Node, path: Path_, doc: Document, ctor: yaml.construct
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_construct(item, path + (i,), doc, ctor) for i, item in enumerate(node.value)]
-    if isinstance(node, yaml.ScalarNode) and node.style is None:
+    if isinstance(node, yaml.ScalarNode) and not node.style:  # plain: None (PyYAML) or '' (libyaml)
         doc.raw[path] = node.value
     value = ctor.construct_object(node, deep=True)
     if isinstance(value, float) and not math.isfinite(value):
@@ -218,9 +294,8 @@ def parse_yaml(text: str, path: Path) -> Document:
     """Parse YAML text safely; raise InputError with line and column on any syntax problem."""
     doc = Document(Path(path), None)
     try:
-        loader = _Loader(text)
+        node, loader = _compose(text)
         try:
-            node = loader.get_single_node()
             if node is not None:
                 _check_expansion(node)
             doc.data = None if node is None else _construct(node, (), doc, loader)
@@ -259,232 +334,3 @@ def load_yaml(path: Path) -> Document:
     except OSError as e:
         raise InputError([Problem(f"cannot read: {e.strerror}", display_path(path))]) from None
     return parse_yaml(text, path)
-
-
-class _Dumper(yaml.SafeDumper):
-    """SafeDumper that never emits aliases, indents lists under their key, and quotes every string that the
-    reader (ours, and OmegaConf's) would take for another type: it shares the loader's resolvers."""
-
-    yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
-
-    def ignore_aliases(self, data: Any) -> bool:
-        return True
-
-    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
-        return super().increase_indent(flow, False)
-
-
-def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    # The one rule for how a string is written, shared by dump_yaml and dump_flat/yaml_scalar (which fall back
-    # to this dumper): double-quoted when it holds a line break or a character that is not printable. Double
-    # quotes keep every byte (trailing newlines included) and write such characters as escapes; written plain
-    # or single-quoted, PyYAML folds NEL and line separators into spaces and writes a lone no-break space plain,
-    # which readers take for an empty value.
-    style = '"' if "\n" in value or not value.isprintable() else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_Dumper.add_representer(str, _str_representer)
-
-
-def dump_yaml(data: Any) -> str:
-    """Block-style YAML with keys in the given order, `null` for None and no aliases."""
-    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True, width=10_000)
-
-
-# Rendering thousands of runs calls these per value, and PyYAML's pure-Python emitter costs about 0.5 ms a call.
-# The fast path writes the common values directly, exactly as PyYAML would (tests/test_yamlio.py compares
-# both on many values); anything else goes through PyYAML.
-_PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_./+-]*\Z")
-_RESOLVER = yaml.resolver.Resolver()
-_RESOLVER.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers  # e.g. "1e-5" is a float: quote it
-_STR = "tag:yaml.org,2002:str"
-
-
-_FAST_CACHE: dict[tuple[type, Any], str | None] = {}
-
-
-def _fast_scalar(value: Any) -> str | None:
-    """The plain-style YAML text of a simple value, or None when PyYAML must decide (memoised: a sweep repeats
-    most values in every run)."""
-    key = (type(value), repr(value) if type(value) is float else value)  # repr: 0.0 and -0.0 differ
-    try:
-        return _FAST_CACHE[key]
-    except KeyError:
-        pass
-    except TypeError:  # unhashable
-        return None
-    text = _FAST_CACHE[key] = _fast_scalar_uncached(value)
-    return text
-
-
-def _fast_scalar_uncached(value: Any) -> str | None:
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if type(value) is int:
-        return str(value)
-    if type(value) is float:
-        if value != value or value in (float("inf"), float("-inf")):
-            return None
-        text = repr(value).lower()
-        # PyYAML's SafeRepresenter: 1e-05 -> 1.0e-05, so YAML 1.1 readers see a float too.
-        return text.replace("e", ".0e", 1) if "." not in text and "e" in text else text
-    if type(value) is str and _PLAIN.match(value) and _RESOLVER.resolve(yaml.ScalarNode, value, (True, False)) == _STR:
-        return value
-    return None
-
-
-def _fast_flow(value: Any) -> str | None:
-    if type(value) is list:
-        items = [_fast_scalar(v) for v in value]
-        return None if None in items else "[" + ", ".join(items) + "]"  # type: ignore[arg-type]
-    return _fast_scalar(value)
-
-
-_LINE_CACHE: dict[tuple, str] = {}
-
-
-def dump_flat(data: dict[str, Any]) -> str:
-    """`dump_yaml` of a mapping of simple values (setup_finetune.yaml), fast and byte-identical to it. The line of
-    each scalar setting is memoised: a sweep repeats most of them in every run."""
-    if not data:
-        return dump_yaml(data)
-    lines = []
-    cache = _LINE_CACHE
-    for key, value in data.items():
-        kind = type(value)
-        if kind is not list and kind is not dict:
-            memo = (key, kind, repr(value) if kind is float else value)  # repr: 0.0 and -0.0 differ
-            try:
-                lines.append(cache[memo])
-                continue
-            except KeyError:
-                pass
-            except TypeError:  # unhashable
-                memo = None
-        else:
-            memo = None
-        if type(key) is not str or _fast_scalar(key) != key:  # a key that YAML would quote ('no', '1')
-            return dump_yaml(data)
-        if kind is list and value:
-            lines.append(f"{key}:")
-            lines += [f"  - {_fast_scalar(v) or yaml_scalar(v)}" for v in value]
-        elif kind is dict and value:
-            if any(type(k) is not str or _fast_scalar(k) != k for k in value):
-                return dump_yaml(data)
-            lines.append(f"{key}:")
-            lines += [f"  {k}: {_fast_scalar(v) or yaml_scalar(v)}" for k, v in value.items()]
-        else:
-            line = f"{key}: {'[]' if value == [] else '{}' if value == {} else yaml_scalar(value)}"
-            lines.append(line)
-            if memo is not None:
-                if len(cache) > 100_000:  # bounded: run names and paths are new in every run
-                    cache.clear()
-                cache[memo] = line
-    return "\n".join(lines) + "\n"
-
-
-_SCALAR_CACHE: dict[tuple[type, Any], str] = {}
-
-
-def yaml_scalar(value: Any) -> str:
-    """One value as a YAML flow scalar/collection on one line (used by the templates)."""
-    fast = _fast_flow(value)
-    if fast is not None:
-        return fast
-    key = (
-        type(value),
-        tuple(map(repr, value)) if type(value) is list else repr(value) if type(value) is float else value,
-    )
-    try:
-        return _SCALAR_CACHE[key]  # prompts repeat in every run of a sweep
-    except KeyError:
-        pass
-    except TypeError:  # unhashable: nothing to remember it by
-        return _pyyaml_flow(value)
-    text = _SCALAR_CACHE[key] = _pyyaml_flow(value)
-    return text
-
-
-def _pyyaml_flow(value: Any) -> str:
-    text = yaml.dump(value, Dumper=_Dumper, default_flow_style=True, allow_unicode=True, width=10_000).strip()
-    for end in ("\n...", "..."):
-        text = text.removesuffix(end).rstrip()
-    return text
-
-
-_CLoaderBase = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class _FastLoader(_CLoaderBase):  # type: ignore[valid-type,misc]
-    """libyaml's parser with our (YAML 1.2 float) resolvers: for re-reading thousands of generated files. A key
-    given twice in one mapping is an error, as in OmegaConf's loader (torchtune's), which PyYAML allows."""
-
-    yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen = set()
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode):
-                key = (key_node.tag, key_node.value)
-                if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping",
-                        node.start_mark,
-                        f"found duplicate key {key_node.value}",
-                        key_node.start_mark,
-                    )
-                seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-_REFERENCE = re.compile(r"(\\*)\$\{(?:([A-Za-z_][A-Za-z0-9_.]*)\})?")
-
-
-def load_generated_config(text: str) -> Any:
-    r"""A generated finetune.yaml as torchtune sees it, fast: interpolations of other keys (`${output_dir}`)
-    resolved and escaped ones (`\${`) unescaped, as OmegaConf does for the forms this project writes.
-    (The verification suite loads every file with OmegaConf itself.)"""
-    return resolve_interpolations(yaml.load(text, Loader=_FastLoader))
-
-
-_WHOLE = object()
-
-
-def resolve_interpolations(data: Any, value: Any = _WHOLE) -> Any:
-    """The second step of `load_generated_config`: `value` (by default all of `data`, the document as libyaml
-    read it) with its interpolations resolved against `data`. Returns new dicts and lists; `data` is not changed.
-    (scaffold.checks.yamlread resolves the documents it assembles from parts of others with this too.)"""
-
-    def lookup(dotted: str) -> Any:
-        node = data
-        for part in dotted.split("."):
-            node = node[part]
-        return node
-
-    def resolve(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: resolve(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [resolve(v) for v in value]
-        if not isinstance(value, str) or "${" not in value:
-            return value
-        whole = _REFERENCE.fullmatch(value)
-        if whole and whole.group(2) and not whole.group(1):
-            return resolve(lookup(whole.group(2)))
-
-        def sub(m: re.Match) -> str:
-            slashes, ref = m.group(1), m.group(2)
-            if len(slashes) % 2:  # escaped: \${ -> ${ (and each \\ before it -> \)
-                return slashes[: len(slashes) // 2] + "${" + (f"{ref}}}" if ref else "")
-            if ref is None:
-                return m.group(0)
-            return slashes[: len(slashes) // 2] + str(resolve(lookup(ref)))
-
-        return _REFERENCE.sub(sub, value)
-
-    return resolve(data if value is _WHOLE else value)

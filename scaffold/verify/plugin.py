@@ -28,7 +28,7 @@ from ..checks import EXPERIMENT, FINE_TUNED, RUN, Check, Skipped, all_checks, ru
 from ..checks.context import ExperimentContext
 from ..checks.expectations import CollectionError, Expectations, Options, RunRef, item_id
 from ..checks.findings import Blocked, CheckFailed
-from ..checks.shapes import EVERY, PER_SHAPE
+from ..configread import EVERY, PER_SHAPE
 from ..errors import Problem
 from ..inputs.summary import summary_path
 from ..plan import ARRAY_DIR, TRAINING_FILES
@@ -72,7 +72,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--omegaconf",
         choices=("auto", EVERY, PER_SHAPE),
         default="auto",
-        help="load every finetune.yaml with OmegaConf itself (`every`), or parse each with OmegaConf's YAML loader "
+        help="load every finetune.yaml with OmegaConf itself (`every`), or parse each with libyaml "
         "and load the first config of each shape (keys, nesting, scalar types, interpolations) with OmegaConf, "
         f"the others taking its result (`per-shape`, ~10x faster). `auto`: every up to {PER_CHECK_UP_TO} runs, "
         "per-shape above",
