@@ -1,17 +1,20 @@
-"""Planning: summary + local config + registry -> one RunPlan per run (pure data, nothing written)."""
+"""Planning: summary + local config + registry -> one RunPlan per run (pure data, nothing written).
+
+The planner reads no file itself: what it needs of the disk (datasets, model files, tokenizers, environments, run
+directories that are links, recognised models, the original's dataset resolver) it asks a `Probe`
+(scaffold/probe.py), and where each value comes from is the precedence table of scaffold/precedence.py."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections import ChainMap
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import rules
+from . import precedence, rules
 from .discover import (  # noqa: F401 (re-exported)
     ARRAY_DIR,
     ARTIFACTS_DIR,
@@ -26,22 +29,17 @@ from .discover import (  # noqa: F401 (re-exported)
 )
 from .errors import InputError, Problem
 from .inputs import modelrecognition, params, registry, sweep
-from .inputs.localconfig import DEFAULT_WANDB_MODE, LocalConfig
+from .inputs.localconfig import LocalConfig
 from .inputs.summary import SUMMARY_NAME, Summary
+from .precedence import RunInputs
+from .probe import CONDITION_RESOLVER, HF_TOKENIZER_CONFIG, ConditionResolver, DiskProbe, Probe
 from .settings import RunSettings
-from .stamps import cached_by_stamp
 from .steps import StepPlan
 from .timeutil import format_time, parse_time
 from .torchtune_ext.datasets import CHAT_TEMPLATE_FILE
 
 FINE_TUNED = "fine-tuned"
 
-# Where neither the run (compute.time), the model's registry entry nor the local config (default_time) gives a time
-# limit: the original's (its batch script template and setup_finetune.py --time default).
-DEFAULT_TIME = "00:15:00"
-DEFAULT_MEM = "32G"
-DEFAULT_CPUS = 4
-DEFAULT_MAIL_TYPE = "BEGIN,END"  # with a mail_user and no mail_type: as the original, mail at begin and end
 # #SBATCH options the tool writes from the run's own settings (compute:, the registry): not for slurm_overrides.
 RUN_DIRECTIVES = (
     "time",
@@ -56,6 +54,8 @@ RUN_DIRECTIVES = (
     "open-mode",
     "signal",
 )
+# Where the original's resolver of generated-text conditions writes them.
+GENERATED_DATA_DIR = "{scratch_dir}/ck-data/generated"
 
 
 @dataclass
@@ -95,26 +95,35 @@ class Plan:
     recognition_ran: bool = False
 
 
-def make_plan(summary: Summary, local: LocalConfig, *, check_paths: bool = True, recognise: bool | None = None) -> Plan:
+def make_plan(
+    summary: Summary,
+    local: LocalConfig,
+    *,
+    check_paths: bool = True,
+    recognise: bool | None = None,
+    probe: Probe | None = None,
+) -> Plan:
     """Plan every run. Problems of the experiment as a whole raise InputError; per-run problems stay on the run.
     `recognise` (default: check_paths): a model in neither registry is recognised from its directory's config.json
-    (the verification suite plans without path checks but recognises where it may look at the directory)."""
+    (the verification suite plans without path checks but recognises where it may look at the directory).
+    `probe` answers what the plan needs of the disk (default: this machine's, DiskProbe)."""
     models = registry.models(local.get("models"))
     _check_collisions(summary)
     unnamed = {p.run: p for p in sweep.name_problems(summary)}
-    shared = _Shared(summary, local, models, check_paths, check_paths if recognise is None else recognise)
+    recognise = check_paths if recognise is None else recognise
+    context = SweepContext(summary, local, models, probe or DiskProbe(), check_paths, recognise)
     runs = []
     local_dir = str(summary.local_dir)
     for i, run in enumerate(summary.data["runs"]):
         rp = RunPlan(run["name"], run["type"], i, Path(os.path.join(local_dir, run["name"])))
         if rp.fine_tuned:
-            _plan_fine_tuned(rp, run, shared)
+            _plan_fine_tuned(rp, run, context)
         elif run.get("checkpoint_path"):
-            _plan_eval_only(rp, run, shared)
+            rp.problems += _plan_eval_only(rp, run, context)
         if rp.name in unnamed:
             rp.problems.insert(0, unnamed[rp.name])
         runs.append(rp)
-    return Plan(summary, local, models, runs, shared.recognised, shared.recognise)
+    return Plan(summary, local, models, runs, context.recognised, context.recognise)
 
 
 def reserved_names(summary: Summary) -> dict[str, str]:
@@ -178,68 +187,37 @@ def _check_collisions(summary: Summary) -> None:
         raise InputError(problems)
 
 
-class _Shared:
-    """What every run of one plan shares, worked out once: the parameter defaults merged with the controls,
-    each model's registry entry and directory, each dataset's checks, the site settings. Planning a sweep of
-    thousands of runs then costs little more per run than its own settings (see benchmarks/)."""
+class SweepContext:
+    """What every run of one plan shares, worked out once: the parameter values of the runs that give none of
+    their own, each model's registry entry and directory, what each dataset says, the site settings, and the
+    probe's answers about the disk. Planning a sweep of thousands of runs then costs little more per run than its
+    own settings (see benchmarks/)."""
 
-    def __init__(self, summary: Summary, local: LocalConfig, models: dict, check_paths: bool, recognise: bool):
-        self.summary, self.local, self.models, self.check_paths = summary, local, models, check_paths
-        self.recognise = recognise
+    def __init__(
+        self, summary: Summary, local: LocalConfig, models: dict, probe: Probe, check_paths: bool, recognise: bool
+    ):
+        self.summary, self.local, self.models, self.probe = summary, local, models, probe
+        self.check_paths, self.recognise = check_paths, recognise
         self.doc = summary.doc
         self.root = str(summary.root)
         self.table = params.table()
-        self.controls = summary.data.get("controls") or {}
-        self.values: dict[str, Any] = {}
-        self.sources: dict[str, str] = {}
-        # table default < controls.base_recipe's stock config < controls (the run's own come on top)
-        recipe = summary.base_recipe
-        for name, p in self.table.items():
-            if name in self.controls:
-                self.values[name], self.sources[name] = self.controls[name], "controls"
-            elif recipe is not None and name in recipe.values:
-                self.values[name], self.sources[name] = recipe.values[name], recipe.source
-            else:
-                self.values[name], self.sources[name] = p.default, "default"
+        self.parameters = precedence.SweepParameters.of(summary)
         self.lora_only = [n for n, p in self.table.items() if p.when.get("method") == "lora"]
         self.base = {m["name"]: (i, m) for i, m in enumerate(summary.data["models"]["base"])}
         self.training = summary.data["data"]["training"]
-        self.output = summary.data.get("output") or {}
-        # Runs log to W&B when a project is named: the summary's, else the local config's default project (as the
-        # original, which always logs to W&B). A placeholder there is then an error, where the value is used.
-        self.wandb_from = (
-            "output.wandb_project"
-            if self.output.get("wandb_project")
-            else "local config wandb_project"
-            if local.settings.get("wandb_project") or "wandb_project" in local.placeholders
-            else None
-        )
-        self.wandb = self.wandb_from is not None
+        self.wandb_from = precedence.wandb_project_source(summary, local)
+        self.site = precedence.site_settings(local)
         # Run directories already on disk that are symbolic links (one directory listing, not a stat per run).
-        self.links: set[str] = set()
-        with contextlib.suppress(OSError), os.scandir(summary.local_dir) as entries:
-            self.links = {e.name for e in entries if e.is_symlink()}
-        self.site = {
-            "account": local.get("account"),
-            "partition": local.get("partition"),
-            "qos": local.get("qos"),
-            "constraint": local.get("constraint"),
-            "gpu_directive": local.get("gpu_directive", "gres"),
-            "gpu_type": local.get("gpu_type"),
-            "mail_user": local.get("mail_user"),
-            # As the original's batch script: mail when the job begins and when it ends.
-            "mail_type": local.get("mail_type", DEFAULT_MAIL_TYPE) if local.get("mail_user") else None,
-            "conda_env": local.get("conda_env"),
-            "venv": local.get("venv"),
-        }
+        self.links = probe.symlinks(summary.local_dir)
         self._models: dict[str, tuple] = {}
         self.recognised: dict[str, modelrecognition.Recognised] = {}  # recognised from config.json by this plan
         self._recorded: dict[str, modelrecognition.Recognised] | None = None
         self._paths: dict[str, tuple[Path, bool]] = {}
         self._datasets: dict[tuple, tuple[list, int | None]] = {}
         self._model_files: dict[tuple, tuple[str, str] | None] = {}
-        self._hf_tokenizer: dict[tuple, tuple[str, str] | None] = {}
+        self._tokenizers: dict[Path, Any] = {}
         self._environment: list[tuple[str, str, str]] | None = None
+        self._resolver: list = []  # [the original's dataset resolver or None], once asked
 
     def model(self, name: str) -> tuple:
         """(registry entry or Problem, model directory or None, how the directory was found, a note on how the
@@ -252,10 +230,11 @@ class _Shared:
             elif self.local.get("models_dir"):
                 model_dir, how = Path(self.local.get("models_dir")) / name, "models_dir"
             look_in = self.summary.to_local(model_dir) if self.recognise and model_dir is not None else None
-            recorded = None
-            if look_in is None and name not in self.models:
-                recorded = self.recorded().get(name)
-            entry, note, fresh = registry.find(name, self.models, look_in, recorded)
+            if look_in is not None and name not in self.models:
+                entry, note, fresh = self.probe.recognise_model(name, self.models, look_in)
+            else:
+                recorded = self.recorded().get(name) if look_in is None and name not in self.models else None
+                entry, note, fresh = registry.find(name, self.models, None, recorded)
             if note:
                 self.models[name] = entry
             if fresh is not None:
@@ -267,7 +246,7 @@ class _Shared:
         """generate's record of the models it recognised (read once, when a model is not in the registry and its
         directory is not looked at)."""
         if self._recorded is None:
-            self._recorded = modelrecognition.read_record(self.summary.local_dir)
+            self._recorded = self.probe.recorded_models(self.summary.local_dir)
         return self._recorded
 
     def dataset(self, text: str) -> tuple[Path, bool]:
@@ -278,86 +257,174 @@ class _Shared:
             self._paths[text] = (path, self.check_paths or self.summary.is_inside(path))
         return self._paths[text]
 
-    def dataset_findings(self, dataset: Path, validation: bool, own: bool) -> tuple[list, int | None]:
+    def dataset_findings(self, dataset: Path, validation: bool, run_file: bool) -> tuple[list, int | None]:
         """([(summary path or None for the run's dataset setting, message, fix)], records in the train split)
-        for one dataset as a run reads it (once per dataset, whatever the number of runs)."""
-        key = (dataset, validation, own)
-        if key in self._datasets:
-            return self._datasets[key]
-        out: list[tuple[tuple | None, str, str]] = []
-        train = None
-        local_dataset = self.summary.to_local(dataset)
-        if not local_dataset.is_file():
-            out.append((None, f"dataset not found: {local_dataset}", "check the path, or generate the dataset first"))
-        else:
-            needed = ["train"] + (["validation"] if validation else [])
-            missing = _missing_splits(local_dataset, needed)
-            for split, message in missing.items():
-                out.append(
-                    (None, f"dataset {local_dataset}: {message}", f"give the JSON file a non-empty '{split}' list")
-                )
-            splits = _dataset_splits(local_dataset)
-            if not missing:
-                train = splits["train"] if isinstance(splits, dict) else None
-                for path, message, fix in _dataset_content_problems(local_dataset, needed, self.summary, own):
-                    out.append((path, f"dataset {local_dataset}: {message}", fix))
-        self._datasets[key] = (out, train)
-        return out, train
+        for one dataset as a run reads it (once per dataset, whatever the number of runs). `run_file`: the run
+        names its own train file (not the one data.training describes)."""
+        key = (dataset, validation, run_file)
+        if key not in self._datasets:
+            local_dataset = self.summary.to_local(dataset)
+            facts = self.probe.dataset(local_dataset)
+            self._datasets[key] = _dataset_findings(local_dataset, facts, validation, run_file, self.training)
+        return self._datasets[key]
 
     def model_files(self, name: str, entry: dict, model_dir: Path) -> tuple[str, str] | None:
+        """(message, fix) when the model directory or a file the registry entry names is missing."""
         key = (name, model_dir)
         if key not in self._model_files:
-            self._model_files[key] = _model_files_problem(entry, model_dir)
+            names = ["config.json", *checkpoint_file_names(entry["checkpoint_files"])]
+            names += entry["tokenizer"]["files"].values()
+            missing = self.probe.missing_files(model_dir, names)
+            self._model_files[key] = (
+                (f"model directory not found: {model_dir}", "download the model or fix models.base[].path")
+                if missing is None
+                else (
+                    f"model files missing in {model_dir}: {', '.join(missing)}",
+                    "complete the download, or fix the registry entry's checkpoint_files",
+                )
+                if missing
+                else None
+            )
         return self._model_files[key]
 
     def hf_tokenizer(self, model_dir: Path, dataset_type: str) -> tuple[str, str] | None:
-        key = (model_dir, dataset_type)
-        if key not in self._hf_tokenizer:
-            self._hf_tokenizer[key] = _hf_tokenizer_problem(model_dir, dataset_type)
-        return self._hf_tokenizer[key]
+        """(message, fix) when the model directory lacks what the dataset builders tokenize with: the Hugging Face
+        tokenizer (tokenizer_config.json) and, for chat runs, the chat template the model is evaluated with."""
+        if model_dir not in self._tokenizers:
+            self._tokenizers[model_dir] = self.probe.hf_tokenizer(model_dir)
+        facts = self._tokenizers[model_dir]
+        if not facts.config:
+            return (
+                f"no Hugging Face tokenizer in {model_dir} ({HF_TOKENIZER_CONFIG} missing): the runs train on the "
+                "tokens of the model's own tokenizer, as they are evaluated",
+                "download the model's tokenizer files (tokenizer.json, tokenizer_config.json) into its directory",
+            )
+        if dataset_type != "chat_completion" or facts.chat_template is True:
+            return None
+        if isinstance(facts.chat_template, str):
+            return facts.chat_template, "download the model's tokenizer_config.json again"
+        return (
+            f"no chat template in {model_dir} (neither `chat_template` in {HF_TOKENIZER_CONFIG} nor "
+            f"{CHAT_TEMPLATE_FILE}): chat_completion runs train on the template the model is evaluated with",
+            "use the instruct model's directory, or set dataset_type: text_completion for a base model",
+        )
 
     def environment(self) -> list[tuple[str, str, str]]:
-        """(local config key, message, fix) for a venv or conda environment named but not found."""
+        """(local config key, message, fix) for a venv or conda environment (by prefix) the local config names but
+        this machine does not have."""
         if self._environment is None:
-            self._environment = _environment_problems(self.site)
+            self._environment = []
+            venv, env = self.site.get("venv"), self.site.get("conda_env")
+            if venv and not self.probe.is_venv(Path(venv)):
+                self._environment.append(
+                    (
+                        "venv",
+                        f"virtual environment not found: {venv}/bin/activate",
+                        "create it (python -m venv ...) or fix `venv` in the local config",
+                    )
+                )
+            if env and env.startswith("/") and not self.probe.is_directory(Path(env)):
+                self._environment.append(
+                    (
+                        "conda_env",
+                        f"conda environment not found: {env}",
+                        "create it or fix the conda environment in the local config",
+                    )
+                )
         return self._environment
 
+    def condition_resolver(self) -> ConditionResolver | None:
+        """The original's resolver of generated-text conditions, or None (asked once)."""
+        if not self._resolver:
+            self._resolver.append(self.probe.condition_resolver())
+        return self._resolver[0]
 
-def _plan_eval_only(rp: RunPlan, run: dict, shared: _Shared) -> None:
+
+def _dataset_findings(
+    local_dataset: Path, facts: Any, validation: bool, run_file: bool, training: dict
+) -> tuple[list[tuple[tuple | None, str, str]], int | None]:
+    """What the probe's facts of a dataset say about a run that reads it (see SweepContext.dataset_findings)."""
+    out: list[tuple[tuple | None, str, str]] = []
+    if facts is None:
+        out.append((None, f"dataset not found: {local_dataset}", "check the path, or generate the dataset first"))
+        return out, None
+    needed = ["train"] + (["validation"] if validation else [])
+    counts = facts.counts
+    if isinstance(counts, str):
+        missing = {needed[0]: counts}
+    else:
+        missing = {s: f"no records in split '{s}'" for s in needed if not counts.get(s)}
+    for split, message in missing.items():
+        out.append((None, f"dataset {local_dataset}: {message}", f"give the JSON file a non-empty '{split}' list"))
+    if missing:
+        return out, None
+    assert isinstance(counts, dict)
+    for split in needed:
+        if split in facts.bad:
+            out.append(
+                (
+                    None,
+                    f"dataset {local_dataset}: {facts.bad[split]}",
+                    f"give every record of the '{split}' split string 'input' and 'output' fields",
+                )
+            )
+    if not run_file:  # a run's own train file is not the one data.training describes
+        for split, n in (training.get("splits") or {}).items():
+            if isinstance(n, int) and not isinstance(n, bool) and counts.get(split, 0) != n:
+                out.append(
+                    (
+                        ("data", "training", "splits", split),
+                        f"dataset {local_dataset}: data.training.splits.{split} is {n}, but the file has "
+                        f"{counts.get(split, 0)} records in '{split}'",
+                        f"set splits.{split}: {counts.get(split, 0)}, or regenerate the dataset",
+                    )
+                )
+    return out, counts["train"]
+
+
+def _plan_eval_only(rp: RunPlan, run: dict, context: SweepContext) -> list[Problem]:
     """An eval-only run that evaluates an existing checkpoint: its directory only; the checkpoint must exist when
     paths are checked, and the log names it."""
-    checkpoint = shared.summary.resolve(run["checkpoint_path"])
+    checkpoint = context.summary.resolve(run["checkpoint_path"])
     rp.notes.append(f"evaluates the existing checkpoint {checkpoint} (nothing to train)")
-    if shared.check_paths and not checkpoint.is_dir():
-        rp.problems.append(
-            shared.doc.problem(
+    if context.check_paths and not context.probe.is_directory(checkpoint):
+        return [
+            context.doc.problem(
                 ("runs", rp.index, "checkpoint_path"),
                 f"checkpoint directory not found: {checkpoint}",
                 "point checkpoint_path at an existing epoch directory (e.g. .../some_run/artifacts/epoch_0)",
                 run=rp.name,
             )
-        )
+        ]
+    return []
 
 
-def _plan_fine_tuned(rp: RunPlan, run: dict, shared: _Shared) -> None:
-    """A fine-tuned run: its settings and every problem of them, each step checking one part (so all of a run's
-    problems are reported at once). The settings are built when the parts they need are known: the model, its
-    directory, the time and the dataset."""
-    f = _FineTuned(rp, run, shared)
-    if f.linked_elsewhere():
+def _plan_fine_tuned(rp: RunPlan, run: dict, context: SweepContext) -> None:
+    """A fine-tuned run: its settings and every problem of them, each step checking one part and returning the
+    problems it finds (so all of a run's problems are reported at once). The settings are built when the parts
+    they need are known: the model, its directory, the time and the dataset."""
+    steps = FineTunedSteps(rp, run, context)
+    elsewhere = steps.linked_elsewhere()
+    if elsewhere:
+        rp.problems += elsewhere
         return  # the run's files would land outside the experiment: nothing else about it matters yet
-    f.parameters()
-    f.name_agrees()
-    entry, model_dir = f.model()
-    compute = f.compute(entry or {})
-    f.method(entry, compute)
-    dataset = f.data(compute)
+    rp.problems += steps.parameters()
+    rp.problems += steps.name_agrees()
+    entry, model_dir, problems = steps.model()
+    rp.problems += problems
+    compute, problems = steps.compute(entry or {})
+    rp.problems += problems
+    rp.problems += steps.method(entry, compute)
+    dataset, problems = steps.data(compute)
+    rp.problems += problems
     if entry is None or model_dir is None:
         return
-    output_dir = f.paths(entry, model_dir)
+    output_dir, problems = steps.paths(entry, model_dir)
+    rp.problems += problems
     if compute.seconds is None or dataset is None:
         return
-    rp.setup = f.settings(model_dir, output_dir, compute, dataset)
+    rp.setup, problems = steps.settings(model_dir, output_dir, compute, dataset)
+    rp.problems += problems
 
 
 @dataclass
@@ -365,7 +432,7 @@ class _Compute:
     gpus: int
     nodes: int
     seconds: int | None  # None: the time is not a SLURM time
-    resources: dict  # the registry entry's defaults
+    inputs: RunInputs  # what the run's resources are read from
 
     @property
     def world(self) -> int:
@@ -374,193 +441,203 @@ class _Compute:
 
 
 @dataclass
-class _Dataset:
+class _TrainFile:
     path: Path
-    own: str | None  # the run's own train file (dataset_path or training_condition), else None
+    run_file: str | None  # the run's own train file (dataset_path or training_condition), else None
     label: str | None  # a run's own dataset is labelled by its file name, as in the original
 
 
-class _FineTuned:
-    """The steps of planning one fine-tuned run; each adds the problems it finds to the run."""
+class FineTunedSteps:
+    """The steps of planning one fine-tuned run; each returns the problems it finds, and the notes, warnings and
+    settings sources go on the run."""
 
-    def __init__(self, rp: RunPlan, run: dict, shared: _Shared):
-        self.rp, self.run, self.shared = rp, run, shared
+    def __init__(self, rp: RunPlan, run: dict, context: SweepContext):
+        self.rp, self.run, self.context = rp, run, context
         self.here: tuple = ("runs", rp.index)
         self.given: dict = run.get("parameters") or {}
         self.values: dict[str, Any] = {}
         self.spelt: dict = {}
 
-    def problem(self, path: tuple, message: str, fix: str | None = None) -> None:
-        self.rp.problems.append(self.shared.doc.problem(path, message, fix, run=self.rp.name))
+    def problem(self, path: tuple, message: str, fix: str | None = None) -> Problem:
+        return self.context.doc.problem(path, message, fix, run=self.rp.name)
 
     def given_at(self, name: str) -> tuple:
         """Where the summary gives a parameter's value for this run: its parameters, controls, or the base_recipe
         that supplied it."""
         source = self.rp.sources.get(name)
-        if source == "run":
+        if source == precedence.RUN:
             return self.here + ("parameters", name)
-        if self.shared.summary.base_recipe is not None and source == self.shared.summary.base_recipe.source:
+        if self.context.summary.base_recipe is not None and source == self.context.summary.base_recipe.source:
             return ("controls", "base_recipe")
         return ("controls", name)
 
-    def linked_elsewhere(self) -> bool:
-        if self.rp.name not in self.shared.links:
-            return False
-        elsewhere = _run_dir_elsewhere(self.rp.local_dir, self.shared.summary.local_dir)
-        if elsewhere:
+    def linked_elsewhere(self) -> list[Problem]:
+        """A run directory that is a symbolic link to elsewhere (or a dangling one) cannot be written."""
+        if self.rp.name not in self.context.links:
+            return []
+        target = self.context.probe.link_elsewhere(self.rp.local_dir)
+        if target is None:
+            return []
+        return [
             self.problem(
                 self.here + ("name",),
-                elsewhere,
+                f"the run directory {self.rp.local_dir} is a symbolic link to {target}, outside its place in the "
+                "experiment",
                 "remove the link: a run's files are written only inside the experiment",
             )
-        return bool(elsewhere)
+        ]
 
-    def parameters(self) -> None:
-        """The run's values: table default < controls < the run's own, and the rules that fill the rest."""
-        rp, shared, values = self.rp, self.shared, dict(self.shared.values)
-        own: dict[str, str] = {}  # where this run's values come from, where not as for every run (memory: sweeps)
-        rp.sources = ChainMap(own, shared.sources)
-        for name, value in self.given.items():
-            if name in values:
-                values[name], own[name] = value, "run"
-        if values["lora_alpha"] is None:
-            values["lora_alpha"] = rules.default_lora_alpha(values["lora_rank"])
-            own["lora_alpha"] = rules.ALPHA_RULE
-        if values["metric_logger"] is None:
-            values["metric_logger"] = "wandb" if shared.wandb else "disk"
-            own["metric_logger"] = shared.wandb_from or "default"
-        if values["dataset_type"] == "text_completion" and values["system_prompt"]:
-            rp.notes.append(
-                f"system_prompt ({rp.sources['system_prompt']}) dropped: a base model (dataset_type text_completion) "
-                "has no system prompt; setup_finetune.yaml records an empty one, which the evaluation step reads"
-            )
-            values["system_prompt"] = ""
-            own["system_prompt"] = "dropped (text_completion)"
-        self.values = values
+    def parameters(self) -> list[Problem]:
+        """The run's values (scaffold.precedence: table default < controls < the run's own, and the rules that fill
+        the rest)."""
+        sweep_parameters = self.context.parameters
+        self.values, run_sources, notes = precedence.run_parameters(
+            sweep_parameters, self.given, self.context.wandb_from
+        )
+        # where this run's values come from: its own, over the sweep's (one mapping for all: memory, in sweeps)
+        self.rp.sources = ChainMap(run_sources, sweep_parameters.sources)
+        self.rp.notes += notes
+        return []
 
-    def name_agrees(self) -> None:
+    def name_agrees(self) -> list[Problem]:
         """The run name agrees with the values it spells."""
+        problems = []
         self.spelt = params.parse_run_name(self.rp.name)
         for name, spelt in self.spelt.items():
             if len(spelt) > 1:
-                self.problem(
-                    self.here + ("name",), f"the run name spells {name} twice ({', '.join(t for t, _ in spelt)})"
+                problems.append(
+                    self.problem(
+                        self.here + ("name",), f"the run name spells {name} twice ({', '.join(t for t, _ in spelt)})"
+                    )
                 )
             token, value = spelt[0]
             if not params.same_value(value, self.values[name]):
                 where = self.here + ("parameters", name) if name in self.given else self.here + ("name",)
-                self.problem(
-                    where,
-                    f"the run name says {token} but {name} is {self.values[name]!r} (from {self.rp.sources[name]})",
-                    f"rename the run or set parameters.{name}: {params.format_token_value(value)}",
+                problems.append(
+                    self.problem(
+                        where,
+                        f"the run name says {token} but {name} is {self.values[name]!r} (from {self.rp.sources[name]})",
+                        f"rename the run or set parameters.{name}: {params.format_token_value(value)}",
+                    )
                 )
+        return problems
 
-    def model(self) -> tuple[dict | None, Path | None]:
+    def model(self) -> tuple[dict | None, Path | None, list[Problem]]:
         """The registry entry (how to build the model) and the model directory (the summary's path, or the models
         directory); None for what is not known."""
-        rp, doc, name = self.rp, self.shared.doc, self.run["model"]
-        entry, model_dir, how, recognised = self.shared.model(name)
+        rp, doc, name = self.rp, self.context.doc, self.run["model"]
+        entry, model_dir, how, recognised = self.context.model(name)
         if isinstance(entry, Problem):
             line, col = doc.locate(self.here + ("model",))
             located = Problem(entry.message, doc.name, line, col, f"runs[{rp.index}].model", entry.fix, rp.name)
             if isinstance(entry, registry.UnmappableModel):
                 raise InputError([located])  # the model directory is there but no builder fits: invalid input
-            rp.problems.append(located)
-            return None, None
+            return None, None, [located]
         if recognised:
             rp.notes.append(recognised)
+        problems = []
         if model_dir is None:
-            self.problem(
-                self.here + ("model",),
-                f"no path for model '{name}'",
-                "add it to models.base with a path, or set the models directory in the local config",
+            problems.append(
+                self.problem(
+                    self.here + ("model",),
+                    f"no path for model '{name}'",
+                    "add it to models.base with a path, or set the models directory in the local config",
+                )
             )
         elif how == "models_dir":
             rp.notes.append(f"model directory {model_dir} (from the local config's models directory)")
-        return entry, model_dir
+        return entry, model_dir, problems
 
-    def compute(self, entry: dict) -> _Compute:
-        """Resources: the run's compute > older controls.gpus > registry defaults > local config defaults."""
-        shared, local, here = self.shared, self.shared.local, self.here
+    def compute(self, entry: dict) -> tuple[_Compute, list[Problem]]:
+        """Resources (scaffold.precedence: the run's compute > older controls.gpus > registry defaults > local
+        config defaults)."""
+        local, here, problems = self.context.local, self.here, []
         compute = self.run.get("compute") or {}
         for option in self.run.get("slurm_overrides") or {}:
             if option in RUN_DIRECTIVES:
-                self.problem(
-                    here + ("slurm_overrides", option),
-                    f"--{option} is written from the run's own settings: an override would be a second, conflicting "
-                    "line",
-                    "set it under the run's compute: (time, mem, cpus_per_task, gpus, nodes) instead",
+                problems.append(
+                    self.problem(
+                        here + ("slurm_overrides", option),
+                        f"--{option} is written from the run's own settings: an override would be a second, "
+                        "conflicting line",
+                        "set it under the run's compute: (time, mem, cpus_per_task, gpus, nodes) instead",
+                    )
                 )
-        res = entry.get("resources") or {}
-        gpus = _first(compute.get("gpus"), shared.summary.legacy_gpus, res.get("gpus"), local.get("default_gpus"), 1)
-        given = [
-            (value, source)
-            for value, source in (
-                (compute.get("time"), f"runs[{self.rp.index}].compute.time"),
-                (res.get("time"), f"the model registry entry of {self.run['model']}"),
-                (local.get("default_time"), "the local config's default time"),
-            )
-            if value is not None
-        ]
+        inputs = RunInputs(self.run, self.rp.index, self.context.summary, entry.get("resources") or {}, local)
+        gpus, _ = precedence.first(precedence.GPUS, inputs)  # type: ignore[misc]  (the last source gives one)
+        nodes, _ = precedence.first(precedence.NODES, inputs)  # type: ignore[misc]
+        given = precedence.first(precedence.TIME, inputs)
         if given:
-            time_text, time_from = given[0]
+            time_text, time_from = given
         else:  # the pre-flight estimate raises it where the token audit runs (scaffold.checks.audit.preflight)
             self.rp.time_estimated = True
-            time_text, time_from = DEFAULT_TIME, "no time limit given anywhere: the original's default, or the estimate"
+            time_text = precedence.DEFAULT_TIME
+            time_from = "no time limit given anywhere: the original's default, or the estimate"
         self.rp.notes.append(f"time limit {time_text} (from {time_from})")
         seconds = parse_time(str(time_text))
         time_path = here + ("compute", "time") if "time" in compute else here
         if seconds is None or seconds <= 0:
-            self.problem(time_path, f"'{time_text}' is not a SLURM time", 'write "HH:MM:SS" or "D-HH:MM:SS"')
+            problems.append(
+                self.problem(time_path, f"'{time_text}' is not a SLURM time", 'write "HH:MM:SS" or "D-HH:MM:SS"')
+            )
             seconds = None
         max_time = local.get("partition_max_time")
         if seconds and max_time and (limit := parse_time(max_time)) and seconds > limit:
-            self.problem(
-                time_path,
-                f"time {format_time(seconds)} is over the partition limit {format_time(limit)} (local config)",
-                f"ask for at most {format_time(limit)}",
+            problems.append(
+                self.problem(
+                    time_path,
+                    f"time {format_time(seconds)} is over the partition limit {format_time(limit)} (local config)",
+                    f"ask for at most {format_time(limit)}",
+                )
             )
-        return _Compute(gpus, compute.get("nodes", 1), seconds, res)
+        return _Compute(gpus, nodes, seconds, inputs), problems
 
-    def method(self, entry: dict | None, compute: _Compute) -> None:
+    def method(self, entry: dict | None, compute: _Compute) -> list[Problem]:
         """The method, GPUs and nodes a recipe can train (scaffold.rules), and what full fine-tuning needs."""
-        shared, local, here, given, values = self.shared, self.shared.local, self.here, self.given, self.values
+        context, local, here, given, values = self.context, self.context.local, self.here, self.given, self.values
+        problems = []
         full = values["method"] == "full"
         method_path = here + ("parameters", "method") if "method" in given else ("controls", "method")
         if full and entry is not None and not entry.get("full_builder"):
-            self.problem(
-                method_path,
-                f"method full, but the model registry entry of {self.run['model']} has no full_builder",
-                "add full_builder (a torchtune model builder, e.g. torchtune.models.llama3_2.llama3_2_1b) to the entry",
+            problems.append(
+                self.problem(
+                    method_path,
+                    f"method full, but the model registry entry of {self.run['model']} has no full_builder",
+                    "add full_builder (a torchtune model builder, e.g. torchtune.models.llama3_2.llama3_2_1b) to the "
+                    "entry",
+                )
             )
         if full:
             # A LoRA setting has no effect on full fine-tuning: a run that gives one, or spells one in its name,
             # was probably meant to be LoRA.
-            for name in (n for n in shared.lora_only if n in given):
-                self.problem(
-                    here + ("parameters", name),
-                    f"{name} is a LoRA setting, but this run's method is full (every weight is trained, no adapter)",
-                    f"remove {name} from the run, or set method: lora",
+            for name in (n for n in context.lora_only if n in given):
+                problems.append(
+                    self.problem(
+                        here + ("parameters", name),
+                        f"{name} is a LoRA setting, but this run's method is full (every weight is trained, no "
+                        "adapter)",
+                        f"remove {name} from the run, or set method: lora",
+                    )
                 )
-            spelt = [n for n in self.spelt if n in shared.lora_only]
+            spelt = [n for n in self.spelt if n in context.lora_only]
             if spelt:
-                self.problem(
-                    here + ("name",),
-                    f"the run name spells {', '.join(spelt)}, a LoRA setting, but this run's method is full",
-                    "rename the run, or set method: lora",
+                problems.append(
+                    self.problem(
+                        here + ("name",),
+                        f"the run name spells {', '.join(spelt)}, a LoRA setting, but this run's method is full",
+                        "rename the run, or set method: lora",
+                    )
                 )
         validation_path = (
             here + ("parameters", "validation_during_training")
             if "validation_during_training" in given
             else ("controls", "validation_during_training")
         )
-        site = {"gpus": compute.gpus, "nodes": compute.nodes, "gpu_directive": local.get("gpu_directive", "gres")}
+        site = {"gpus": compute.gpus, "nodes": compute.nodes, "gpu_directive": context.site["gpu_directive"]}
         for v in rules.violations({**values, **site}):
             if v.setting == "gpu_directive":  # the site's setting: reported at the local config's line
                 line, col = local.doc.locate(("gpu_directive",))
-                self.rp.problems.append(
-                    Problem(v.message, local.doc.name, line, col, "gpu_directive", v.fix, self.rp.name)
-                )
+                problems.append(Problem(v.message, local.doc.name, line, col, "gpu_directive", v.fix, self.rp.name))
                 continue
             paths = {
                 "gpus": here + ("compute", "gpus"),
@@ -568,42 +645,43 @@ class _FineTuned:
                 "validation_during_training": validation_path,
                 "max_seq_len": self.given_at("max_seq_len"),
             }
-            self.problem(paths[v.setting], v.message, v.fix)
-        if values["validation_during_training"] and (shared.training.get("splits") or {}).get("validation") == 0:
-            self.problem(
-                validation_path,
-                "validation during training was asked for, but data.training.splits.validation is 0",
-                "add validation records to the dataset, or set validation_during_training: false",
+            problems.append(self.problem(paths[v.setting], v.message, v.fix))
+        if values["validation_during_training"] and (context.training.get("splits") or {}).get("validation") == 0:
+            problems.append(
+                self.problem(
+                    validation_path,
+                    "validation during training was asked for, but data.training.splits.validation is 0",
+                    "add validation records to the dataset, or set validation_during_training: false",
+                )
             )
+        return problems
 
-    def data(self, compute: _Compute) -> _Dataset | None:
+    def data(self, compute: _Compute) -> tuple[_TrainFile | None, list[Problem]]:
         """The run's train file and what the dataset says about this run (records, splits, optimizer steps); None
         when the run's train file cannot be worked out."""
-        rp, run, shared, here, values = self.rp, self.run, self.shared, self.here, self.values
-        own_dataset = run.get("dataset_path")
+        rp, run, context, here, values = self.rp, self.run, self.context, self.here, self.values
+        run_file = run.get("dataset_path")
         if run.get("training_condition"):
-            own_dataset = _training_condition_path(run, here, shared, self.problem)
-            if own_dataset is None:
-                return None
-            rp.notes.append(f"training_condition {run['training_condition']!r} resolved to {own_dataset}")
-        dataset, check_dataset = shared.dataset(own_dataset or shared.training["path"])
-        label = Path(own_dataset).stem if own_dataset else shared.training.get("dataset_label")
+            run_file, problems = self.training_condition_path()
+            if run_file is None:
+                return None, problems
+            rp.notes.append(f"training_condition {run['training_condition']!r} resolved to {run_file}")
+        dataset, check_dataset = context.dataset(run_file or context.training["path"])
+        label = Path(run_file).stem if run_file else context.training.get("dataset_label")
         where = (
             f"runs[{rp.index}].training_condition"
             if run.get("training_condition")
             else f"runs[{rp.index}].dataset_path"
-            if own_dataset
+            if run_file
             else "data.training.path"
         )
         rp.notes.append(f"dataset {dataset} (label {label}; from {where})")
         if not check_dataset:
-            return _Dataset(dataset, own_dataset, label)
-        dpath = here + ("dataset_path",) if own_dataset else ("data", "training", "path")
+            return _TrainFile(dataset, run_file, label), []
+        dpath = here + ("dataset_path",) if run_file else ("data", "training", "path")
         if run.get("training_condition"):
             dpath = here + ("training_condition",)
-        findings, train = shared.dataset_findings(
-            dataset, bool(values["validation_during_training"]), bool(own_dataset)
-        )
+        findings, train = context.dataset_findings(dataset, bool(values["validation_during_training"]), bool(run_file))
         plan = None
         if train is not None:  # the optimizer steps as torchtune's recipes count them (scaffold.steps)
             plan = StepPlan(
@@ -619,46 +697,88 @@ class _FineTuned:
                 run_val_every_n_steps=values["run_val_every_n_steps"],
             )
         rp.steps = plan
+        problems = []
         # What wastes the run (scaffold.steps: zero steps is refused, the rest are warnings).
         for what, fix in plan.warnings() if plan is not None else ():
             if plan.total_steps == 0:
-                self.problem(dpath, what, fix)
+                problems.append(self.problem(dpath, what, fix))
             else:
                 rp.warnings.append(f"{what} ({fix})")
         for path, message, fix in findings:
-            self.problem(path or dpath, message, fix)
-        return _Dataset(dataset, own_dataset, label)
+            problems.append(self.problem(path or dpath, message, fix))
+        return _TrainFile(dataset, run_file, label), problems
 
-    def paths(self, entry: dict, model_dir: Path) -> str:
+    def training_condition_path(self) -> tuple[str | None, list[Problem]]:
+        """The train file of a generated-text condition, resolved as the original resolves it: its own
+        `resolve_dataset_path(data.data_generation, condition, "train", "{scratch}/ck-data/generated")`."""
+        condition = self.run["training_condition"]
+        path = self.here + ("training_condition",)
+        generation = (self.context.summary.data.get("data") or {}).get("data_generation")
+        hint = (
+            f"give the run its train file as dataset_path instead (the file the original generated: "
+            f"{GENERATED_DATA_DIR.format(scratch_dir='{scratch}')}/{condition}_train_<hash8>.json)"
+        )
+        if not isinstance(generation, dict):
+            return None, [
+                self.problem(path, "training_condition needs data.data_generation (the conditions it names)", hint)
+            ]
+        scratch = self.context.local.get("scratch_dir")
+        if not scratch:
+            return None, [
+                self.problem(
+                    path,
+                    "training_condition resolves under the local config's scratch directory, which is unset",
+                    "set scratch_dir (markdown: **Scratch directory**) in the local config, or " + hint,
+                )
+            ]
+        resolver = self.context.condition_resolver()
+        if resolver is None:
+            return None, [
+                self.problem(
+                    path,
+                    f"training_condition is resolved by the original's {CONDITION_RESOLVER}.resolve_dataset_path, "
+                    "which is not importable here (install cruijff_kit in this environment)",
+                    hint,
+                )
+            ]
+        try:
+            return str(resolver(generation, condition, "train", GENERATED_DATA_DIR.format(scratch_dir=scratch))), []
+        except Exception as e:  # the resolver's own refusal (an unknown condition, ...)
+            return None, [self.problem(path, f"the original's resolver refused condition {condition!r}: {e}", hint)]
+
+    def paths(self, entry: dict, model_dir: Path) -> tuple[str, list[Problem]]:
         """The run's output directory, outside the model directory; the model's files and Hugging Face tokenizer
         (with path checks)."""
-        shared, here = self.shared, self.here
-        output_dir = os.path.join(shared.root, self.rp.name, ARTIFACTS_DIR)
+        context, here, problems = self.context, self.here, []
+        output_dir = os.path.join(context.root, self.rp.name, ARTIFACTS_DIR)
         model_str = str(model_dir)
         if output_dir == model_str or output_dir.startswith(model_str.rstrip("/") + "/"):
-            self.problem(
-                here + ("model",), f"the output directory {output_dir} is inside the model directory {model_dir}"
+            problems.append(
+                self.problem(
+                    here + ("model",), f"the output directory {output_dir} is inside the model directory {model_dir}"
+                )
             )
-        if shared.check_paths:
-            missing = shared.model_files(self.run["model"], entry, model_dir)
+        if context.check_paths:
+            missing = context.model_files(self.run["model"], entry, model_dir)
             if missing:
-                self.problem(here + ("model",), *missing)
+                problems.append(self.problem(here + ("model",), *missing))
             else:
-                wrong_tokenizer = shared.hf_tokenizer(model_dir, self.values["dataset_type"])
+                wrong_tokenizer = context.hf_tokenizer(model_dir, self.values["dataset_type"])
                 if wrong_tokenizer:
-                    self.problem(here + ("model",), *wrong_tokenizer)
-        return output_dir
+                    problems.append(self.problem(here + ("model",), *wrong_tokenizer))
+        return output_dir, problems
 
-    def settings(self, model_dir: Path, output_dir: str, compute: _Compute, dataset: _Dataset) -> RunSettings:
+    def settings(
+        self, model_dir: Path, output_dir: str, compute: _Compute, dataset: _TrainFile
+    ) -> tuple[RunSettings, list[Problem]]:
         """What setup_finetune.yaml records (scaffold/schemas setup_finetune.schema.json)."""
-        rp, run, shared, local = self.rp, self.run, self.shared, self.shared.local
-        summary, res = shared.summary, compute.resources
-        c = run.get("compute") or {}
+        rp, run, context, local = self.rp, self.run, self.context, self.context.local
+        summary = context.summary
         setup: dict[str, Any] = {
             "run_name": rp.name,
             "experiment": summary.name,
             "project": summary.data["experiment"].get("project"),
-            "run_dir": os.path.join(shared.root, rp.name),
+            "run_dir": os.path.join(context.root, rp.name),
             "output_dir": output_dir,
             "model": run["model"],
             "model_dir": str(model_dir),
@@ -677,31 +797,18 @@ class _FineTuned:
                 "not written, so runs log to the default entity of the W&B account (as the original, which writes "
                 "none)"
             )
-        setup.update(
-            {
-                "wandb_project": (shared.output.get("wandb_project") or local.get("wandb_project")) if wandb else None,
-                # Optional (the original never writes one): an unfilled placeholder leaves W&B its default entity.
-                "wandb_entity": local.settings.get("wandb_entity") if wandb else None,
-                "wandb_mode": local.get("wandb_mode", DEFAULT_WANDB_MODE) if wandb else None,
-            }
-        )
+        setup.update(precedence.wandb_settings(summary, local, wandb))
         setup.update(
             {
                 "time": format_time(compute.seconds),
                 "gpus": compute.gpus,
                 "nodes": compute.nodes,
                 # The site's defaults are floors over the model's needs (scaffold.rules.floor_resource).
-                "mem": str(
-                    rules.floor_resource(
-                        c.get("mem"), res.get("mem"), local.get("default_mem"), DEFAULT_MEM, rules.memory_mb
-                    )
-                ),
-                "cpus_per_task": rules.floor_resource(
-                    c.get("cpus_per_task"), res.get("cpus_per_task"), local.get("default_cpus"), DEFAULT_CPUS
-                ),
+                "mem": precedence.mem(compute.inputs),
+                "cpus_per_task": precedence.cpus_per_task(compute.inputs),
             }
         )
-        setup.update(shared.site)
+        setup.update(context.site)
         setup.update(
             {
                 "modules": list(local.get("modules", [])),
@@ -711,211 +818,12 @@ class _FineTuned:
         )
         if not (setup["conda_env"] or setup["venv"]):
             rp.notes.append("no conda environment or venv in the local config: the batch script activates nothing")
-        if shared.check_paths:
-            for key, message, fix in shared.environment():
+        problems = []
+        if context.check_paths:
+            for key, message, fix in context.environment():
                 line, col = local.doc.locate((key,))
-                rp.problems.append(Problem(message, local.doc.name, line, col, key, fix, rp.name))
-        return setup  # type: ignore[return-value]  (every key: tests/test_settings.py)
-
-
-@dataclass(frozen=True)
-class _DatasetFacts:
-    """What the planner reads of a JSON dataset: record counts by split (or why it cannot be read), and for each
-    split the first record the dataset builder cannot read."""
-
-    counts: dict[str, int] | str
-    bad: dict[str, str]
-
-
-@cached_by_stamp()
-def _dataset_facts(path: Path) -> _DatasetFacts:
-    """Read once per version of the file (keyed by its stamp: a changed dataset is read again)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        return _DatasetFacts(f"not readable as JSON ({e})", {})
-    if not isinstance(data, dict):
-        return _DatasetFacts('not a JSON object of splits ({"train": [...], "validation": [...]})', {})
-    counts = {k: len(v) for k, v in data.items() if isinstance(v, list)}
-    return _DatasetFacts(counts, _bad_records(data))
-
-
-def _dataset_splits(path: Path) -> dict[str, int] | str:
-    """Split name -> record count of a JSON dataset, or why it cannot be read."""
-    return _dataset_facts(path).counts
-
-
-def _missing_splits(path: Path, needed: list[str]) -> dict[str, str]:
-    splits = _dataset_splits(path)
-    if isinstance(splits, str):
-        return {needed[0]: splits}
-    return {s: f"no records in split '{s}'" for s in needed if not splits.get(s)}
-
-
-def _dataset_content_problems(
-    path: Path, needed: list[str], summary: Summary, own: bool
-) -> list[tuple[tuple | None, str, str]]:
-    """(summary path or None for the dataset's own, message, fix) for records the recipe cannot read, and for
-    split counts in data.training.splits that disagree with the file (when the run reads that file)."""
-    out: list[tuple[tuple | None, str, str]] = []
-    bad = _dataset_facts(path).bad
-    for split in needed:
-        if split in bad:
-            out.append(
-                (None, bad[split], f"give every record of the '{split}' split string 'input' and 'output' fields")
-            )
-    counts = _dataset_splits(path)
-    declared = summary.data["data"]["training"].get("splits") or {}
-    if own or not isinstance(counts, dict):  # a run's own dataset is not the one data.training describes
-        return out
-    for split, n in declared.items():
-        if isinstance(n, int) and not isinstance(n, bool) and counts.get(split, 0) != n:
-            out.append(
-                (
-                    ("data", "training", "splits", split),
-                    f"data.training.splits.{split} is {n}, but the file has {counts.get(split, 0)} records in "
-                    f"'{split}'",
-                    f"set splits.{split}: {counts.get(split, 0)}, or regenerate the dataset",
-                )
-            )
-    return out
-
-
-def _bad_records(data: dict) -> dict[str, str]:
-    """Split name -> the first record of that split that is not {"input": text, "output": text}."""
-    out: dict[str, str] = {}
-    for split, records in data.items():
-        if not isinstance(records, list):
-            continue
-        for i, record in enumerate(records):
-            if not isinstance(record, dict):
-                why = "is not an object"
-            else:
-                absent = [k for k in ("input", "output") if not isinstance(record.get(k), str)]
-                why = f"has no text '{absent[0]}'" if absent else ""
-            if why:
-                n = sum(
-                    not (isinstance(r, dict) and all(isinstance(r.get(k), str) for k in ("input", "output")))
-                    for r in records
-                )
-                out[split] = f"record {split}[{i}] {why} ({n} of {len(records)} records are not {{input, output}})"
-                break
-    return out
-
-
-def _run_dir_elsewhere(run_dir: Path, experiment_dir: Path) -> str | None:
-    """Why a run directory that is a symbolic link (to elsewhere, or dangling) cannot be written, else None."""
-    if not run_dir.is_symlink():
-        return None
-    target = run_dir.resolve()
-    if target == experiment_dir.resolve() / run_dir.name:
-        return None
-    return f"the run directory {run_dir} is a symbolic link to {target}, outside its place in the experiment"
-
-
-def _model_files_problem(entry: dict, model_dir: Path) -> tuple[str, str] | None:
-    """(message, fix) when the model directory or a file the registry entry names is missing."""
-    if not model_dir.is_dir():
-        return f"model directory not found: {model_dir}", "download the model or fix models.base[].path"
-    missing = [
-        n for n in ["config.json", *checkpoint_file_names(entry["checkpoint_files"])] if not (model_dir / n).is_file()
-    ]
-    missing += [f for f in entry["tokenizer"]["files"].values() if not (model_dir / f).is_file()]
-    if missing:
-        return (
-            f"model files missing in {model_dir}: {', '.join(missing)}",
-            "complete the download, or fix the registry entry's checkpoint_files",
-        )
-    return None
-
-
-HF_TOKENIZER_CONFIG = "tokenizer_config.json"
-# The original's resolver of generated-text conditions (cruijff_kit, installed beside it), and where it writes.
-CONDITION_RESOLVER = "cruijff_kit.tabular_to_text_gen.lib.config_hash"
-GENERATED_DATA_DIR = "{scratch_dir}/ck-data/generated"
-
-
-def _training_condition_path(run: dict, here: tuple, shared: _Shared, problem: Callable) -> str | None:
-    """The train file of a generated-text condition, resolved as the original resolves it: its own
-    `resolve_dataset_path(data.data_generation, condition, "train", "{scratch}/ck-data/generated")`."""
-    import importlib
-
-    condition = run["training_condition"]
-    path = here + ("training_condition",)
-    generation = (shared.summary.data.get("data") or {}).get("data_generation")
-    hint = (
-        f"give the run its train file as dataset_path instead (the file the original generated: "
-        f"{GENERATED_DATA_DIR.format(scratch_dir='{scratch}')}/{condition}_train_<hash8>.json)"
-    )
-    if not isinstance(generation, dict):
-        problem(path, "training_condition needs data.data_generation (the conditions it names)", hint)
-        return None
-    scratch = shared.local.get("scratch_dir")
-    if not scratch:
-        problem(path, "training_condition resolves under the local config's scratch directory, which is unset",
-                "set scratch_dir (markdown: **Scratch directory**) in the local config, or " + hint)  # fmt: skip
-        return None
-    try:
-        resolver = importlib.import_module(CONDITION_RESOLVER).resolve_dataset_path
-    except (ImportError, AttributeError):
-        problem(path, f"training_condition is resolved by the original's {CONDITION_RESOLVER}.resolve_dataset_path, "
-                "which is not importable here (install cruijff_kit in this environment)", hint)  # fmt: skip
-        return None
-    try:
-        return str(resolver(generation, condition, "train", GENERATED_DATA_DIR.format(scratch_dir=scratch)))
-    except Exception as e:  # the resolver's own refusal (an unknown condition, ...)
-        problem(path, f"the original's resolver refused condition {condition!r}: {e}", hint)
-        return None
-
-
-def _hf_tokenizer_problem(model_dir: Path, dataset_type: str) -> tuple[str, str] | None:
-    """(message, fix) when the model directory lacks what the dataset builders tokenize with: the Hugging Face
-    tokenizer (tokenizer_config.json) and, for chat runs, the chat template the model is evaluated with."""
-    config_path = model_dir / HF_TOKENIZER_CONFIG
-    if not config_path.is_file():
-        return (
-            f"no Hugging Face tokenizer in {model_dir} ({HF_TOKENIZER_CONFIG} missing): the runs train on the tokens "
-            "of the model's own tokenizer, as they are evaluated",
-            "download the model's tokenizer files (tokenizer.json, tokenizer_config.json) into its directory",
-        )
-    if dataset_type != "chat_completion" or (model_dir / CHAT_TEMPLATE_FILE).is_file():
-        return None
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        return f"{config_path}: cannot be read as JSON ({e})", "download the model's tokenizer_config.json again"
-    if not (isinstance(config, dict) and config.get("chat_template")):
-        return (
-            f"no chat template in {model_dir} (neither `chat_template` in {HF_TOKENIZER_CONFIG} nor "
-            f"{CHAT_TEMPLATE_FILE}): chat_completion runs train on the template the model is evaluated with",
-            "use the instruct model's directory, or set dataset_type: text_completion for a base model",
-        )
-    return None
-
-
-def _environment_problems(site: dict) -> list[tuple[str, str, str]]:
-    """(local config key, message, fix): the venv or conda environment (by prefix) the local config names must
-    exist when this machine can see it."""
-    out = []
-    venv = site.get("venv")
-    if venv and not (Path(venv) / "bin" / "activate").is_file():
-        out.append(
-            (
-                "venv",
-                f"virtual environment not found: {venv}/bin/activate",
-                "create it (python -m venv ...) or fix `venv` in the local config",
-            )
-        )
-    env = site.get("conda_env")
-    if env and env.startswith("/") and not Path(env).is_dir():
-        out.append(
-            (
-                "conda_env",
-                f"conda environment not found: {env}",
-                "create it or fix the conda environment in the local config",
-            )
-        )
-    return out
+                problems.append(Problem(message, local.doc.name, line, col, key, fix, rp.name))
+        return setup, problems  # type: ignore[return-value]  (every key: tests/test_settings.py)
 
 
 def checkpoint_file_names(spec: Any) -> list[str]:
@@ -925,13 +833,6 @@ def checkpoint_file_names(spec: Any) -> list[str]:
     total = int(spec["max_filename"])
     width = len(spec["max_filename"])
     return [spec["filename_format"].format(str(i).zfill(width), spec["max_filename"]) for i in range(1, total + 1)]
-
-
-def _first(*values: Any) -> Any:
-    for v in values:
-        if v is not None:
-            return v
-    return None
 
 
 def describe(rp: RunPlan, *, only: frozenset[str] | None = None, skip: frozenset[str] = frozenset()) -> str:
