@@ -6,7 +6,6 @@ directories that are links, recognised models, the original's dataset resolver) 
 
 from __future__ import annotations
 
-import json
 import os
 from collections import ChainMap
 from collections.abc import Mapping
@@ -833,41 +832,3 @@ def checkpoint_file_names(spec: Any) -> list[str]:
     total = int(spec["max_filename"])
     width = len(spec["max_filename"])
     return [spec["filename_format"].format(str(i).zfill(width), spec["max_filename"]) for i in range(1, total + 1)]
-
-
-def describe(rp: RunPlan, *, only: frozenset[str] | None = None, skip: frozenset[str] = frozenset()) -> str:
-    """One line per parameter with its value and where it came from (for the log): every parameter, or those
-    in `only`, less those in `skip`."""
-    if not rp.setup:
-        return ""
-    return "\n".join(
-        f"  {k} = {_log_value(rp.setup[k])} ({rp.sources[k]})"
-        for k in params.table()
-        if (only is None or k in only) and k not in skip
-    )
-
-
-def _log_value(value: Any) -> str:
-    return json.dumps(value)
-
-
-def shared_settings(runs: list[RunPlan]) -> frozenset[str]:
-    """The parameters that every fine-tuned run of a sweep (two or more) sets alike, from the same place: the
-    log gives them once, and each run's section only the others."""
-    planned = [rp for rp in runs if rp.setup]
-    if len(planned) < 2:
-        return frozenset()
-    first = planned[0]
-    keys = set(params.table())
-    for rp in planned[1:]:
-        assert rp.setup is not None and first.setup is not None
-        keys = {
-            k
-            for k in keys
-            if rp.sources[k] == first.sources[k]
-            and type(rp.setup[k]) is type(first.setup[k])
-            and rp.setup[k] == first.setup[k]
-        }
-        if not keys:
-            break
-    return frozenset(keys)
