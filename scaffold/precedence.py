@@ -38,20 +38,15 @@ DEFAULT_GPU_DIRECTIVE = "gres"
 DEFAULT_MAIL_TYPE = "BEGIN,END"  # with a mail_user and no mail_type: as the original, mail at begin and end
 
 
-@dataclass(frozen=True)
 class RunInputs:
-    """What one run's resources are read from: its entry in the summary, the summary, its model's registry
-    defaults (`resources:`) and the site config."""
+    """What one run's resources are read from: its entry in the summary (and its `compute:`), the summary, its
+    model's registry defaults (`resources:`) and the site config."""
 
-    run: dict
-    index: int
-    summary: Summary
-    resources: dict
-    local: LocalConfig
+    __slots__ = ("run", "index", "summary", "resources", "local", "compute")
 
-    @property
-    def compute(self) -> dict:
-        return self.run.get("compute") or {}
+    def __init__(self, run: dict, index: int, summary: Summary, resources: dict, local: LocalConfig):
+        self.run, self.index, self.summary, self.resources, self.local = run, index, summary, resources, local
+        self.compute: dict = run.get("compute") or {}
 
 
 @dataclass(frozen=True)
