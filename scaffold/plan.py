@@ -31,7 +31,15 @@ from .inputs import modelrecognition, params, registry, sweep
 from .inputs.localconfig import LocalConfig
 from .inputs.summary import SUMMARY_NAME, Summary
 from .precedence import RunInputs
-from .probe import CONDITION_RESOLVER, HF_TOKENIZER_CONFIG, ConditionResolver, DiskProbe, Probe
+from .probe import (
+    CONDITION_RESOLVER,
+    HF_TOKENIZER_CONFIG,
+    ConditionResolver,
+    DatasetFacts,
+    DiskProbe,
+    Probe,
+    TokenizerFacts,
+)
 from .settings import RunSettings
 from .steps import StepPlan
 from .timeutil import format_time, parse_time
@@ -214,9 +222,9 @@ class SweepContext:
         self._paths: dict[str, tuple[Path, bool]] = {}
         self._datasets: dict[tuple, tuple[list, int | None]] = {}
         self._model_files: dict[tuple, tuple[str, str] | None] = {}
-        self._tokenizers: dict[Path, Any] = {}
+        self._tokenizers: dict[Path, TokenizerFacts] = {}
         self._environment: list[tuple[str, str, str]] | None = None
-        self._resolver: list = []  # [the original's dataset resolver or None], once asked
+        self._resolver: ConditionResolver | None | bool = False  # False: not asked yet
 
     def model(self, name: str) -> tuple:
         """(registry entry or Problem, model directory or None, how the directory was found, a note on how the
@@ -334,13 +342,13 @@ class SweepContext:
 
     def condition_resolver(self) -> ConditionResolver | None:
         """The original's resolver of generated-text conditions, or None (asked once)."""
-        if not self._resolver:
-            self._resolver.append(self.probe.condition_resolver())
-        return self._resolver[0]
+        if self._resolver is False:
+            self._resolver = self.probe.condition_resolver()
+        return self._resolver  # type: ignore[return-value]
 
 
 def _dataset_findings(
-    local_dataset: Path, facts: Any, validation: bool, run_file: bool, training: dict
+    local_dataset: Path, facts: DatasetFacts | None, validation: bool, run_file: bool, training: dict
 ) -> tuple[list[tuple[tuple | None, str, str]], int | None]:
     """What the probe's facts of a dataset say about a run that reads it (see SweepContext.dataset_findings)."""
     out: list[tuple[tuple | None, str, str]] = []
