@@ -29,6 +29,7 @@ LAYERS = [
     {"inputs"},
     {"probe"},
     {"settings", "precedence"},
+    {"runplanner"},
     {"plan"},
     {"render"},
     {"output"},
