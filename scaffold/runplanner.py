@@ -82,6 +82,7 @@ class SweepContext:
         self._model_files: dict[tuple, tuple[str, str] | None] = {}
         self._tokenizers: dict[Path, TokenizerFacts] = {}
         self._environment: list[tuple[str, str, str]] | None = None
+        self._wandb: dict[bool, dict[str, Any]] = {}
         self._resolver: ConditionResolver | None | bool = False  # False: not asked yet
 
     def model(self, name: str) -> tuple:
@@ -197,6 +198,12 @@ class SweepContext:
                     )
                 )
         return self._environment
+
+    def wandb_settings(self, wandb: bool) -> dict[str, Any]:
+        """The W&B settings of a run that logs to W&B, or of one that does not (each worked out once)."""
+        if wandb not in self._wandb:
+            self._wandb[wandb] = precedence.wandb_settings(self.summary, self.local, wandb)
+        return self._wandb[wandb]
 
     def condition_resolver(self) -> ConditionResolver | None:
         """The original's resolver of generated-text conditions, or None (asked once)."""
@@ -645,7 +652,7 @@ class FineTunedSteps:
                 "not written, so runs log to the default entity of the W&B account (as the original, which writes "
                 "none)"
             )
-        setup.update(precedence.wandb_settings(summary, local, wandb))
+        setup.update(context.wandb_settings(wandb))
         setup.update(
             {
                 "time": format_time(compute.seconds),
