@@ -7,7 +7,7 @@ import pytest
 
 from scaffold.errors import Problem
 from scaffold.inputs import registry, schemas
-from scaffold.plan import checkpoint_file_names
+from scaffold.runplanner import checkpoint_file_names
 
 MODELS = registry.models()
 

@@ -9,9 +9,10 @@ from typing import Any
 from .. import rules
 from ..errors import Problem, suggest
 from ..inputs import params
-from ..plan import FINETUNE_FILE, checkpoint_file_names
+from ..plan import FINETUNE_FILE
 from ..render import DATASET_BUILDERS
 from ..resources import load_data
+from ..runplanner import checkpoint_file_names
 from . import FINE_TUNED, check
 from .context import RunContext, inside
 from .expectations import RunExpectation

@@ -19,7 +19,7 @@ from ..inputs import localconfig, modelrecognition, original_setup, schemas
 from ..inputs import summary as summary_mod
 from ..output.lock import DEFAULT_TIMEOUT, LockTimeout, lock_where_writable
 from ..output.outcome import Report, RunOutcome, failures
-from ..output.runlog import LOG_DIR, LOG_NAME, RunLog
+from ..output.runlog import LOG_DIR, LOG_NAME, RunLog, describe, shared_settings
 from ..output.writer import (
     FORCED,
     KEPT,
@@ -46,9 +46,7 @@ from ..plan import (
     TRAINING_FILES,
     Plan,
     RunPlan,
-    describe,
     make_plan,
-    shared_settings,
 )
 from ..render import fingerprint, model_json, sbatch_site
 from ..rules import recipe_for

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..output.outcome import failures
-from ..plan import describe
+from ..output.runlog import describe
 from ..render import RenderError, fingerprint, render_run
 from ..timeutil import parse_time
 

@@ -6,12 +6,18 @@ so sections of two processes writing at once never interleave within a line or a
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..discover import LOG_DIR, LOG_NAME  # noqa: F401 (re-exported: the log's place lives with the other names)
+from ..inputs import params
+
+if TYPE_CHECKING:
+    from ..plan import RunPlan
 
 _STAMP: list = [None, ""]  # (centisecond, its text): a log of thousands of runs formats each time once
 
@@ -86,3 +92,44 @@ class RunLog:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+# --- a run's settings, as the log gives them ----------------------------------------------------------------
+
+
+def describe(rp: RunPlan, *, only: frozenset[str] | None = None, skip: frozenset[str] = frozenset()) -> str:
+    """One line per parameter with its value and where it came from (for the log): every parameter, or those
+    in `only`, less those in `skip`."""
+    if not rp.setup:
+        return ""
+    return "\n".join(
+        f"  {k} = {_log_value(rp.setup[k])} ({rp.sources[k]})"
+        for k in params.table()
+        if (only is None or k in only) and k not in skip
+    )
+
+
+def _log_value(value: Any) -> str:
+    return json.dumps(value)
+
+
+def shared_settings(runs: list[RunPlan]) -> frozenset[str]:
+    """The parameters that every fine-tuned run of a sweep (two or more) sets alike, from the same place: the
+    log gives them once, and each run's section only the others."""
+    planned = [rp for rp in runs if rp.setup]
+    if len(planned) < 2:
+        return frozenset()
+    first = planned[0]
+    keys = set(params.table())
+    for rp in planned[1:]:
+        assert rp.setup is not None and first.setup is not None
+        keys = {
+            k
+            for k in keys
+            if rp.sources[k] == first.sources[k]
+            and type(rp.setup[k]) is type(first.setup[k])
+            and rp.setup[k] == first.setup[k]
+        }
+        if not keys:
+            break
+    return frozenset(keys)
