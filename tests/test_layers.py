@@ -32,6 +32,7 @@ LAYERS = [
     {"render"},
     {"output"},
     {"slurm"},
+    {"engine"},
     {"checks"},
     {"verify"},
     {"commands"},

@@ -9,12 +9,12 @@ import json
 import pytest
 
 from scaffold import plan
-from scaffold.checks import FINE_TUNED, TEXT_FILES, all_checks, check, text_checks
-from scaffold.checks.selfcheck import check_texts
+from scaffold.engine import FINE_TUNED, TEXT_FILES, all_checks, check, text_checks
 from scaffold.errors import Problem
 from scaffold.inputs import localconfig, summary
 from scaffold.plan import FINETUNE_FILE, SLURM_FILE, TRAINING_FILES
 from scaffold.render import render_run
+from scaffold.verify.selfcheck import check_texts
 
 from .conftest import EXAMPLE, EXAMPLE_LOCAL, Experiment
 
@@ -206,8 +206,8 @@ def test_loading_the_registry_for_the_self_check_imports_nothing_heavy():
     import sys
 
     code = (
-        "import sys, scaffold.commands.generate, scaffold.checks.selfcheck\n"
-        "from scaffold.checks import all_checks\n"
+        "import sys, scaffold.commands.generate, scaffold.verify.selfcheck\n"
+        "from scaffold.engine import all_checks\n"
         "all_checks()\n"
         "print(sorted(m for m in ('syrupy', 'pytest', 'transformers', 'torch', 'omegaconf') if m in sys.modules))"
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scaffold.checks import EXPERIMENT, FINE_TUNED, RUN, all_checks
+from scaffold.engine import EXPERIMENT, FINE_TUNED, RUN, all_checks
 from scaffold.plan import TRAINING_FILES
 from scaffold.verify.runner import PLUGIN, plugin_autoloads
 

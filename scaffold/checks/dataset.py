@@ -7,14 +7,14 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..engine import FINE_TUNED, check
+from ..engine.context import RunContext
+from ..engine.expectations import item_id
+from ..engine.findings import Blocked, NotApplicable, finding
 from ..errors import Problem
 from ..plan import FINETUNE_FILE
 from ..stamps import cached_by_stamp, stamp
 from ..steps import plan_for
-from . import FINE_TUNED, check
-from .context import RunContext
-from .expectations import item_id
-from .findings import Blocked, NotApplicable, finding
 
 RECORD_KEYS = ("input", "output")  # every record is {"input", "output"} (SPEC: dataset shape)
 

@@ -7,16 +7,16 @@ from pathlib import Path
 from typing import Any
 
 from .. import rules
+from ..engine import FINE_TUNED, check
+from ..engine.context import RunContext, inside
+from ..engine.expectations import RunExpectation
+from ..engine.findings import NotApplicable
+from ..engine.generated import components
 from ..errors import Problem, suggest
 from ..inputs import params
 from ..plan import FINETUNE_FILE, checkpoint_file_names
 from ..render import DATASET_BUILDERS
 from ..resources import load_data
-from . import FINE_TUNED, check
-from .context import RunContext, inside
-from .expectations import RunExpectation
-from .findings import NotApplicable
-from .generated import components
 
 REGEN = "regenerate with `scaffold generate` (or `scaffold setup-finetune` in the run directory)"
 

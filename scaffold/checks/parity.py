@@ -26,16 +26,16 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from ..engine import FINE_TUNED, check
+from ..engine.context import RunContext
+from ..engine.findings import NotApplicable
 from ..errors import Problem
 from ..plan import FINETUNE_FILE
 from ..render import DATASET_BUILDERS
 from ..stamps import stamp
 from ..torchtune_ext import eval_contract
 from ..torchtune_ext.datasets import CROSS_ENTROPY_IGNORE_IDX, prompt_length, token_ids, tokenizer_stamp
-from . import FINE_TUNED, check
-from .context import RunContext
 from .dataset import dataset_file, load_dataset
-from .findings import NotApplicable
 
 RECORDS = 3  # records compared per run: the template and the mask do not vary by record, the text does
 IGNORE = CROSS_ENTROPY_IGNORE_IDX

@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from .generated import ConfigLoadError, LoadedConfig, load_config
+from ..engine.generated import ConfigLoadError, LoadedConfig, load_config
 
 EVERY = "every"
 PER_SHAPE = "per-shape"

@@ -19,7 +19,7 @@ from ..render import RenderError, fingerprint, render_run
 from ..timeutil import parse_time
 
 if TYPE_CHECKING:
-    from ..checks.audit import Preflight
+    from ..checks.token_audit import Preflight
     from ..errors import Problem
     from ..plan import Plan, RunPlan
 
@@ -91,7 +91,7 @@ class Renderer:
         self._next += 1
 
     def _render(self, indices: list[int]) -> dict[int, Row]:
-        from ..checks import selfcheck  # here: an unchanged re-run renders nothing
+        from ..verify import selfcheck  # here: an unchanged re-run renders nothing
 
         plan = self.plan
         rows: dict[int, Row] = {}
@@ -128,7 +128,7 @@ class Renderer:
         return summary.to_local(data_named), summary.to_local(model_named)
 
     def _prefetch(self, rp: RunPlan, config: dict) -> tuple:
-        from ..checks.audit import audited_sections
+        from ..checks.token_audit import audited_sections
         from ..torchtune_ext import audit
 
         inputs = self._inputs(rp)
@@ -144,8 +144,8 @@ class Renderer:
     def _preflight(self, rp: RunPlan, row: Row, config: dict) -> None:
         """Audit a run that passed its self-check; a run given no time limit gets the estimate's, rendered and
         checked again (its fingerprint stays the plan's: the inputs it was generated from)."""
-        from ..checks import selfcheck
-        from ..checks.audit import Preflight, preflight
+        from ..checks.token_audit import Preflight, preflight
+        from ..verify import selfcheck
 
         assert rp.setup is not None
         inputs = self._inputs(rp)

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from ..checks import EXPERIMENT, FINE_TUNED, RUN, Check, Skipped, all_checks, run_check
-from ..checks.context import ExperimentContext
-from ..checks.expectations import CollectionError, Expectations, Options, RunRef, item_id
-from ..checks.findings import Blocked, CheckFailed
-from ..checks.shapes import EVERY, PER_SHAPE
+from ..checks.shapes import EVERY, PER_SHAPE, ConfigLoader
+from ..engine import EXPERIMENT, FINE_TUNED, RUN, Check, Skipped, all_checks, run_check
+from ..engine.context import ExperimentContext
+from ..engine.expectations import CollectionError, Expectations, Options, RunRef, item_id
+from ..engine.findings import Blocked, CheckFailed
 from ..errors import Problem
 from ..inputs.summary import summary_path
 from ..plan import ARRAY_DIR, TRAINING_FILES
@@ -154,7 +154,7 @@ class ExperimentFile(pytest.File):
         omegaconf = self.config.getoption("omegaconf", "auto")
         if omegaconf == "auto":
             omegaconf = PER_SHAPE if large else EVERY
-        context = ExperimentContext(expectations, omegaconf)
+        context = ExperimentContext(expectations, ConfigLoader(omegaconf))
         self.config.stash[CONTEXT_KEY] = context
         mode = self.config.getoption("items", "auto")
         if mode == "auto":
@@ -355,7 +355,7 @@ def _group_function(
                 else:
                     failed += [_tagged(p, c.id) for p in outcome]
             if golden:
-                from .snapshots import compare, same_as_golden
+                from ..engine.snapshots import compare, same_as_golden
 
                 for file in golden:
                     try:
@@ -393,7 +393,7 @@ def _tagged(problem: Problem, check_id: str) -> Problem:
 
 
 def _golden_function(name: str, context: ExperimentContext, ref: RunRef, file: str) -> Callable:
-    from .snapshots import compare
+    from ..engine.snapshots import compare
 
     def golden(snapshot) -> None:
         try:
@@ -406,8 +406,8 @@ def _golden_function(name: str, context: ExperimentContext, ref: RunRef, file: s
 
 
 def _arrays_golden_function(name: str, context: ExperimentContext) -> Callable:
-    from ..checks.arrays import array_files
-    from .snapshots import compare_array
+    from ..checks.job_arrays import array_files
+    from ..engine.snapshots import compare_array
 
     def golden(snapshot) -> None:
         try:
@@ -461,7 +461,7 @@ def _skip_of(report) -> tuple[str, str]:
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config):
     """The suite's part of the report, last (where a CI log's tail shows it). The suite's failed and skipped tests
     are taken out of pytest's own sections (each test's failure, a line per skipped test) while they print, and
-    reported here folded (scaffold.verify.report); pytest's counts on the last line are its own."""
+    reported here folded (scaffold.verify.folded_report); pytest's counts on the last line are its own."""
     context = config.stash.get(CONTEXT_KEY, None)
     if context is None:
         return (yield)
@@ -483,7 +483,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
 
 
 def _write_summary(terminalreporter, context: ExperimentContext, taken: dict[str, list]) -> None:
-    from . import report
+    from . import folded_report as report
 
     exp = context.expectations
     write = terminalreporter.write_line

@@ -3,7 +3,7 @@ once per session, and shared by every check of the run). Accessors raise Blocked
 the check that reports it, so a check never fails for a cause that another check already reports.
 
 What is costly per run is shared across the session by ExperimentContext: loading finetune.yaml (ConfigLoader,
-see shapes.py) and `bash -n` over the batch scripts (shell.py: a sweep's scripts are parsed once). In large sweeps the plugin
+scaffold.checks.shapes) and `bash -n` over the batch scripts (engine/shell.py: a sweep's scripts are parsed once). In large sweeps the plugin
 releases a run's files once its test is done, so memory does not grow with the number of runs."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 from collections import Counter
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import confine
 from ..errors import Problem
@@ -20,19 +20,21 @@ from ..plan import FINETUNE_FILE, SLURM_FILE
 from .expectations import Expectations, RunExpectation, RunRef, item_id
 from .findings import UNSET, Blocked, finding
 from .generated import ConfigLoadError, LoadedConfig, SlurmScript, parse_slurm_text
-from .shapes import EVERY, ConfigLoader
 from .shell import bash_n, bash_syntax, script_text
+
+if TYPE_CHECKING:
+    from ..checks.shapes import ConfigLoader
 
 
 class RunContext:
     """One run: its expectation and its files."""
 
-    def __init__(self, experiment: Expectations, ref: RunRef, session: ExperimentContext | None = None):
+    def __init__(self, experiment: Expectations, ref: RunRef, session: ExperimentContext):
         self.experiment = experiment
         self.ref = ref
         self.name = ref.name
         self.local_dir = experiment.local_dir / ref.name
-        self.session = session if session is not None else ExperimentContext(experiment)
+        self.session = session
         self._paths: dict[str, Path] = {}
         self._texts: dict[str, str | None] = {}
         self._readable: dict[str, str | None] = {}
@@ -212,11 +214,11 @@ class _Memo:
 class ExperimentContext:
     """The experiment and its runs, shared by every item of one pytest session."""
 
-    def __init__(self, expectations: Expectations, omegaconf: str = EVERY):
+    def __init__(self, expectations: Expectations, configs: ConfigLoader):
         self.expectations = expectations
         self._runs: dict[str, RunContext] = {}
         self.removed_golden: list[Path] = []  # stale golden files removed under --snapshot-update
-        self.configs = ConfigLoader(omegaconf)
+        self.configs = configs  # how finetune.yaml is loaded (scaffold.checks.shapes: by OmegaConf, or by shape)
         # output_dir of each run whose finetune.yaml was loaded (output_dirs_unique), or why it does not load
         self.output_dirs: dict[str, Any] = {}
         self.selected: set[str] | None = None  # runs whose tests were selected (None: all)
@@ -263,7 +265,7 @@ class ExperimentContext:
 
     def bash_syntax(self, run: RunContext, path: Path) -> str:
         """What `bash -n` says of one run's batch script ("" when it parses). The first call parses the scripts of
-        every selected fine-tuned run together (scaffold.checks.shell.bash_syntax: a sweep's scripts are parsed
+        every selected fine-tuned run together (scaffold.engine.shell.bash_syntax: a sweep's scripts are parsed
         once)."""
         if self._bash is None:
             self._bash = self._parse_scripts()

@@ -3,7 +3,7 @@
 
 Snapshots are machine-independent: generated files name paths under `experiment.dir` (the cluster's path), so
 they do not depend on where the experiment is checked out; a summary without `experiment.dir` names the local
-directory, which is replaced by a placeholder before comparing (scaffold.verify.golden.machine_independent).
+directory, which is replaced by a placeholder before comparing (scaffold.engine.golden.machine_independent).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import confine
-from ..checks.context import RunContext
-from ..checks.expectations import Expectations
-from ..checks.findings import CheckFailed, finding
 from ..errors import display_path
 from ..slurm.arrays import ARRAY_DIR
+from .context import RunContext
+from .expectations import Expectations
+from .findings import CheckFailed, finding
 from .golden import ACCEPT_COMMAND, golden_extension, local_dir_named, machine_independent
 
 

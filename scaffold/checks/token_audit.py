@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from .. import estimates
+from ..engine import FINE_TUNED, check
+from ..engine.context import RunContext
+from ..engine.findings import NotApplicable
 from ..errors import Problem
 from ..plan import FINETUNE_FILE, SLURM_FILE, RunPlan
 from ..steps import StepPlan, plan_for
 from ..timeutil import format_time, parse_time
 from ..torchtune_ext import audit
-from . import FINE_TUNED, check
-from .context import RunContext
 from .dataset import dataset_file
-from .findings import NotApplicable
 from .parity import need_transformers
 
 POLICY_FIX = (

@@ -8,6 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import rules
+from ..engine import FINE_TUNED, check
+from ..engine.context import RunContext, inside
+from ..engine.findings import UNSET, NotApplicable
+from ..engine.generated import Command, Launch, SlurmScript, find_launches
 from ..errors import Problem
 from ..output.writer import KEEP_FILE
 from ..plan import FINETUNE_FILE, SLURM_FILE
@@ -15,10 +19,6 @@ from ..render import POST_FINETUNE_MODULE, TUNE_RUN_RECIPE, sbatch_site
 from ..rules import GPU_EXAMPLE, GPU_OPTIONS, method
 from ..slurm.directives import Directive
 from ..timeutil import format_time, parse_time
-from . import FINE_TUNED, check
-from .context import RunContext, inside
-from .findings import UNSET, NotApplicable
-from .generated import Command, Launch, SlurmScript, find_launches
 
 REGEN = "regenerate with `scaffold generate` (or `scaffold setup-finetune` in the run directory)"
 _TIME = re.compile(r"^(?:\d+-)?\d{2}:\d{2}:\d{2}$")  # [D-]HH:MM:SS, as the generator writes it

@@ -8,13 +8,13 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..engine import EXPERIMENT, check
+from ..engine.context import ExperimentContext
+from ..engine.expectations import Expectations
+from ..engine.findings import finding
 from ..errors import Problem
 from ..plan import TRAINING_FILES
 from ..slurm.arrays import ARRAY_DIR, is_array_file
-from . import EXPERIMENT, check
-from .context import ExperimentContext
-from .expectations import Expectations
-from .findings import finding
 
 
 @check("golden_stale", scope=EXPERIMENT, file="golden")

@@ -11,14 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..checks.yamlread import IncrementalConfigReader
+from ..engine import Skipped, run_check, text_checks
+from ..engine.context import RenderedRun
+from ..engine.expectations import RunExpectation
+from ..engine.generated import ConfigLoadError, LoadedConfig, config_error, load_config
+from ..engine.shell import bash_n, bash_syntax
 from ..errors import Problem
 from ..plan import FINETUNE_FILE, SLURM_FILE, Plan, RunPlan
-from . import Skipped, run_check, text_checks
-from .context import RenderedRun
-from .expectations import RunExpectation
-from .generated import ConfigLoadError, LoadedConfig, config_error, load_config
-from .shell import bash_n, bash_syntax
-from .yamlread import IncrementalConfigReader
 
 Outcomes = dict[str, list[Problem]]  # check id -> its problems (none: passed), for each check that ran
 
