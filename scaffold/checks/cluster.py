@@ -27,9 +27,9 @@ def accepted_by_the_controller(run: RunContext) -> Iterator[Problem]:
     ones the cluster can run (needs a reachable controller; skipped elsewhere)."""
     path = run.require(SLURM_FILE)
     where = ("controller_unreachable", os.environ.get("SLURM_CONF"), os.environ.get("PATH"))
-    if where not in run.session.memo:
-        run.session.memo[where] = controller_unreachable()
-    why = run.session.memo[where]
+    if where not in run.memo:
+        run.memo[where] = controller_unreachable()
+    why = run.memo[where]
     if why:
         raise NotApplicable(f"no SLURM controller reachable ({why}): sbatch --test-only not run")
     key = (

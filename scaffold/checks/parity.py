@@ -85,7 +85,7 @@ def _evaluator_tokenizer(run: RunContext, setup: dict, model_dir: Path) -> tuple
     date = setup.get("chat_template_date") if setup["dataset_type"] == "chat_completion" else None
     source = epoch if epoch is not None else model_dir
     key = ("evaluator_tokenizer", str(source), epoch is None, setup["dataset_type"], date, tokenizer_stamp(source))
-    memo = run.session.memo
+    memo = run.memo
     if key not in memo:
         if epoch is not None:
             where = f"the trained epoch directory {epoch}"
@@ -255,7 +255,7 @@ def trains_on_the_evaluated_tokens(run: RunContext) -> Iterator[Problem]:
         stamp(local_data),
         str(_trained_epoch(run, setup)),
     )
-    memo = run.session.memo
+    memo = run.memo
     if key not in memo:
         try:
             memo[key] = _parity_findings(run, setup, section, max_seq_len)

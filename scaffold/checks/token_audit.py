@@ -239,7 +239,7 @@ def time_is_the_estimate(run: RunContext) -> Iterator[Problem]:
         raise NotApplicable("the run's time limit is given (slurm_resources compares --time with it)")
     setup = expected.setup
     _, local_data = dataset_file(run)
-    local = run.experiment.local()
+    local = run.local()
     found = preflight(expected.plan, run.config().data, local_data, run.to_local(setup["model_dir"]), local)
     if found.time is None:
         raise NotApplicable(f"the time estimate needs the token audit: {found.skipped or 'no model shape known'}")
