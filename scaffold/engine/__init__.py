@@ -45,6 +45,11 @@ class Check:
     requires_torchtune: bool = False
     reads_runs: bool = False  # an experiment check that reads every run's files (collected after the runs' tests)
     texts: bool = False  # reads only the expectation and the texts of the run's two files: the self-check runs it
+    # One target per file (the test id names it: golden[RUN-finetune.yaml]); the function is called with the file.
+    files: tuple[str, ...] = ()
+    # Compares with golden copies: called with syrupy's snapshot fixture too (scaffold.engine.snapshots.Snapshot).
+    # Collected after every other check, and not counted among the checks in the suite's report.
+    snapshot: bool = False
 
     @property
     def description(self) -> str:
@@ -53,7 +58,8 @@ class Check:
         return " ".join(line.strip() for line in paragraph.splitlines())
 
 
-_REGISTRY: dict[str, Check] = {}
+# By id and scope: one id names the checks of one concern at two scopes (golden: a run's files, the job arrays).
+_REGISTRY: dict[tuple[str, str], Check] = {}
 
 
 def check(
@@ -64,19 +70,24 @@ def check(
     requires_torchtune: bool = False,
     reads_runs: bool = False,
     texts: bool = False,
+    files: tuple[str, ...] = (),
+    snapshot: bool = False,
 ) -> Callable[[Callable], Callable]:
     """Register a check function under a stable id (the test id's prefix)."""
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}")
     if reads_runs and scope != EXPERIMENT:
         raise ValueError("reads_runs is for experiment checks")
-    if texts and (scope != FINE_TUNED or file not in TEXT_FILES or requires_torchtune):
+    if texts and (scope != FINE_TUNED or file not in TEXT_FILES or requires_torchtune or files):
         raise ValueError("texts=True is for fine-tuned checks of finetune.yaml or finetune.slurm alone")
+    if snapshot and not files:
+        raise ValueError("snapshot=True is for checks of each of their files (files=...)")
 
     def register(func: Callable) -> Callable:
-        if id in _REGISTRY and _REGISTRY[id].func.__qualname__ != func.__qualname__:
+        key = (id, scope)
+        if key in _REGISTRY and _REGISTRY[key].func.__qualname__ != func.__qualname__:
             raise ValueError(f"two checks share the id {id!r}")
-        _REGISTRY[id] = Check(id, func, scope, file, requires_torchtune, reads_runs, texts)
+        _REGISTRY[key] = Check(id, func, scope, file, requires_torchtune, reads_runs, texts, tuple(files), snapshot)
         return func
 
     return register
@@ -84,18 +95,19 @@ def check(
 
 @cache
 def all_checks() -> tuple[Check, ...]:
-    """Every registered check, in collection order: by module in scaffold.checks.MODULES, then as registered
-    (whichever module a caller happened to import first)."""
+    """Every registered check, in collection order: the golden comparisons last; by module in
+    scaffold.checks.MODULES, then as registered (whichever module a caller happened to import first)."""
     modules = importlib.import_module(CHECKS).MODULES
     for name in modules:
         importlib.import_module(f"{CHECKS}.{name}")
     rank = {f"{CHECKS}.{name}": i for i, name in enumerate(modules)}
-    order = {c.id: i for i, c in enumerate(_REGISTRY.values())}
-    return tuple(sorted(_REGISTRY.values(), key=lambda c: (rank.get(c.func.__module__, len(rank)), order[c.id])))
-
-
-def by_id(check_id: str) -> Check:
-    return {c.id: c for c in all_checks()}[check_id]
+    order = {key: i for i, key in enumerate(_REGISTRY)}
+    return tuple(
+        sorted(
+            _REGISTRY.values(),
+            key=lambda c: (c.snapshot, rank.get(c.func.__module__, len(rank)), order[c.id, c.scope]),
+        )
+    )
 
 
 @cache
@@ -109,15 +121,21 @@ class Skipped:
     """A check that did not run on this target, and why."""
 
     reason: str
+    blocked: str | None = None  # when blocked: the broken input alone, without the check that reports it
 
 
-def run_check(check: Check, subject: object) -> list[Problem] | Skipped:
-    """Run one check on its subject (a RunContext, or the ExperimentContext): the problems it finds (none: it
-    passed), or why it was skipped: blocked by a broken input another check reports, or nothing to check here.
-    (Whether torchtune is importable is the caller's question: the plugin asks it once per session.)"""
+def run_check(
+    check: Check, subject: object, file: str | None = None, snapshot: object = None
+) -> list[Problem] | Skipped:
+    """Run one check on its subject (a RunView, or the ExperimentContext), and for a check of each of its files
+    (`files`) on one of them, with syrupy's fixture where it compares golden copies (`snapshot`): the problems it
+    finds (none: it passed), or why it was skipped: blocked by a broken input another check reports, or nothing to
+    check here. (Whether torchtune is importable is the caller's question: the plugin asks it once per session.)"""
+    args = (subject, file) if check.files else (subject,)
     try:
-        return list(check.func(subject) or ())
+        found = check.func(*args, snapshot) if check.snapshot else check.func(*args)
+        return list(found or ())
     except Blocked as e:
-        return Skipped(f"blocked: {e.reason}; {e.by} reports it")
+        return Skipped(f"blocked: {e.reason}; {e.by} reports it", blocked=e.reason)
     except NotApplicable as e:
         return Skipped(str(e))
