@@ -30,7 +30,6 @@ from ..engine import EXPERIMENT, FINE_TUNED, RUN, Check, Skipped, all_checks, ru
 from ..engine.context import ExperimentContext
 from ..engine.expectations import CollectionError, Expectations, Options, RunRef, item_id
 from ..engine.findings import CheckFailed
-from ..engine.snapshots import Snapshot
 from ..errors import Problem
 from ..inputs.summary import summary_path
 
@@ -319,7 +318,7 @@ def _check_function(name: str, target: Target, context: ExperimentContext) -> Ca
     def one_check(request=None) -> None:
         if check.requires_torchtune and not torchtune_importable():
             raise _skip(name, "torchtune is not importable here; run the suite where the runs train to include it")
-        snapshot = Snapshot(request, eager=True) if check.snapshot else None
+        snapshot = _snapshot(request, eager=True) if check.snapshot else None
         outcome = run_check(check, subject, target.file, snapshot)
         if isinstance(outcome, Skipped):
             raise _skip(name, outcome.reason)
@@ -330,6 +329,12 @@ def _check_function(name: str, target: Target, context: ExperimentContext) -> Ca
     func.__name__ = check.id
     func.__doc__ = check.func.__doc__
     return func
+
+
+def _snapshot(request, eager: bool):
+    from ..engine.snapshots import Snapshot  # syrupy: imported when a golden comparison runs
+
+    return Snapshot(request, eager)
 
 
 def _with_request(run: Callable[..., None]) -> Callable[..., None]:
@@ -360,11 +365,12 @@ def _group_function(name: str, group: list[Target], context: ExperimentContext) 
     forgotten when the test is done."""
     ref = group[0].ref
     assert ref is not None
+    golden = any(t.check.snapshot for t in group)
 
     def run_checks(request=None) -> None:
         failed, skipped = [], []
         subject = context.run(ref)
-        snapshot = Snapshot(request, eager=False)  # a copy that differs asks for syrupy's fixture
+        snapshot = _snapshot(request, eager=False) if golden else None  # asks for syrupy's fixture if a copy differs
         try:
             for t in group:
                 if t.check.requires_torchtune and not torchtune_importable():
@@ -387,7 +393,6 @@ def _group_function(name: str, group: list[Target], context: ExperimentContext) 
         if failed:
             raise CheckFailed(failed)
 
-    golden = any(t.check.snapshot for t in group)
     func = _with_request(run_checks) if golden else lambda: run_checks()
     checks = [t.check.id for t in group if not t.check.snapshot]
     func.__doc__ = f"The checks of {name}: {', '.join(checks)}" + (" and golden" if golden else "")
