@@ -9,6 +9,11 @@ Checks registered with `texts=True` read nothing but the run's expectation and t
 finetune.slurm: the generator runs them too, on the texts it has just rendered, before it writes them
 (`scaffold.verify.selfcheck`); the suite runs them on the files on disk. One rule, one place, two moments.
 
+A check of each of several files (`files=...`) has one target per file, named in its test id (golden[RUN-FILE]);
+with `snapshot=True` it compares with golden copies and is called with syrupy's fixture too: the golden
+comparisons are checks like the others. The engine names no check: `all_checks` imports the modules
+scaffold.checks lists.
+
 Beside the registry: `expectations` (what each run should be, from the inputs alone), `context` (what a check sees
 of a run: its files on disk, or the texts just rendered; and the experiment, each file read once and shared by the
 checks), `generated` (the files as torchtune, bash and sbatch read them), `shell` (`bash -n` over many scripts, a

@@ -1,11 +1,12 @@
 """What a check sees: the experiment's expectations and, per run, a RunView: its generated files read from disk
 (RunContext: each read once per session, and shared by every check of the run), or the texts the generator has just
-rendered (RenderedRun). Accessors raise Blocked when an input is broken, naming
-the check that reports it, so a check never fails for a cause that another check already reports.
+rendered (RenderedRun). Accessors raise Blocked when an input is broken, naming the check that reports it, so a
+check never fails for a cause that another check already reports.
 
-What is costly per run is shared across the session by ExperimentContext: loading finetune.yaml (ConfigLoader,
-scaffold.checks.shapes) and `bash -n` over the batch scripts (engine/shell.py: a sweep's scripts are parsed once). In large sweeps the plugin
-releases a run's files once its test is done, so memory does not grow with the number of runs."""
+What is costly per run is shared across the session by ExperimentContext: loading finetune.yaml (its ConfigLoader,
+scaffold.checks.shapes, given by the plugin) and `bash -n` over the batch scripts (engine/shell.py: a sweep's
+scripts are parsed once). In large sweeps the plugin releases a run's files once its test is done, so memory does
+not grow with the number of runs."""
 
 from __future__ import annotations
 
