@@ -122,7 +122,7 @@ def main() -> int:
 
     from omegaconf import OmegaConf
 
-    from scaffold.checks.torchtune_bind import deep_check
+    from scaffold.checks.components_bind import deep_check
 
     for run in ("L1B_rank8", "L1B_val_rank8", "L1B_dist_rank16"):
         run_dir = exp / run

@@ -53,7 +53,7 @@ class RunPlan:
     # was not read); the pre-flight audit counts them again without the records it drops.
     steps: StepPlan | None = None
     # No time limit was given anywhere: the time is the floor (the original's default) until the pre-flight
-    # estimate sets it (scaffold.checks.audit.preflight, which needs the token audit).
+    # estimate sets it (scaffold.checks.token_audit.preflight, which needs the token audit).
     time_estimated: bool = False
 
     @property

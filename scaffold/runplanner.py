@@ -424,7 +424,7 @@ class FineTunedSteps:
         given = precedence.first(precedence.TIME, inputs)
         if given:
             time_text, time_from = given
-        else:  # the pre-flight estimate raises it where the token audit runs (scaffold.checks.audit.preflight)
+        else:  # the pre-flight estimate raises it where the token audit runs (scaffold.checks.token_audit.preflight)
             self.rp.time_estimated = True
             time_text = precedence.DEFAULT_TIME
             time_from = "no time limit given anywhere: the original's default, or the estimate"

@@ -1,4 +1,4 @@
-"""The token audit (scaffold.torchtune_ext.audit, scaffold.checks.audit): with the run's own dataset builder and a
+"""The token audit (scaffold.torchtune_ext.audit, scaffold.checks.token_audit): with the run's own dataset builder and a
 tiny offline tokenizer carrying the real Llama 3.2 chat template, records that would train on no answer token, or
 on part of it, are counted and named; the verification suite's token_audit check fails on each planted defect."""
 
@@ -17,7 +17,7 @@ pytest.importorskip("transformers", reason="transformers is not installed (pip i
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from scaffold.checks.audit import audit_run  # noqa: E402
+from scaffold.checks.token_audit import audit_run  # noqa: E402
 from scaffold.testing.hf_tokenizers import write_hf_tokenizer  # noqa: E402
 from scaffold.torchtune_ext import audit  # noqa: E402
 from scaffold.torchtune_ext.datasets import chat_template_dataset, prompt_completion_text_dataset  # noqa: E402

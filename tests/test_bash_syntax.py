@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from scaffold.checks import shell
-from scaffold.checks.shell import _masked, _replace_whole, bash_syntax
+from scaffold.engine import shell
+from scaffold.engine.shell import _masked, _replace_whole, bash_syntax
 
 SCRIPT = """#!/bin/bash
 #SBATCH --job-name={name}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scaffold.checks.table import generated_section, markdown_table, replace_section
+from scaffold.engine.table import generated_section, markdown_table, replace_section
 
 from .conftest import REPO
 
@@ -34,7 +34,7 @@ def table_difference(text: str) -> str | None:
     missing = [row for row in expected if row not in written]
     extra = [row for row in written if row not in expected]
     return (
-        "the checks table of docs/verification.md is not the registry's (fix: python -m scaffold.checks.table "
+        "the checks table of docs/verification.md is not the registry's (fix: python -m scaffold.engine.table "
         "--write docs/verification.md)\nexpected rows missing:\n"
         + "\n".join(missing)
         + "\nrows not generated:\n"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scaffold.verify.golden import golden_extension
+from scaffold.engine.golden import golden_extension
 
 from .conftest import EXAMPLE, REPO, run_cli
 

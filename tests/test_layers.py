@@ -35,6 +35,7 @@ LAYERS = [
     {"output"},
     {"slurm"},
     {"configread"},
+    {"engine"},
     {"checks"},
     {"verify"},
     {"commands"},
@@ -128,6 +129,27 @@ def test_no_import_cycle_between_units() -> None:
 
     for u in sorted(edges):
         visit(u, [])
+
+
+def shared_names(package: Path = PACKAGE) -> list[str]:
+    """Names that two modules or packages of scaffold/ share (a traceback naming one would be ambiguous)."""
+    paths = [p for p in package.rglob("*.py") if "__pycache__" not in p.parts]
+    names = [p.stem for p in paths if p.stem not in ("__init__", "__main__")]
+    names += [p.parent.name for p in paths if p.name == "__init__.py" and p.parent != package]
+    return sorted({n for n in names if names.count(n) > 1})
+
+
+def test_no_two_modules_share_a_name() -> None:
+    assert not shared_names(), "modules or packages of scaffold/ that share a name"
+
+
+def test_a_planted_shared_name_is_caught(tmp_path: Path) -> None:
+    package = tmp_path / "scaffold"
+    for path in ("__init__.py", "slurm/__init__.py", "slurm/arrays.py", "checks/__init__.py", "checks/arrays.py"):
+        (package / path).parent.mkdir(parents=True, exist_ok=True)
+        (package / path).write_text("")
+    (package / "checks" / "slurm.py").write_text("")
+    assert shared_names(package) == ["arrays", "slurm"]
 
 
 def test_a_planted_upward_import_is_caught(tmp_path: Path) -> None:

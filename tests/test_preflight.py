@@ -1,4 +1,4 @@
-"""The pre-flight audit inside `scaffold generate` (scaffold.checks.audit.preflight, run by
+"""The pre-flight audit inside `scaffold generate` (scaffold.checks.token_audit.preflight, run by
 scaffold.commands.pipeline on each run that passed its self-check): a run with a record that would train on nothing
 is refused (exit 1, nothing of it written, the record and the fix named at the summary's line); the steps, the token
 audit and the estimates are fields of each run in the `--json` report and lines of the log; a run given no time limit
@@ -15,7 +15,7 @@ import yaml
 pytest.importorskip("transformers", reason="transformers is not installed (pip install '.[test]')")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from scaffold.checks.audit import Preflight  # noqa: E402
+from scaffold.checks.token_audit import Preflight  # noqa: E402
 from scaffold.output.report import PREFLIGHT_FIELDS  # noqa: E402
 
 from .conftest import Experiment, run_cli  # noqa: E402

@@ -9,12 +9,12 @@ import json
 import pytest
 
 from scaffold import plan
-from scaffold.checks import FINE_TUNED, TEXT_FILES, all_checks, check, text_checks
-from scaffold.checks.selfcheck import check_texts
+from scaffold.engine import EXPERIMENT, FINE_TUNED, TEXT_FILES, all_checks, check, text_checks
 from scaffold.errors import Problem
 from scaffold.inputs import localconfig, summary
 from scaffold.plan import FINETUNE_FILE, SLURM_FILE, TRAINING_FILES
 from scaffold.render import render_run
+from scaffold.verify.selfcheck import check_texts
 
 from .conftest import EXAMPLE, EXAMPLE_LOCAL, Experiment
 
@@ -65,6 +65,28 @@ def test_text_checks_are_fine_tuned_checks_of_the_two_rendered_files():
 def test_a_text_check_must_read_only_the_rendered_texts():
     with pytest.raises(ValueError, match="texts=True"):
         check("planted_text_check", scope=FINE_TUNED, file="dataset", texts=True)(lambda run: None)
+    with pytest.raises(ValueError, match="snapshot=True"):
+        check("planted_golden_check", scope=FINE_TUNED, file="golden", snapshot=True)(lambda run, snapshot: None)
+
+
+def test_golden_comparisons_are_checks_of_the_registry_collected_last():
+    golden = [c for c in all_checks() if c.snapshot]
+    assert [(c.id, c.scope, c.files) for c in golden] == [
+        ("golden", FINE_TUNED, TRAINING_FILES),
+        ("golden", EXPERIMENT, ("arrays",)),
+    ]
+    assert list(all_checks()[-len(golden) :]) == golden and not any(c.texts for c in golden)
+
+
+def test_the_disk_view_and_the_rendered_view_are_two_implementations_of_one_base():
+    """The checks registered with texts=True run on either view of a run: the files on disk (the suite) or the
+    texts just rendered (the self-check); neither view is the other."""
+    from scaffold.engine.context import RenderedRun, RunContext, RunView
+
+    assert issubclass(RunContext, RunView) and issubclass(RenderedRun, RunView)
+    assert not issubclass(RenderedRun, RunContext) and not issubclass(RunContext, RenderedRun)
+    with pytest.raises(TypeError, match="abstract"):
+        RunView(None, None, {})  # type: ignore[abstract,arg-type]
 
 
 @pytest.mark.parametrize(
@@ -206,8 +228,8 @@ def test_loading_the_registry_for_the_self_check_imports_nothing_heavy():
     import sys
 
     code = (
-        "import sys, scaffold.commands.generate, scaffold.checks.selfcheck\n"
-        "from scaffold.checks import all_checks\n"
+        "import sys, scaffold.commands.generate, scaffold.verify.selfcheck\n"
+        "from scaffold.engine import all_checks\n"
         "all_checks()\n"
         "print(sorted(m for m in ('syrupy', 'pytest', 'transformers', 'torch', 'omegaconf') if m in sys.modules))"
     )

@@ -39,3 +39,34 @@ def test_grouped_items_pass_then_name_the_failing_check(example: Experiment) -> 
     assert "FAILED" in res.out and f"finetune_yaml[{RUN}]" in res.out
     assert "[parameter_values]" in res.out and "[golden]" in res.out
     assert f"finetune_slurm[{RUN}]" not in [ln.split()[-1] for ln in res.out.splitlines() if ln.startswith("FAILED")]
+
+
+def test_every_mode_groups_the_same_check_target_pairs(verify_template: Experiment) -> None:
+    """The plugin builds its tests one way: every (check, target) pair of the registry (the golden comparisons
+    among them) once, whichever tests they are grouped into; a pair of the experiment is a test of its own."""
+    from scaffold.engine import all_checks
+    from scaffold.engine.expectations import Expectations, Options
+    from scaffold.verify.plugin import pairs, tests
+
+    expectations = Expectations(Options(verify_template.dir, local_config=verify_template.local, check_paths=False))
+    key = lambda t: (t.check.id, t.check.scope, t.ref.name if t.ref else None, t.file)  # noqa: E731
+    per_check = pairs(expectations, "check")
+    assert len({key(t) for t in per_check}) == len(per_check)
+    assert {(c.id, c.scope) for c in all_checks()} == {(t.check.id, t.check.scope) for t in per_check}
+    names = {t.test_id(expectations.name) for t in per_check}
+    assert f"golden[{RUN}-finetune.yaml]" in names and f"golden[{expectations.name}-arrays]" in names
+    for mode in ("check", "file", "run"):
+        grouped = tests(expectations, mode)
+        assert sorted(key(t) for _, group in grouped for t in group) == sorted(key(t) for t in per_check), mode
+        for name, group in grouped:
+            assert len({t.ref.name if t.ref else None for t in group}) == 1, name  # one run's, or the experiment's
+            if group[0].ref is None or mode == "check":
+                assert len(group) == 1 and name == group[0].test_id(expectations.name), name
+    by_run = dict(tests(expectations, "run"))
+    assert [t.file for t in by_run[f"run[{RUN}]"] if t.check.snapshot] == [
+        "setup_finetune.yaml",
+        "finetune.yaml",
+        "finetune.slurm",
+    ]
+    by_file = dict(tests(expectations, "file"))
+    assert [t.check.id for t in by_file[f"finetune_yaml[{RUN}]"]][-1] == "golden"

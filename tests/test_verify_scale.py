@@ -16,10 +16,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scaffold.checks.generated import shell_words
-from scaffold.checks.shell import bash_syntax
 from scaffold.configread import PER_SHAPE, ConfigLoader, ConfigLoadError, load_config
 from scaffold.configread.shapes import parse, same
+from scaffold.engine.generated import shell_words
+from scaffold.engine.shell import bash_syntax
 from scaffold.verify.plugin import CONTEXT_KEY
 
 from .conftest import EXAMPLE, EXAMPLE_LOCAL, run_cli
@@ -521,7 +521,7 @@ def test_a_sweep_failing_for_one_cause_prints_one_line_for_it(sweep: Path) -> No
 
 def test_folding_keeps_distinct_causes_apart() -> None:
     from scaffold.errors import Problem
-    from scaffold.verify.report import failure_lines, skips_line
+    from scaffold.verify.folded_report import failure_lines, skips_line
 
     same = [
         Problem(f"no golden copy at g/{r}/{f}", f"e/{r}/{f}", fix="accept", run=r)

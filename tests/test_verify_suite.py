@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 import yaml
 
-from scaffold.verify.golden import EXPERIMENT_DIR_PLACEHOLDER
+from scaffold.engine.golden import EXPERIMENT_DIR_PLACEHOLDER
 
 from .conftest import EXAMPLE, EXAMPLE_LOCAL, REPO, run_cli
 from .verify_support import BASE, EXP, NESTED_ARGS, R4, R8, Planted, item_count

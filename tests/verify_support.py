@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scaffold.checks import EXPERIMENT, FINE_TUNED, RUN, all_checks
+from scaffold.engine import EXPERIMENT, FINE_TUNED, RUN, all_checks
 from scaffold.plan import TRAINING_FILES
 from scaffold.verify.runner import PLUGIN, plugin_autoloads
 
@@ -86,4 +86,5 @@ def item_count(runs: int, fine_tuned: int) -> int:
     """How many tests the suite collects for an experiment: every registered check once per target, one golden
     comparison per generated file of a run, and one for the job array scripts."""
     per_scope = {EXPERIMENT: 1, RUN: runs, FINE_TUNED: fine_tuned}
-    return sum(per_scope[c.scope] for c in all_checks()) + fine_tuned * len(TRAINING_FILES) + 1
+    checks = sum(per_scope[c.scope] for c in all_checks() if not c.snapshot)
+    return checks + fine_tuned * len(TRAINING_FILES) + 1

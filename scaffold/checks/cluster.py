@@ -1,19 +1,19 @@
 """Checks that ask a SLURM controller: where one is reachable from here (`sinfo` answers), each batch script goes
 through `sbatch --test-only`; elsewhere they are skipped, with the reason printed. What --test-only cannot see
 (a missing --output directory; a time over the partition limit where the site does not enforce it) stays with
-the static checks of slurm.py."""
+the static checks of batch_script.py."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 
+from ..engine import FINE_TUNED, check
+from ..engine.context import RunContext
+from ..engine.findings import NotApplicable
 from ..errors import Problem
 from ..plan import SLURM_FILE
 from ..slurm.sbatch import TestOnly, controller_unreachable, test_only
-from . import FINE_TUNED, check
-from .context import RunContext
-from .findings import NotApplicable
 
 # Options that name or route a job but never decide whether the cluster accepts it: scripts that differ only in
 # these (the runs of a sweep, mostly) get the controller's answer once, not once per run.
@@ -27,9 +27,9 @@ def accepted_by_the_controller(run: RunContext) -> Iterator[Problem]:
     ones the cluster can run (needs a reachable controller; skipped elsewhere)."""
     path = run.require(SLURM_FILE)
     where = ("controller_unreachable", os.environ.get("SLURM_CONF"), os.environ.get("PATH"))
-    if where not in run.session.memo:
-        run.session.memo[where] = controller_unreachable()
-    why = run.session.memo[where]
+    if where not in run.memo:
+        run.memo[where] = controller_unreachable()
+    why = run.memo[where]
     if why:
         raise NotApplicable(f"no SLURM controller reachable ({why}): sbatch --test-only not run")
     key = (

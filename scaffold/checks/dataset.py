@@ -7,14 +7,14 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..engine import FINE_TUNED, check
+from ..engine.context import RunContext
+from ..engine.expectations import item_id
+from ..engine.findings import Blocked, NotApplicable, finding
 from ..errors import Problem
 from ..plan import FINETUNE_FILE
 from ..stamps import cached_by_stamp, stamp
 from ..steps import plan_for
-from . import FINE_TUNED, check
-from .context import RunContext
-from .expectations import item_id
-from .findings import Blocked, NotApplicable, finding
 
 RECORD_KEYS = ("input", "output")  # every record is {"input", "output"} (SPEC: dataset shape)
 
@@ -29,7 +29,7 @@ def load_dataset(local: Path) -> object:
 def dataset_file(run: RunContext) -> tuple[Path, Path]:
     """(path as the config names it, where it is on this machine); NotApplicable when this machine cannot see it."""
     named_text = run.expected().setup["dataset_path"]
-    memo = run.session.memo
+    memo = run.memo
     if ("dataset_file", named_text) not in memo:
         summary = run.experiment.summary()
         named = Path(named_text)
@@ -48,7 +48,7 @@ def dataset_has_declared_splits(run: RunContext) -> Iterator[Problem]:
     # What this check finds depends on the dataset file alone (and whether it is the summary's): runs that share
     # it (all runs of a sweep, usually) read its records once.
     key = ("dataset_splits", named, local, stamp(local))
-    memo = run.session.memo
+    memo = run.memo
     if key not in memo:
         memo[key] = list(_dataset_problems(run, named, local))
     for problem in memo[key]:

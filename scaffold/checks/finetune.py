@@ -7,23 +7,23 @@ from pathlib import Path
 from typing import Any
 
 from .. import rules
+from ..engine import FINE_TUNED, check
+from ..engine.context import RunContext, RunView, inside
+from ..engine.expectations import RunExpectation
+from ..engine.findings import NotApplicable
+from ..engine.generated import components
 from ..errors import Problem, suggest
 from ..inputs import params
 from ..plan import FINETUNE_FILE
 from ..render import DATASET_BUILDERS
 from ..resources import load_data
 from ..runplanner import checkpoint_file_names
-from . import FINE_TUNED, check
-from .context import RunContext, inside
-from .expectations import RunExpectation
-from .findings import NotApplicable
-from .generated import components
 
 REGEN = "regenerate with `scaffold generate` (or `scaffold setup-finetune` in the run directory)"
 
 
 @check("finetune_yaml_loads", scope=FINE_TUNED, file=FINETUNE_FILE, texts=True)
-def finetune_yaml_loads(run: RunContext) -> Iterator[Problem]:
+def finetune_yaml_loads(run: RunView) -> Iterator[Problem]:
     """finetune.yaml loads as torchtune loads it: OmegaConf, no duplicate keys, every interpolation resolves."""
     run.require(FINETUNE_FILE)
     err = run.config_error()
@@ -40,7 +40,7 @@ def recipe_keys(recipe: str) -> tuple[set[str], set[str]] | None:
 
 
 @check("recipe_keys", scope=FINE_TUNED, file=FINETUNE_FILE, texts=True)
-def recipe_keys_present(run: RunContext) -> Iterator[Problem]:
+def recipe_keys_present(run: RunView) -> Iterator[Problem]:
     """Every top-level key the run's recipe requires is present, and no key is one the recipe never reads."""
     recipe = run.expected().recipe
     cfg = run.config().data
@@ -85,15 +85,15 @@ def allowed_components(expected: RunExpectation) -> dict[str, list[str]]:
 
 
 @check("components_known", scope=FINE_TUNED, file=FINETUNE_FILE, texts=True)
-def components_are_known(run: RunContext) -> Iterator[Problem]:
+def components_are_known(run: RunView) -> Iterator[Problem]:
     """Every `_component_` is one the run's recipe can use there: the registry's model builder and tokenizer, the
     dataset builder for its dataset_type, and the project's optimizer, scheduler, loss, logger, checkpointer and
     profiler."""
     expected = run.expected()
     key = ("allowed_components", expected.recipe, expected.setup["model"], expected.setup["dataset_type"])
-    if key not in run.session.memo:
-        run.session.memo[key] = allowed_components(expected)
-    allowed = run.session.memo[key]
+    if key not in run.memo:
+        run.memo[key] = allowed_components(expected)
+    allowed = run.memo[key]
     for path, component in components(run.config().data):
         section = path.split(".")[0]
         key = f"{path}._component_"
@@ -116,7 +116,7 @@ def components_are_known(run: RunContext) -> Iterator[Problem]:
 
 
 @check("parameter_values", scope=FINE_TUNED, file=FINETUNE_FILE, texts=True)
-def parameters_at_their_paths(run: RunContext) -> Iterator[Problem]:
+def parameters_at_their_paths(run: RunView) -> Iterator[Problem]:
     """Each parameter of the table sits at its path with the value the run, `controls` or the default gives it
     (numbers compared numerically: 1e-5 equals 1.0e-05; texts such as the prompt character for character)."""
     expected = run.expected()
@@ -158,7 +158,7 @@ def metric_logger_problems(cfg: dict, setup: dict[str, Any]) -> list[tuple[str, 
 
 
 @check("metric_logger", scope=FINE_TUNED, file=FINETUNE_FILE, texts=True)
-def metric_logger_as_expected(run: RunContext) -> Iterator[Problem]:
+def metric_logger_as_expected(run: RunView) -> Iterator[Problem]:
     """metric_logger is W&B when the run logs there (output.wandb_project or metric_logger: wandb), else the disk
     logger; a W&B logger has the project (the summary's, else the local config's default), the local config's
     entity and its mode (offline, online or disabled; offline unless the local config says otherwise)."""
@@ -168,7 +168,7 @@ def metric_logger_as_expected(run: RunContext) -> Iterator[Problem]:
 
 
 @check("lora_alpha_rule", scope=FINE_TUNED, file=FINETUNE_FILE, texts=True)
-def lora_alpha_follows_its_rule(run: RunContext) -> Iterator[Problem]:
+def lora_alpha_follows_its_rule(run: RunView) -> Iterator[Problem]:
     """model.lora_alpha is the given lora_alpha, else 2 x lora_rank (the rule: scaffold.rules)."""
     expected = run.expected()
     if not params.table()["lora_alpha"].applies(expected.setup):
@@ -185,7 +185,7 @@ def lora_alpha_follows_its_rule(run: RunContext) -> Iterator[Problem]:
 
 
 @check("run_name_tokens", scope=FINE_TUNED, file=FINETUNE_FILE, texts=True)
-def run_name_agrees_with_values(run: RunContext) -> Iterator[Problem]:
+def run_name_agrees_with_values(run: RunView) -> Iterator[Problem]:
     """Every parameter the run name spells (`rank8`, `lr1e-5`, `s7`) has that value in finetune.yaml."""
     cfg = run.config().data
     for name, spelt in params.parse_run_name(run.name).items():
@@ -203,7 +203,7 @@ def run_name_agrees_with_values(run: RunContext) -> Iterator[Problem]:
 
 
 @check("output_dir_placement", scope=FINE_TUNED, file=FINETUNE_FILE, texts=True)
-def output_dir_inside_run_not_checkpoint(run: RunContext) -> Iterator[Problem]:
+def output_dir_inside_run_not_checkpoint(run: RunView) -> Iterator[Problem]:
     """output_dir (and the checkpointer's) is inside the run directory and not inside the checkpoint directory."""
     expected = run.expected()
     cfg = run.config().data
@@ -228,7 +228,7 @@ def output_dir_inside_run_not_checkpoint(run: RunContext) -> Iterator[Problem]:
 
 
 @check("model_matches_registry", scope=FINE_TUNED, file=FINETUNE_FILE, texts=True)
-def model_matches_registry(run: RunContext) -> Iterator[Problem]:
+def model_matches_registry(run: RunView) -> Iterator[Problem]:
     """The checkpointer and tokenizer read the run's model where the summary puts it, with the registry's
     checkpoint files, model_type and tokenizer files."""
     expected = run.expected()
@@ -254,7 +254,7 @@ def model_matches_registry(run: RunContext) -> Iterator[Problem]:
 
 
 @check("dataset_matches_summary", scope=FINE_TUNED, file=FINETUNE_FILE, texts=True)
-def dataset_matches_summary(run: RunContext) -> Iterator[Problem]:
+def dataset_matches_summary(run: RunView) -> Iterator[Problem]:
     """The dataset section reads the summary's dataset file (or the run's dataset_path), train split, with the
     run's model's own tokenizer; with validation during training, dataset_val reads its validation split."""
     expected = run.expected()

@@ -26,16 +26,16 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from ..engine import FINE_TUNED, check
+from ..engine.context import RunContext
+from ..engine.findings import NotApplicable
 from ..errors import Problem
 from ..plan import FINETUNE_FILE
 from ..render import DATASET_BUILDERS
 from ..stamps import stamp
 from ..torchtune_ext import eval_contract
 from ..torchtune_ext.datasets import CROSS_ENTROPY_IGNORE_IDX, prompt_length, token_ids, tokenizer_stamp
-from . import FINE_TUNED, check
-from .context import RunContext
 from .dataset import dataset_file, load_dataset
-from .findings import NotApplicable
 
 RECORDS = 3  # records compared per run: the template and the mask do not vary by record, the text does
 IGNORE = CROSS_ENTROPY_IGNORE_IDX
@@ -85,7 +85,7 @@ def _evaluator_tokenizer(run: RunContext, setup: dict, model_dir: Path) -> tuple
     date = setup.get("chat_template_date") if setup["dataset_type"] == "chat_completion" else None
     source = epoch if epoch is not None else model_dir
     key = ("evaluator_tokenizer", str(source), epoch is None, setup["dataset_type"], date, tokenizer_stamp(source))
-    memo = run.session.memo
+    memo = run.memo
     if key not in memo:
         if epoch is not None:
             where = f"the trained epoch directory {epoch}"
@@ -255,7 +255,7 @@ def trains_on_the_evaluated_tokens(run: RunContext) -> Iterator[Problem]:
         stamp(local_data),
         str(_trained_epoch(run, setup)),
     )
-    memo = run.session.memo
+    memo = run.memo
     if key not in memo:
         try:
             memo[key] = _parity_findings(run, setup, section, max_seq_len)

@@ -25,6 +25,8 @@ import jinja2
 
 from .. import __version__
 from ..discover import ARRAY_DIR, TRAINING_FILES
+from ..engine.golden import ACCEPT_COMMAND as ACCEPT
+from ..engine.golden import local_dir_named, machine_independent
 from ..errors import InputError, Problem, display_path
 from ..inputs import localconfig
 from ..inputs import summary as summary_mod
@@ -33,8 +35,6 @@ from ..inputs.yamlemit import yaml_scalar
 from ..output.writer import Manifest, atomic_write, sha256
 from ..resources import data_dir
 from ..slurm.arrays import is_array_file
-from ..verify.golden import ACCEPT_COMMAND as ACCEPT
-from ..verify.golden import local_dir_named, machine_independent
 
 WORKFLOW = Path(".github") / "workflows" / "scaffold-verify.yml"
 PYTHON = "3.11"

@@ -2,7 +2,7 @@
 batches of BATCH, in order, and each batch is self-checked as it is rendered (each finetune.yaml read back as
 torchtune reads it, each batch script read as bash and sbatch read it: `selfcheck.check_texts`, which runs the
 verification suite's text checks and parses the batch's scripts together), and each run that passes is audited
-before it is written (`scaffold.checks.audit.preflight`: its data's tokens, its steps and its budget; a run given no
+before it is written (`scaffold.checks.token_audit.preflight`: its data's tokens, its steps and its budget; a run given no
 time limit anywhere is rendered again with the time the estimate sets). The texts of the runs rendered but not yet
 written are held: one batch's, or, while the audit's worker process builds a run's records, those of the runs rendered
 ahead meanwhile (at most LOOKAHEAD), so memory does not grow with the sweep beyond that bound."""
@@ -19,7 +19,7 @@ from ..render import RenderError, fingerprint, render_run
 from ..timeutil import parse_time
 
 if TYPE_CHECKING:
-    from ..checks.audit import Preflight
+    from ..checks.token_audit import Preflight
     from ..errors import Problem
     from ..plan import Plan, RunPlan
 
@@ -91,7 +91,7 @@ class Renderer:
         self._next += 1
 
     def _render(self, indices: list[int]) -> dict[int, Row]:
-        from ..checks import selfcheck  # here: an unchanged re-run renders nothing
+        from ..verify import selfcheck  # here: an unchanged re-run renders nothing
 
         plan = self.plan
         rows: dict[int, Row] = {}
@@ -128,7 +128,7 @@ class Renderer:
         return summary.to_local(data_named), summary.to_local(model_named)
 
     def _prefetch(self, rp: RunPlan, config: dict) -> tuple:
-        from ..checks.audit import audited_sections
+        from ..checks.token_audit import audited_sections
         from ..torchtune_ext import audit
 
         inputs = self._inputs(rp)
@@ -144,8 +144,8 @@ class Renderer:
     def _preflight(self, rp: RunPlan, row: Row, config: dict) -> None:
         """Audit a run that passed its self-check; a run given no time limit gets the estimate's, rendered and
         checked again (its fingerprint stays the plan's: the inputs it was generated from)."""
-        from ..checks import selfcheck
-        from ..checks.audit import Preflight, preflight
+        from ..checks.token_audit import Preflight, preflight
+        from ..verify import selfcheck
 
         assert rp.setup is not None
         inputs = self._inputs(rp)

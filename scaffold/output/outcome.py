@@ -23,7 +23,7 @@ class RunOutcome:
     checked_earlier: bool = False  # unchanged since a generate that wrote and checked its files
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what the report says of the run besides its errors
-    # The pre-flight audit's fields (scaffold.checks.audit.Preflight.fields: steps, audit, estimates), where known.
+    # The pre-flight audit's fields (scaffold.checks.token_audit.Preflight.fields: steps, audit, estimates), where known.
     preflight: dict = field(default_factory=dict)
 
 

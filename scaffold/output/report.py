@@ -58,7 +58,7 @@ def as_json(report: Report) -> str:
                 "errors": [p.as_dict() for p in r.errors],
                 "warnings": r.warnings,
                 "notes": r.notes,
-                # The pre-flight audit (scaffold.checks.audit.Preflight.fields): None where not known.
+                # The pre-flight audit (scaffold.checks.token_audit.Preflight.fields): None where not known.
                 **{key: r.preflight.get(key) for key in PREFLIGHT_FIELDS},
                 "verification": {
                     "passed": sum(not problems for problems in r.checks.values()),

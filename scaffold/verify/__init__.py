@@ -2,7 +2,8 @@
 generated file of an experiment against expectations re-derived from experiment_summary.yaml, the local config and
 the model registry, and compares each file with its golden snapshot.
 
-Modules: `plugin` (collection and items), `snapshots` (golden files), `golden` (golden files as readable single
-files: syrupy extensions), `runner` (how the CLI starts pytest). The checks it runs, and what they read the
-experiment with, are scaffold.checks.
+Modules: `plugin` (collection and items: the registry's (check, target) pairs, grouped into tests),
+`folded_report` (the suite's part of the log), `selfcheck` (the same checks, those of the rendered texts, run by
+the generator before it writes), `runner` (how the CLI starts pytest). The checks it runs are scaffold.checks; the
+registry and what they read the experiment with, scaffold.engine.
 """

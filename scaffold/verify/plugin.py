@@ -20,18 +20,18 @@ import dataclasses
 import importlib.util
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from ..checks import EXPERIMENT, FINE_TUNED, RUN, Check, Skipped, all_checks, run_check
-from ..checks.context import ExperimentContext
-from ..checks.expectations import CollectionError, Expectations, Options, RunRef, item_id
-from ..checks.findings import Blocked, CheckFailed
-from ..configread import EVERY, PER_SHAPE
+from ..configread import EVERY, PER_SHAPE, ConfigLoader
+from ..engine import EXPERIMENT, FINE_TUNED, RUN, Check, Skipped, all_checks, run_check
+from ..engine.context import ExperimentContext
+from ..engine.expectations import CollectionError, Expectations, Options, RunRef, item_id
+from ..engine.findings import CheckFailed
 from ..errors import Problem
 from ..inputs.summary import summary_path
-from ..plan import ARRAY_DIR, TRAINING_FILES
 
 PER_CHECK_UP_TO = 50  # runs; above, --items auto collects one test per run, and --omegaconf auto loads by shape
 SUMMARY_KEY = pytest.StashKey[Path]()
@@ -142,6 +142,75 @@ class SuiteCollectionError(Exception):
     """The experiment cannot be collected (no runs, duplicate run names...); the message says why and the fix."""
 
 
+@dataclass(frozen=True)
+class Target:
+    """One check on one target: the experiment (`ref` None) or a run, and for a check of each of its files
+    (`Check.files`: the golden comparisons) one of those files."""
+
+    check: Check
+    ref: RunRef | None
+    file: str | None = None
+
+    def test_id(self, experiment: str) -> str:
+        """The id of this pair's own test: check[EXPERIMENT], check[RUN], golden[RUN-FILE]."""
+        target = self.ref.name if self.ref else experiment
+        return item_id(self.check.id, f"{target}-{self.file}" if self.file else target)
+
+    @property
+    def label(self) -> str:
+        """How a test of several pairs names this one in a skip: the check, and the file it compares."""
+        return f"{self.check.id} {self.file}" if self.file else self.check.id
+
+
+def targets(check: Check, expectations: Expectations, ref: RunRef | None = None) -> list[Target]:
+    """The pairs of one check: on the experiment, every run or every fine-tuned run (or only `ref`), and on each
+    of its files."""
+    if check.scope == EXPERIMENT:
+        refs: list[RunRef | None] = [None]
+    elif ref is not None:
+        refs = [ref]
+    else:
+        refs = list(expectations.fine_tuned_runs() if check.scope == FINE_TUNED else expectations.runs)
+    return [Target(check, r, file) for r in refs for file in check.files or (None,)]
+
+
+def pairs(expectations: Expectations, mode: str) -> list[Target]:
+    """Every (check, target) pair, in the order of their tests: check by check (`--items check`); or the experiment's
+    pairs, the runs' run by run, then the experiment's that read every run's files (`--items run`, where a run's
+    files are released once its test is done, so that each is read once) and the golden comparisons."""
+    if mode == "check":
+        return [t for c in all_checks() for t in targets(c, expectations)]
+    fine_tuned = {ref.name for ref in expectations.fine_tuned_runs()}
+    experiment = [c for c in all_checks() if c.scope == EXPERIMENT]
+    late = [c for c in experiment if c.snapshot or (mode == "run" and c.reads_runs)]
+    out = [Target(c, None) for c in experiment if c not in late]
+    for ref in expectations.runs:
+        for c in all_checks():
+            if c.scope == RUN or (c.scope == FINE_TUNED and ref.name in fine_tuned):
+                out += targets(c, expectations, ref)
+    return out + [t for c in late for t in targets(c, expectations)]
+
+
+def tests(expectations: Expectations, mode: str) -> list[tuple[str, list[Target]]]:
+    """The pairs grouped into tests, by name, in order: a pair of the experiment is a test of its own, and so is
+    each pair with `--items check`; a run's pairs are grouped by run (`run`: run[RUN]) or by the file they read
+    (`file`: finetune_yaml[RUN], a golden comparison with the checks of its file, checks[RUN] for the checks of no
+    single file)."""
+    groups: dict[tuple, tuple[str, list[Target]]] = {}
+    for i, t in enumerate(pairs(expectations, mode)):
+        if mode == "check" or t.ref is None:
+            key: tuple = (i,)
+            name = t.test_id(expectations.name)
+        elif mode == "run":
+            key, name = (id(t.ref),), item_id("run", t.ref.name)
+        else:
+            file = t.file or t.check.file or "checks"
+            # pytest shows a "." in a test name as "::": name the test finetune_yaml[RUN], not finetune.yaml
+            key, name = (id(t.ref), file), item_id(file.replace(".", "_").replace("/", "_"), t.ref.name)
+        groups.setdefault(key, (name, []))[1].append(t)
+    return list(groups.values())
+
+
 class ExperimentFile(pytest.File):
     """experiment_summary.yaml as the collector of its experiment's verification items."""
 
@@ -154,95 +223,32 @@ class ExperimentFile(pytest.File):
         omegaconf = self.config.getoption("omegaconf", "auto")
         if omegaconf == "auto":
             omegaconf = PER_SHAPE if large else EVERY
-        context = ExperimentContext(expectations, omegaconf)
+        context = ExperimentContext(expectations, ConfigLoader(omegaconf))
         self.config.stash[CONTEXT_KEY] = context
         mode = self.config.getoption("items", "auto")
         if mode == "auto":
             mode = "run" if large else "check"
-        if mode == "run":
-            items = self._items_per_run(expectations, context)
-        elif mode == "file":
-            items = self._items_per_file(expectations, context)
-        else:
-            items = self._items_per_check(expectations, context)
+        # A run's files are forgotten once its test is done (memory does not grow with the sweep).
+        context.release_runs = mode == "run"
+        shared: dict[bool, object] = {}  # the fixture info of the tests, by whether they compare golden copies
+        items = []
+        for name, group in tests(expectations, mode):
+            alone = mode == "check" or group[0].ref is None
+            func = _check_function(name, group[0], context) if alone else _group_function(name, group, context)
+            golden = any(t.check.snapshot for t in group)
+            item = VerifyItem.from_parent(self, name=name, callobj=func, fixtureinfo=shared.get(golden))
+            shared.setdefault(golden, item._fixtureinfo)
+            item.check = group[0].check if alone else None
+            ref = group[0].ref
+            if ref is not None:
+                item.line = max(ref.line - 1, 0)  # pytest reports line + 1
+                item.run = ref
+            items.append(item)
         counts = Counter(item.nodeid for item in items)
         duplicates = sorted(n.rpartition("::")[2] for n, count in counts.items() if count > 1)
         if duplicates:
             raise SuiteCollectionError(f"test ids are not unique: {', '.join(duplicates)} (fix: rename the runs)")
         return items
-
-    def _run_checks(self, ref: RunRef, fine_tuned: set[str]) -> list[Check]:
-        return [c for c in all_checks() if c.scope == RUN or (c.scope == FINE_TUNED and ref.name in fine_tuned)]
-
-    def _items_per_run(self, expectations: Expectations, context: ExperimentContext) -> list[VerifyItem]:
-        """Experiment checks one test each; per run, one test (run[RUN]) running every check of the run and its
-        golden comparisons. Experiment checks that read every run's files come last, so that each file is read
-        once: a run's files are released when its test is done (memory does not grow with the sweep)."""
-        context.release_runs = True
-        experiment = [c for c in all_checks() if c.scope == EXPERIMENT]
-        items = [self._item(c.id, expectations.name, c, context, None) for c in experiment if not c.reads_runs]
-        fine_tuned = {ref.name for ref in expectations.fine_tuned_runs()}
-        shared: dict[bool, object] = {}  # the fixture info of every run's test, by whether it compares golden files
-        for ref in expectations.runs:
-            golden = TRAINING_FILES if ref.name in fine_tuned else ()
-            name = item_id("run", ref.name)
-            func = _group_function(name, self._run_checks(ref, fine_tuned), context, ref, golden, release=True)
-            item = VerifyItem.from_parent(self, name=name, callobj=func, fixtureinfo=shared.get(bool(golden)))
-            shared.setdefault(bool(golden), item._fixtureinfo)
-            item.line, item.run = max(ref.line - 1, 0), ref
-            items.append(item)
-        items += [self._item(c.id, expectations.name, c, context, None) for c in experiment if c.reads_runs]
-        return [*items, self._arrays_golden(expectations, context)]
-
-    def _items_per_file(self, expectations: Expectations, context: ExperimentContext) -> list[VerifyItem]:
-        """Experiment checks one test each; then per run, one test per file (e.g. finetune_yaml[RUN]) running every check of
-        that file (and the file's golden comparison), and one (checks[RUN]) for the checks of no single file."""
-        items = [self._item(c.id, expectations.name, c, context, None) for c in all_checks() if c.scope == EXPERIMENT]
-        fine_tuned = {ref.name for ref in expectations.fine_tuned_runs()}
-        for ref in expectations.runs:
-            groups: dict[str, list[Check]] = {}
-            for c in self._run_checks(ref, fine_tuned):
-                groups.setdefault(c.file or "checks", []).append(c)
-            if ref.name in fine_tuned:
-                for file in TRAINING_FILES:
-                    groups.setdefault(file, [])
-            for file, checks in groups.items():
-                # pytest shows a "." in a test name as "::": name the test finetune_yaml[RUN], not finetune.yaml
-                name = item_id(file.replace(".", "_").replace("/", "_"), ref.name)
-                golden = (file,) if file in TRAINING_FILES and ref.name in fine_tuned else ()
-                func = _group_function(name, checks, context, ref, golden)
-                item = VerifyItem.from_parent(self, name=name, callobj=func)
-                item.line, item.run = max(ref.line - 1, 0), ref
-                items.append(item)
-        return [*items, self._arrays_golden(expectations, context)]
-
-    def _items_per_check(self, expectations: Expectations, context: ExperimentContext) -> list[VerifyItem]:
-        items: list[VerifyItem] = []
-        for check in all_checks():
-            if check.scope == EXPERIMENT:
-                items.append(self._item(check.id, expectations.name, check, context, None))
-                continue
-            for ref in expectations.fine_tuned_runs() if check.scope == FINE_TUNED else expectations.runs:
-                items.append(self._item(check.id, ref.name, check, context.run(ref), ref))
-        for ref in expectations.fine_tuned_runs():
-            for file in TRAINING_FILES:
-                items.append(self._item("golden", f"{ref.name}-{file}", None, (context, ref, file), ref))
-        return [*items, self._arrays_golden(expectations, context)]
-
-    def _arrays_golden(self, expectations: Expectations, context: ExperimentContext) -> VerifyItem:
-        """golden[EXPERIMENT-arrays]: every job array script against its golden copy (`{golden_dir}/arrays/`)."""
-        name = item_id("golden", f"{expectations.name}-{ARRAY_DIR}")
-        return VerifyItem.from_parent(self, name=name, callobj=_arrays_golden_function(name, context))
-
-    def _item(self, check_id: str, target: str, check: Check | None, subject, ref: RunRef | None) -> VerifyItem:
-        name = item_id(check_id, target)
-        func = _check_function(name, check, subject) if check else _golden_function(name, *subject)
-        item = VerifyItem.from_parent(self, name=name, callobj=func)
-        item.check = check
-        if ref is not None:
-            item.line = max(ref.line - 1, 0)  # pytest reports line + 1
-            item.run = ref
-        return item
 
     def repr_failure(self, excinfo, *args, **kwargs):
         if isinstance(excinfo.value, SuiteCollectionError):
@@ -261,7 +267,9 @@ class VerifyItem(pytest.Function):
 
     def repr_failure(self, excinfo, *args, **kwargs):
         if isinstance(excinfo.value, CheckFailed):
-            head = f"{self.name}: {self.check.description}" if self.check else self.name
+            # a golden comparison's failure is its diff, headed by the test id alone
+            described = self.check is not None and not self.check.snapshot
+            head = f"{self.name}: {self.check.description}" if described else self.name
             problems = excinfo.value.problems
             first = problems[0] if problems else None
             crash = (f"{first.field}: {first.message}" if first.field else first.message) if first else head
@@ -302,19 +310,41 @@ def _skip(name: str, reason: str):
     return pytest.skip.Exception(f"{name}: {reason}", _use_item_location=True)
 
 
-def _check_function(name: str, check: Check, subject) -> Callable[[], None]:
-    def one_check() -> None:
+def _check_function(name: str, target: Target, context: ExperimentContext) -> Callable[..., None]:
+    """The test of one pair: skipped with the reason when the check does not run here."""
+    check = target.check
+    subject = context if target.ref is None else context.run(target.ref)
+
+    def one_check(request=None) -> None:
         if check.requires_torchtune and not torchtune_importable():
             raise _skip(name, "torchtune is not importable here; run the suite where the runs train to include it")
-        outcome = run_check(check, subject)
+        snapshot = _snapshot(request, eager=True) if check.snapshot else None
+        outcome = run_check(check, subject, target.file, snapshot)
         if isinstance(outcome, Skipped):
             raise _skip(name, outcome.reason)
         if outcome:
             raise CheckFailed(outcome)
 
-    one_check.__name__ = check.id
-    one_check.__doc__ = check.func.__doc__
-    return one_check
+    func = _with_request(one_check) if check.snapshot else lambda: one_check()
+    func.__name__ = check.id
+    func.__doc__ = check.func.__doc__
+    return func
+
+
+def _snapshot(request, eager: bool):
+    from ..engine.snapshots import Snapshot  # syrupy: imported when a golden comparison runs
+
+    return Snapshot(request, eager)
+
+
+def _with_request(run: Callable[..., None]) -> Callable[..., None]:
+    """A test that asks pytest for its request: syrupy's `snapshot` fixture is asked for through it when a golden
+    comparison needs it."""
+
+    def with_request(request) -> None:
+        run(request)
+
+    return with_request
 
 
 def torchtune_importable() -> bool:
@@ -328,105 +358,50 @@ def torchtune_importable() -> bool:
 _TORCHTUNE: bool | None = None
 
 
-def _group_function(
-    name: str,
-    checks: list[Check],
-    context: ExperimentContext,
-    ref: RunRef,
-    golden: tuple[str, ...],
-    release: bool = False,
-) -> Callable:
+def _group_function(name: str, group: list[Target], context: ExperimentContext) -> Callable[..., None]:
     """Every check of one run (and file) in one test: each failing check's problems are reported under its id; the
     test is skipped, with every reason, only when every check was, and checks skipped in a test that ran others are
-    counted for the summary, with their reasons. With `release`, the run's files are forgotten when the test is
-    done."""
+    counted for the summary, with their reasons. With `--items run` (context.release_runs), the run's files are
+    forgotten when the test is done."""
+    ref = group[0].ref
+    assert ref is not None
+    golden = any(t.check.snapshot for t in group)
 
-    def run_checks(**fixtures) -> None:
+    def run_checks(request=None) -> None:
         failed, skipped = [], []
         subject = context.run(ref)
+        snapshot = _snapshot(request, eager=False) if golden else None  # asks for syrupy's fixture if a copy differs
         try:
-            for c in checks:
-                if c.requires_torchtune and not torchtune_importable():
-                    skipped.append((c.id, "torchtune is not importable here"))
+            for t in group:
+                if t.check.requires_torchtune and not torchtune_importable():
+                    skipped.append((t.label, "torchtune is not importable here"))
                     continue
-                outcome = run_check(c, subject)
+                outcome = run_check(t.check, subject, t.file, snapshot)
                 if isinstance(outcome, Skipped):
-                    skipped.append((c.id, outcome.reason))
+                    # a golden comparison is blocked by its file alone (its own checks, in this test, say why)
+                    blocked = t.file is not None and outcome.blocked is not None
+                    skipped.append((t.label, f"blocked: {outcome.blocked}" if blocked else outcome.reason))
                 else:
-                    failed += [_tagged(p, c.id) for p in outcome]
-            if golden:
-                from .snapshots import compare, same_as_golden
-
-                for file in golden:
-                    try:
-                        if not same_as_golden(subject, file):  # syrupy reports the difference, or updates the copy
-                            compare(subject, file, fixtures["request"].getfixturevalue("snapshot"))
-                    except Blocked as e:
-                        skipped.append((f"golden {file}", f"blocked: {e.reason}"))
-                    except CheckFailed as e:
-                        failed += [_tagged(p, "golden") for p in e.problems]
+                    failed += [_tagged(p, t.check.id) for p in outcome]
         finally:
-            if release:
+            if context.release_runs:
                 context.release(ref)
-        if not failed and skipped and len(skipped) == len(checks) + len(golden):
+        if not failed and skipped and len(skipped) == len(group):
             raise _skip(name, "; ".join(f"{check}: {reason}" for check, reason in skipped))
         for check, reason in skipped:
             context.partial_skips[(check, reason)] += 1
         if failed:
             raise CheckFailed(failed)
 
-    if golden:
-
-        def with_snapshot(request) -> None:
-            run_checks(request=request)  # syrupy's `snapshot` fixture is asked for when a golden copy differs
-
-        func = with_snapshot
-    else:
-        func = run_checks  # type: ignore[assignment]
-    func.__doc__ = f"The checks of {name}: {', '.join(c.id for c in checks)}" + (" and golden" if golden else "")
+    func = _with_request(run_checks) if golden else lambda: run_checks()
+    checks = [t.check.id for t in group if not t.check.snapshot]
+    func.__doc__ = f"The checks of {name}: {', '.join(checks)}" + (" and golden" if golden else "")
     return func
 
 
 def _tagged(problem: Problem, check_id: str) -> Problem:
     """A problem with the id of the check that found it in front of its message."""
     return dataclasses.replace(problem, message=f"[{check_id}] {problem.message}")
-
-
-def _golden_function(name: str, context: ExperimentContext, ref: RunRef, file: str) -> Callable:
-    from .snapshots import compare
-
-    def golden(snapshot) -> None:
-        try:
-            compare(context.run(ref), file, snapshot)
-        except Blocked as e:
-            raise _skip(name, f"blocked: {e.reason}; {e.by} reports it") from None
-
-    golden.__doc__ = f"{file} is the same as its golden copy."
-    return golden
-
-
-def _arrays_golden_function(name: str, context: ExperimentContext) -> Callable:
-    from ..checks.arrays import array_files
-    from .snapshots import compare_array
-
-    def golden(snapshot) -> None:
-        try:
-            files = array_files(context)
-        except Blocked as e:
-            raise _skip(name, f"blocked: {e.reason}; {e.by} reports it") from None
-        if not files:
-            raise _skip(name, "no job array scripts on disk (array_scripts reports any missing)")
-        failed: list[Problem] = []
-        for file in files:
-            try:
-                compare_array(context.expectations, file, snapshot)
-            except CheckFailed as e:
-                failed += e.problems
-        if failed:
-            raise CheckFailed(failed)
-
-    golden.__doc__ = "Every job array script is the same as its golden copy."
-    return golden
 
 
 ITEM_IDS_KEY = pytest.StashKey[frozenset]()
@@ -461,7 +436,7 @@ def _skip_of(report) -> tuple[str, str]:
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config):
     """The suite's part of the report, last (where a CI log's tail shows it). The suite's failed and skipped tests
     are taken out of pytest's own sections (each test's failure, a line per skipped test) while they print, and
-    reported here folded (scaffold.verify.report); pytest's counts on the last line are its own."""
+    reported here folded (scaffold.verify.folded_report); pytest's counts on the last line are its own."""
     context = config.stash.get(CONTEXT_KEY, None)
     if context is None:
         return (yield)
@@ -483,14 +458,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
 
 
 def _write_summary(terminalreporter, context: ExperimentContext, taken: dict[str, list]) -> None:
-    from . import report
+    from . import folded_report as report
 
     exp = context.expectations
     write = terminalreporter.write_line
     terminalreporter.write_sep("-", "scaffold verify")
     write(
         f"experiment {exp.name}: {len(exp.runs)} runs ({len(exp.fine_tuned_runs())} fine-tuned), "
-        f"{len(all_checks())} checks; golden files in {exp.golden_dir}"
+        f"{sum(not c.snapshot for c in all_checks())} checks; golden files in {exp.golden_dir}"
     )
     loading = context.configs.describe()
     if loading:

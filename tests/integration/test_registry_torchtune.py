@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("torchtune", reason="torchtune is not installed here: run `nox -s integration`")
 
-from scaffold.checks.torchtune_bind import bind_component, import_component  # noqa: E402
+from scaffold.checks.components_bind import bind_component, import_component  # noqa: E402
 from scaffold.inputs import modelrecognition, registry  # noqa: E402
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ pytest.importorskip("torchtune", reason="torchtune is not installed here: run `n
 
 from omegaconf import OmegaConf  # noqa: E402
 
-from scaffold.checks.torchtune_bind import deep_check  # noqa: E402
+from scaffold.checks.components_bind import deep_check  # noqa: E402
 from scaffold.testing import tiny_model  # noqa: E402
 
 from ..conftest import EXAMPLE, EXAMPLE_LOCAL, run_cli  # noqa: E402

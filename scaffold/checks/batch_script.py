@@ -8,6 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import rules
+from ..engine import FINE_TUNED, check
+from ..engine.context import RunContext, RunView, inside
+from ..engine.findings import UNSET, NotApplicable
+from ..engine.generated import Command, Launch, SlurmScript, find_launches
 from ..errors import Problem
 from ..output.writer import KEEP_FILE
 from ..plan import FINETUNE_FILE, SLURM_FILE
@@ -15,10 +19,6 @@ from ..render import POST_FINETUNE_MODULE, TUNE_RUN_RECIPE, sbatch_site
 from ..rules import GPU_EXAMPLE, GPU_OPTIONS, method
 from ..slurm.directives import Directive
 from ..timeutil import format_time, parse_time
-from . import FINE_TUNED, check
-from .context import RunContext, inside
-from .findings import UNSET, NotApplicable
-from .generated import Command, Launch, SlurmScript, find_launches
 
 REGEN = "regenerate with `scaffold generate` (or `scaffold setup-finetune` in the run directory)"
 _TIME = re.compile(r"^(?:\d+-)?\d{2}:\d{2}:\d{2}$")  # [D-]HH:MM:SS, as the generator writes it
@@ -28,7 +28,7 @@ _NODES = re.compile(r"^[1-9]\d*(?:-[1-9]\d*)?$")
 _PLACEHOLDER = re.compile(r"\$|<[^>]*>")
 
 
-def _problem(run: RunContext, d: Directive | None, message: str, **kw) -> Problem:
+def _problem(run: RunView, d: Directive | None, message: str, **kw) -> Problem:
     return run.problem(message, file=SLURM_FILE, line=d.line if d else None, field=kw.pop("field", None), **kw)
 
 
@@ -37,13 +37,13 @@ def gpu_count(d: Directive) -> int | None:
     return rules.gpu_count(d.option, d.value)
 
 
-def gpu_directive(run: RunContext) -> Directive | None:
+def gpu_directive(run: RunView) -> Directive | None:
     found = [d for d in run.slurm().directives if d.option in GPU_OPTIONS]
     return found[-1] if found else None
 
 
 @check("slurm_syntax", scope=FINE_TUNED, file=SLURM_FILE, texts=True)
-def slurm_parses(run: RunContext) -> Iterator[Problem]:
+def slurm_parses(run: RunView) -> Iterator[Problem]:
     """bash -n accepts the batch script."""
     error = run.bash_syntax()
     if error:
@@ -58,7 +58,7 @@ def slurm_parses(run: RunContext) -> Iterator[Problem]:
 
 
 @check("slurm_directives_first", scope=FINE_TUNED, file=SLURM_FILE, texts=True)
-def directives_before_commands(run: RunContext) -> Iterator[Problem]:
+def directives_before_commands(run: RunView) -> Iterator[Problem]:
     """The script starts with a shebang and every #SBATCH line comes before the first command (sbatch stops reading
     directives there)."""
     for line, message, found, fix in directive_order(run.slurm(), REGEN):
@@ -81,10 +81,10 @@ def directive_order(script: SlurmScript, regen: str) -> Iterator[tuple[int, str,
 
 
 @check("slurm_directive_values", scope=FINE_TUNED, file=SLURM_FILE, texts=True)
-def directive_values_well_formed(run: RunContext) -> Iterator[Problem]:
+def directive_values_well_formed(run: RunView) -> Iterator[Problem]:
     """Directive values are well formed: time [D-]HH:MM:SS, memory, CPU and node counts, and the GPU request in
     the site's syntax (the local config's gpu_directive)."""
-    site = run.experiment.local().get("gpu_directive", "gres")
+    site = run.local().get("gpu_directive", "gres")
     for d in run.slurm().directives:
         value = d.value or ""
         if not d.option:
@@ -122,7 +122,7 @@ def directive_values_well_formed(run: RunContext) -> Iterator[Problem]:
 
 
 @check("slurm_no_placeholders", scope=FINE_TUNED, file=SLURM_FILE, texts=True)
-def no_placeholders_in_directives(run: RunContext) -> Iterator[Problem]:
+def no_placeholders_in_directives(run: RunView) -> Iterator[Problem]:
     """No active #SBATCH line holds `$VAR` or `<PLACEHOLDER>`: sbatch does not expand variables there."""
     for d in run.slurm().directives:
         if _PLACEHOLDER.search(d.text):
@@ -136,7 +136,7 @@ def no_placeholders_in_directives(run: RunContext) -> Iterator[Problem]:
 
 
 @check("slurm_job_name", scope=FINE_TUNED, file=SLURM_FILE, texts=True)
-def job_name_is_run_name(run: RunContext) -> Iterator[Problem]:
+def job_name_is_run_name(run: RunView) -> Iterator[Problem]:
     """The job name is the run name."""
     d = run.slurm().directive("job-name")
     if d is None or d.value != run.name:
@@ -184,7 +184,7 @@ def _expected_gpus_text(n: int) -> str:
 
 
 @check("slurm_resources", scope=FINE_TUNED, file=SLURM_FILE, texts=True)
-def resources_as_expected(run: RunContext) -> Iterator[Problem]:
+def resources_as_expected(run: RunView) -> Iterator[Problem]:
     """The script asks for the run's time (where an input gives one), memory, CPUs, nodes, GPUs, account,
     partition, QoS and constraint, as the summary, registry and local config give them (malformed values are slurm_directive_values' concern)."""
     setup = run.expected().setup
@@ -246,7 +246,7 @@ def resources_as_expected(run: RunContext) -> Iterator[Problem]:
             )
 
 
-def _launch(run: RunContext) -> Iterator[Problem | Launch]:
+def _launch(run: RunView) -> Iterator[Problem | Launch]:
     launches = find_launches(run.slurm())
     if len(launches) != 1:
         yield run.problem(
@@ -261,7 +261,7 @@ def _launch(run: RunContext) -> Iterator[Problem | Launch]:
 
 
 @check("slurm_launch", scope=FINE_TUNED, file=SLURM_FILE, texts=True)
-def launch_matches_gpus(run: RunContext) -> Iterator[Problem]:
+def launch_matches_gpus(run: RunView) -> Iterator[Problem]:
     """`tune run` uses the recipe for the run's method and GPU count, with --nproc_per_node N for N > 1 GPUs; on
     several nodes (full fine-tuning only: LoRA recipes of torchtune 0.6.1 are single-node) through srun with
     --nnodes N and a c10d rendezvous."""
@@ -305,7 +305,7 @@ def launch_matches_gpus(run: RunContext) -> Iterator[Problem]:
         yield from _multi_node_launch(run, launch, want_nodes)
 
 
-def _multi_node_launch(run: RunContext, launch: Launch, nodes: int) -> Iterator[Problem]:
+def _multi_node_launch(run: RunView, launch: Launch, nodes: int) -> Iterator[Problem]:
     """Several nodes: srun starts one torchrun per node (`--nnodes N`), meeting at a c10d rendezvous."""
     options = launch.launcher_options
     if options.get("nnodes") != str(nodes):
@@ -337,7 +337,7 @@ def _multi_node_launch(run: RunContext, launch: Launch, nodes: int) -> Iterator[
 
 
 @check("slurm_config_path", scope=FINE_TUNED, file=SLURM_FILE, texts=True)
-def launch_uses_this_config(run: RunContext) -> Iterator[Problem]:
+def launch_uses_this_config(run: RunView) -> Iterator[Problem]:
     """`tune run --config` is this run's finetune.yaml (as the cluster names it)."""
     found = list(_launch(run))
     if not isinstance(found[0], Launch):
@@ -356,7 +356,7 @@ def launch_uses_this_config(run: RunContext) -> Iterator[Problem]:
 
 
 @check("slurm_environment", scope=FINE_TUNED, file=SLURM_FILE, texts=True)
-def environment_from_local_config(run: RunContext) -> Iterator[Problem]:
+def environment_from_local_config(run: RunView) -> Iterator[Problem]:
     """The script purges the modules it inherited (`module purge`), loads the modules and activates the conda
     environment or venv the local config names, and no other, before `tune run`."""
     setup = run.expected().setup
@@ -428,9 +428,9 @@ def environment_from_local_config(run: RunContext) -> Iterator[Problem]:
 
 
 @check("slurm_time_limit", scope=FINE_TUNED, file=SLURM_FILE, texts=True)
-def time_within_partition_limit(run: RunContext) -> Iterator[Problem]:
+def time_within_partition_limit(run: RunView) -> Iterator[Problem]:
     """--time is within the partition's limit (the local config's partition_max_time)."""
-    limit_text = run.experiment.local().get("partition_max_time")
+    limit_text = run.local().get("partition_max_time")
     limit = parse_time(str(limit_text)) if limit_text else None
     if not limit:
         raise NotApplicable("the local config gives no partition_max_time, so the time limit is not checked")
@@ -485,7 +485,7 @@ def _runs_module(words: list[str], module: str) -> bool:
 
 
 @check("slurm_post_finetune", scope=FINE_TUNED, file=SLURM_FILE, texts=True)
-def post_step_after_training(run: RunContext) -> Iterator[Problem]:
+def post_step_after_training(run: RunView) -> Iterator[Problem]:
     """After `tune run`, the script runs `python -m scaffold.torchtune_ext.post_finetune` once, with this run's
     output_dir, model_dir, method, dataset_type and (chat runs) chat_template_date: it prepares each epoch
     directory's tokenizer files so that the evaluator feeds the prompt tokens the run trained on (the BOS, the

@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from .. import estimates
+from ..engine import FINE_TUNED, check
+from ..engine.context import RunContext
+from ..engine.findings import NotApplicable
 from ..errors import Problem
 from ..plan import FINETUNE_FILE, SLURM_FILE, RunPlan
 from ..steps import StepPlan, plan_for
 from ..timeutil import format_time, parse_time
 from ..torchtune_ext import audit
-from . import FINE_TUNED, check
-from .context import RunContext
 from .dataset import dataset_file
-from .findings import NotApplicable
 from .parity import need_transformers
 
 POLICY_FIX = (
@@ -239,7 +239,7 @@ def time_is_the_estimate(run: RunContext) -> Iterator[Problem]:
         raise NotApplicable("the run's time limit is given (slurm_resources compares --time with it)")
     setup = expected.setup
     _, local_data = dataset_file(run)
-    local = run.experiment.local()
+    local = run.local()
     found = preflight(expected.plan, run.config().data, local_data, run.to_local(setup["model_dir"]), local)
     if found.time is None:
         raise NotApplicable(f"the time estimate needs the token audit: {found.skipped or 'no model shape known'}")

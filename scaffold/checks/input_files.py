@@ -6,14 +6,14 @@ import os
 from collections.abc import Iterator
 
 from .. import confine
+from ..engine import EXPERIMENT, FINE_TUNED, RUN, check
+from ..engine.context import ExperimentContext, RunContext
+from ..engine.expectations import RunRef, item_id
+from ..engine.findings import Blocked, finding
 from ..errors import Problem
 from ..inputs.summary import SUMMARY_NAME
 from ..output.runlog import LOG_DIR, LOG_NAME
 from ..plan import FINETUNE_FILE, TRAINING_FILES
-from . import EXPERIMENT, FINE_TUNED, RUN, check
-from .context import ExperimentContext, RunContext
-from .expectations import RunRef, item_id
-from .findings import Blocked, finding
 
 
 @check("summary_schema", scope=EXPERIMENT, file=SUMMARY_NAME)

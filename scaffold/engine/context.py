@@ -1,21 +1,24 @@
-"""What a check sees: the experiment's expectations and, per run, its generated files read from disk (each read
-once per session, and shared by every check of the run). Accessors raise Blocked when an input is broken, naming
-the check that reports it, so a check never fails for a cause that another check already reports.
+"""What a check sees: the experiment's expectations and, per run, a RunView: its generated files read from disk
+(RunContext: each read once per session, and shared by every check of the run), or the texts the generator has just
+rendered (RenderedRun). Accessors raise Blocked when an input is broken, naming the check that reports it, so a
+check never fails for a cause that another check already reports.
 
-What is costly per run is shared across the session by ExperimentContext: loading finetune.yaml (ConfigLoader,
-see scaffold.configread) and `bash -n` over the batch scripts (shell.py: a sweep's scripts are parsed once). In large sweeps the plugin
-releases a run's files once its test is done, so memory does not grow with the number of runs."""
+What is costly per run is shared across the session by ExperimentContext: loading finetune.yaml (its ConfigLoader,
+scaffold.configread, given by the plugin) and `bash -n` over the batch scripts (engine/shell.py: a sweep's scripts
+are parsed once). In large sweeps the plugin releases a run's files once its test is done, so memory does not grow
+with the number of runs."""
 
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections import Counter
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import confine
-from ..configread import EVERY, ConfigLoader, ConfigLoadError, LoadedConfig
+from ..configread import ConfigLoadError, LoadedConfig
 from ..errors import Problem
 from ..plan import FINETUNE_FILE, SLURM_FILE
 from .expectations import Expectations, RunExpectation, RunRef, item_id
@@ -23,17 +26,111 @@ from .findings import UNSET, Blocked, finding
 from .generated import SlurmScript, parse_slurm_text
 from .shell import bash_n, bash_syntax, script_text
 
+if TYPE_CHECKING:
+    from ..configread import ConfigLoader
 
-class RunContext:
-    """One run: its expectation and its files."""
 
-    def __init__(self, experiment: Expectations, ref: RunRef, session: ExperimentContext | None = None):
-        self.experiment = experiment
+class RunView(ABC):
+    """What a check sees of one run: its expectation, its two generated texts (finetune.yaml loaded as torchtune
+    loads it, finetune.slurm parsed and through `bash -n`), the site config, and a memo shared with the runs
+    checked beside it. Two implementations: RunContext, the run's files on disk (the suite), and RenderedRun, the
+    texts the generator has just rendered (the self-check). A check registered with `texts=True` uses nothing
+    else, so it runs on either alike; the other checks get a RunContext."""
+
+    def __init__(self, ref: RunRef, local_dir: Path, memo: dict[Any, Any]):
         self.ref = ref
         self.name = ref.name
-        self.local_dir = experiment.local_dir / ref.name
-        self.session = session if session is not None else ExperimentContext(experiment)
+        self.local_dir = local_dir
+        self.memo = memo  # what checks compute once for runs that share an input (the dataset, the components)
         self._paths: dict[str, Path] = {}
+
+    @abstractmethod
+    def expected(self) -> RunExpectation:
+        """The run's expected settings, re-derived from the inputs."""
+
+    @abstractmethod
+    def local(self) -> Any:
+        """The site config (a LocalConfig); Blocked (by local_config_schema) when there is none valid."""
+
+    @abstractmethod
+    def require(self, file: str) -> Path:
+        """The path of a generated file that must be there; Blocked (by run_files) when it is not."""
+
+    @abstractmethod
+    def text(self, file: str) -> str | None:
+        """A generated file's text; None when it is not utf-8."""
+
+    @abstractmethod
+    def _load_config(self) -> LoadedConfig | ConfigLoadError:
+        """finetune.yaml as torchtune loads it, or why it does not load (asked once)."""
+
+    @abstractmethod
+    def bash_syntax(self) -> str:
+        """What `bash -n` says of finetune.slurm ("" when it parses)."""
+
+    def path(self, file: str) -> Path:
+        path = self._paths.get(file)
+        if path is None:
+            path = self._paths[file] = self.local_dir / file
+        return path
+
+    @cached_property
+    def _config(self) -> LoadedConfig | ConfigLoadError:
+        return self._load_config()
+
+    def config_error(self) -> ConfigLoadError | None:
+        return self._config if isinstance(self._config, ConfigLoadError) else None
+
+    def config(self) -> LoadedConfig:
+        """finetune.yaml as torchtune reads it; Blocked (by finetune_yaml_loads) when it does not load."""
+        if isinstance(self._config, ConfigLoadError):
+            raise Blocked(f"{FINETUNE_FILE} does not load", item_id("finetune_yaml_loads", self.name))
+        return self._config
+
+    @cached_property
+    def _slurm(self) -> SlurmScript:
+        path = self.require(SLURM_FILE)
+        text = self.text(SLURM_FILE)
+        return parse_slurm_text(path, text if text is not None else script_text(path))
+
+    def slurm(self) -> SlurmScript:
+        return self._slurm
+
+    def problem(
+        self,
+        message: str,
+        *,
+        file: str = FINETUNE_FILE,
+        key: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+        expected: Any = UNSET,
+        found: Any = UNSET,
+        fix: str | None = None,
+    ) -> Problem:
+        """A finding in one of this run's files; `key` (finetune.yaml) gives the line and the field."""
+        if line is None and key and file == FINETUNE_FILE and isinstance(self._config, LoadedConfig):
+            line = self._config.line(key)
+        return finding(
+            message,
+            run=self.name,
+            file=self.path(file),
+            line=line,
+            field=field or key,
+            expected=expected,
+            found=found,
+            fix=fix,
+        )
+
+
+class RunContext(RunView):
+    """One run of the experiment on disk: its expectation and its files, each read once and shared by every check
+    of the run; what is costly per run (loading finetune.yaml, `bash -n`) is shared across the session."""
+
+    def __init__(self, experiment: Expectations, ref: RunRef, session: ExperimentContext):
+        super().__init__(ref, experiment.local_dir / ref.name, session.memo)
+        self.experiment = experiment
+        self.session = session
         self._texts: dict[str, str | None] = {}
         self._readable: dict[str, str | None] = {}
 
@@ -44,11 +141,8 @@ class RunContext:
     def _expected(self) -> RunExpectation:
         return self.experiment.run(self.name)
 
-    def path(self, file: str) -> Path:
-        path = self._paths.get(file)
-        if path is None:
-            path = self._paths[file] = self.local_dir / file
-        return path
+    def local(self) -> Any:
+        return self.experiment.local()
 
     def require(self, file: str) -> Path:
         """The path of a generated file that must exist and can be read; Blocked (by run_files) when it does not or
@@ -96,8 +190,7 @@ class RunContext:
                 raise Blocked(f"{file} cannot be read: {e.strerror}", item_id("run_files", self.name)) from None
         return self._texts[file]
 
-    @cached_property
-    def _config(self) -> LoadedConfig | ConfigLoadError:
+    def _load_config(self) -> LoadedConfig | ConfigLoadError:
         path = self.require(FINETUNE_FILE)
         try:
             config = self.session.configs.load(path, self.text(FINETUNE_FILE))
@@ -107,24 +200,6 @@ class RunContext:
         self.session.output_dirs[self.name] = config.data.get("output_dir")
         return config
 
-    def config_error(self) -> ConfigLoadError | None:
-        return self._config if isinstance(self._config, ConfigLoadError) else None
-
-    def config(self) -> LoadedConfig:
-        """finetune.yaml as torchtune reads it; Blocked (by finetune_yaml_loads) when it does not load."""
-        if isinstance(self._config, ConfigLoadError):
-            raise Blocked(f"{FINETUNE_FILE} does not load", item_id("finetune_yaml_loads", self.name))
-        return self._config
-
-    @cached_property
-    def _slurm(self) -> SlurmScript:
-        path = self.require(SLURM_FILE)
-        text = self.text(SLURM_FILE)
-        return parse_slurm_text(path, text if text is not None else script_text(path))
-
-    def slurm(self) -> SlurmScript:
-        return self._slurm
-
     def bash_syntax(self) -> str:
         """What `bash -n` says of finetune.slurm ("" when it parses); Blocked (by run_files) when it is missing."""
         return self.session.bash_syntax(self, self.require(SLURM_FILE))
@@ -133,38 +208,12 @@ class RunContext:
         """Where a path named by a generated file (a cluster path under experiment.dir) is on this machine."""
         return self.experiment.summary().to_local(Path(path))
 
-    def problem(
-        self,
-        message: str,
-        *,
-        file: str = FINETUNE_FILE,
-        key: str | None = None,
-        line: int | None = None,
-        field: str | None = None,
-        expected: Any = UNSET,
-        found: Any = UNSET,
-        fix: str | None = None,
-    ) -> Problem:
-        """A finding in one of this run's files; `key` (finetune.yaml) gives the line and the field."""
-        if line is None and key and file == FINETUNE_FILE and isinstance(self._config, LoadedConfig):
-            line = self._config.line(key)
-        return finding(
-            message,
-            run=self.name,
-            file=self.path(file),
-            line=line,
-            field=field or key,
-            expected=expected,
-            found=found,
-            fix=fix,
-        )
 
-
-class RenderedRun(RunContext):
-    """One run as the generator has just rendered it (or as its files on disk hold it), for the
-    checks registered with `texts=True`: its expectation is the plan's, its texts are given (not read from disk),
-    its finetune.yaml is loaded by the caller and what `bash -n` says of its batch script is given. Those checks run on it
-    exactly as the suite runs them on the files."""
+class RenderedRun(RunView):
+    """One run as the generator has just rendered it (or as its files on disk hold it), for the checks registered
+    with `texts=True`: its expectation is the plan's, its texts are given (not read from disk), its finetune.yaml
+    is loaded by the caller and what `bash -n` says of its batch script is given. Those checks run on it exactly
+    as the suite runs them on the files."""
 
     def __init__(
         self,
@@ -174,49 +223,42 @@ class RenderedRun(RunContext):
         syntax: str,
         memo: dict[Any, Any],
     ):
-        self.experiment = _Inputs(expected.local)  # type: ignore[assignment]
-        self.ref = RunRef(expected.plan.name, expected.plan.type, expected.plan.index)
-        self.name = expected.plan.name
-        self.local_dir = expected.plan.local_dir
-        self.session = _Memo(memo)  # type: ignore[assignment]
-        self._paths = {}
+        plan = expected.plan
+        super().__init__(RunRef(plan.name, plan.type, plan.index), plan.local_dir, memo)
+        self._expected = expected
         self._texts = dict(texts)
-        self._readable = dict.fromkeys(texts)  # given, not read
-        self._expected = expected  # type: ignore[misc]
-        self._config = config  # type: ignore[misc]
+        self._loaded = config
         self._syntax = syntax
+
+    def expected(self) -> RunExpectation:
+        return self._expected
+
+    def local(self) -> Any:
+        if self._expected.local is None:
+            raise Blocked("no local config was found", "local_config_schema")
+        return self._expected.local
+
+    def require(self, file: str) -> Path:
+        return self.path(file)  # given
+
+    def text(self, file: str) -> str | None:
+        return self._texts[file]
+
+    def _load_config(self) -> LoadedConfig | ConfigLoadError:
+        return self._loaded
 
     def bash_syntax(self) -> str:
         return self._syntax
 
 
-class _Inputs:
-    """What a rendered run's checks may ask of the experiment beyond its expectation: the local config."""
-
-    def __init__(self, local: Any):
-        self._local = local
-
-    def local(self) -> Any:
-        if self._local is None:
-            raise Blocked("no local config was found", "local_config_schema")
-        return self._local
-
-
-class _Memo:
-    """What checks compute once for runs that share an input, across one batch of rendered runs."""
-
-    def __init__(self, memo: dict[Any, Any]):
-        self.memo = memo
-
-
 class ExperimentContext:
     """The experiment and its runs, shared by every item of one pytest session."""
 
-    def __init__(self, expectations: Expectations, omegaconf: str = EVERY):
+    def __init__(self, expectations: Expectations, configs: ConfigLoader):
         self.expectations = expectations
         self._runs: dict[str, RunContext] = {}
         self.removed_golden: list[Path] = []  # stale golden files removed under --snapshot-update
-        self.configs = ConfigLoader(omegaconf)
+        self.configs = configs  # how finetune.yaml is loaded (scaffold.configread: by OmegaConf, or by shape)
         # output_dir of each run whose finetune.yaml was loaded (output_dirs_unique), or why it does not load
         self.output_dirs: dict[str, Any] = {}
         self.selected: set[str] | None = None  # runs whose tests were selected (None: all)
@@ -263,7 +305,7 @@ class ExperimentContext:
 
     def bash_syntax(self, run: RunContext, path: Path) -> str:
         """What `bash -n` says of one run's batch script ("" when it parses). The first call parses the scripts of
-        every selected fine-tuned run together (scaffold.checks.shell.bash_syntax: a sweep's scripts are parsed
+        every selected fine-tuned run together (scaffold.engine.shell.bash_syntax: a sweep's scripts are parsed
         once)."""
         if self._bash is None:
             self._bash = self._parse_scripts()

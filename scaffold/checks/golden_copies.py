@@ -1,5 +1,6 @@
-"""The golden directory holds snapshots of this experiment's runs only (the per-file comparisons are the
-`golden[run-file]` items of the plugin, which use syrupy's `snapshot` fixture)."""
+"""The golden copies: each generated file the same as its copy (`golden[RUN-FILE]`, and the job array scripts'
+`golden[EXPERIMENT-arrays]`, compared with syrupy's `snapshot` fixture: scaffold.engine.snapshots), and no copy
+left for a run or file the experiment no longer has (`golden_stale`)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,19 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ..engine import EXPERIMENT, FINE_TUNED, check
+from ..engine.context import ExperimentContext, RunContext
+from ..engine.expectations import Expectations
+from ..engine.findings import NotApplicable, finding
 from ..errors import Problem
 from ..plan import TRAINING_FILES
 from ..slurm.arrays import ARRAY_DIR, is_array_file
-from . import EXPERIMENT, check
-from .context import ExperimentContext
-from .expectations import Expectations
-from .findings import finding
+from .job_arrays import array_files
+
+if TYPE_CHECKING:  # syrupy is imported when a comparison runs: generate loads every check module
+    from ..engine.snapshots import Snapshot
 
 
 @check("golden_stale", scope=EXPERIMENT, file="golden")
@@ -64,3 +70,26 @@ def remove_stale(paths: list[Path], root: Path) -> None:
         while parent != root and parent.is_dir() and not any(parent.iterdir()):
             parent.rmdir()
             parent = parent.parent
+
+
+@check("golden", scope=FINE_TUNED, file="golden", files=TRAINING_FILES, snapshot=True)
+def same_as_golden_copy(run: RunContext, file: str, snapshot: Snapshot) -> list[Problem]:
+    """Each generated file (setup_finetune.yaml, finetune.yaml, finetune.slurm) is the same as its golden copy
+    `{golden}/{run}/{file}` (a unified diff when not)."""
+    from ..engine.snapshots import compare, same_as_golden
+
+    if not snapshot.eager and same_as_golden(run, file):
+        return []
+    return compare(run, file, snapshot.assertion())  # syrupy reports the difference, or updates the copy
+
+
+@check("golden", scope=EXPERIMENT, file="golden", files=(ARRAY_DIR,), snapshot=True)
+def job_arrays_same_as_golden_copies(exp: ExperimentContext, file: str, snapshot: Snapshot) -> list[Problem]:
+    """Every job array script is the same as its golden copy `{golden}/arrays/`."""
+    from ..engine.snapshots import compare_array
+
+    files = array_files(exp)
+    if not files:
+        raise NotApplicable("no job array scripts on disk (array_scripts reports any missing)")
+    assertion = snapshot.assertion()
+    return [p for name in files for p in compare_array(exp.expectations, name, assertion)]

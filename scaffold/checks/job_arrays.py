@@ -10,16 +10,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..engine import EXPERIMENT, check
+from ..engine.context import ExperimentContext
+from ..engine.expectations import item_id
+from ..engine.findings import Blocked, NotApplicable, finding
+from ..engine.generated import parse_slurm_text
+from ..engine.shell import bash_n, script_text
 from ..errors import Problem
 from ..slurm import arrays
 from ..slurm.sbatch import controller_unreachable, test_only
-from . import EXPERIMENT, check
-from .context import ExperimentContext
-from .expectations import item_id
-from .findings import Blocked, NotApplicable, finding
-from .generated import parse_slurm_text
-from .shell import bash_n, script_text
-from .slurm import directive_order
+from .batch_script import directive_order
 
 REGEN = "regenerate with `scaffold generate` (it writes the job arrays when every fine-tuned run is generated)"
 FILE = arrays.ARRAY_DIR

@@ -1,9 +1,10 @@
 """Golden snapshots in the suite: every generated file of every fine-tuned run is compared, whole, with
 `{golden_dir}/{run}/{file}` (default golden_dir: `golden/` beside the summary); `--snapshot-update` accepts changes.
+The comparisons are the `golden` checks (scaffold.checks.golden_copies); here is how they compare.
 
 Snapshots are machine-independent: generated files name paths under `experiment.dir` (the cluster's path), so
 they do not depend on where the experiment is checked out; a summary without `experiment.dir` names the local
-directory, which is replaced by a placeholder before comparing (scaffold.verify.golden.machine_independent).
+directory, which is replaced by a placeholder before comparing (scaffold.engine.golden.machine_independent).
 """
 
 from __future__ import annotations
@@ -16,12 +17,25 @@ from pathlib import Path
 from typing import Any
 
 from .. import confine
-from ..checks.context import RunContext
-from ..checks.expectations import Expectations
-from ..checks.findings import CheckFailed, finding
-from ..errors import display_path
+from ..errors import Problem, display_path
 from ..slurm.arrays import ARRAY_DIR
+from .context import RunContext
+from .expectations import Expectations
+from .findings import finding
 from .golden import ACCEPT_COMMAND, golden_extension, local_dir_named, machine_independent
+
+
+class Snapshot:
+    """syrupy's `snapshot` fixture for the golden checks of one test, asked for when a check needs it. `eager` (a
+    test of one comparison): every file is compared by syrupy, which counts it in its report; else (a test of a
+    run's checks, large sweeps) a file the same as its golden copy passes without syrupy's bookkeeping."""
+
+    def __init__(self, request: Any, eager: bool):
+        self._request = request
+        self.eager = eager
+
+    def assertion(self) -> Any:
+        return self._request.getfixturevalue("snapshot")
 
 
 def generated_text(run: RunContext, file: str) -> str:
@@ -46,30 +60,30 @@ def same_as_golden(run: RunContext, file: str) -> bool:
         return False
 
 
-def compare(run: RunContext, file: str, snapshot: Any) -> None:
-    """Compare one generated file with its golden copy (syrupy `snapshot` fixture); raise CheckFailed on a diff."""
+def compare(run: RunContext, file: str, snapshot: Any) -> list[Problem]:
+    """Compare one generated file with its golden copy (syrupy `snapshot` fixture): the difference, if any."""
     path = run.require(file)
     text = generated_text(run, file)
     golden_dir = run.experiment.golden_dir
     assertion = snapshot.use_extension(_extension(golden_dir, file))
-    _compare(assertion, text, path, golden_dir / run.name / file, run.name)
+    return _compare(assertion, text, path, golden_dir / run.name / file, run.name)
 
 
-def compare_array(expectations: Expectations, file: str, snapshot: Any) -> None:
+def compare_array(expectations: Expectations, file: str, snapshot: Any) -> list[Problem]:
     """Compare one job array script (`arrays/FILE`) with its golden copy `{golden_dir}/arrays/FILE`."""
     path = expectations.local_dir / ARRAY_DIR / file
     if (link := confine.leads_out(expectations.local_dir, path, strict=True)) is not None:
-        raise CheckFailed([link.problem()])  # never read: its content would be shown in the diff
+        return [link.problem()]  # never read: its content would be shown in the diff
     local_named = local_dir_named(expectations.summary())
     text = machine_independent(path.read_text(encoding="utf-8", errors="replace"), local_named)
     golden_dir = expectations.golden_dir
     assertion = snapshot.use_extension(golden_extension(golden_dir, file, ARRAY_DIR))
-    _compare(assertion, text, path, golden_dir / ARRAY_DIR / file, None)
+    return _compare(assertion, text, path, golden_dir / ARRAY_DIR / file, None)
 
 
-def _compare(assertion: Any, text: str, path: Path, golden: Path, run: str | None) -> None:
+def _compare(assertion: Any, text: str, path: Path, golden: Path, run: str | None) -> list[Problem]:
     if assertion == text:
-        return
+        return []
     experiment = path.parent.parent  # of RUN/FILE or arrays/FILE
     accept = ACCEPT_COMMAND.format(experiment=shlex.quote(display_path(experiment)))
     golden_dir = golden.parent.parent
@@ -88,7 +102,7 @@ def _compare(assertion: Any, text: str, path: Path, golden: Path, run: str | Non
         )
         message = "differs from its golden copy:\n" + "".join(diff).rstrip("\n")
         fix = f"if the change is intended, accept it with `{accept}` and commit the golden copy"
-    raise CheckFailed([finding(message, run=run, file=path, fix=fix)])
+    return [finding(message, run=run, file=path, fix=fix)]
 
 
 @cache

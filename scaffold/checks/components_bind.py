@@ -1,12 +1,13 @@
-"""Deep checks of a finetune.yaml with the real torchtune installed: what `tune validate` checks, and what it misses.
+"""The check `components_bind`, which needs torchtune importable (the environment where the runs train): deep
+checks of a finetune.yaml with the real torchtune installed, what `tune validate` checks, and what it misses.
 
 For every section with a `_component_`: the component imports, and its arguments bind to its signature
 strictly, counting the arguments the recipe passes itself (torchtune 0.6.1 recipes: the optimizer gets the
 model's parameters, the scheduler the optimizer, `num_training_steps` and `last_epoch`, datasets the tokenizer,
 the checkpointer `should_load_recipe_state`). Then semantic checks that no signature can express.
 
-Importing torchtune costs seconds; callers import this module's functions only when torchtune is importable
-(`torchtune_available()`), and report the checks as skipped otherwise.
+Importing torchtune costs seconds: it happens only when the check runs, and the plugin runs it only where torchtune
+is importable, reporting it as skipped (with the reason) elsewhere.
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+from collections.abc import Iterator
 from typing import Any
 
+from ..engine import FINE_TUNED, check
+from ..engine.context import RunContext
 from ..errors import Problem
+from ..plan import FINETUNE_FILE
 
 # Arguments the 0.6.1 LoRA recipes pass to a section's component themselves (see the recipes' instantiate calls).
 INJECTED: dict[str, tuple[str, ...]] = {
@@ -128,3 +133,17 @@ def deep_check(cfg: dict) -> list[Problem]:
     none when it passes. Each problem's field is the section it is about."""
     bound = [bind_component(section, spec) for section, spec in components(cfg)]
     return [p for p in bound if p is not None] + semantic_checks(cfg)
+
+
+@check("components_bind", scope=FINE_TUNED, file=FINETUNE_FILE, requires_torchtune=True)
+def components_import_and_bind(run: RunContext) -> Iterator[Problem]:
+    """Every `_component_` imports here and its arguments bind to its signature (with those the recipe passes);
+    values builders ignore or reject late (lora_attn_modules, dtype, packed without max_seq_len) are flagged."""
+    for problem in deep_check(run.config().data):
+        section = problem.field or ""
+        key = f"{section}._component_" if problem.message.startswith("component_") else section
+        yield run.problem(
+            problem.message,
+            key=key,
+            fix="install what the component needs in the training environment, or fix the section",
+        )
