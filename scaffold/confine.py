@@ -18,8 +18,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from .discover import ARRAY_DIR, JOURNAL, LOG_DIR, LOG_NAME, MANIFEST, REJECTED_DIR, SUMMARY_NAME, TRAINING_FILES
 from .errors import Problem, display_path
+from .layout import ARRAY_DIR, JOURNAL, LOG_DIR, LOG_NAME, MANIFEST, REJECTED_DIR, SUMMARY_NAME, TRAINING_FILES
 
 LOCK_NAME = ".scaffold.lock"
 RECORD_NAME = "submissions.json"

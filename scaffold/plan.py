@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from . import rules
-from .discover import (  # noqa: F401 (re-exported)
+from .errors import InputError, Problem
+from .inputs import modelrecognition, params, registry, sweep
+from .inputs.localconfig import DEFAULT_WANDB_MODE, LocalConfig
+from .inputs.summary import SUMMARY_NAME, Summary
+from .layout import (  # noqa: F401 (re-exported)
     ARRAY_DIR,
     ARTIFACTS_DIR,
     FINETUNE_FILE,
@@ -24,10 +28,6 @@ from .discover import (  # noqa: F401 (re-exported)
     SLURM_FILE,
     TRAINING_FILES,
 )
-from .errors import InputError, Problem
-from .inputs import modelrecognition, params, registry, sweep
-from .inputs.localconfig import DEFAULT_WANDB_MODE, LocalConfig
-from .inputs.summary import SUMMARY_NAME, Summary
 from .settings import RunSettings
 from .stamps import cached_by_stamp
 from .steps import StepPlan

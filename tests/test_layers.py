@@ -15,7 +15,7 @@ LAYERS = [
     {
         "__init__",
         "confine",
-        "discover",
+        "layout",
         "errors",
         "resources",
         "estimates",

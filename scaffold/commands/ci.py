@@ -24,12 +24,12 @@ from urllib.parse import urlsplit
 import jinja2
 
 from .. import __version__
-from ..discover import ARRAY_DIR, TRAINING_FILES
 from ..errors import InputError, Problem, display_path
 from ..inputs import localconfig
 from ..inputs import summary as summary_mod
 from ..inputs.summary import summary_path
 from ..inputs.yamlio import yaml_scalar
+from ..layout import ARRAY_DIR, TRAINING_FILES
 from ..output.writer import Manifest, atomic_write, sha256
 from ..resources import data_dir
 from ..slurm.arrays import is_array_file

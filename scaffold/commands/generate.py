@@ -13,10 +13,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .. import __version__, confine
-from ..discover import ARTIFACTS_DIR, JOURNAL, RECOGNISED_MODELS
 from ..errors import InputError, Problem, display_path
 from ..inputs import localconfig, modelrecognition, original_setup, schemas
 from ..inputs import summary as summary_mod
+from ..layout import ARTIFACTS_DIR, JOURNAL, RECOGNISED_MODELS
 from ..output.lock import DEFAULT_TIMEOUT, LockTimeout, lock_where_writable
 from ..output.outcome import Report, RunOutcome, failures
 from ..output.runlog import LOG_DIR, LOG_NAME, RunLog

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import confine
-from ..discover import SETUP_FILE, SUMMARY_NAME
 from ..errors import InputError, Problem, did_you_mean, display_path
 from ..inputs import original_setup, params, schemas
 from ..inputs import summary as summary_mod
 from ..inputs.yamledit import EditError, set_values
 from ..inputs.yamlio import Document, dotted, load_yaml, parse_yaml
+from ..layout import SETUP_FILE, SUMMARY_NAME
 from ..output.lock import DEFAULT_TIMEOUT, LockTimeout, lock_where_writable
 from ..output.writer import Manifest, sha256
 from ..plan import FINE_TUNED

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from ..discover import SUMMARY_NAME, summary_path  # noqa: F401 (re-exported)
 from ..errors import InputError, Problem, display_path
+from ..layout import SUMMARY_NAME, summary_path  # noqa: F401 (re-exported)
 from . import params, schemas
 from .base_recipe import BaseRecipe
 from .base_recipe import known as known_base_recipes

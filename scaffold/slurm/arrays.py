@@ -24,8 +24,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from ..discover import ARRAY_DIR, SLURM_FILE
 from ..errors import Problem, display_path
+from ..layout import ARRAY_DIR, SLURM_FILE
 from ..output.outcome import ArrayOutcome
 from ..output.writer import KEPT, Manifest, cannot_write, sha256, write
 from .sbatch import CLIENT_TEXT

@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from .. import confine
-from ..discover import MANIFEST
 from ..errors import InputError, Problem, did_you_mean, display_path
 from ..inputs import localconfig
 from ..inputs.summary import SUMMARY_NAME, Summary, summary_path
+from ..layout import MANIFEST
 from ..output.lock import LockTimeout, lock_where_writable
 from ..output.runlog import LOG_DIR, LOG_NAME, RunLog
 from ..output.writer import Manifest, atomic_write, cannot_write, run_files, sha256

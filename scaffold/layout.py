@@ -1,4 +1,5 @@
-"""Finding an experiment's files: the summary, and the local (site) config."""
+"""The experiment's layout: the names of its files and directories, and finding its summary and local (site)
+config. Every module takes these names from here."""
 
 from __future__ import annotations
 
