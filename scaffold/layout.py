@@ -12,6 +12,11 @@ from .errors import InputError, Problem, display_path
 SUMMARY_NAME = "experiment_summary.yaml"
 NAMES = ("scaffold.local.yaml", "claude.local.md")
 ENV_VAR = "SCAFFOLD_LOCAL_CONFIG"
+# The types of run the summary lists (runs[].type, schemas/experiment_summary.schema.json): only a fine-tuned run
+# has a run directory with the files below.
+FINE_TUNED = "fine-tuned"
+CONTROL = "control"
+EVAL_ONLY = "eval-only"
 # A fine-tuned run's files.
 SETUP_FILE = "setup_finetune.yaml"
 FINETUNE_FILE = "finetune.yaml"

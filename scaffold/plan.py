@@ -15,26 +15,21 @@ from . import rules
 from .errors import InputError, Problem
 from .inputs import modelrecognition, params, registry, sweep
 from .inputs.localconfig import DEFAULT_WANDB_MODE, LocalConfig
-from .inputs.summary import SUMMARY_NAME, Summary
-from .layout import (  # noqa: F401 (re-exported)
+from .inputs.summary import Summary
+from .layout import (
     ARRAY_DIR,
     ARTIFACTS_DIR,
-    FINETUNE_FILE,
+    FINE_TUNED,
     LOG_DIR,
     MANIFEST,
     RECOGNISED_MODELS,
-    REJECTED_DIR,
-    SETUP_FILE,
-    SLURM_FILE,
-    TRAINING_FILES,
+    SUMMARY_NAME,
 )
 from .settings import RunSettings
 from .stamps import cached_by_stamp
 from .steps import StepPlan
 from .timeutil import format_time, parse_time
 from .torchtune_ext.datasets import CHAT_TEMPLATE_FILE
-
-FINE_TUNED = "fine-tuned"
 
 # Where neither the run (compute.time), the model's registry entry nor the local config (default_time) gives a time
 # limit: the original's (its batch script template and setup_finetune.py --time default).

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import rules
 from .inputs.yamlio import dump_flat, yaml_scalar
-from .plan import DEFAULT_MAIL_TYPE, FINETUNE_FILE, SETUP_FILE, SLURM_FILE
+from .layout import FINETUNE_FILE, SETUP_FILE, SLURM_FILE
+from .plan import DEFAULT_MAIL_TYPE
 from .resources import data_dir
 from .rules import (
     DISTRIBUTED,

@@ -9,11 +9,11 @@ import json
 import pytest
 
 from scaffold import plan
-from scaffold.checks import FINE_TUNED, TEXT_FILES, all_checks, check, text_checks
+from scaffold.checks import TEXT_FILES, all_checks, check, text_checks
 from scaffold.checks.selfcheck import check_texts
 from scaffold.errors import Problem
 from scaffold.inputs import localconfig, summary
-from scaffold.plan import FINETUNE_FILE, SLURM_FILE, TRAINING_FILES
+from scaffold.layout import FINE_TUNED, FINETUNE_FILE, SLURM_FILE, TRAINING_FILES
 from scaffold.render import render_run
 
 from .conftest import EXAMPLE, EXAMPLE_LOCAL, Experiment

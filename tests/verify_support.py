@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scaffold.checks import EXPERIMENT, FINE_TUNED, RUN, all_checks
-from scaffold.plan import TRAINING_FILES
+from scaffold.checks import EXPERIMENT, RUN, all_checks
+from scaffold.layout import FINE_TUNED, TRAINING_FILES
 from scaffold.verify.runner import PLUGIN, plugin_autoloads
 
 R4, R8, BASE = "Llama-3.2-1B-Instruct_rank4", "Llama-3.2-1B-Instruct_rank8", "Llama-3.2-1B-Instruct_base"

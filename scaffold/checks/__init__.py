@@ -25,12 +25,11 @@ from dataclasses import dataclass
 from functools import cache
 
 from ..errors import Problem
-from ..plan import FINETUNE_FILE, SLURM_FILE
+from ..layout import FINE_TUNED, FINETUNE_FILE, SLURM_FILE
 from .findings import Blocked, NotApplicable
 
 EXPERIMENT = "experiment"
 RUN = "run"
-FINE_TUNED = "fine-tuned"
 SCOPES = (EXPERIMENT, RUN, FINE_TUNED)
 TEXT_FILES = (FINETUNE_FILE, SLURM_FILE)  # the files whose texts the self-check hands to texts=True checks
 

@@ -15,11 +15,12 @@ from typing import Any
 
 from .. import estimates
 from ..errors import Problem
-from ..plan import FINETUNE_FILE, SLURM_FILE, RunPlan
+from ..layout import FINE_TUNED, FINETUNE_FILE, SLURM_FILE
+from ..plan import RunPlan
 from ..steps import StepPlan, plan_for
 from ..timeutil import format_time, parse_time
 from ..torchtune_ext import audit
-from . import FINE_TUNED, check
+from . import check
 from .context import RunContext
 from .dataset import dataset_file
 from .findings import NotApplicable

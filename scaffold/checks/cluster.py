@@ -9,9 +9,9 @@ import os
 from collections.abc import Iterator
 
 from ..errors import Problem
-from ..plan import SLURM_FILE
+from ..layout import FINE_TUNED, SLURM_FILE
 from ..slurm.sbatch import TestOnly, controller_unreachable, test_only
-from . import FINE_TUNED, check
+from . import check
 from .context import RunContext
 from .findings import NotApplicable
 

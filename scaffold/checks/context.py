@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import confine
 from ..errors import Problem
-from ..plan import FINETUNE_FILE, SLURM_FILE
+from ..layout import FINETUNE_FILE, SLURM_FILE
 from .expectations import Expectations, RunExpectation, RunRef, item_id
 from .findings import UNSET, Blocked, finding
 from .generated import ConfigLoadError, LoadedConfig, SlurmScript, parse_slurm_text

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import Problem
-from ..plan import FINETUNE_FILE
+from ..layout import FINE_TUNED, FINETUNE_FILE
 from ..stamps import cached_by_stamp, stamp
 from ..steps import plan_for
-from . import FINE_TUNED, check
+from . import check
 from .context import RunContext
 from .expectations import item_id
 from .findings import Blocked, NotApplicable, finding

@@ -9,10 +9,11 @@ from typing import Any
 from .. import rules
 from ..errors import Problem, suggest
 from ..inputs import params
-from ..plan import FINETUNE_FILE, checkpoint_file_names
+from ..layout import FINE_TUNED, FINETUNE_FILE
+from ..plan import checkpoint_file_names
 from ..render import DATASET_BUILDERS
 from ..resources import load_data
-from . import FINE_TUNED, check
+from . import check
 from .context import RunContext, inside
 from .expectations import RunExpectation
 from .findings import NotApplicable

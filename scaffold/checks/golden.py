@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import Problem
-from ..plan import TRAINING_FILES
-from ..slurm.arrays import ARRAY_DIR, is_array_file
+from ..layout import ARRAY_DIR, TRAINING_FILES
+from ..slurm.arrays import is_array_file
 from . import EXPERIMENT, check
 from .context import ExperimentContext
 from .expectations import Expectations

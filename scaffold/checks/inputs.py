@@ -7,10 +7,8 @@ from collections.abc import Iterator
 
 from .. import confine
 from ..errors import Problem
-from ..inputs.summary import SUMMARY_NAME
-from ..output.runlog import LOG_DIR, LOG_NAME
-from ..plan import FINETUNE_FILE, TRAINING_FILES
-from . import EXPERIMENT, FINE_TUNED, RUN, check
+from ..layout import FINE_TUNED, FINETUNE_FILE, LOG_DIR, LOG_NAME, SUMMARY_NAME, TRAINING_FILES
+from . import EXPERIMENT, RUN, check
 from .context import ExperimentContext, RunContext
 from .expectations import RunRef, item_id
 from .findings import Blocked, finding

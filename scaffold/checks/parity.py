@@ -27,12 +27,12 @@ from types import SimpleNamespace
 from typing import Any
 
 from ..errors import Problem
-from ..plan import FINETUNE_FILE
+from ..layout import FINE_TUNED, FINETUNE_FILE
 from ..render import DATASET_BUILDERS
 from ..stamps import stamp
 from ..torchtune_ext import eval_contract
 from ..torchtune_ext.datasets import CROSS_ENTROPY_IGNORE_IDX, prompt_length, token_ids, tokenizer_stamp
-from . import FINE_TUNED, check
+from . import check
 from .context import RunContext
 from .dataset import dataset_file, load_dataset
 from .findings import NotApplicable

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Problem
-from ..plan import FINETUNE_FILE, SLURM_FILE, Plan, RunPlan
+from ..layout import FINETUNE_FILE, SLURM_FILE
+from ..plan import Plan, RunPlan
 from . import Skipped, run_check, text_checks
 from .context import RenderedRun
 from .expectations import RunExpectation

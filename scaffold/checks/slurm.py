@@ -9,13 +9,13 @@ from typing import Any
 
 from .. import rules
 from ..errors import Problem
+from ..layout import FINE_TUNED, FINETUNE_FILE, SLURM_FILE
 from ..output.writer import KEEP_FILE
-from ..plan import FINETUNE_FILE, SLURM_FILE
 from ..render import POST_FINETUNE_MODULE, TUNE_RUN_RECIPE, sbatch_site
 from ..rules import GPU_EXAMPLE, GPU_OPTIONS, method
 from ..slurm.directives import Directive
 from ..timeutil import format_time, parse_time
-from . import FINE_TUNED, check
+from . import check
 from .context import RunContext, inside
 from .findings import UNSET, NotApplicable
 from .generated import Command, Launch, SlurmScript, find_launches

@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from ..errors import Problem
-from ..plan import FINETUNE_FILE
-from . import FINE_TUNED, check
+from ..layout import FINE_TUNED, FINETUNE_FILE
+from . import check
 from .context import RunContext
 
 

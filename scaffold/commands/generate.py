@@ -16,10 +16,21 @@ from .. import __version__, confine
 from ..errors import InputError, Problem, display_path
 from ..inputs import localconfig, modelrecognition, original_setup, schemas
 from ..inputs import summary as summary_mod
-from ..layout import ARTIFACTS_DIR, JOURNAL, RECOGNISED_MODELS
+from ..layout import (
+    ARTIFACTS_DIR,
+    JOURNAL,
+    LOG_DIR,
+    LOG_NAME,
+    RECOGNISED_MODELS,
+    REJECTED_DIR,
+    SETUP_FILE,
+    SLURM_FILE,
+    SUMMARY_NAME,
+    TRAINING_FILES,
+)
 from ..output.lock import DEFAULT_TIMEOUT, LockTimeout, lock_where_writable
 from ..output.outcome import Report, RunOutcome, failures
-from ..output.runlog import LOG_DIR, LOG_NAME, RunLog
+from ..output.runlog import RunLog
 from ..output.writer import (
     FORCED,
     KEPT,
@@ -38,18 +49,7 @@ from ..output.writer import (
     sha256,
     write_new,
 )
-from ..plan import (
-    REJECTED_DIR,
-    SETUP_FILE,
-    SLURM_FILE,
-    SUMMARY_NAME,
-    TRAINING_FILES,
-    Plan,
-    RunPlan,
-    describe,
-    make_plan,
-    shared_settings,
-)
+from ..plan import Plan, RunPlan, describe, make_plan, shared_settings
 from ..render import fingerprint, model_json, sbatch_site
 from ..rules import recipe_for
 from ..slurm import arrays

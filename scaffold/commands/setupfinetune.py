@@ -22,10 +22,9 @@ from ..inputs import original_setup, params, schemas
 from ..inputs import summary as summary_mod
 from ..inputs.yamledit import EditError, set_values
 from ..inputs.yamlio import Document, dotted, load_yaml, parse_yaml
-from ..layout import SETUP_FILE, SUMMARY_NAME
+from ..layout import FINE_TUNED, SETUP_FILE, SUMMARY_NAME
 from ..output.lock import DEFAULT_TIMEOUT, LockTimeout, lock_where_writable
 from ..output.writer import Manifest, sha256
-from ..plan import FINE_TUNED
 from ..render import SITE_DIRECTIVES, render_setup
 from .generate import RunChange, _load_plan, generate, read_summary_text
 

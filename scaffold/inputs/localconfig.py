@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError, Problem, display_path
-from ..layout import ENV_VAR, NAMES, find, locate  # noqa: F401 (the local config's discovery, re-exported)
+from ..layout import NAMES, find, locate  # noqa: F401 (find, locate: the local config's discovery, re-exported)
 from . import schemas
 from .yamlio import Document, load_yaml
 

@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ..errors import InputError, Problem, display_path
-from ..layout import SUMMARY_NAME, summary_path  # noqa: F401 (re-exported)
+from ..layout import SUMMARY_NAME, summary_path  # noqa: F401 (summary_path: re-exported)
 from . import params, schemas
 from .base_recipe import BaseRecipe
 from .base_recipe import known as known_base_recipes

@@ -19,13 +19,13 @@ import re
 from typing import TYPE_CHECKING
 
 from ..errors import InputError, Problem
+from ..layout import FINE_TUNED
 from . import params, schemas
 
 if TYPE_CHECKING:
     from .summary import Summary
 
 PAIRED = "paired"
-FINE_TUNED = "fine-tuned"
 
 
 def axes(variables: dict) -> list[list[dict]]:

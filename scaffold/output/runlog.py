@@ -11,8 +11,6 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..layout import LOG_DIR, LOG_NAME  # noqa: F401 (re-exported: the log's place lives with the other names)
-
 _STAMP: list = [None, ""]  # (centisecond, its text): a log of thousands of runs formats each time once
 
 

@@ -22,12 +22,12 @@ from pathlib import Path
 from .. import confine
 from ..errors import InputError, Problem, did_you_mean, display_path
 from ..inputs import localconfig
-from ..inputs.summary import SUMMARY_NAME, Summary, summary_path
-from ..layout import MANIFEST
+from ..inputs.summary import Summary, summary_path
+from ..layout import ARRAY_DIR, LOG_DIR, LOG_NAME, MANIFEST, SLURM_FILE, SUMMARY_NAME, TRAINING_FILES
 from ..output.lock import LockTimeout, lock_where_writable
-from ..output.runlog import LOG_DIR, LOG_NAME, RunLog
+from ..output.runlog import RunLog
 from ..output.writer import Manifest, atomic_write, cannot_write, run_files, sha256
-from ..plan import ARRAY_DIR, SLURM_FILE, TRAINING_FILES, Plan, make_plan
+from ..plan import Plan, make_plan
 from ..render import fingerprint, model_json
 from . import arrays, sbatch
 

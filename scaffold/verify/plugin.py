@@ -24,14 +24,14 @@ from pathlib import Path
 
 import pytest
 
-from ..checks import EXPERIMENT, FINE_TUNED, RUN, Check, Skipped, all_checks, run_check
+from ..checks import EXPERIMENT, RUN, Check, Skipped, all_checks, run_check
 from ..checks.context import ExperimentContext
 from ..checks.expectations import CollectionError, Expectations, Options, RunRef, item_id
 from ..checks.findings import Blocked, CheckFailed
 from ..checks.shapes import EVERY, PER_SHAPE
 from ..errors import Problem
 from ..inputs.summary import summary_path
-from ..plan import ARRAY_DIR, TRAINING_FILES
+from ..layout import ARRAY_DIR, FINE_TUNED, TRAINING_FILES
 
 PER_CHECK_UP_TO = 50  # runs; above, --items auto collects one test per run, and --omegaconf auto loads by shape
 SUMMARY_KEY = pytest.StashKey[Path]()

@@ -20,7 +20,7 @@ from ..checks.context import RunContext
 from ..checks.expectations import Expectations
 from ..checks.findings import CheckFailed, finding
 from ..errors import display_path
-from ..slurm.arrays import ARRAY_DIR
+from ..layout import ARRAY_DIR
 from .golden import ACCEPT_COMMAND, golden_extension, local_dir_named, machine_independent
 
 
