@@ -97,7 +97,7 @@ def generate(
         report.log = display_path(log.path)
     command = f"setup-finetune {change.run}" if change else "generate"
     try:
-        plan = _load_plan(summary_file, local_config, check_paths, change.summary_text if change else None)
+        plan = plan_summary(summary_file, local_config, check_paths, change.summary_text if change else None)
         summary = plan.summary
         report.experiment = summary.name
     except InputError as e:
@@ -357,7 +357,9 @@ def _write_arrays(plan: Plan, report: Report, log: RunLog, manifest: Manifest, *
     report.errors += problems
 
 
-def _load_plan(summary_file: Path, local_config: Path | None, check_paths: bool, text: str | None = None) -> Plan:
+def plan_summary(summary_file: Path, local_config: Path | None, check_paths: bool, text: str | None = None) -> Plan:
+    """The plan of a summary file (read from `text` where given), with the site config found for it (or
+    `local_config`); InputError for invalid input."""
     summary = summary_mod.load(summary_file, text)
     path, found = localconfig.locate(summary.local_dir, local_config)
     local = localconfig.load(path)
@@ -369,7 +371,7 @@ def _load_plan(summary_file: Path, local_config: Path | None, check_paths: bool,
 def load_plan(target: Path, *, local_config: Path | None = None, check_paths: bool = True) -> Plan | list[Problem]:
     """The validated plan of an experiment (nothing written), or the input problems."""
     try:
-        return _load_plan(summary_mod.summary_path(Path(target)), local_config, check_paths)
+        return plan_summary(summary_mod.summary_path(Path(target)), local_config, check_paths)
     except InputError as e:
         return e.problems
 

@@ -26,7 +26,7 @@ from ..layout import FINE_TUNED, SETUP_FILE, SUMMARY_NAME
 from ..output.lock import DEFAULT_TIMEOUT, LockTimeout, lock_where_writable
 from ..output.writer import Manifest, sha256
 from ..render import SITE_DIRECTIVES, render_setup
-from .generate import RunChange, _load_plan, generate, read_summary_text
+from .generate import RunChange, generate, plan_summary, read_summary_text
 
 # Settings of one run, by where they live in its summary entry (runs[i]...).
 COMPUTE = ("time", "gpus", "nodes", "mem", "cpus_per_task")
@@ -306,7 +306,7 @@ def _edits(
     problems = schemas.validate(schemas.SETUP, doc, doc.data)
     if problems:
         raise InputError(problems)
-    plan = _load_plan(exp_dir / SUMMARY_NAME, local_config, check_paths=False)
+    plan = plan_summary(exp_dir / SUMMARY_NAME, local_config, check_paths=False)
     rp = next(r for r in plan.runs if r.name == name)
     if rp.setup is None or recorded is None or sha256(render_setup(rp.setup).encode("utf-8")) != recorded:
         raise InputError(
@@ -390,7 +390,7 @@ def _check_change(
 ) -> None:
     """The summary with the change must be valid and plan this run without a problem (else nothing is written)."""
     try:
-        plan = _load_plan(summary_file, local_config, check_paths, text)
+        plan = plan_summary(summary_file, local_config, check_paths, text)
     except InputError as e:
         raise InputError(_relocated(e.problems, where)) from None
     rp = next(r for r in plan.runs if r.name == name)

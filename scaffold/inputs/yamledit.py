@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from ..errors import InputError
-from .yamlio import Path_, _Loader, dotted, parse_yaml, yaml_scalar
+from .yamlio import InputLoader, Path_, dotted, parse_yaml, yaml_scalar
 
 
 class EditError(Exception):
@@ -64,7 +64,7 @@ def _same_types(a: Any, b: Any) -> bool:
 
 
 def _compose(text: str) -> yaml.Node:
-    loader = _Loader(text)
+    loader = InputLoader(text)
     try:
         node = loader.get_single_node()
     finally:

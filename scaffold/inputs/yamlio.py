@@ -32,8 +32,8 @@ _CORE = "tag:yaml.org,2002:"
 ALLOWED_TAGS = frozenset(_CORE + t for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp", "merge"))
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 floats, and a bound on nesting (`MAX_DEPTH`)."""
+class InputLoader(yaml.SafeLoader):
+    """The loader of the inputs: SafeLoader with YAML 1.2 floats, and a bound on nesting (`MAX_DEPTH`)."""
 
     _depth = 0
 
@@ -52,11 +52,11 @@ class _Loader(yaml.SafeLoader):
 
 
 # Drop the YAML 1.1 float resolver and add one that also takes 1e-5 and 1E+5 (no dot needed).
-_Loader.yaml_implicit_resolvers = {
+InputLoader.yaml_implicit_resolvers = {
     ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:float"]
     for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_Loader.add_implicit_resolver(
+InputLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(
         r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -218,7 +218,7 @@ def parse_yaml(text: str, path: Path) -> Document:
     """Parse YAML text safely; raise InputError with line and column on any syntax problem."""
     doc = Document(Path(path), None)
     try:
-        loader = _Loader(text)
+        loader = InputLoader(text)
         try:
             node = loader.get_single_node()
             if node is not None:
@@ -265,7 +265,7 @@ class _Dumper(yaml.SafeDumper):
     """SafeDumper that never emits aliases, indents lists under their key, and quotes every string that the
     reader (ours, and OmegaConf's) would take for another type: it shares the loader's resolvers."""
 
-    yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+    yaml_implicit_resolvers = InputLoader.yaml_implicit_resolvers
 
     def ignore_aliases(self, data: Any) -> bool:
         return True
@@ -297,7 +297,7 @@ def dump_yaml(data: Any) -> str:
 # both on many values); anything else goes through PyYAML.
 _PLAIN = re.compile(r"[A-Za-z_/][A-Za-z0-9_./+-]*\Z")
 _RESOLVER = yaml.resolver.Resolver()
-_RESOLVER.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers  # e.g. "1e-5" is a float: quote it
+_RESOLVER.yaml_implicit_resolvers = InputLoader.yaml_implicit_resolvers  # e.g. "1e-5" is a float: quote it
 _STR = "tag:yaml.org,2002:str"
 
 
@@ -424,7 +424,7 @@ class _FastLoader(_CLoaderBase):  # type: ignore[valid-type,misc]
     """libyaml's parser with our (YAML 1.2 float) resolvers: for re-reading thousands of generated files. A key
     given twice in one mapping is an error, as in OmegaConf's loader (torchtune's), which PyYAML allows."""
 
-    yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+    yaml_implicit_resolvers = InputLoader.yaml_implicit_resolvers
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen = set()

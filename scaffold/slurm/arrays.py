@@ -99,9 +99,9 @@ def groups(scripts: Iterable[tuple[str, str]]) -> list[Group]:
 def render(group: Group, k: int, *, experiment: str, root: str | os.PathLike) -> str:
     """The array script of group `k` of experiment `experiment`, whose run directories are under `root` (the
     experiment directory as the cluster sees it)."""
-    from ..render import _render
+    from ..render import render_template
 
-    return _render(
+    return render_template(
         "finetune_array.slurm.j2",
         {
             "experiment": experiment,
