@@ -96,7 +96,7 @@ def make_plan(summary: Summary, local: LocalConfig, *, check_paths: bool = True,
     (the verification suite plans without path checks but recognises where it may look at the directory)."""
     models = registry.models(local.get("models"))
     _check_collisions(summary)
-    unnamed = {p.run: p for p in sweep.name_problems(summary)}
+    unnamed = {p.run: p for p in sweep.name_problems(summary.data, summary.doc, summary.swept)}
     shared = _Shared(summary, local, models, check_paths, check_paths if recognise is None else recognise)
     runs = []
     local_dir = str(summary.local_dir)
