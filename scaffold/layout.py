@@ -26,9 +26,12 @@ TRAINING_FILES = (SETUP_FILE, FINETUNE_FILE, SLURM_FILE)
 ARTIFACTS_DIR = "artifacts"
 # The experiment's job array scripts (scaffold.slurm.arrays).
 ARRAY_DIR = "arrays"
-# The tool's log (scaffold.output.runlog), and its lock beside it.
+# The tool's log (scaffold.output.runlog), and the experiment's lock beside it.
 LOG_DIR = "logs"
 LOG_NAME = "scaffold-torchtune.log"
+LOCK_NAME = ".scaffold.lock"  # one writer per experiment (scaffold.output.lock)
+# Under the log directory: the job ids `scaffold submit` queued (scaffold.commands.submit).
+SUBMISSIONS = "submissions.json"
 # Under the log directory: the texts of each run that failed its self-check (logs/rejected/RUN/), never written.
 REJECTED_DIR = "rejected"
 # Models in no registry, as generate recognised them from their config.json (scaffold.inputs.modelrecognition):

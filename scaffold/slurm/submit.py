@@ -23,7 +23,17 @@ from .. import confine
 from ..errors import InputError, Problem, did_you_mean, display_path
 from ..inputs import localconfig
 from ..inputs.summary import Summary, summary_path
-from ..layout import ARRAY_DIR, LOG_DIR, LOG_NAME, MANIFEST, SLURM_FILE, SUMMARY_NAME, TRAINING_FILES
+from ..layout import (
+    ARRAY_DIR,
+    ARTIFACTS_DIR,
+    LOG_DIR,
+    LOG_NAME,
+    MANIFEST,
+    SLURM_FILE,
+    SUBMISSIONS,
+    SUMMARY_NAME,
+    TRAINING_FILES,
+)
 from ..output.lock import LockTimeout, lock_where_writable
 from ..output.runlog import RunLog
 from ..output.writer import Manifest, atomic_write, cannot_write, run_files, sha256
@@ -31,7 +41,6 @@ from ..plan import Plan, make_plan
 from ..render import fingerprint, model_json
 from . import arrays, sbatch
 
-RECORD = "submissions.json"
 SUBMITTED = "submitted"
 ALREADY = "already submitted"  # skipped: submitted before (not named with --run)
 REFUSED = "refused"  # named with --run, submitted before, no --resubmit
@@ -297,7 +306,7 @@ def submit(
             )
         ]
         return report
-    record_path = exp_dir / LOG_DIR / RECORD
+    record_path = exp_dir / LOG_DIR / SUBMISSIONS
     report.record = display_path(record_path)
     log = RunLog(exp_dir / LOG_DIR / LOG_NAME)
     try:
@@ -537,7 +546,7 @@ def _prepare(
     match = _OUTPUT.search(text)
     if match:
         out_dir = Path(match.group(1)).parent
-        if out_dir == s.to_local(out_dir) == exp_dir / name / "artifacts":
+        if out_dir == s.to_local(out_dir) == exp_dir / name / ARTIFACTS_DIR:
             out_dir.mkdir(exist_ok=True)
         if not out_dir.is_dir():
             err = Problem(
