@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from scaffold.checks import EXPERIMENT, RUN, all_checks
+from scaffold.commands.verify import PLUGIN, plugin_autoloads
 from scaffold.layout import FINE_TUNED, TRAINING_FILES
-from scaffold.verify.runner import PLUGIN, plugin_autoloads
 
 R4, R8, BASE = "Llama-3.2-1B-Instruct_rank4", "Llama-3.2-1B-Instruct_rank8", "Llama-3.2-1B-Instruct_base"
 EXP = "cap"  # experiment-level tests are named after the experiment directory

@@ -251,7 +251,7 @@ def _setup_finetune(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _verify(args: argparse.Namespace, rest: list[str]) -> int:
-    from ..verify.runner import run
+    from .verify import run
 
     return run(
         args.experiment,
@@ -265,7 +265,7 @@ def _verify(args: argparse.Namespace, rest: list[str]) -> int:
 def _submit(args: argparse.Namespace) -> int:
     import json
 
-    from ..slurm import submit as sm
+    from . import submit as sm
 
     out = sys.stderr if args.json else sys.stdout
     started = False

@@ -3,6 +3,6 @@ generated file of an experiment against expectations re-derived from experiment_
 the model registry, and compares each file with its golden snapshot.
 
 Modules: `plugin` (collection and items), `snapshots` (golden files), `golden` (golden files as readable single
-files: syrupy extensions), `runner` (how the CLI starts pytest). The checks it runs, and what they read the
-experiment with, are scaffold.checks.
+files: syrupy extensions). The checks it runs, and what they read the experiment with, are scaffold.checks; the
+command that starts pytest with it is scaffold.commands.verify.
 """

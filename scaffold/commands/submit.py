@@ -39,7 +39,7 @@ from ..output.runlog import RunLog
 from ..output.writer import Manifest, atomic_write, cannot_write, run_files, sha256
 from ..plan import Plan, make_plan
 from ..render import fingerprint, model_json
-from . import arrays, sbatch
+from ..slurm import arrays, sbatch
 
 SUBMITTED = "submitted"
 ALREADY = "already submitted"  # skipped: submitted before (not named with --run)
