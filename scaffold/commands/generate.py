@@ -30,6 +30,7 @@ from ..layout import (
 )
 from ..output.lock import DEFAULT_TIMEOUT, LockTimeout, lock_where_writable
 from ..output.outcome import Report, RunOutcome, failures
+from ..output.report import as_json, as_text, plan_text
 from ..output.runlog import RunLog
 from ..output.writer import (
     FORCED,
@@ -54,6 +55,7 @@ from ..render import fingerprint, model_json, sbatch_site
 from ..rules import recipe_for
 from ..slurm import arrays
 from .pipeline import Renderer, Row
+from .reply import Reply, errors
 
 
 @dataclass(frozen=True)
@@ -366,6 +368,23 @@ def plan_summary(summary_file: Path, local_config: Path | None, check_paths: boo
     local.found = found
     _check_shell_safe_root(summary)
     return make_plan(summary, local, check_paths=check_paths)
+
+
+def reply(report: Report, *, json_out: bool = False) -> Reply:
+    """What generate prints: its report as JSON (`--json`) or as text, the text on stderr when the input is
+    invalid (nothing was written)."""
+    if json_out:
+        return Reply(report.exit_status, out=as_json(report) + "\n")
+    if report.input_errors:
+        return Reply(report.exit_status, err=as_text(report))
+    return Reply(report.exit_status, out=as_text(report))
+
+
+def plan_reply(plan: Plan | list[Problem]) -> Reply:
+    """What `generate --print-plan` prints: the runs and their settings, or the input problems."""
+    if isinstance(plan, list):
+        return Reply(2, err=errors(plan))
+    return Reply(0, out=plan_text(plan))
 
 
 def load_plan(target: Path, *, local_config: Path | None = None, check_paths: bool = True) -> Plan | list[Problem]:

@@ -27,6 +27,7 @@ from ..output.lock import DEFAULT_TIMEOUT, LockTimeout, lock_where_writable
 from ..output.writer import Manifest, sha256
 from ..render import SITE_DIRECTIVES, render_setup
 from .generate import RunChange, generate, plan_summary, read_summary_text
+from .reply import Reply, errors
 
 # Settings of one run, by where they live in its summary entry (runs[i]...).
 COMPUTE = ("time", "gpus", "nodes", "mem", "cpus_per_task")
@@ -62,6 +63,20 @@ class SetupResult:
     notes: list[str] = field(default_factory=list)
     diffs: dict[str, str] = field(default_factory=dict)
     changes: list[str] = field(default_factory=list)  # each value written into the summary: "path: old -> new"
+
+
+def reply(result: SetupResult) -> Reply:
+    """What setup-finetune prints: the changes written into the summary, the notes, each file's status (with the
+    diff of one kept as edited by hand), the self-check's counts; the problems on stderr."""
+    out = [f"change: {change}\n" for change in result.changes] + [f"note: {note}\n" for note in result.notes]
+    for name, status in result.files.items():
+        out.append(f"  {name}: {status}\n")
+        if status.startswith("kept") and name in result.diffs:
+            out.append("".join("      " + line for line in result.diffs[name].splitlines(True)))
+    if result.checks:
+        passed = sum(not problems for problems in result.checks.values())
+        out.append(f"verification: {passed} checks passed, {len(result.checks) - passed} failed\n")
+    return Reply(result.exit_status, "".join(out), errors(result.problems))
 
 
 def parse_overrides(args: list[str], known: list[str]) -> dict[str, object]:

@@ -40,6 +40,7 @@ from ..output.writer import Manifest, atomic_write, cannot_write, run_files, sha
 from ..plan import Plan, make_plan
 from ..render import fingerprint, model_json
 from ..slurm import arrays, sbatch
+from .reply import Reply
 
 SUBMITTED = "submitted"
 ALREADY = "already submitted"  # skipped: submitted before (not named with --run)
@@ -705,3 +706,16 @@ def as_json(report: SubmitReport) -> dict:
         "problems": [p.as_dict() for p in report.problems],
         "exit_status": report.exit_status,
     }
+
+
+def reply(report: SubmitReport, *, json_out: bool = False, started: bool = False) -> Reply:
+    """What submit prints once it is done (`started`: the progress lines, header first, were printed as the runs
+    were queued): the counts and where the job ids are, or the JSON document (`--json`, the counts then on
+    stderr, with the progress); the problems on stderr when nothing was looked at."""
+    if json_out:
+        return Reply(
+            report.exit_status, json.dumps(as_json(report), indent=1) + "\n", "" if report.problems else footer(report)
+        )
+    if report.problems:
+        return Reply(report.exit_status, err=as_text(report))
+    return Reply(report.exit_status, ("" if started else header(report)) + footer(report))
