@@ -85,6 +85,14 @@ def test_print_plan_writes_nothing(example: Experiment) -> None:
     assert example.snapshot() == before
 
 
+def test_print_plan_reports_invalid_input_as_the_other_commands_do(example: Experiment) -> None:
+    sweep(example, {"lora_rank": [4, 8], "no_such_parameter": [1]})
+    res = run_cli("generate", example.dir, "--local-config", example.local, "--no-check-paths", "--print-plan")
+    assert res.code == 2 and not res.out
+    assert res.err.startswith("error: ") and "no_such_parameter" in res.err, res.err
+    assert all(line.startswith("error: ") for line in res.err.splitlines()), res.err
+
+
 def test_listed_runs_win_but_must_spell_what_they_sweep(example: Experiment) -> None:
     """`runs` is given, so it wins; a run that sets a swept parameter without saying it in its name is reported."""
     data = example.load()
