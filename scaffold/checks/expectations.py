@@ -54,7 +54,7 @@ class RunRef:
 
 
 def _lists_fine_tuned(runs: object) -> bool:
-    return isinstance(runs, list) and any(isinstance(r, dict) and r.get("type") == "fine-tuned" for r in runs)
+    return isinstance(runs, list) and any(isinstance(r, dict) and r.get("type") == FINE_TUNED for r in runs)
 
 
 def read_runs(summary_path: Path) -> list[RunRef]:

@@ -18,6 +18,7 @@ from ..inputs import localconfig, modelrecognition, original_setup, schemas
 from ..inputs import summary as summary_mod
 from ..layout import (
     ARTIFACTS_DIR,
+    FINE_TUNED,
     JOURNAL,
     LOG_DIR,
     LOG_NAME,
@@ -335,7 +336,7 @@ def _write_arrays(plan: Plan, report: Report, log: RunLog, manifest: Manifest, *
     """The job array scripts (scaffold.slurm.arrays), only when every fine-tuned run was generated and checked: else
     they stay as they are, like the failed runs' files. (`alone`: one run was generated, the others are as they are
     on disk: the arrays follow when each has its batch script.)"""
-    failed = [r.name for r in report.runs if r.type == "fine-tuned" and r.status != "ok"]
+    failed = [r.name for r in report.runs if r.type == FINE_TUNED and r.status != "ok"]
     if failed:
         log.info(f"job arrays: not updated ({len(failed)} fine-tuned run(s) failed)")
         return

@@ -25,6 +25,7 @@ from ..inputs.summary import Summary, summary_path
 from ..layout import (
     ARRAY_DIR,
     ARTIFACTS_DIR,
+    FINE_TUNED,
     LOG_DIR,
     LOG_NAME,
     MANIFEST,
@@ -261,7 +262,7 @@ def submit(
     except InputError as e:
         report.problems = e.problems
         return report
-    names = [r["name"] for r in s.data["runs"] if r["type"] == "fine-tuned"]
+    names = [r["name"] for r in s.data["runs"] if r["type"] == FINE_TUNED]
     for name in dict.fromkeys(runs or []):
         if name not in names:
             report.problems.append(

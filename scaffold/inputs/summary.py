@@ -8,7 +8,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ..errors import InputError, Problem, display_path
-from ..layout import SUMMARY_NAME, summary_path  # noqa: F401 (summary_path: re-exported)
+from ..layout import FINE_TUNED, SUMMARY_NAME, summary_path  # noqa: F401 (summary_path: re-exported)
 from . import params, schemas, sweep
 from .base_recipe import BaseRecipe
 from .base_recipe import known as known_base_recipes
@@ -155,7 +155,7 @@ def _require_dataset_type(summary: Summary) -> None:
     untyped = [
         r["name"]
         for r in data["runs"]
-        if r.get("type") == "fine-tuned" and "dataset_type" not in (r.get("parameters") or {})
+        if r.get("type") == FINE_TUNED and "dataset_type" not in (r.get("parameters") or {})
     ]
     if untyped:
         where = ("controls",) if "controls" in data else ()
@@ -303,7 +303,7 @@ def _design_variables(summary: Summary) -> list[Problem]:
     if not design:
         return []
     runs = data.get("runs")
-    listed = isinstance(runs, list) and any(isinstance(r, dict) and r.get("type") == "fine-tuned" for r in runs)
+    listed = isinstance(runs, list) and any(isinstance(r, dict) and r.get("type") == FINE_TUNED for r in runs)
     shape = "the structured form {independent, dependent}" if structured else ", ".join(design)
     if not listed:
         path = ("variables",) if structured else ("variables", design[0])
