@@ -18,11 +18,21 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from .discover import ARRAY_DIR, JOURNAL, LOG_DIR, LOG_NAME, MANIFEST, REJECTED_DIR, SUMMARY_NAME, TRAINING_FILES
 from .errors import Problem, display_path
+from .layout import (
+    ARRAY_DIR,
+    ARTIFACTS_DIR,
+    JOURNAL,
+    LOCK_NAME,
+    LOG_DIR,
+    LOG_NAME,
+    MANIFEST,
+    REJECTED_DIR,
+    SUBMISSIONS,
+    SUMMARY_NAME,
+    TRAINING_FILES,
+)
 
-LOCK_NAME = ".scaffold.lock"
-RECORD_NAME = "submissions.json"
 # The experiment's own files and folders, relative to its directory, checked before a command touches any of them.
 EXPERIMENT_PATHS = (
     SUMMARY_NAME,
@@ -31,13 +41,13 @@ EXPERIMENT_PATHS = (
     LOG_DIR,
     f"{LOG_DIR}/{LOG_NAME}",
     f"{LOG_DIR}/{LOCK_NAME}",
-    f"{LOG_DIR}/{RECORD_NAME}",
+    f"{LOG_DIR}/{SUBMISSIONS}",
     f"{LOG_DIR}/{REJECTED_DIR}",
     ARRAY_DIR,
 )
 # Under these folders every entry (and, under logs/rejected/, every run's entries) is the tool's own.
 LISTED_DIRS = (ARRAY_DIR, f"{LOG_DIR}/{REJECTED_DIR}")
-RUN_PATHS = (*TRAINING_FILES, "artifacts")
+RUN_PATHS = (*TRAINING_FILES, ARTIFACTS_DIR)
 
 
 class LeadsOut(OSError):

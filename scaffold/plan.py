@@ -12,28 +12,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .discover import (  # noqa: F401 (re-exported)
-    ARRAY_DIR,
-    ARTIFACTS_DIR,
-    FINETUNE_FILE,
-    LOG_DIR,
-    MANIFEST,
-    RECOGNISED_MODELS,
-    REJECTED_DIR,
-    SETUP_FILE,
-    SLURM_FILE,
-    TRAINING_FILES,
-)
 from .errors import InputError, Problem
 from .inputs import modelrecognition, registry, sweep
 from .inputs.localconfig import LocalConfig
-from .inputs.summary import SUMMARY_NAME, Summary
+from .inputs.summary import Summary
+from .layout import (
+    ARRAY_DIR,
+    FINE_TUNED,
+    LOG_DIR,
+    MANIFEST,
+    RECOGNISED_MODELS,
+    SUMMARY_NAME,
+)
 from .probe import DiskProbe, Probe
 from .runplanner import SweepContext, plan_fine_tuned
 from .settings import RunSettings
 from .steps import StepPlan
-
-FINE_TUNED = "fine-tuned"
 
 
 @dataclass
@@ -87,7 +81,7 @@ def make_plan(
     `probe` answers what the plan needs of the disk (default: this machine's, DiskProbe)."""
     models = registry.models(local.get("models"))
     _check_collisions(summary)
-    unnamed = {p.run: p for p in sweep.name_problems(summary)}
+    unnamed = {p.run: p for p in sweep.name_problems(summary.data, summary.doc, summary.swept)}
     recognise = check_paths if recognise is None else recognise
     context = SweepContext(summary, local, models, probe or DiskProbe(), check_paths, recognise)
     runs = []

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import rules
 from .inputs.yamlemit import dump_flat, yaml_scalar
-from .plan import FINETUNE_FILE, SETUP_FILE, SLURM_FILE
+from .layout import FINETUNE_FILE, SETUP_FILE, SLURM_FILE
 from .precedence import DEFAULT_MAIL_TYPE
 from .resources import data_dir
 from .rules import (
@@ -208,7 +208,8 @@ def context(setup: dict, model: dict) -> dict[str, Any]:
     return ctx
 
 
-def _render(template: str, ctx: dict) -> str:
+def render_template(template: str, ctx: dict) -> str:
+    """One of templates/ rendered with `ctx`; RenderError names the template's file."""
     import jinja2
 
     try:
@@ -221,12 +222,12 @@ def _render(template: str, ctx: dict) -> str:
 
 def render_finetune_yaml(setup: dict, model: dict, ctx: dict | None = None) -> str:
     """The torchtune config for this run (`ctx`: its template variables, when the caller has them)."""
-    return _render("finetune.yaml.j2", ctx or context(setup, model))
+    return render_template("finetune.yaml.j2", ctx or context(setup, model))
 
 
 def render_slurm(setup: dict, model: dict, ctx: dict | None = None) -> str:
     """The batch script for this run (`ctx`: its template variables, when the caller has them)."""
-    return _render("finetune.slurm.j2", ctx or context(setup, model))
+    return render_template("finetune.slurm.j2", ctx or context(setup, model))
 
 
 def render_setup(setup: dict) -> str:

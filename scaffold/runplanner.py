@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import precedence, rules
-from .discover import ARTIFACTS_DIR
 from .errors import InputError, Problem
 from .inputs import modelrecognition, params, registry
 from .inputs.localconfig import LocalConfig
 from .inputs.summary import Summary
+from .layout import ARTIFACTS_DIR
 from .precedence import RunInputs
 from .probe import (
     CONDITION_RESOLVER,

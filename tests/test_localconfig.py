@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from scaffold import layout
 from scaffold.errors import InputError
 from scaffold.inputs import localconfig
 
@@ -165,7 +166,7 @@ def test_nearest_config_wins_over_one_further_up(example: Experiment):
 
 def test_no_local_config_found(example: Experiment, tmp_path: Path):
     example.local.unlink()
-    if any((d / n).is_file() for d in tmp_path.parents for n in localconfig.NAMES):
+    if any((d / n).is_file() for d in tmp_path.parents for n in layout.NAMES):
         pytest.skip("a local config above the temporary directory would be found")
     before = example.snapshot()
     # (from a directory with no config above it either: the current directory and its parents are searched too)

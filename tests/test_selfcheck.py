@@ -9,10 +9,10 @@ import json
 import pytest
 
 from scaffold import plan
-from scaffold.engine import EXPERIMENT, FINE_TUNED, TEXT_FILES, all_checks, check, text_checks
+from scaffold.engine import EXPERIMENT, TEXT_FILES, all_checks, check, text_checks
 from scaffold.errors import Problem
 from scaffold.inputs import localconfig, summary
-from scaffold.plan import FINETUNE_FILE, SLURM_FILE, TRAINING_FILES
+from scaffold.layout import FINE_TUNED, FINETUNE_FILE, SLURM_FILE, TRAINING_FILES
 from scaffold.render import render_run
 from scaffold.verify.selfcheck import check_texts
 

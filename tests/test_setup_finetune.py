@@ -117,7 +117,7 @@ def test_a_run_that_fails_its_self_check_writes_nothing_not_even_the_summary(com
     the run's files stay as they were, and the texts that failed are in logs/rejected/RUN/."""
     from scaffold.commands import pipeline
     from scaffold.commands.setupfinetune import setup_finetune
-    from scaffold.plan import FINETUNE_FILE
+    from scaffold.layout import FINETUNE_FILE
 
     real = pipeline.render_run
 

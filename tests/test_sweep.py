@@ -3,9 +3,14 @@ from the parameter table's tokens, and collisions refused naming both runs."""
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
+
+from scaffold.inputs import summary as summary_mod
+from scaffold.inputs import sweep as sweep_mod
+from scaffold.inputs.yamlio import parse_yaml
 
 from .conftest import Experiment, run_cli
 
@@ -78,6 +83,14 @@ def test_print_plan_writes_nothing(example: Experiment) -> None:
     assert "2 expanded from variables: lora_rank, lr" in res.out
     assert "Llama-3.2-1B-Instruct_rank8_lr1e-5" in res.out
     assert example.snapshot() == before
+
+
+def test_print_plan_reports_invalid_input_as_the_other_commands_do(example: Experiment) -> None:
+    sweep(example, {"lora_rank": [4, 8], "no_such_parameter": [1]})
+    res = run_cli("generate", example.dir, "--local-config", example.local, "--no-check-paths", "--print-plan")
+    assert res.code == 2 and not res.out
+    assert res.err.startswith("error: ") and "no_such_parameter" in res.err, res.err
+    assert all(line.startswith("error: ") for line in res.err.splitlines()), res.err
 
 
 def test_listed_runs_win_but_must_spell_what_they_sweep(example: Experiment) -> None:
@@ -162,3 +175,19 @@ def test_unknown_variable_gets_a_suggestion(example: Experiment) -> None:
     sweep(example, {"lora_ranks": [8]})
     res = example.generate("--no-check-paths")
     assert res.code == 2 and "did you mean 'lora_rank'" in res.err
+
+
+def test_expand_returns_the_runs_it_adds_and_the_summary_adds_them(example: Experiment) -> None:
+    sweep(example, {"lora_rank": [4, 8]}, runs=[{"name": "Llama-3.2-1B-Instruct_base", "type": "control"}])
+    path = example.dir / "experiment_summary.yaml"
+    text = path.read_text()
+    doc = parse_yaml(text, path)
+    before, marks = copy.deepcopy(doc.data), dict(doc.marks)
+    added = sweep_mod.expand(doc.data, doc)
+    assert doc.data == before and doc.marks == marks  # expand changes nothing
+    assert [r["name"] for r in added.runs] == ["Llama-3.2-1B-Instruct_rank4", "Llama-3.2-1B-Instruct_rank8"]
+    assert added.note.endswith("expanded variables (lora_rank) x 1 model(s) into 2 fine-tuned runs")
+    loaded = summary_mod.load(example.dir, text)  # ...the summary puts them in front of the listed runs
+    assert [r["name"] for r in loaded.data["runs"]] == [*(r["name"] for r in added.runs), "Llama-3.2-1B-Instruct_base"]
+    assert loaded.swept == 2 and added.note in loaded.notes
+    assert loaded.doc.locate(("runs", 2, "name")) == doc.locate(("runs", 0, "name"))  # its line marks moved with it

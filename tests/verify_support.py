@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from scaffold.engine import EXPERIMENT, FINE_TUNED, RUN, all_checks
-from scaffold.plan import TRAINING_FILES
-from scaffold.verify.runner import PLUGIN, plugin_autoloads
+from scaffold.commands.verify_suite import PLUGIN, plugin_autoloads
+from scaffold.engine import EXPERIMENT, RUN, all_checks
+from scaffold.layout import FINE_TUNED, TRAINING_FILES
 
 R4, R8, BASE = "Llama-3.2-1B-Instruct_rank4", "Llama-3.2-1B-Instruct_rank8", "Llama-3.2-1B-Instruct_base"
 EXP = "cap"  # experiment-level tests are named after the experiment directory

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from .. import rules
-from ..engine import FINE_TUNED, check
+from ..engine import check
 from ..engine.context import RunContext, RunView, inside
 from ..engine.findings import UNSET, NotApplicable
 from ..engine.generated import Command, Launch, SlurmScript, find_launches
 from ..errors import Problem
+from ..layout import FINE_TUNED, FINETUNE_FILE, SLURM_FILE
 from ..output.writer import KEEP_FILE
-from ..plan import FINETUNE_FILE, SLURM_FILE
 from ..render import POST_FINETUNE_MODULE, TUNE_RUN_RECIPE, sbatch_site
 from ..rules import GPU_EXAMPLE, GPU_OPTIONS, method
 from ..slurm.directives import Directive

@@ -8,11 +8,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from ..engine import FINE_TUNED, check
+from ..engine import check
 from ..engine.context import RunContext
 from ..engine.findings import NotApplicable
 from ..errors import Problem
-from ..plan import SLURM_FILE
+from ..layout import FINE_TUNED, SLURM_FILE
 from ..slurm.sbatch import TestOnly, controller_unreachable, test_only
 
 # Options that name or route a job but never decide whether the cluster accepts it: scripts that differ only in

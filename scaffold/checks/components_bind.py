@@ -18,10 +18,10 @@ import inspect
 from collections.abc import Iterator
 from typing import Any
 
-from ..engine import FINE_TUNED, check
+from ..engine import check
 from ..engine.context import RunContext
 from ..errors import Problem
-from ..plan import FINETUNE_FILE
+from ..layout import FINE_TUNED, FINETUNE_FILE
 
 # Arguments the 0.6.1 LoRA recipes pass to a section's component themselves (see the recipes' instantiate calls).
 INJECTED: dict[str, tuple[str, ...]] = {

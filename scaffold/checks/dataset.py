@@ -7,12 +7,12 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..engine import FINE_TUNED, check
+from ..engine import check
 from ..engine.context import RunContext
 from ..engine.expectations import item_id
 from ..engine.findings import Blocked, NotApplicable, finding
 from ..errors import Problem
-from ..plan import FINETUNE_FILE
+from ..layout import FINE_TUNED, FINETUNE_FILE
 from ..stamps import cached_by_stamp, stamp
 from ..steps import plan_for
 

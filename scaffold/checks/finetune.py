@@ -7,14 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from .. import rules
-from ..engine import FINE_TUNED, check
+from ..engine import check
 from ..engine.context import RunContext, RunView, inside
 from ..engine.expectations import RunExpectation
 from ..engine.findings import NotApplicable
 from ..engine.generated import components
 from ..errors import Problem, suggest
 from ..inputs import params
-from ..plan import FINETUNE_FILE
+from ..layout import FINE_TUNED, FINETUNE_FILE
 from ..render import DATASET_BUILDERS
 from ..resources import load_data
 from ..runplanner import checkpoint_file_names

@@ -10,13 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..engine import EXPERIMENT, FINE_TUNED, check
+from ..engine import EXPERIMENT, check
 from ..engine.context import ExperimentContext, RunContext
 from ..engine.expectations import Expectations
 from ..engine.findings import NotApplicable, finding
 from ..errors import Problem
-from ..plan import TRAINING_FILES
-from ..slurm.arrays import ARRAY_DIR, is_array_file
+from ..layout import ARRAY_DIR, FINE_TUNED, TRAINING_FILES
+from ..slurm.arrays import is_array_file
 from .job_arrays import array_files
 
 if TYPE_CHECKING:  # syrupy is imported when a comparison runs: generate loads every check module

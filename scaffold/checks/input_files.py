@@ -6,14 +6,12 @@ import os
 from collections.abc import Iterator
 
 from .. import confine
-from ..engine import EXPERIMENT, FINE_TUNED, RUN, check
+from ..engine import EXPERIMENT, RUN, check
 from ..engine.context import ExperimentContext, RunContext
 from ..engine.expectations import RunRef, item_id
 from ..engine.findings import Blocked, finding
 from ..errors import Problem
-from ..inputs.summary import SUMMARY_NAME
-from ..output.runlog import LOG_DIR, LOG_NAME
-from ..plan import FINETUNE_FILE, TRAINING_FILES
+from ..layout import FINE_TUNED, FINETUNE_FILE, LOG_DIR, LOG_NAME, SUMMARY_NAME, TRAINING_FILES
 
 
 @check("summary_schema", scope=EXPERIMENT, file=SUMMARY_NAME)

@@ -17,12 +17,13 @@ from ..engine.findings import Blocked, NotApplicable, finding
 from ..engine.generated import parse_slurm_text
 from ..engine.shell import bash_n, script_text
 from ..errors import Problem
+from ..layout import ARRAY_DIR
 from ..slurm import arrays
 from ..slurm.sbatch import controller_unreachable, test_only
 from .batch_script import directive_order
 
 REGEN = "regenerate with `scaffold generate` (it writes the job arrays when every fine-tuned run is generated)"
-FILE = arrays.ARRAY_DIR
+FILE = ARRAY_DIR
 
 
 @dataclass
@@ -43,7 +44,7 @@ def view(exp: ExperimentContext) -> ArrayView:
         )
         for name, why in unreadable.items():
             raise Blocked(why, item_id("run_files", name))
-        directory = local / arrays.ARRAY_DIR
+        directory = local / ARRAY_DIR
         found = {}
         if directory.is_dir():
             found = {p.name: p for p in sorted(directory.iterdir()) if arrays.is_array_file(p.name) and p.is_file()}

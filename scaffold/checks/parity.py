@@ -26,11 +26,11 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from ..engine import FINE_TUNED, check
+from ..engine import check
 from ..engine.context import RunContext
 from ..engine.findings import NotApplicable
 from ..errors import Problem
-from ..plan import FINETUNE_FILE
+from ..layout import FINE_TUNED, FINETUNE_FILE
 from ..render import DATASET_BUILDERS
 from ..stamps import stamp
 from ..torchtune_ext import eval_contract

@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import estimates
-from ..engine import FINE_TUNED, check
+from ..engine import check
 from ..engine.context import RunContext
 from ..engine.findings import NotApplicable
 from ..errors import Problem
-from ..plan import FINETUNE_FILE, SLURM_FILE, RunPlan
+from ..layout import FINE_TUNED, FINETUNE_FILE, SLURM_FILE
+from ..plan import RunPlan
 from ..steps import StepPlan, plan_for
 from ..timeutil import format_time, parse_time
 from ..torchtune_ext import audit

@@ -24,7 +24,6 @@ from urllib.parse import urlsplit
 import jinja2
 
 from .. import __version__
-from ..discover import ARRAY_DIR, TRAINING_FILES
 from ..engine.golden import ACCEPT_COMMAND as ACCEPT
 from ..engine.golden import local_dir_named, machine_independent
 from ..errors import InputError, Problem, display_path
@@ -32,9 +31,11 @@ from ..inputs import localconfig
 from ..inputs import summary as summary_mod
 from ..inputs.summary import summary_path
 from ..inputs.yamlemit import yaml_scalar
+from ..layout import ARRAY_DIR, TRAINING_FILES
 from ..output.writer import Manifest, atomic_write, sha256
 from ..resources import data_dir
 from ..slurm.arrays import is_array_file
+from .reply import Reply, errors, print_reply
 
 WORKFLOW = Path(".github") / "workflows" / "scaffold-verify.yml"
 PYTHON = "3.11"
@@ -55,6 +56,11 @@ class InitResult:
     golden_written: list[str] = field(default_factory=list)
     golden_present: int = 0
     problems: list[Problem] = field(default_factory=list)  # generated files not taken as golden copies, and why
+
+    @property
+    def exit_status(self) -> int:
+        """1: an existing workflow differs (kept), or a generated file was not taken as its golden copy; else 0."""
+        return 1 if self.status == "kept" or self.problems else 0
 
 
 class NotInstallable(Exception):
@@ -235,27 +241,40 @@ def write_site_config(directory: Path, text: str) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`python -m scaffold.commands.ci site-config DIR`: the workflow's site-config step (the text in $LOCAL_CONFIG);
-    prints the path written."""
-    args = sys.argv[1:] if argv is None else argv
+def reply(result: InitResult, experiment: Path) -> Reply:
+    """What init-ci prints: the workflow's status (an existing one kept is an error) and the golden copies written;
+    the golden copies not taken, on stderr."""
+    if result.status == "kept":
+        out, err = "", f"error: {result.path} exists with other content; kept (fix: --force to replace it)\n"
+    else:
+        out, err = f"{result.path}: {result.status}\n", ""
+    out += (
+        f"golden copies in {display_path(result.golden_dir)}: {len(result.golden_written)} written, "
+        f"{result.golden_present} already there (accept an intended change later with "
+        f"`{ACCEPT.format(experiment=display_path(experiment))}`)\n"
+    )
+    return Reply(result.exit_status, out, err + errors(result.problems))
+
+
+def site_config(args: list[str]) -> Reply:
+    """`site-config DIR`: the workflow's site-config step (the text in $LOCAL_CONFIG); the path written."""
     if len(args) != 2 or args[0] != "site-config":
-        print("usage: python -m scaffold.commands.ci site-config DIR", file=sys.stderr)
-        return 2
+        return Reply(2, err="usage: python -m scaffold.commands.ci site-config DIR\n")
     text = os.environ.get(SECRET_VARIABLE, "")
     if not text.strip():
-        print(f"error: ${SECRET_VARIABLE} is empty (fix: set the repository secret SCAFFOLD_LOCAL_CONFIG to the text "
-              "of your scaffold.local.yaml or claude.local.md)", file=sys.stderr)  # fmt: skip
-        return 2
+        return Reply(2, err=f"error: ${SECRET_VARIABLE} is empty (fix: set the repository secret SCAFFOLD_LOCAL_CONFIG "
+                     "to the text of your scaffold.local.yaml or claude.local.md)\n")  # fmt: skip
     try:
-        print(write_site_config(Path(args[1]), text))
+        return Reply(0, f"{write_site_config(Path(args[1]), text)}\n")
     except OSError as e:
-        print(
-            f"error: cannot write the site config into {args[1]}: {e.strerror} (fix: a writable directory)",
-            file=sys.stderr,
+        return Reply(
+            2, err=f"error: cannot write the site config into {args[1]}: {e.strerror} (fix: a writable directory)\n"
         )
-        return 2
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m scaffold.commands.ci site-config DIR` (see `site_config`)."""
+    return print_reply(site_config(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

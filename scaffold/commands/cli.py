@@ -1,4 +1,5 @@
-"""Command line: a thin layer over scaffold.commands.generate and scaffold.commands.setupfinetune.
+"""Command line: the arguments of each command, then the command (scaffold.commands.generate, setupfinetune, submit,
+verify, ci) and its reply (scaffold.commands.reply).
 
 Exit status: 0 every run succeeded; 1 some run failed (the others were still written); 2 the input is invalid
 (nothing written); 3 an internal error (a bug: please report it, with SCAFFOLD_DEBUG=1 for the traceback).
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 from .. import __version__
+from .reply import Reply, errors, print_reply
 
 EPILOG = "exit status: 0 all runs succeeded, 1 some run failed, 2 invalid input (nothing written), 3 internal error"
 
@@ -199,20 +201,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from ..output.report import as_json, as_text
-    from .generate import generate
+    from .generate import generate, load_plan, plan_reply, reply
 
     if args.print_plan:
-        from ..output.report import plan_text
-        from .generate import load_plan
-
         plan = load_plan(args.experiment, local_config=args.local_config, check_paths=not args.no_check_paths)
-        if isinstance(plan, list):
-            print("\n".join(p.format() for p in plan), file=sys.stderr)
-            return 2
-        print(plan_text(plan), end="")
-        return 0
-
+        return print_reply(plan_reply(plan))
     report = generate(
         args.experiment,
         local_config=args.local_config,
@@ -220,52 +213,33 @@ def _generate(args: argparse.Namespace) -> int:
         force=args.force,
         check_paths=not args.no_check_paths,
     )
-    if args.json:
-        print(as_json(report))
-    else:
-        stream = sys.stderr if report.input_errors else sys.stdout
-        print(as_text(report), end="", file=stream)
-    return report.exit_status
+    return print_reply(reply(report, json_out=args.json))
 
 
 def _setup_finetune(args: argparse.Namespace, rest: list[str]) -> int:
-    from .setupfinetune import setup_finetune
+    from .setupfinetune import reply, setup_finetune
 
     result = setup_finetune(
         args.dir, rest, local_config=args.local_config, force=args.force, check_paths=not args.no_check_paths
     )
-    for change in result.changes:
-        print(f"change: {change}")
-    for note in result.notes:
-        print(f"note: {note}")
-    for name, status in result.files.items():
-        print(f"  {name}: {status}")
-        if status.startswith("kept") and name in result.diffs:
-            print("".join("      " + line for line in result.diffs[name].splitlines(True)), end="")
-    if result.checks:
-        passed = sum(not problems for problems in result.checks.values())
-        print(f"verification: {passed} checks passed, {len(result.checks) - passed} failed")
-    for p in result.problems:
-        print(f"error: {p.format()}", file=sys.stderr)
-    return result.exit_status
+    return print_reply(reply(result))
 
 
 def _verify(args: argparse.Namespace, rest: list[str]) -> int:
-    from ..verify.runner import run
+    from .verify_suite import reply, run
 
-    return run(
+    status = run(
         args.experiment,
         local_config=args.local_config,
         check_paths=not args.no_check_paths,
         golden_dir=args.golden_dir,
         extra=rest,
     )
+    return print_reply(reply(status))
 
 
 def _submit(args: argparse.Namespace) -> int:
-    import json
-
-    from ..slurm import submit as sm
+    from . import submit as sm
 
     out = sys.stderr if args.json else sys.stdout
     started = False
@@ -289,37 +263,15 @@ def _submit(args: argparse.Namespace) -> int:
         max_running=args.max_running,
         local_config=args.local_config,
     )
-    if args.json:
-        if not report.problems:
-            print(sm.footer(report), end="", file=sys.stderr)
-        print(json.dumps(sm.as_json(report), indent=1))
-    elif report.problems:
-        print(sm.as_text(report), end="", file=sys.stderr)
-    else:
-        print(("" if started else sm.header(report)) + sm.footer(report), end="")
-    return report.exit_status
+    return print_reply(sm.reply(report, json_out=args.json, started=started))
 
 
 def _init_ci(args: argparse.Namespace) -> int:
-    from ..errors import InputError, display_path
-    from .ci import ACCEPT, init_ci
+    from ..errors import InputError
+    from .ci import init_ci, reply
 
     try:
         result = init_ci(args.experiment, package=args.package, golden_dir=args.golden_dir, force=args.force)
     except InputError as e:
-        print("\n".join(f"error: {p.format()}" for p in e.problems), file=sys.stderr)
-        return 2
-    status = 0
-    if result.status == "kept":
-        print(f"error: {result.path} exists with other content; kept (fix: --force to replace it)", file=sys.stderr)
-        status = 1
-    else:
-        print(f"{result.path}: {result.status}")
-    golden = display_path(result.golden_dir)
-    print(
-        f"golden copies in {golden}: {len(result.golden_written)} written, {result.golden_present} already there "
-        f"(accept an intended change later with `{ACCEPT.format(experiment=display_path(args.experiment))}`)"
-    )
-    for p in result.problems:
-        print(f"error: {p.format()}", file=sys.stderr)
-    return 1 if result.problems else status
+        return print_reply(Reply(2, err=errors(e.problems)))
+    return print_reply(reply(result, args.experiment))

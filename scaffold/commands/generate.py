@@ -13,13 +13,26 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .. import __version__, confine
-from ..discover import ARTIFACTS_DIR, JOURNAL, RECOGNISED_MODELS
 from ..errors import InputError, Problem, display_path
 from ..inputs import localconfig, modelrecognition, original_setup, schemas
 from ..inputs import summary as summary_mod
+from ..layout import (
+    ARTIFACTS_DIR,
+    FINE_TUNED,
+    JOURNAL,
+    LOG_DIR,
+    LOG_NAME,
+    RECOGNISED_MODELS,
+    REJECTED_DIR,
+    SETUP_FILE,
+    SLURM_FILE,
+    SUMMARY_NAME,
+    TRAINING_FILES,
+)
 from ..output.lock import DEFAULT_TIMEOUT, LockTimeout, lock_where_writable
 from ..output.outcome import Report, RunOutcome, failures
-from ..output.runlog import LOG_DIR, LOG_NAME, RunLog, describe, shared_settings
+from ..output.report import as_json, as_text, plan_text
+from ..output.runlog import RunLog, describe, shared_settings
 from ..output.writer import (
     FORCED,
     KEPT,
@@ -38,20 +51,12 @@ from ..output.writer import (
     sha256,
     write_new,
 )
-from ..plan import (
-    REJECTED_DIR,
-    SETUP_FILE,
-    SLURM_FILE,
-    SUMMARY_NAME,
-    TRAINING_FILES,
-    Plan,
-    RunPlan,
-    make_plan,
-)
+from ..plan import Plan, RunPlan, make_plan
 from ..render import fingerprint, model_json, sbatch_site
 from ..rules import recipe_for
 from ..slurm import arrays
 from .pipeline import Renderer, Row
+from .reply import Reply, errors
 
 
 @dataclass(frozen=True)
@@ -95,7 +100,7 @@ def generate(
         report.log = display_path(log.path)
     command = f"setup-finetune {change.run}" if change else "generate"
     try:
-        plan = _load_plan(summary_file, local_config, check_paths, change.summary_text if change else None)
+        plan = plan_summary(summary_file, local_config, check_paths, change.summary_text if change else None)
         summary = plan.summary
         report.experiment = summary.name
     except InputError as e:
@@ -331,7 +336,7 @@ def _write_arrays(plan: Plan, report: Report, log: RunLog, manifest: Manifest, *
     """The job array scripts (scaffold.slurm.arrays), only when every fine-tuned run was generated and checked: else
     they stay as they are, like the failed runs' files. (`alone`: one run was generated, the others are as they are
     on disk: the arrays follow when each has its batch script.)"""
-    failed = [r.name for r in report.runs if r.type == "fine-tuned" and r.status != "ok"]
+    failed = [r.name for r in report.runs if r.type == FINE_TUNED and r.status != "ok"]
     if failed:
         log.info(f"job arrays: not updated ({len(failed)} fine-tuned run(s) failed)")
         return
@@ -355,7 +360,9 @@ def _write_arrays(plan: Plan, report: Report, log: RunLog, manifest: Manifest, *
     report.errors += problems
 
 
-def _load_plan(summary_file: Path, local_config: Path | None, check_paths: bool, text: str | None = None) -> Plan:
+def plan_summary(summary_file: Path, local_config: Path | None, check_paths: bool, text: str | None = None) -> Plan:
+    """The plan of a summary file (read from `text` where given), with the site config found for it (or
+    `local_config`); InputError for invalid input."""
     summary = summary_mod.load(summary_file, text)
     path, found = localconfig.locate(summary.local_dir, local_config)
     local = localconfig.load(path)
@@ -364,10 +371,27 @@ def _load_plan(summary_file: Path, local_config: Path | None, check_paths: bool,
     return make_plan(summary, local, check_paths=check_paths)
 
 
+def reply(report: Report, *, json_out: bool = False) -> Reply:
+    """What generate prints: its report as JSON (`--json`) or as text, the text on stderr when the input is
+    invalid (nothing was written)."""
+    if json_out:
+        return Reply(report.exit_status, out=as_json(report) + "\n")
+    if report.input_errors:
+        return Reply(report.exit_status, err=as_text(report))
+    return Reply(report.exit_status, out=as_text(report))
+
+
+def plan_reply(plan: Plan | list[Problem]) -> Reply:
+    """What `generate --print-plan` prints: the runs and their settings, or the input problems."""
+    if isinstance(plan, list):
+        return Reply(2, err=errors(plan))
+    return Reply(0, out=plan_text(plan))
+
+
 def load_plan(target: Path, *, local_config: Path | None = None, check_paths: bool = True) -> Plan | list[Problem]:
     """The validated plan of an experiment (nothing written), or the input problems."""
     try:
-        return _load_plan(summary_mod.summary_path(Path(target)), local_config, check_paths)
+        return plan_summary(summary_mod.summary_path(Path(target)), local_config, check_paths)
     except InputError as e:
         return e.problems
 

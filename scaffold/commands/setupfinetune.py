@@ -17,17 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from .. import confine
-from ..discover import SETUP_FILE, SUMMARY_NAME
 from ..errors import InputError, Problem, did_you_mean, display_path
 from ..inputs import original_setup, params, schemas
 from ..inputs import summary as summary_mod
 from ..inputs.yamledit import EditError, set_values
 from ..inputs.yamlio import Document, dotted, load_yaml, parse_yaml
+from ..layout import FINE_TUNED, SETUP_FILE, SUMMARY_NAME
 from ..output.lock import DEFAULT_TIMEOUT, LockTimeout, lock_where_writable
 from ..output.writer import Manifest, sha256
-from ..plan import FINE_TUNED
 from ..render import SITE_DIRECTIVES, render_setup
-from .generate import RunChange, _load_plan, generate, read_summary_text
+from .generate import RunChange, generate, plan_summary, read_summary_text
+from .reply import Reply, errors
 
 # Settings of one run, by where they live in its summary entry (runs[i]...).
 COMPUTE = ("time", "gpus", "nodes", "mem", "cpus_per_task")
@@ -63,6 +63,20 @@ class SetupResult:
     notes: list[str] = field(default_factory=list)
     diffs: dict[str, str] = field(default_factory=dict)
     changes: list[str] = field(default_factory=list)  # each value written into the summary: "path: old -> new"
+
+
+def reply(result: SetupResult) -> Reply:
+    """What setup-finetune prints: the changes written into the summary, the notes, each file's status (with the
+    diff of one kept as edited by hand), the self-check's counts; the problems on stderr."""
+    out = [f"change: {change}\n" for change in result.changes] + [f"note: {note}\n" for note in result.notes]
+    for name, status in result.files.items():
+        out.append(f"  {name}: {status}\n")
+        if status.startswith("kept") and name in result.diffs:
+            out.append("".join("      " + line for line in result.diffs[name].splitlines(True)))
+    if result.checks:
+        passed = sum(not problems for problems in result.checks.values())
+        out.append(f"verification: {passed} checks passed, {len(result.checks) - passed} failed\n")
+    return Reply(result.exit_status, "".join(out), errors(result.problems))
 
 
 def parse_overrides(args: list[str], known: list[str]) -> dict[str, object]:
@@ -307,7 +321,7 @@ def _edits(
     problems = schemas.validate(schemas.SETUP, doc, doc.data)
     if problems:
         raise InputError(problems)
-    plan = _load_plan(exp_dir / SUMMARY_NAME, local_config, check_paths=False)
+    plan = plan_summary(exp_dir / SUMMARY_NAME, local_config, check_paths=False)
     rp = next(r for r in plan.runs if r.name == name)
     if rp.setup is None or recorded is None or sha256(render_setup(rp.setup).encode("utf-8")) != recorded:
         raise InputError(
@@ -391,7 +405,7 @@ def _check_change(
 ) -> None:
     """The summary with the change must be valid and plan this run without a problem (else nothing is written)."""
     try:
-        plan = _load_plan(summary_file, local_config, check_paths, text)
+        plan = plan_summary(summary_file, local_config, check_paths, text)
     except InputError as e:
         raise InputError(_relocated(e.problems, where)) from None
     rp = next(r for r in plan.runs if r.name == name)

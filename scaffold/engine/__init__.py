@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from ..errors import Problem
-from ..plan import FINE_TUNED, FINETUNE_FILE, SLURM_FILE
+from ..layout import FINE_TUNED, FINETUNE_FILE, SLURM_FILE
 from .findings import Blocked, NotApplicable
 
 EXPERIMENT = "experiment"

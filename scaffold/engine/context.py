@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .. import confine
 from ..configread import ConfigLoadError, LoadedConfig
 from ..errors import Problem
-from ..plan import FINETUNE_FILE, SLURM_FILE
+from ..layout import FINETUNE_FILE, SLURM_FILE
 from .expectations import Expectations, RunExpectation, RunRef, item_id
 from .findings import UNSET, Blocked, finding
 from .generated import SlurmScript, parse_slurm_text

@@ -13,7 +13,8 @@ from .. import plan
 from ..errors import InputError, Problem, display_path
 from ..inputs import localconfig, summary
 from ..inputs.yamlio import load_yaml
-from ..plan import FINE_TUNED, Plan, RunPlan
+from ..layout import FINE_TUNED, SUMMARY_NAME
+from ..plan import Plan, RunPlan
 from ..rules import recipe_for
 from .findings import Blocked
 
@@ -53,7 +54,7 @@ class RunRef:
 
 
 def _lists_fine_tuned(runs: object) -> bool:
-    return isinstance(runs, list) and any(isinstance(r, dict) and r.get("type") == "fine-tuned" for r in runs)
+    return isinstance(runs, list) and any(isinstance(r, dict) and r.get("type") == FINE_TUNED for r in runs)
 
 
 def read_runs(summary_path: Path) -> list[RunRef]:
@@ -151,7 +152,7 @@ class Expectations:
         if not self.summary_path.is_file():
             raise CollectionError(
                 f"{display_path(self.summary_path)}: experiment summary not found (fix: pass the experiment "
-                f"directory holding {summary.SUMMARY_NAME}, or the summary file, to --experiment)"
+                f"directory holding {SUMMARY_NAME}, or the summary file, to --experiment)"
             )
         self.local_dir = self.summary_path.parent
         self.name = self.local_dir.name  # the id of experiment-level tests
@@ -182,7 +183,7 @@ class Expectations:
 
     def summary(self) -> summary.Summary:
         if isinstance(self._summary, list):
-            raise Blocked(f"{summary.SUMMARY_NAME} is not valid", item_id("summary_schema", self.name))
+            raise Blocked(f"{SUMMARY_NAME} is not valid", item_id("summary_schema", self.name))
         return self._summary
 
     def local(self) -> localconfig.LocalConfig:

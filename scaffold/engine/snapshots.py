@@ -18,7 +18,7 @@ from typing import Any
 
 from .. import confine
 from ..errors import Problem, display_path
-from ..slurm.arrays import ARRAY_DIR
+from ..layout import ARRAY_DIR
 from .context import RunContext
 from .expectations import Expectations
 from .findings import finding

@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..discover import ENV_VAR, NAMES, find, locate  # noqa: F401 (the local config's discovery, re-exported)
 from ..errors import InputError, Problem, display_path
+from ..layout import NAMES, find, locate  # noqa: F401 (find, locate: the local config's discovery, re-exported)
 from . import schemas
 from .yamlio import Document, load_yaml
 
@@ -94,7 +94,7 @@ class LocalConfig:
     # Markdown bullets whose value is an unfilled `<placeholder>`: key -> the value as written. Reading one of
     # these keys (where its value is used) is an error naming the field and its line; being there is not.
     placeholders: dict[str, str] = field(default_factory=dict)
-    found: str = ""  # how it was found (scaffold.discover.locate), for the log
+    found: str = ""  # how it was found (scaffold.layout.locate), for the log
 
     @property
     def path(self) -> Path:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..discover import RECOGNISED_MODELS
 from ..errors import InputError, display_path
+from ..layout import RECOGNISED_MODELS
 from ..resources import load_data
 from .yamlemit import dump_yaml
 from .yamlio import load_yaml

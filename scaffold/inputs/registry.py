@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Problem, did_you_mean
+from ..layout import RECOGNISED_MODELS
 from ..resources import load_data
 from . import modelrecognition
 
@@ -52,14 +53,14 @@ def find(
         if recorded is not None:
             note = (
                 f"model '{name}' is not in the registry: {recorded.describe()} (as recorded in "
-                f"{modelrecognition.RECOGNISED_MODELS}; the directory is not looked at here)"
+                f"{RECOGNISED_MODELS}; the directory is not looked at here)"
             )
             return recorded.entry, note, None
         return (
             Problem(
                 entry.message,
                 fix=f"{entry.fix}; with path checks on, a model directory whose config.json is of a family torchtune "
-                f"0.6.1 has builders for is recognised (and recorded in {modelrecognition.RECOGNISED_MODELS} for runs "
+                f"0.6.1 has builders for is recognised (and recorded in {RECOGNISED_MODELS} for runs "
                 "without path checks)",
             ),
             None,

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from ..discover import SUMMARY_NAME, summary_path  # noqa: F401 (re-exported)
 from ..errors import InputError, Problem, display_path
-from . import params, schemas
+from ..layout import FINE_TUNED, SUMMARY_NAME, summary_path  # noqa: F401 (summary_path: re-exported)
+from . import params, schemas, sweep
 from .base_recipe import BaseRecipe
 from .base_recipe import known as known_base_recipes
 from .base_recipe import lookup as lookup_base_recipe
@@ -104,12 +104,29 @@ def _loaded(doc: Document) -> Summary:
     problems += schemas.validate(schemas.SUMMARY, doc)
     if problems:
         raise InputError(problems)
-    from . import sweep  # (sweep needs the validated summary; it imports this module for types only)
-
     _require_absolute_dir(summary)
-    sweep.expand(summary)
+    if (swept := sweep.expand(summary.data, doc)) is not None:
+        _add_swept(summary, swept)
     _require_dataset_type(summary)
     return summary
+
+
+def _add_swept(summary: Summary, swept: sweep.Expansion) -> None:
+    """The runs expanded from `variables` go in front of the listed runs (`Summary.swept` counts them), their line
+    marks at `variables:`; the listed runs' marks move behind them."""
+    data, doc, offset = summary.data, summary.doc, len(swept.runs)
+    data["runs"] = swept.runs + list(data.get("runs") or [])
+    if offset:
+        moved = {k: v for k, v in doc.marks.items() if len(k) > 1 and k[0] == "runs" and isinstance(k[1], int)}
+        for k in moved:
+            del doc.marks[k]
+        where = doc.locate(("variables",))
+        for i in range(offset):
+            doc.marks[("runs", i)] = where
+        for k, v in moved.items():
+            doc.marks[("runs", k[1] + offset, *k[2:])] = v
+    summary.swept = offset
+    summary.notes.append(swept.note)
 
 
 def _require_absolute_dir(summary: Summary) -> None:
@@ -138,7 +155,7 @@ def _require_dataset_type(summary: Summary) -> None:
     untyped = [
         r["name"]
         for r in data["runs"]
-        if r.get("type") == "fine-tuned" and "dataset_type" not in (r.get("parameters") or {})
+        if r.get("type") == FINE_TUNED and "dataset_type" not in (r.get("parameters") or {})
     ]
     if untyped:
         where = ("controls",) if "controls" in data else ()
@@ -286,7 +303,7 @@ def _design_variables(summary: Summary) -> list[Problem]:
     if not design:
         return []
     runs = data.get("runs")
-    listed = isinstance(runs, list) and any(isinstance(r, dict) and r.get("type") == "fine-tuned" for r in runs)
+    listed = isinstance(runs, list) and any(isinstance(r, dict) and r.get("type") == FINE_TUNED for r in runs)
     shape = "the structured form {independent, dependent}" if structured else ", ".join(design)
     if not listed:
         path = ("variables",) if structured else ("variables", design[0])

@@ -16,16 +16,23 @@ from __future__ import annotations
 
 import itertools
 import re
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from ..errors import InputError, Problem
+from ..layout import FINE_TUNED
 from . import params, schemas
-
-if TYPE_CHECKING:
-    from .summary import Summary
+from .yamlio import Document
 
 PAIRED = "paired"
-FINE_TUNED = "fine-tuned"
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """What a sweep adds to the summary: the fine-tuned runs expanded from `variables` (to go in front of the runs
+    listed), and the note that says so."""
+
+    runs: list[dict]
+    note: str
 
 
 def axes(variables: dict) -> list[list[dict]]:
@@ -50,13 +57,13 @@ def run_name(model: str, setting: dict) -> str:
     return "_".join([model] + [params.token_for(k, v) for k, v in setting.items()])
 
 
-def expand(summary: Summary) -> int:
-    """Add the fine-tuned runs of `variables` x `models.base` when `runs` is absent or lists no fine-tuned
-    run. Returns how many were added; raises InputError when a sweep cannot be named."""
-    data, doc = summary.data, summary.doc
+def expand(data: dict, doc: Document) -> Expansion | None:
+    """The fine-tuned runs of `variables` x `models.base` of a validated summary (`data`, read from `doc`) when
+    `runs` is absent or lists no fine-tuned run; None when there is nothing to expand. Changes nothing (the summary
+    adds them: scaffold.inputs.summary); raises InputError when a sweep cannot be named."""
     runs = data.get("runs")
     if runs is not None and any(r["type"] == FINE_TUNED for r in runs):
-        return 0
+        return None
     variables = data.get("variables") or {}
     if not variables:
         if runs is None:
@@ -103,44 +110,27 @@ def expand(summary: Summary) -> int:
                     ]
                 )
             new.append({"name": name, "type": FINE_TUNED, "model": model, "parameters": setting})
-    data["runs"] = new + list(runs or [])
-    _shift_marks(summary, len(new))
-    summary.swept = len(new)
-    summary.notes.append(
+    return Expansion(
+        new,
         f"{doc.name}:{where[0]}: expanded variables ({', '.join(varied(variables))}) x "
-        f"{len(data['models']['base'])} model(s) into {len(new)} fine-tuned runs"
+        f"{len(data['models']['base'])} model(s) into {len(new)} fine-tuned runs",
     )
-    return len(new)
 
 
-def _shift_marks(summary: Summary, offset: int) -> None:
-    """Listed runs moved behind the expanded ones: move their line marks with them."""
-    if not offset:
-        return
-    doc = summary.doc
-    moved = {k: v for k, v in doc.marks.items() if len(k) > 1 and k[0] == "runs" and isinstance(k[1], int)}
-    for k in moved:
-        del doc.marks[k]
-    where = doc.locate(("variables",))
-    for i in range(offset):
-        doc.marks[("runs", i)] = where
-    for k, v in moved.items():
-        doc.marks[("runs", k[1] + offset, *k[2:])] = v
-
-
-def name_problems(summary: Summary) -> list[Problem]:
-    """Listed runs win over `variables`, but every swept parameter a run sets must be spelt in its name."""
-    sweep = [n for n in varied(summary.data.get("variables")) if params.table()[n].tokens]
+def name_problems(data: dict, doc: Document, swept: int) -> list[Problem]:
+    """Listed runs win over `variables`, but every swept parameter a run sets must be spelt in its name (the first
+    `swept` runs of `data`, from `doc`, were expanded from `variables`)."""
+    sweep = [n for n in varied(data.get("variables")) if params.table()[n].tokens]
     out = []
-    for i, run in enumerate(summary.data["runs"]):
-        if run["type"] != FINE_TUNED or i < summary.swept:
+    for i, run in enumerate(data["runs"]):
+        if run["type"] != FINE_TUNED or i < swept:
             continue
         spelt = params.parse_run_name(run["name"])
         for name in sweep:
             if name in (run.get("parameters") or {}) and name not in spelt:
                 token = params.token_for(name, run["parameters"][name])
                 out.append(
-                    summary.doc.problem(
+                    doc.problem(
                         ("runs", i, "name"),
                         f"run '{run['name']}' sets the swept parameter {name} but its name does not say it",
                         f"add _{token} to the name",

@@ -33,7 +33,7 @@ ALLOWED_TAGS = frozenset(_CORE + t for t in ("str", "int", "float", "bool", "nul
 
 
 class InputLoader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 floats, and a bound on nesting (`MAX_DEPTH`)."""
+    """The loader of the inputs: SafeLoader with YAML 1.2 floats, and a bound on nesting (`MAX_DEPTH`)."""
 
     _depth = 0
 

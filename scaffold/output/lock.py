@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-LOCK_DIR = "logs"  # beside the log, which every invocation changes anyway
-LOCK_NAME = ".scaffold.lock"
+from ..layout import LOCK_NAME, LOG_DIR
+
 DEFAULT_TIMEOUT = 300.0
 # The locks this process holds (flock excludes two descriptors of one process too): taken again, they are re-entered.
 _HELD: set[str] = set()
@@ -44,7 +44,7 @@ def experiment_lock(
 ) -> Iterator[None]:
     """Hold the experiment's lock for the duration of the block (waiting up to `timeout` seconds for it; with
     `wait=False`, LockTimeout at once and silently when another process holds it)."""
-    path = Path(directory) / LOCK_DIR / LOCK_NAME
+    path = Path(directory) / LOG_DIR / LOCK_NAME  # beside the log, which every invocation changes anyway
     key = os.path.realpath(path)
     if key in _HELD:  # this process holds it already (setup-finetune around the generate it runs)
         yield

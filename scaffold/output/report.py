@@ -6,6 +6,7 @@ import json
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from ..layout import FINE_TUNED
 from .outcome import Report
 
 if TYPE_CHECKING:
@@ -19,8 +20,8 @@ def counts(report: Report) -> dict[str, int]:
     ok = [r for r in report.runs if r.status == "ok"]
     checks = [problems for r in report.runs for problems in r.checks.values()]
     return {
-        "runs_configured": sum(r.type == "fine-tuned" for r in ok),
-        "control_runs": sum(r.type != "fine-tuned" for r in ok),
+        "runs_configured": sum(r.type == FINE_TUNED for r in ok),
+        "control_runs": sum(r.type != FINE_TUNED for r in ok),
         "run_directories": len(ok) if not report.dry_run else 0,
         "runs_failed": len(report.runs) - len(ok),
         "checks_passed": sum(not c for c in checks),

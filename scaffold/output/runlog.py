@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..discover import LOG_DIR, LOG_NAME  # noqa: F401 (re-exported: the log's place lives with the other names)
 from ..inputs import params
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..discover import JOURNAL, MANIFEST, TRAINING_FILES
 from ..errors import Problem, display_path
+from ..layout import JOURNAL, MANIFEST, TRAINING_FILES
 from ..stamps import Stamp, stamp
 
 TEMP_SUFFIX = ".tmp"

@@ -24,8 +24,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from ..discover import ARRAY_DIR, SLURM_FILE
 from ..errors import Problem, display_path
+from ..layout import ARRAY_DIR, SLURM_FILE
 from ..output.outcome import ArrayOutcome
 from ..output.writer import KEPT, Manifest, cannot_write, sha256, write
 from .sbatch import CLIENT_TEXT
@@ -99,9 +99,9 @@ def groups(scripts: Iterable[tuple[str, str]]) -> list[Group]:
 def render(group: Group, k: int, *, experiment: str, root: str | os.PathLike) -> str:
     """The array script of group `k` of experiment `experiment`, whose run directories are under `root` (the
     experiment directory as the cluster sees it)."""
-    from ..render import _render
+    from ..render import render_template
 
-    return _render(
+    return render_template(
         "finetune_array.slurm.j2",
         {
             "experiment": experiment,
@@ -261,3 +261,32 @@ def expected(scripts: Iterable[tuple[str, str]], *, experiment: str, root: str |
     return {
         file_name(k): render(g, k, experiment=experiment, root=root) for k, g in enumerate(groups(scripts), start=1)
     }
+
+
+def queued_tasks(
+    exp_dir: Path, names: list[str], *, experiment: str, root: str | os.PathLike
+) -> tuple[dict[str, tuple[Path, int, list[str]]], dict[str, Problem]]:
+    """Where each of the fine-tuned runs `names` is queued as a task: run -> (array script, its place in the list,
+    the list), for the array scripts that are exactly what the runs' batch scripts call for now; and, for the runs
+    of array scripts that are not (edited, or the runs changed since), why not."""
+    scripts, _ = read_scripts(exp_dir, names, errors="replace")  # a run whose script cannot be read: its own failure
+    places: dict[str, tuple[Path, int, list[str]]] = {}
+    stale: dict[str, Problem] = {}
+    for file, text in expected(scripts, experiment=experiment, root=root).items():
+        path = exp_dir / ARRAY_DIR / file
+        listed = members(text)
+        try:
+            current = path.read_text(encoding="utf-8") == text
+        except (OSError, UnicodeDecodeError):
+            current = False
+        for i, name in enumerate(listed):
+            if current:
+                places[name] = (path, i, listed)
+            else:
+                stale[name] = Problem(
+                    f"{ARRAY_DIR}/{file} is missing or not what the runs' batch scripts call for now",
+                    display_path(path),
+                    fix="run `scaffold generate` (it writes the job arrays from the runs' batch scripts), then submit",
+                    run=name,
+                )
+    return places, stale

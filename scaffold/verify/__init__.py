@@ -4,6 +4,6 @@ the model registry, and compares each file with its golden snapshot.
 
 Modules: `plugin` (collection and items: the registry's (check, target) pairs, grouped into tests),
 `folded_report` (the suite's part of the log), `selfcheck` (the same checks, those of the rendered texts, run by
-the generator before it writes), `runner` (how the CLI starts pytest). The checks it runs are scaffold.checks; the
-registry and what they read the experiment with, scaffold.engine.
+the generator before it writes). The checks it runs are scaffold.checks; the registry and what they read the
+experiment with, scaffold.engine; the command that starts pytest with it, scaffold.commands.verify_suite.
 """

@@ -26,12 +26,13 @@ from pathlib import Path
 import pytest
 
 from ..configread import EVERY, PER_SHAPE, ConfigLoader
-from ..engine import EXPERIMENT, FINE_TUNED, RUN, Check, Skipped, all_checks, run_check
+from ..engine import EXPERIMENT, RUN, Check, Skipped, all_checks, run_check
 from ..engine.context import ExperimentContext
 from ..engine.expectations import CollectionError, Expectations, Options, RunRef, item_id
 from ..engine.findings import CheckFailed
 from ..errors import Problem
 from ..inputs.summary import summary_path
+from ..layout import FINE_TUNED
 
 PER_CHECK_UP_TO = 50  # runs; above, --items auto collects one test per run, and --omegaconf auto loads by shape
 SUMMARY_KEY = pytest.StashKey[Path]()

@@ -17,7 +17,8 @@ from ..engine.context import RenderedRun
 from ..engine.expectations import RunExpectation
 from ..engine.shell import bash_n, bash_syntax
 from ..errors import Problem
-from ..plan import FINETUNE_FILE, SLURM_FILE, Plan, RunPlan
+from ..layout import FINETUNE_FILE, SLURM_FILE
+from ..plan import Plan, RunPlan
 
 Outcomes = dict[str, list[Problem]]  # check id -> its problems (none: passed), for each check that ran
 

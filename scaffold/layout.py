@@ -1,4 +1,5 @@
-"""Finding an experiment's files: the summary, and the local (site) config."""
+"""The experiment's layout: the names of its files and directories, and finding its summary and local (site)
+config. Every module takes these names from here."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ from .errors import InputError, Problem, display_path
 SUMMARY_NAME = "experiment_summary.yaml"
 NAMES = ("scaffold.local.yaml", "claude.local.md")
 ENV_VAR = "SCAFFOLD_LOCAL_CONFIG"
+# The types of run the summary lists (runs[].type, schemas/experiment_summary.schema.json): only a fine-tuned run
+# has a run directory with the files below.
+FINE_TUNED = "fine-tuned"
+CONTROL = "control"
+EVAL_ONLY = "eval-only"
 # A fine-tuned run's files.
 SETUP_FILE = "setup_finetune.yaml"
 FINETUNE_FILE = "finetune.yaml"
@@ -20,9 +26,12 @@ TRAINING_FILES = (SETUP_FILE, FINETUNE_FILE, SLURM_FILE)
 ARTIFACTS_DIR = "artifacts"
 # The experiment's job array scripts (scaffold.slurm.arrays).
 ARRAY_DIR = "arrays"
-# The tool's log (scaffold.output.runlog), and its lock beside it.
+# The tool's log (scaffold.output.runlog), and the experiment's lock beside it.
 LOG_DIR = "logs"
 LOG_NAME = "scaffold-torchtune.log"
+LOCK_NAME = ".scaffold.lock"  # one writer per experiment (scaffold.output.lock)
+# Under the log directory: the job ids `scaffold submit` queued (scaffold.commands.submit).
+SUBMISSIONS = "submissions.json"
 # Under the log directory: the texts of each run that failed its self-check (logs/rejected/RUN/), never written.
 REJECTED_DIR = "rejected"
 # Models in no registry, as generate recognised them from their config.json (scaffold.inputs.modelrecognition):

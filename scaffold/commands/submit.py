@@ -16,22 +16,32 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 from .. import confine
-from ..discover import MANIFEST
 from ..errors import InputError, Problem, did_you_mean, display_path
 from ..inputs import localconfig
-from ..inputs.summary import SUMMARY_NAME, Summary, summary_path
+from ..inputs.summary import Summary, summary_path
+from ..layout import (
+    ARRAY_DIR,
+    ARTIFACTS_DIR,
+    FINE_TUNED,
+    LOG_DIR,
+    LOG_NAME,
+    MANIFEST,
+    SLURM_FILE,
+    SUBMISSIONS,
+    SUMMARY_NAME,
+    TRAINING_FILES,
+)
 from ..output.lock import LockTimeout, lock_where_writable
-from ..output.runlog import LOG_DIR, LOG_NAME, RunLog
-from ..output.writer import Manifest, atomic_write, cannot_write, run_files, sha256
-from ..plan import ARRAY_DIR, SLURM_FILE, TRAINING_FILES, Plan, make_plan
+from ..output.runlog import RunLog
+from ..output.writer import Manifest, cannot_write, run_files, sha256
+from ..plan import Plan, make_plan
 from ..render import fingerprint, model_json
-from . import arrays, sbatch
+from ..slurm import arrays, sbatch, submissions
+from .reply import Reply
 
-RECORD = "submissions.json"
 SUBMITTED = "submitted"
 ALREADY = "already submitted"  # skipped: submitted before (not named with --run)
 REFUSED = "refused"  # named with --run, submitted before, no --resubmit
@@ -119,7 +129,7 @@ def _submit_arrays(
         _done(report, log, got, progress if got.status != ALREADY else None)
     if not ready:
         return
-    places, stale = _array_places(s, exp_dir, names)
+    places, stale = arrays.queued_tasks(exp_dir, names, experiment=s.name, root=s.root)
     for name in list(ready):
         if name not in places:
             err = stale.get(name) or Problem(
@@ -150,7 +160,7 @@ def _submit_arrays(
         if result.uncertain:
             err = _maybe_problem(result.why, path, runs, array=True)
             for run in runs:
-                _record(record, ready[run], None, rel, sbatch_said=result.why)
+                _add(record, ready[run], None, rel, sbatch_said=result.why)
                 report.submissions.append(Submission(run, MAYBE, command=command, error=err, array=rel))
             _save_record(record_path, record, report, log)
             _array_done(
@@ -189,7 +199,7 @@ def _submit_arrays(
             continue
         for i, run in zip(chunk.indices, runs, strict=True):
             task = f"{result.job_id}_{i}"
-            history = _record(record, ready[run], task, rel)
+            history = _add(record, ready[run], task, rel)
             note = f"(earlier: {', '.join(history)})" if history else ""
             report.submissions.append(Submission(run, SUBMITTED, task, command, note=note, array=rel))
             log.info(f"submitted as array task {task} ({rel}){' ' + note if note else ''}", run)
@@ -197,35 +207,6 @@ def _submit_arrays(
         _array_done(
             report, log, ArraySubmission(rel, spec, chunk.offset, runs, SUBMITTED, result.job_id, command), progress
         )
-
-
-def _array_places(s: Summary, exp_dir: Path, names: list[str]) -> tuple[dict, dict[str, Problem]]:
-    """Where each fine-tuned run is queued as a task: run -> (array script, its place in the list, the list), for
-    the array scripts that are exactly what the runs' batch scripts call for now; and, for the runs of array scripts
-    that are not (edited, or the runs changed since), why not."""
-    scripts, _ = arrays.read_scripts(
-        exp_dir, names, errors="replace"
-    )  # a run whose script cannot be read is reported for that run
-    places: dict[str, tuple[Path, int, list[str]]] = {}
-    stale: dict[str, Problem] = {}
-    for file, text in arrays.expected(scripts, experiment=s.name, root=s.root).items():
-        path = exp_dir / ARRAY_DIR / file
-        listed = arrays.members(text)
-        try:
-            current = path.read_text(encoding="utf-8") == text
-        except (OSError, UnicodeDecodeError):
-            current = False
-        for i, name in enumerate(listed):
-            if current:
-                places[name] = (path, i, listed)
-            else:
-                stale[name] = Problem(
-                    f"{ARRAY_DIR}/{file} is missing or not what the runs' batch scripts call for now",
-                    display_path(path),
-                    fix="run `scaffold generate` (it writes the job arrays from the runs' batch scripts), then submit",
-                    run=name,
-                )
-    return places, stale
 
 
 def _done(report: SubmitReport, log: RunLog, sub: Submission, progress) -> None:
@@ -281,7 +262,7 @@ def submit(
     except InputError as e:
         report.problems = e.problems
         return report
-    names = [r["name"] for r in s.data["runs"] if r["type"] == "fine-tuned"]
+    names = [r["name"] for r in s.data["runs"] if r["type"] == FINE_TUNED]
     for name in dict.fromkeys(runs or []):
         if name not in names:
             report.problems.append(
@@ -297,18 +278,14 @@ def submit(
             )
         ]
         return report
-    record_path = exp_dir / LOG_DIR / RECORD
+    record_path = exp_dir / LOG_DIR / SUBMISSIONS
     report.record = display_path(record_path)
     log = RunLog(exp_dir / LOG_DIR / LOG_NAME)
     try:
         with lock_where_writable(exp_dir, "submit"):
             gate = Gate(plan, Manifest(exp_dir))
             try:
-                record = json.loads(record_path.read_text(encoding="utf-8"))
-                if not isinstance(record, dict):
-                    raise ValueError("not a JSON object")
-            except FileNotFoundError:
-                record = {}
+                record = submissions.read(record_path)
             except (OSError, ValueError) as e:
                 # Never start afresh over a record we cannot read: every run would be queued a second time.
                 report.problems = [
@@ -390,7 +367,7 @@ def _save_record(path: Path, record: dict, report: SubmitReport, log: RunLog) ->
     """Write the record after each queued job. Where it cannot be written (a full disk), the job ids are at least in
     the log and the report, and the failure is reported with its fix (said once)."""
     try:
-        atomic_write(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+        submissions.write(path, record)
     except OSError as e:
         problem = cannot_write(e)
         problem = replace(
@@ -495,6 +472,13 @@ class _Ready:
     previous: dict | None
 
 
+def _add(
+    record: dict, run: _Ready, job_id: str | None, array: str | None = None, sbatch_said: str | None = None
+) -> list[str]:
+    """Record a run's job id (see scaffold.slurm.submissions.add); its earlier job ids."""
+    return submissions.add(record, run.name, run.digest, run.previous, job_id, array, sbatch_said)
+
+
 def _prepare(
     s: Summary, gate: Gate, exp_dir: Path, name: str, record: dict, *, explicit: bool, resubmit: bool
 ) -> Submission | _Ready:
@@ -537,7 +521,7 @@ def _prepare(
     match = _OUTPUT.search(text)
     if match:
         out_dir = Path(match.group(1)).parent
-        if out_dir == s.to_local(out_dir) == exp_dir / name / "artifacts":
+        if out_dir == s.to_local(out_dir) == exp_dir / name / ARTIFACTS_DIR:
             out_dir.mkdir(exist_ok=True)
         if not out_dir.is_dir():
             err = Problem(
@@ -559,7 +543,7 @@ def _submit_run(run: _Ready, record: dict, *, dry_run: bool, env: Mapping[str, s
     result = sbatch.submit(script, env)
     job_id, why = result.job_id, result.why
     if result.uncertain:
-        _record(record, run, None, sbatch_said=why)
+        _add(record, run, None, sbatch_said=why)
         return Submission(name, MAYBE, command=command, error=_maybe_problem(why, script, [name]))
     if result.limit:
         err = Problem(f"the cluster refused the job for a limit: {why}", display_path(script), run=name)
@@ -572,7 +556,7 @@ def _submit_run(run: _Ready, record: dict, *, dry_run: bool, env: Mapping[str, s
             run=name,
         )
         return Submission(name, FAILED, command=command, error=err)
-    history = _record(record, run, job_id)
+    history = _add(record, run, job_id)
     return Submission(name, SUBMITTED, job_id, command, note=f"(earlier: {', '.join(history)})" if history else "")
 
 
@@ -586,24 +570,6 @@ def _maybe_problem(why: str, script: Path, runs: list[str], array: bool = False)
         f"if not, `scaffold submit{' --array' if array else ''} --run {one} --resubmit`",
         run=None if array else one,
     )
-
-
-def _record(
-    record: dict, run: _Ready, job_id: str | None, array: str | None = None, sbatch_said: str | None = None
-) -> list[str]:
-    """Record a run's job id (ARRAYJOB_TASK for a task of an array; None, with what sbatch said, when it may be
-    queued under an id we do not know); the run's earlier job ids."""
-    previous = run.previous
-    history = list(previous.get("earlier_job_ids", [])) + [str(previous.get("job_id"))] if previous else []
-    record[run.name] = {
-        "job_id": job_id,
-        **({"may_be_queued": sbatch_said} if sbatch_said is not None else {}),
-        **({"array": array} if array else {}),
-        "submitted": datetime.now(UTC).isoformat(timespec="seconds"),
-        "script_sha256": run.digest,
-        **({"earlier_job_ids": history} if history else {}),
-    }
-    return history
 
 
 def header(report: SubmitReport) -> str:
@@ -696,3 +662,16 @@ def as_json(report: SubmitReport) -> dict:
         "problems": [p.as_dict() for p in report.problems],
         "exit_status": report.exit_status,
     }
+
+
+def reply(report: SubmitReport, *, json_out: bool = False, started: bool = False) -> Reply:
+    """What submit prints once it is done (`started`: the progress lines, header first, were printed as the runs
+    were queued): the counts and where the job ids are, or the JSON document (`--json`, the counts then on
+    stderr, with the progress); the problems on stderr when nothing was looked at."""
+    if json_out:
+        return Reply(
+            report.exit_status, json.dumps(as_json(report), indent=1) + "\n", "" if report.problems else footer(report)
+        )
+    if report.problems:
+        return Reply(report.exit_status, err=as_text(report))
+    return Reply(report.exit_status, ("" if started else header(report)) + footer(report))
