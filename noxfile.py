@@ -40,7 +40,7 @@ def _check_python(session: nox.Session) -> None:
         session.error(NO_PYTHON)
 
 
-# The torch wheel measured here (CPU build, SPEC section 6) is for Python 3.11: the real-torchtune sessions use a
+# The torch wheel measured here (CPU build) is for Python 3.11: the real-torchtune sessions use a
 # python3.11 found on PATH (by its path: never a version nox could skip), so that pip takes that file instead of a
 # multi-GB CUDA build; without one, the interpreter of the other sessions.
 TORCH_PYTHON = shutil.which("python3.11") or PYTHON
@@ -76,7 +76,7 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
 
 
-# The stack measured to work (SPEC section 6): torchtune 0.6.1 imports with torchao 0.10-0.11 or 0.13-0.15 only;
+# The stack measured to work: torchtune 0.6.1 imports with torchao 0.10-0.11 or 0.13-0.15 only;
 # torch is pinned to the CPU build on these machines (a range or a bare `torch` pulls a multi-GB CUDA build).
 # transformers: the dataset builders tokenize with the model's own Hugging Face tokenizer (train/eval parity).
 TORCHTUNE_STACK = ["torch==2.13.0", "torchtune==0.6.1", "torchao==0.15.0", "transformers>=4.45"]
@@ -92,7 +92,7 @@ def integration(session: nox.Session) -> None:
 
 
 # The evaluation environments of `nox -s evaluator`, one per leg: what cruijff_kit's evaluation step runs on
-# (SPEC section 8: inspect-ai 0.3.209, transformers >= 4.57.1, < 5), and the same with the newest inspect-ai.
+# (inspect-ai 0.3.209, transformers >= 4.57.1, < 5), and the same with the newest inspect-ai.
 # torch first and alone (the CPU wheel on disk, as for the training stack); peft and accelerate load the adapters
 # (the provider passes device_map); no torchao (peft refuses adapters beside a torchao older than 0.16).
 EVALUATOR_LEGS = {

@@ -1,5 +1,5 @@
 """The pre-flight budget estimates (scaffold.estimates) against the figures measured with real torchtune
-(templates/calibration.yaml's `measured` rows, SPEC-style runs on one H200) and published model sizes."""
+(templates/calibration.yaml's `measured` rows, runs of the shipped example's shape on one H200) and published model sizes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The shipped example, generated for real: the tree of SPEC section 1, values at the table's paths as torchtune
+"""The shipped example, generated for real: the experiment's tree (a directory per run, logs/), values at the table's paths as torchtune
 reads them, batch scripts that bash accepts, an idempotent re-run, the log and the JSON report."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""SPEC section 5, failure behaviour: every failure is one line naming the file (and line), the run, the field
+"""Failure behaviour: every failure is one line naming the file (and line), the run, the field
 and the fix; the other runs still complete; nothing already on disk is lost or left half-written.
 
 Each test is an example: an input in, the expected exit status and message out. The CLI runs as a real process.

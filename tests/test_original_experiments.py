@@ -1,4 +1,4 @@
-"""The rest of the original's experiments (issue 23), each from an input in the original tool's format: its summary
+"""The rest of the original's experiments, each from an input in the original tool's format: its summary
 (tests/fixtures/original_format/experiment_summary.yaml) and its claude.local.md, in its layout: the site config at
 the root of the repository the commands run from, the experiment on scratch.
 

@@ -26,13 +26,20 @@ def repository_files() -> list[Path]:
     return files
 
 
-def test_no_file_refers_to_a_folder_beside_the_clone() -> None:
-    found = []
+def repository_texts() -> list[tuple[Path, str]]:
+    """(path, text) of every text file of the repository."""
+    out = []
     for path in repository_files():
         try:
-            text = path.read_text(encoding="utf-8")
+            out.append((path, path.read_text(encoding="utf-8")))
         except (UnicodeDecodeError, OSError):
             continue
+    return out
+
+
+def test_no_file_refers_to_a_folder_beside_the_clone() -> None:
+    found = []
+    for path, text in repository_texts():
         for number, line in enumerate(text.splitlines(), 1):
             if OUTSIDE.search(line):
                 found.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
@@ -49,6 +56,35 @@ def test_the_check_finds_a_planted_reference(tmp_path: Path) -> None:
     ):
         assert OUTSIDE.search(line), line
     assert not OUTSIDE.search("settings shared by all runs")
+
+
+# A pointer to a document or an issue that is not in the repository: the product specification by its section, or
+# an issue by its number (a user's clone has neither; say the fact itself, or name a file of the repository).
+# The words are joined here, so that this file does not itself hold one.
+POINTER = re.compile(r"\bSPEC(\.md| section|:|-style|\))|\(SPEC\b|\b[Ii]ssue #?[0-9]+|\(issue\b")
+
+
+def pointer_lines(text: str) -> list[int]:
+    """The lines of `text` that point outside the repository (`--package SPEC`, a metavariable, is not one)."""
+    return [n for n, line in enumerate(text.splitlines(), 1) if POINTER.search(line)]
+
+
+def test_no_file_points_at_a_document_or_issue_outside_the_repository() -> None:
+    found = [f"{path.relative_to(REPO)}:{n}" for path, text in repository_texts() for n in pointer_lines(text)]
+    assert not found, "files that point at a document or issue outside the repository:\n" + "\n".join(found)
+
+
+def test_the_pointer_check_finds_planted_pointers() -> None:
+    spec, issue = "SP" + "EC", "iss" + "ue"
+    for line in (
+        f"# as {spec} section 3 says",
+        f"(see {spec}: dataset shape)",
+        f"the fix of {issue} 25",
+        f"({issue} 23)",
+    ):
+        assert pointer_lines(line) == [1], line
+    for line in ("scaffold init-ci --package SPEC", 'metavar="SPEC"', "an issue with the data", "LLAMA3_SPECIAL"):
+        assert pointer_lines(line) == [], line
 
 
 def test_conftest_imports_only_what_the_package_installs() -> None:

@@ -10,11 +10,11 @@ import pytest
 
 from scaffold import plan
 from scaffold.engine import EXPERIMENT, TEXT_FILES, all_checks, check, text_checks
+from scaffold.engine.selfcheck import check_texts
 from scaffold.errors import Problem
 from scaffold.inputs import localconfig, summary
 from scaffold.layout import FINE_TUNED, FINETUNE_FILE, SLURM_FILE, TRAINING_FILES
 from scaffold.render import render_run
-from scaffold.verify.selfcheck import check_texts
 
 from .conftest import EXAMPLE, EXAMPLE_LOCAL, Experiment
 
@@ -228,7 +228,7 @@ def test_loading_the_registry_for_the_self_check_imports_nothing_heavy():
     import sys
 
     code = (
-        "import sys, scaffold.commands.generate, scaffold.verify.selfcheck\n"
+        "import sys, scaffold.commands.generate, scaffold.engine.selfcheck\n"
         "from scaffold.engine import all_checks\n"
         "all_checks()\n"
         "print(sorted(m for m in ('syrupy', 'pytest', 'transformers', 'torch', 'omegaconf') if m in sys.modules))"

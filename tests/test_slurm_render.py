@@ -479,7 +479,7 @@ def test_the_generators_self_check_misses_no_post_step(generated: Experiment) ->
     """The generator's self-check runs the suite's slurm_post_finetune on the rendered text: a script without the
     post-training step, or with another run's settings in it, fails it."""
     from scaffold.engine.expectations import Expectations, Options
-    from scaffold.verify.selfcheck import check_files
+    from scaffold.engine.selfcheck import check_files
 
     expectations = Expectations(Options(generated.dir, local_config=generated.local, check_paths=False))
     for run in RUNS:

@@ -408,7 +408,7 @@ def test_other_environment_fails_slurm_environment(planted: Planted, pytester) -
 
 
 def test_missing_module_purge_fails_slurm_environment(planted: Planted, pytester) -> None:
-    """The original purges the submitting shell's modules before loading its own (issue 23)."""
+    """The original purges the submitting shell's modules before loading its own."""
     planted.replace(f"{R4}/finetune.slurm", "module purge\n", "")
     out = planted.verify(pytester)
     assert out.failed == only(f"slurm_environment[{R4}]"), out.text

@@ -109,7 +109,7 @@ def test_dump_flat_matches_dump_yaml(data) -> None:
     """The two writers agree byte for byte on every value, and what they write reads back as the same data."""
     text = dump_flat(data)
     assert text == dump_yaml(data)
-    if _non_finite(data):  # written as YAML writes them, refused by the reader (no setting's value: issue 25)
+    if _non_finite(data):  # written as YAML writes them, refused by the reader (no setting takes a non-finite value)
         with pytest.raises(InputError, match="is not a finite number"):
             parse_yaml(text, Path("x.yaml"))
         return

@@ -16,7 +16,10 @@ from ..layout import FINE_TUNED, FINETUNE_FILE
 from ..stamps import cached_by_stamp, stamp
 from ..steps import plan_for
 
-RECORD_KEYS = ("input", "output")  # every record is {"input", "output"} (SPEC: dataset shape)
+RECORD_KEYS = (
+    "input",
+    "output",
+)  # every record is {"input", "output"}, as the original's datasets and its evaluation task read them
 
 
 @cached_by_stamp(maxsize=8)

@@ -91,7 +91,7 @@ class Renderer:
         self._next += 1
 
     def _render(self, indices: list[int]) -> dict[int, Row]:
-        from ..verify import selfcheck  # here: an unchanged re-run renders nothing
+        from ..engine import selfcheck  # here: an unchanged re-run renders nothing
 
         plan = self.plan
         rows: dict[int, Row] = {}
@@ -145,7 +145,7 @@ class Renderer:
         """Audit a run that passed its self-check; a run given no time limit gets the estimate's, rendered and
         checked again (its fingerprint stays the plan's: the inputs it was generated from)."""
         from ..checks.token_audit import Preflight, preflight
-        from ..verify import selfcheck
+        from ..engine import selfcheck
 
         assert rp.setup is not None
         inputs = self._inputs(rp)

@@ -7,7 +7,7 @@ are skipped, with the reason printed, where it is not (the deeper component chec
 
 Checks registered with `texts=True` read nothing but the run's expectation and the texts of its finetune.yaml and
 finetune.slurm: the generator runs them too, on the texts it has just rendered, before it writes them
-(`scaffold.verify.selfcheck`); the suite runs them on the files on disk. One rule, one place, two moments.
+(`scaffold.engine.selfcheck`); the suite runs them on the files on disk. One rule, one place, two moments.
 
 A check of each of several files (`files=...`) has one target per file, named in its test id (golden[RUN-FILE]);
 with `snapshot=True` it compares with golden copies and is called with syrupy's fixture too: the golden
@@ -16,10 +16,11 @@ scaffold.checks lists.
 
 Beside the registry: `expectations` (what each run should be, from the inputs alone), `context` (what a check sees
 of a run: its files on disk, or the texts just rendered; and the experiment, each file read once and shared by the
-checks), `generated` (the files as torchtune, bash and sbatch read them), `shell` (`bash -n` over many scripts, a
+checks), `generated` (the batch scripts as bash and sbatch read them; finetune.yaml as torchtune reads it is
+scaffold.configread's), `shell` (`bash -n` over many scripts, a
 sweep's scripts parsed once), `findings` (how a failure is reported, in one place), `golden` and `snapshots`
-(golden copies as readable single files, compared with syrupy), `table` (the checks table of
-docs/verification.md).
+(golden copies as readable single files, compared with syrupy), `selfcheck` (the generator's run of the
+`texts=True` checks), `table` (the checks table of docs/verification.md).
 """
 
 from __future__ import annotations

@@ -334,7 +334,7 @@ def _design_variables(summary: Summary) -> list[Problem]:
 
 
 def _normalise(summary: Summary) -> list[Problem]:
-    """Accept the older spellings found in real files (SPEC section 2)."""
+    """Accept the older spellings found in real summaries of the original tool (docs/summary.md lists them)."""
     doc, notes, data = summary.doc, summary.notes, summary.doc.data
     problems: list[Problem | None] = []
     exp = data.get("experiment")

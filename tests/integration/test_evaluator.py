@@ -1,7 +1,7 @@
 """The real evaluator in the loop (run by `nox -s evaluator`, i.e. `pytest -m evaluator`; skipped unless selected).
 
 The product's promise: a model trains on exactly the token stream its evaluator feeds it. The evaluator is
-cruijff_kit's evaluation step (SPEC section 8): inspect-ai's Hugging Face provider, run as
+cruijff_kit's evaluation step: inspect-ai's Hugging Face provider, run as
 `inspect eval TASK.py --model hf/local -M model_path=RUN/artifacts/epoch_N -M do_sample=false
 -T config_path=... -T data_path=... [-T use_chat_template=false] --seed S` with HF_HUB_OFFLINE=1, in its own
 virtual environment (one per leg: inspect-ai 0.3.209 as cruijff_kit pins it, and the newest), whose pythons

@@ -1,4 +1,4 @@
-"""An inspect-ai task that evaluates a run as cruijff_kit's capitalization task does (SPEC section 8).
+"""An inspect-ai task that evaluates a run as cruijff_kit's capitalization task does.
 
 Run as the evaluation step runs it::
 

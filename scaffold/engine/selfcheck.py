@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from ..configread import ConfigLoader, ConfigLoadError, LoadedConfig, load_config
-from ..engine import Skipped, run_check, text_checks
-from ..engine.context import RenderedRun
-from ..engine.expectations import RunExpectation
-from ..engine.shell import bash_n, bash_syntax
 from ..errors import Problem
 from ..layout import FINETUNE_FILE, SLURM_FILE
 from ..plan import Plan, RunPlan
+from . import Skipped, run_check, text_checks
+from .context import RenderedRun
+from .expectations import RunExpectation
+from .shell import bash_n, bash_syntax
 
 Outcomes = dict[str, list[Problem]]  # check id -> its problems (none: passed), for each check that ran
 
