@@ -18,9 +18,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 from transformers import AutoTokenizer  # noqa: E402
 
-from scaffold.checks import evaluator  # noqa: E402
 from scaffold.testing.hf_tokenizers import write_hf_tokenizer  # noqa: E402
-from scaffold.torchtune_ext import eval_contract, post_finetune  # noqa: E402
+from scaffold.torchtune_ext import eval_contract, evaluator, post_finetune  # noqa: E402
 from scaffold.torchtune_ext.datasets import conversation, token_ids  # noqa: E402
 
 DATE = "26 Jul 2024"

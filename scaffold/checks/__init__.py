@@ -5,7 +5,7 @@ which runs them). One module per subject:
     finetune       finetune.yaml: it loads, its recipe keys, components and values
     dataset        the run's dataset: its splits and the training steps they give
     parity         train/eval parity: the evaluator sees the prompt the model was trained on
-                   (`evaluator`: the evaluator's side of it, not a check module)
+                   (the evaluator's side of it: scaffold.torchtune_ext.evaluator)
     token_audit    the dataset's tokens against max_seq_len, and the time the steps take against the limit
     batch_script   finetune.slurm: its directives, launch, environment and time limit
     cluster        finetune.slurm as the cluster's sbatch reads it (`sbatch --test-only`)

@@ -5,7 +5,7 @@ epoch directory) loads its tokenizer and chat template from that directory, as t
 (scaffold.torchtune_ext.eval_contract). This check builds the first records of the run's training set the way the
 recipe builds them (the `dataset` section of finetune.yaml, through its `_component_`, with the model directory's
 tokenizer) and compares them with what the evaluator feeds the model for the same records
-(scaffold.checks.evaluator: inspect-ai's own rendering where it is importable, else its reimplementation), from
+(scaffold.torchtune_ext.evaluator: inspect-ai's own rendering where it is importable, else its reimplementation), from
 the evaluator's tokenizer: the real epoch directory once the run has trained, else a copy of the model
 directory's tokenizer files prepared by the post step's own code. The prompt part must be the evaluator's ids,
 masked unless train_on_input; the answer part must be the conversation's remaining tokens (chat) or the output's
@@ -79,7 +79,7 @@ def _evaluator_tokenizer(run: RunContext, setup: dict, model_dir: Path) -> tuple
     """(the tokenizer the evaluator loads, where it comes from): the trained epoch directory, else a copy of the
     model directory's tokenizer files prepared by the post step's code; loaded once per directory and settings.
     An exception in place of the tokenizer when it cannot be made or loaded."""
-    from . import evaluator
+    from ..torchtune_ext import evaluator
 
     epoch = _trained_epoch(run, setup)
     date = setup.get("chat_template_date") if setup["dataset_type"] == "chat_completion" else None
@@ -124,7 +124,7 @@ def expected_example(setup: dict, tokenizer: Any, record: dict) -> tuple[list[in
     """(tokens, prompt length, which code rendered the prompt) of one record as the evaluator sees it: the prompt
     part is what it feeds the model; the answer part follows (chat: the rest of the conversation with the answer,
     rendered the same way; base models: the output's plain encoding)."""
-    from . import evaluator
+    from ..torchtune_ext import evaluator
 
     user = setup["prompt"].format(**record)
     messages = eval_contract.messages(setup["dataset_type"], setup.get("system_prompt"), user)

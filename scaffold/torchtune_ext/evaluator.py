@@ -9,7 +9,7 @@ it is not, `render` and `prompt_ids` below reimplement exactly that path; the ev
 (tests/integration/test_evaluator.py, `nox -s evaluator`) holds them equal to the real provider and to the ids the
 real `inspect eval` feeds the model.
 
-    python -m scaffold.checks.evaluator TOKENIZER_DIR MESSAGES_JSON   # both paths' texts and ids, as JSON
+    python -m scaffold.torchtune_ext.evaluator TOKENIZER_DIR MESSAGES_JSON   # both paths' texts and ids, as JSON
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 from types import MethodType, SimpleNamespace
 from typing import Any
 
-from ..torchtune_ext.datasets import token_ids
+from .datasets import token_ids
 
 _ROLE_CLASSES = {"system": "ChatMessageSystem", "user": "ChatMessageUser", "assistant": "ChatMessageAssistant"}
 
