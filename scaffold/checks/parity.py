@@ -17,6 +17,7 @@ result, and each tokenizer directory is loaded once per verification.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import shutil
@@ -42,15 +43,21 @@ IGNORE = CROSS_ENTROPY_IGNORE_IDX
 REGEN = "regenerate with `scaffold generate` (or re-render the run with `scaffold setup-finetune`)"
 
 
+@functools.cache
+def _transformers_installed() -> bool:
+    """Whether transformers can be imported here, looked up once a process (the token audit asks for every run)."""
+    import importlib.util
+
+    return importlib.util.find_spec("transformers") is not None
+
+
 def need_transformers(check: str, *, look_only: bool = False) -> None:
     """NotApplicable where transformers is not importable: the checks that build a run's data with its own dataset
     builder (which tokenizes with it) need it, as training does. `look_only`: looked up, not imported (the import
     takes a second, which the token audit spends in a worker process: scaffold.torchtune_ext.audit)."""
-    import importlib.util
-
     try:
         if look_only:
-            if importlib.util.find_spec("transformers") is None:
+            if not _transformers_installed():
                 raise ImportError("transformers")
         else:
             import transformers  # noqa: F401

@@ -38,6 +38,7 @@ class Row:
     checks: dict[str, list[Problem]] | None = None  # the self-check: check id -> its problems
     preflight: Preflight | None = None  # the pre-flight audit of a run that passed its self-check
     config: dict | None = None  # its finetune.yaml as torchtune loads it, until it is audited
+    inputs: tuple[Path, Path] | None = None  # its data file and model directory here, when they are read
     prefetched: tuple = ()  # the keys of its splits' records, asked of the background builder
     time_from: str | None = None  # the time limit the estimate set (the run was rendered again with it)
 
@@ -113,8 +114,8 @@ class Renderer:
             for (i, row), (checks, config) in zip(ok, results, strict=True):
                 row.checks = checks
                 if config is not None and not failures(checks):
-                    row.config = config
-                    row.prefetched = self._prefetch(plan.runs[i], config)
+                    row.config, row.inputs = config, self._inputs(plan.runs[i])
+                    row.prefetched = self._prefetch(row.inputs, config)
         return rows
 
     def _inputs(self, rp: RunPlan) -> tuple[Path, Path] | None:
@@ -127,11 +128,10 @@ class Renderer:
             return None
         return summary.to_local(data_named), summary.to_local(model_named)
 
-    def _prefetch(self, rp: RunPlan, config: dict) -> tuple:
+    def _prefetch(self, inputs: tuple[Path, Path] | None, config: dict) -> tuple:
         from ..checks.token_audit import audited_sections
         from ..torchtune_ext import audit
 
-        inputs = self._inputs(rp)
         if inputs is None:
             return ()
         data, model = inputs
@@ -148,7 +148,7 @@ class Renderer:
         from ..engine import selfcheck
 
         assert rp.setup is not None
-        inputs = self._inputs(rp)
+        inputs = row.inputs
         if inputs is None:
             row.preflight = Preflight(None, rp.steps, None, skipped="--no-check-paths: the data and model are not read")
             return

@@ -73,14 +73,15 @@ def _directives(text: str) -> list:
     return out
 
 
-def resources(text: str) -> tuple[str, ...]:
-    """A run script's #SBATCH lines that decide where and how it runs (everything but PER_RUN options)."""
-    return tuple(d.text.strip() for d in _directives(text) if d.option not in PER_RUN)
+def resources(text: str, directives: list | None = None) -> tuple[str, ...]:
+    """A run script's #SBATCH lines that decide where and how it runs (everything but PER_RUN options);
+    `directives`: the script's, when they were parsed already."""
+    return tuple(d.text.strip() for d in directives or _directives(text) if d.option not in PER_RUN)
 
 
-def log_dir(text: str) -> str | None:
+def log_dir(text: str, directives: list | None = None) -> str | None:
     """The directory of a run script's --output file (None when it names none)."""
-    found = [d for d in _directives(text) if d.option == "output" and d.value]
+    found = [d for d in directives or _directives(text) if d.option == "output" and d.value]
     return str(PurePosixPath(found[-1].value).parent) if found else None
 
 
@@ -90,9 +91,10 @@ def groups(scripts: Iterable[tuple[str, str]]) -> list[Group]:
     directory.)"""
     found: dict[tuple[str, ...], tuple[list[str], list[str]]] = {}
     for name, text in scripts:
-        runs, logs = found.setdefault(resources(text), ([], []))
+        directives = _directives(text)  # parsed once a script
+        runs, logs = found.setdefault(resources(text, directives), ([], []))
         runs.append(name)
-        logs.append(log_dir(text) or "")
+        logs.append(log_dir(text, directives) or "")
     return [Group(key, tuple(runs), tuple(logs)) for key, (runs, logs) in found.items()]
 
 

@@ -86,7 +86,8 @@ def tokenizer_stamp(model_path: str | os.PathLike) -> tuple:
     """The stamps of a model directory's tokenizer files (scaffold.stamps): changes when any of them does."""
     from ..stamps import stamp
 
-    return tuple(stamp(Path(model_path) / name) for name in TOKENIZER_FILES)
+    directory = os.fspath(model_path)  # joined as strings: asked for every run of a sweep
+    return tuple(stamp(os.path.join(directory, name)) for name in TOKENIZER_FILES)
 
 
 def prompt_length(labels: Sequence[int]) -> int:
