@@ -61,34 +61,48 @@ def is_unit(package: Path, name: str) -> bool:
     return (package / f"{name}.py").exists() or (package / name / "__init__.py").exists()
 
 
-def imports(path: Path, package: Path = PACKAGE) -> list[tuple[str, int, bool]]:
-    """(unit of scaffold imported, line, whether only for type checking) of every import of a module, relative or
-    absolute, lazy ones too."""
+def imported_modules(path: Path, package: Path = PACKAGE) -> list[tuple[str, int, bool]]:
+    """(module of scaffold imported, line, whether only for type checking) of every import of a module, lazy ones
+    too: `from .x import name` imports module x (x/__init__.py for a package), `from . import x` module x where x
+    is one, else the package."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     typing_only = {
         id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
         for n in ast.walk(node)
     }  # fmt: skip
+    return [
+        (m, node.lineno, id(node) in typing_only)
+        for node in ast.walk(tree)
+        for m in imported_modules_of(node, path, package)
+    ]
+
+
+def imported_modules_of(node: ast.AST, path: Path, package: Path = PACKAGE) -> list[str]:
+    """The modules of scaffold one import statement of the module at `path` imports (see `imported_modules`)."""
     name = module_name(path, package)
     here = (name if path.name == "__init__.py" else name.rpartition(".")[0]).split(".")
-    out = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found = [a.name for a in node.names if a.name.split(".")[0] == package.name]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                base = ".".join(here[: len(here) - node.level + 1] + ([node.module] if node.module else []))
-            if base.split(".")[0] != package.name:
-                continue
-            # `from .. import inputs` names a unit; `from .. import __version__`, scaffold/__init__.py
-            found = [
-                f"{base}.{a.name}" if base == package.name and is_unit(package, a.name) else base for a in node.names
-            ]
-        else:
-            continue
-        out += [(unit(m), node.lineno, id(node) in typing_only) for m in found]
-    return out
+
+    def is_module(dotted: str) -> bool:
+        return is_unit(package.parent / Path(*dotted.split(".")[:-1]), dotted.split(".")[-1])
+
+    if isinstance(node, ast.Import):
+        found = [a.name for a in node.names if a.name.split(".")[0] == package.name]
+    elif isinstance(node, ast.ImportFrom):
+        base = node.module or ""
+        if node.level:
+            base = ".".join(here[: len(here) - node.level + 1] + ([node.module] if node.module else []))
+        if base.split(".")[0] != package.name:
+            return []
+        found = [f"{base}.{a.name}" if is_module(f"{base}.{a.name}") else base for a in node.names]
+    else:
+        return []
+    return found
+
+
+def imports(path: Path, package: Path = PACKAGE) -> list[tuple[str, int, bool]]:
+    """(unit of scaffold imported, line, whether only for type checking) of every import of a module, relative or
+    absolute, lazy ones too: the units of `imported_modules`."""
+    return [(unit(m), line, typing_only) for m, line, typing_only in imported_modules(path, package)]
 
 
 MODULES = sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
@@ -162,44 +176,6 @@ def test_a_planted_upward_import_is_caught(tmp_path: Path) -> None:
     params.write_text("from .. import plan\nfrom ..render import render_run\n")
     assert [n for n, _, _ in imports(plan, package) if RANK[n] > RANK["plan"]] == ["output"]
     assert [n for n, _, _ in imports(params, package) if RANK[n] > RANK["inputs"]] == ["plan", "render"]
-
-
-def imported_modules(path: Path, package: Path = PACKAGE) -> list[tuple[str, int, bool]]:
-    """(module of scaffold imported, line, whether only for type checking) of every import of a module, lazy ones
-    too: `from .x import name` imports module x (x/__init__.py for a package), `from . import x` module x where x
-    is one, else the package."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    typing_only = {
-        id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-        for n in ast.walk(node)
-    }  # fmt: skip
-    return [
-        (m, node.lineno, id(node) in typing_only)
-        for node in ast.walk(tree)
-        for m in imported_modules_of(node, path, package)
-    ]
-
-
-def imported_modules_of(node: ast.AST, path: Path, package: Path = PACKAGE) -> list[str]:
-    """The modules of scaffold one import statement of the module at `path` imports (see `imported_modules`)."""
-    name = module_name(path, package)
-    here = (name if path.name == "__init__.py" else name.rpartition(".")[0]).split(".")
-
-    def is_module(dotted: str) -> bool:
-        return is_unit(package.parent / Path(*dotted.split(".")[:-1]), dotted.split(".")[-1])
-
-    if isinstance(node, ast.Import):
-        found = [a.name for a in node.names if a.name.split(".")[0] == package.name]
-    elif isinstance(node, ast.ImportFrom):
-        base = node.module or ""
-        if node.level:
-            base = ".".join(here[: len(here) - node.level + 1] + ([node.module] if node.module else []))
-        if base.split(".")[0] != package.name:
-            return []
-        found = [f"{base}.{a.name}" if is_module(f"{base}.{a.name}") else base for a in node.names]
-    else:
-        return []
-    return found
 
 
 def module_cycle(paths: list[Path], package: Path = PACKAGE) -> list[str] | None:
