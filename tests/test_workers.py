@@ -120,7 +120,10 @@ def test_a_worker_that_fails_is_an_error_of_generate_not_a_hang(example: Experim
     with pytest.raises(ChildProcessError):  # every worker reaped
         os.waitpid(-1, os.WNOHANG)
     for d in example.dir.glob("Llama-*"):  # a run is written whole or not at all
-        assert {p.name for p in d.iterdir()} in ({"setup_finetune.yaml", "finetune.yaml", "finetune.slurm", "artifacts"}, set())
+        assert {p.name for p in d.iterdir()} in (
+            {"setup_finetune.yaml", "finetune.yaml", "finetune.slurm", "artifacts"},
+            set(),
+        )
 
 
 @pytest.mark.parametrize(
