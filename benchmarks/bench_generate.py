@@ -165,6 +165,7 @@ def bench(runs: int, work: Path, verify_suite: bool = True, shape: str = "listed
     # `generate` is a first one (it imports transformers and tokenizes); `warm` is then a new experiment on the same
     # data and model files, which finds them there.
     os.environ["SCAFFOLD_AUDIT_CACHE"] = str(work / "audit-cache")
+    os.environ["SCAFFOLD_VALIDATED_CACHE"] = str(work / "validated-cache")  # the passes of validation remembered
     exp, local = make_experiment(work, runs, shape)
     paths = [] if shape == "listed" else ["--no-check-paths"]
     gen = [sys.executable, "-m", "scaffold", "generate", str(exp), "--local-config", str(local), *paths]

@@ -17,7 +17,7 @@ from . import rules
 from .inputs.yamlemit import dump_flat, yaml_scalar
 from .layout import FINETUNE_FILE, SETUP_FILE, SLURM_FILE
 from .precedence import DEFAULT_MAIL_TYPE
-from .resources import data_dir
+from .resources import data_dir, generator_digest
 from .rules import (
     DISTRIBUTED,
     FULL_DISTRIBUTED,
@@ -233,24 +233,6 @@ def render_slurm(setup: dict, model: dict, ctx: dict | None = None) -> str:
 def render_setup(setup: dict) -> str:
     """setup_finetune.yaml text: a short header and the flat settings, in a stable order."""
     return SETUP_HEADER.format(run_name=setup["run_name"]) + dump_flat(setup)
-
-
-@cache
-def generator_digest() -> str:
-    """A digest of everything besides a run's settings and its model's registry entry that shapes its generated
-    texts or decides whether they pass: the package's version, every source file of the package (the renderer,
-    the rules, the planner, the checks of the self-check...), the templates and the data files beside them, and
-    the schemas. An upgrade, or any change to one of them, re-renders and re-checks every run."""
-    from . import __version__
-
-    h = hashlib.sha256(f"scaffold-torchtune {__version__}\n".encode())
-    package = Path(__file__).resolve().parent
-    trees = [(package, "*.py"), (data_dir("templates"), "*"), (data_dir("schemas"), "*")]
-    for base, pattern in trees:
-        for path in sorted(p for p in base.rglob(pattern) if p.is_file() and "__pycache__" not in p.parts):
-            h.update(f"{path.relative_to(base).as_posix()}\0{path.stat().st_size}\0".encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()
 
 
 def fingerprint(setup: dict, model: dict, model_text: str | None = None) -> str:

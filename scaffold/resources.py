@@ -3,6 +3,8 @@ of a source checkout (editable installs and running from the repository)."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 from functools import cache
 from pathlib import Path
 
@@ -27,3 +29,34 @@ def load_data(name: str) -> dict:
     """A YAML data file shipped in templates/ (model registry, parameter table, recipe keys)."""
     with open(data_dir("templates") / name, encoding="utf-8") as f:
         return yaml.load(f, Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader
+
+
+@cache
+def generator_digest() -> str:
+    """A digest of everything besides a run's settings and its model's registry entry that shapes its generated
+    texts or decides whether they pass: the package's version, every source file of the package (the renderer,
+    the rules, the planner, the checks of the self-check...), the templates and the data files beside them, and
+    the schemas. An upgrade, or any change to one of them, re-renders and re-checks every run (the fingerprints,
+    scaffold.render) and validates every input again (the verdicts on disk, scaffold.inputs.schemas)."""
+    from . import __version__
+
+    h = hashlib.sha256(f"scaffold-torchtune {__version__}\n".encode())
+    package = Path(__file__).resolve().parent
+    trees = [(package, "*.py"), (data_dir("templates"), "*"), (data_dir("schemas"), "*")]
+    for base, pattern in trees:
+        for path in sorted(p for p in base.rglob(pattern) if p.is_file() and "__pycache__" not in p.parts):
+            h.update(f"{path.relative_to(base).as_posix()}\0{path.stat().st_size}\0".encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def cache_directory(name: str, env: str) -> Path | None:
+    """Where this tool keeps the cache `name` for the user: the directory the environment variable `env` names
+    ("off": none), else $XDG_CACHE_HOME/scaffold-torchtune/NAME (~/.cache/... by default)."""
+    value = os.environ.get(env)
+    if value == "off":
+        return None
+    if value:
+        return Path(value)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "scaffold-torchtune" / name

@@ -127,6 +127,47 @@ def test_the_unchanged_rerun_reports_the_arrays_and_notices_an_edit(sweep: Exper
     assert edited.code == 1 and "edited by hand" in edited.out, edited.out
 
 
+def test_an_unchanged_rerun_renders_no_array_and_logs_them_as_before(sweep: Experiment, monkeypatch) -> None:  # noqa: F811
+    """The array scripts are what the runs' unchanged batch scripts made and as written (the manifest records what
+    they were made from): not rendered again, reported and logged as a rendering would. A file beside them that
+    the tool did not write, or any change of a run's script, takes the whole way again."""
+    from scaffold.commands.generate import generate
+
+    def log_lines() -> list[str]:
+        text = (sweep.dir / "logs" / "scaffold-torchtune.log").read_text()
+        return [line.split(" ", 1)[1] for line in text.splitlines() if "arrays/" in line or "job arrays" in line]
+
+    rendered: list[int] = []
+    real = arrays.expected
+    monkeypatch.setattr(arrays, "expected", lambda *a, **kw: rendered.append(1) or real(*a, **kw))
+    before = len(log_lines())  # (the log is appended to)
+    forced = generate(sweep.summary, local_config=sweep.local, force=True)
+    assert rendered == [1] and forced.exit_status == 0
+    full = log_lines()[before:]
+    again = generate(sweep.summary, local_config=sweep.local)
+    assert rendered == [1], "an unchanged re-run rendered the arrays"
+    assert again.arrays == forced.arrays and [a.status for a in again.arrays] == ["unchanged"]
+    assert log_lines()[before + len(full) :] == full and any(
+        "5 run(s): " + ", ".join(SWEEP) in line for line in full
+    ), full
+
+    (sweep.dir / "arrays" / "array_9.slurm").write_text("#!/bin/bash\n")
+    generate(sweep.summary, local_config=sweep.local)
+    generate(sweep.summary, local_config=sweep.local)
+    assert rendered == [1, 1, 1]
+    log = (sweep.dir / "logs" / "scaffold-torchtune.log").read_text()
+    assert "array_9.slurm: no group of runs needs it, but it was edited by hand: kept" in log
+
+    (sweep.dir / "arrays" / "array_9.slurm").unlink()
+    generate(sweep.summary, local_config=sweep.local)
+    data = sweep.load()
+    data["runs"][1]["compute"] = {"time": "02:00:00"}
+    sweep.save(data)
+    generate(sweep.summary, local_config=sweep.local)
+    assert rendered == [1, 1, 1, 1, 1]
+    assert arrays.members((sweep.dir / "arrays" / "array_2.slurm").read_text()) == [SWEEP[1]]
+
+
 def test_a_run_cannot_be_named_arrays(local_example: Experiment) -> None:
     data = local_example.load()
     data["runs"][0]["name"] = "arrays"

@@ -1,24 +1,35 @@
-"""JSON-schema validation (draft 2020-12) that reports every problem at once, with line, field and fix."""
+"""JSON-schema validation (draft 2020-12) that reports every problem at once, with line, field and fix.
+
+A document that passed is remembered on disk (`Verdicts`): the same data, the same schema and the same code pass
+again without validating (nor importing jsonschema), which is most of an unchanged re-run's time at 1,000 listed
+runs. Only passes are remembered, so a problem is always found by validating."""
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import importlib.util
 import json
+import os
 import re
 from functools import cache
-from typing import Any
-
-import jsonschema
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .. import rules
 from ..errors import Problem, did_you_mean
-from ..resources import data_dir
+from ..resources import cache_directory, data_dir, generator_digest
 from . import params
 from .yamlio import SEXAGESIMAL, Document
 
 SUMMARY = "experiment_summary.schema.json"
 LOCAL_CONFIG = "local_config.schema.json"
 SETUP = "setup_finetune.schema.json"
+VERDICTS_ENV = "SCAFFOLD_VALIDATED_CACHE"  # where the passes are remembered (a directory), or "off"
+_VERDICT_FORMAT = "1"
+
+if TYPE_CHECKING:
+    import jsonschema
 
 
 @cache
@@ -74,12 +85,16 @@ def _anchored(pattern: str) -> re.Pattern:
 
 
 def _pattern(validator: Any, pattern: str, instance: Any, schema: dict) -> Any:
+    import jsonschema
+
     if validator.is_type(instance, "string") and not _anchored(pattern).search(instance):
         yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
 def _prompt(validator: Any, enabled: bool, instance: Any, schema: dict) -> Any:
     # `x-prompt: true`: a str.format template as the evaluation step fills it (the rule: rules.prompt_problem).
+    import jsonschema
+
     if enabled and validator.is_type(instance, "string"):
         wrong = rules.prompt_problem(instance)
         if wrong:
@@ -89,6 +104,8 @@ def _prompt(validator: Any, enabled: bool, instance: Any, schema: dict) -> Any:
 @cache
 def validator(name: str) -> jsonschema.protocols.Validator:
     """A compiled validator (built once per process), references inlined."""
+    import jsonschema
+
     s = _inline_refs(schema(name), name)
     cls = jsonschema.validators.extend(
         jsonschema.validators.validator_for(s), {"pattern": _pattern, "x-prompt": _prompt}
@@ -100,6 +117,76 @@ def validator(name: str) -> jsonschema.protocols.Validator:
 def validate(name: str, doc: Document, data: Any = None, run: str | None = None) -> list[Problem]:
     """Every schema problem of `data` (default: the document's data), each with line, field and fix."""
     data = doc.data if data is None else data
+    verdicts = Verdicts.default()
+    key = verdicts.key(name, data)
+    if verdicts.passed(key):
+        return []
+    problems = _problems(name, doc, data, run)
+    if not problems:
+        verdicts.record(key)
+    return problems
+
+
+class Verdicts:
+    """The documents that passed validation, remembered on disk: one empty file per pass in `directory`, named by
+    the digest of what decides the verdict (`key`): the data (its repr: every value with its type, so the text
+    "1" is not the number 1), the schema as validation uses it, this package's code, schemas and data files
+    (`generator_digest`: the custom keywords and the parameter table among them) and the installed jsonschema's
+    files. Files in the user's own cache directory, as trusted as the inputs beside them; a file that cannot be
+    read or written is a pass not remembered, never an error."""
+
+    def __init__(self, directory: Path | None):
+        self.directory = directory
+
+    @staticmethod
+    def default() -> Verdicts:
+        """SCAFFOLD_VALIDATED_CACHE (a directory, or "off"), else $XDG_CACHE_HOME/scaffold-torchtune/validated
+        (~/.cache/... by default)."""
+        return Verdicts(cache_directory("validated", VERDICTS_ENV))
+
+    def key(self, name: str, data: Any) -> str | None:
+        if self.directory is None:
+            return None
+        parts = (_VERDICT_FORMAT, name, _schema_digest(name), generator_digest(), _jsonschema_stamp(), repr(data))
+        return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+    def passed(self, key: str | None) -> bool:
+        if key is None or self.directory is None:
+            return False
+        try:
+            return (self.directory / key).is_file()
+        except OSError:  # e.g. another user's cache directory: validated as if nothing were remembered
+            return False
+
+    def record(self, key: str | None) -> None:
+        if key is None or self.directory is None:
+            return
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            (self.directory / key).touch()
+        except OSError:
+            pass
+
+
+@cache
+def _schema_digest(name: str) -> str:
+    return hashlib.sha256(json.dumps(schema(name), sort_keys=True).encode()).hexdigest()
+
+
+@cache
+def _jsonschema_stamp() -> str:
+    """The installed jsonschema's files (name, size, modification time): an upgrade is another stamp. Found
+    without importing it."""
+    spec = importlib.util.find_spec("jsonschema")
+    if spec is None or not spec.origin:
+        return "jsonschema: not found"
+    with os.scandir(Path(spec.origin).parent) as entries:
+        files = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries if e.name.endswith(".py"))
+    return repr(files)
+
+
+def _problems(name: str, doc: Document, data: Any, run: str | None) -> list[Problem]:
+
     errors = sorted(validator(name).iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
     problems = []
     for err in errors:
@@ -117,6 +204,8 @@ def validate(name: str, doc: Document, data: Any = None, run: str | None = None)
 
 def _leaves(err: jsonschema.ValidationError) -> list[jsonschema.ValidationError]:
     """For oneOf/anyOf failures, the errors of the best-matching branch (the actionable ones)."""
+    import jsonschema
+
     if err.context:
         best = jsonschema.exceptions.best_match(err.context)
         return _leaves(best) if best is not None else [err]

@@ -245,6 +245,10 @@ class Manifest:
             self.sources[run] = fingerprint
             self._dirty = True
 
+    def forget_source(self, run: str) -> None:
+        if self.sources.pop(run, None) is not None:
+            self._dirty = True
+
     def unchanged(self, paths: list[Path] | list[str]) -> bool:
         """Every file exists and is byte-for-byte what this tool last wrote there. As git does, a file whose
         size, modification time and inode are those it had right after writing is taken as unchanged without

@@ -16,6 +16,7 @@ verification suite all use them.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import subprocess
@@ -182,6 +183,21 @@ def max_array_size(env: Mapping[str, str] | None = None) -> int:
     return int(m.group(1)) if m and int(m.group(1)) > 0 else DEFAULT_MAX_ARRAY_SIZE
 
 
+# The manifest's record of what the job arrays were last written from (`made_from`), under a name no run can have.
+SOURCE = f"{ARRAY_DIR}/"
+
+
+def made_from(scripts: list[tuple[str, str]], *, experiment: str, root: str | os.PathLike) -> str:
+    """What the array scripts of `scripts` (run, finetune.slurm text) are made from, as one digest: the runs'
+    scripts, the experiment, where it is and the generator itself (its templates and rules)."""
+    from ..resources import generator_digest
+
+    h = hashlib.sha256(f"{generator_digest()}\0{experiment}\0{root}\0".encode())
+    for name, text in scripts:
+        h.update(f"{name}\0{len(text)}\0{text}".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
 def update(
     exp_dir: Path,
     runs: list[str],
@@ -193,7 +209,9 @@ def update(
     log: RunLog,
 ) -> tuple[list[ArrayOutcome], list[Problem]]:
     """Write the array scripts that the fine-tuned `runs`' batch scripts (on disk, in `exp_dir`) call for, and remove
-    those no group needs now (kept when edited by hand). What was written, and what went wrong."""
+    those no group needs now (kept when edited by hand). What was written, and what went wrong. When the batch
+    scripts are what the array scripts on disk were last written from and those are as written (the manifest's
+    rule of "generated and checked", `Manifest.checked`), nothing is rendered: each is unchanged."""
     outcomes: list[ArrayOutcome] = []
     scripts, unreadable = read_scripts(exp_dir, runs)
     if unreadable:
@@ -201,8 +219,14 @@ def update(
         path = display_path(exp_dir / name / SLURM_FILE)
         return outcomes, [Problem(f"cannot read it for the job arrays: {why}", path)]
     problems: list[Problem] = []
+    settled = True  # every array script on disk is one the runs call for, as written
     directory = exp_dir / ARRAY_DIR
-    wanted = expected(scripts, experiment=experiment, root=root)
+    source = made_from(scripts, experiment=experiment, root=root)
+    on_disk = sorted(p.name for p in directory.glob(ARRAY_GLOB)) if directory.is_dir() else []
+    if not force and scripts and on_disk and manifest.checked(SOURCE, source, [str(directory / n) for n in on_disk]):
+        wanted = {name: (directory / name).read_text(encoding="utf-8") for name in on_disk}
+    else:
+        wanted = expected(scripts, experiment=experiment, root=root)
     log.heading(f"job arrays: {len(wanted)} (queued by `scaffold submit --array`)")
     try:
         if wanted:
@@ -232,12 +256,17 @@ def update(
                 manifest.forget(path)
                 log.info(f"{ARRAY_DIR}/{path.name}: removed (no group of runs needs it now)")
             else:
+                settled = False  # looked at (and warned of) again next time
                 log.warning(f"{ARRAY_DIR}/{path.name}: no group of runs needs it, but it was edited by hand: kept")
     except OSError as e:
         problem = cannot_write(e)
         problems.append(
             replace(problem, message=f"cannot write the job arrays: {problem.message.removeprefix('cannot write: ')}")
         )
+    if settled and wanted and not problems:
+        manifest.record_source(SOURCE, source)
+    else:
+        manifest.forget_source(SOURCE)
     return outcomes, problems
 
 

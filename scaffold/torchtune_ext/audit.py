@@ -258,13 +258,9 @@ class DiskCache:
     def default() -> DiskCache:
         """SCAFFOLD_AUDIT_CACHE (a directory, or "off"), else $XDG_CACHE_HOME/scaffold-torchtune/token-audit
         (~/.cache/... by default)."""
-        value = os.environ.get(CACHE_ENV)
-        if value == "off":
-            return DiskCache(None)
-        if value:
-            return DiskCache(Path(value))
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        return DiskCache(Path(base) / "scaffold-torchtune" / "token-audit")
+        from ..resources import cache_directory
+
+        return DiskCache(cache_directory("token-audit", CACHE_ENV))
 
     def _path(self, key: str) -> Path | None:
         return self.directory / f"{key}.json" if self.directory is not None else None
