@@ -186,7 +186,6 @@ def _jsonschema_stamp() -> str:
 
 
 def _problems(name: str, doc: Document, data: Any, run: str | None) -> list[Problem]:
-
     errors = sorted(validator(name).iter_errors(data), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
     problems = []
     for err in errors:

@@ -29,6 +29,7 @@ from ..errors import Problem, display_path
 from ..layout import ARRAY_DIR, SLURM_FILE
 from ..output.outcome import ArrayOutcome
 from ..output.writer import KEPT, Manifest, cannot_write, sha256, write
+from ..resources import generator_digest
 from .sbatch import CLIENT_TEXT
 
 if TYPE_CHECKING:
@@ -190,8 +191,6 @@ SOURCE = f"{ARRAY_DIR}/"
 def made_from(scripts: list[tuple[str, str]], *, experiment: str, root: str | os.PathLike) -> str:
     """What the array scripts of `scripts` (run, finetune.slurm text) are made from, as one digest: the runs'
     scripts, the experiment, where it is and the generator itself (its templates and rules)."""
-    from ..resources import generator_digest
-
     h = hashlib.sha256(f"{generator_digest()}\0{experiment}\0{root}\0".encode())
     for name, text in scripts:
         h.update(f"{name}\0{len(text)}\0{text}".encode("utf-8", "surrogateescape"))
