@@ -89,18 +89,22 @@ def parse_slurm_text(path: Path, text: str) -> SlurmScript:
     return script
 
 
-# Lines made of these characters only are split by shlex (posix, comments) exactly where they have spaces or tabs:
-# no quotes, escapes, comment signs or other whitespace.
-_PLAIN_LINE = re.compile(r"[A-Za-z0-9 \t_./:=,@%+\-${}()\[\]<>|&;!*?~^]*")
-_BLANKS = re.compile(r"[ \t]+")
+# Lines made of words of these characters and of quoted parts without escapes ("..." without a backslash, '...')
+# are split by shlex (posix, comments) exactly where they have spaces or tabs outside the quotes, each word
+# without its quotes: no escapes, comment signs or other whitespace outside quotes.
+_UNQUOTED = r"[A-Za-z0-9_./:=,@%+\-${}()\[\]<>|&;!*?~^]"
+_QUOTED = r"\"[^\"\\]*\"|'[^']*'"
+_SIMPLE_LINE = re.compile(rf"(?:{_UNQUOTED}|[ \t]|{_QUOTED})*")
+_WORD = re.compile(rf"(?:{_UNQUOTED}|{_QUOTED})+")
+_QUOTES = re.compile(r"\"([^\"\\]*)\"|'([^']*)'")
 
 
 @lru_cache(maxsize=4096)
 def shell_words(line: str) -> tuple[str, ...]:
     """A stripped shell line split as the shell splits its words (shlex, posix, comments); the lines a sweep's
     scripts share are split once."""
-    if _PLAIN_LINE.fullmatch(line):
-        return tuple(w for w in _BLANKS.split(line) if w)
+    if _SIMPLE_LINE.fullmatch(line):
+        return tuple(_QUOTES.sub(r"\1\2", w) if "'" in w or '"' in w else w for w in _WORD.findall(line))
     try:
         return tuple(shlex.split(line, comments=True))
     except ValueError:
