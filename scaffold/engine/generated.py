@@ -78,15 +78,24 @@ def parse_slurm_text(path: Path, text: str) -> SlurmScript:
     """parse_slurm of a script's text (read by the caller)."""
     script = SlurmScript(path, text)
     for lineno, line in enumerate(script_lines(text), start=1):
-        stripped = line.strip()
-        if stripped.startswith("#SBATCH"):
-            directive = parse_directive(lineno, line)
-            (script.late_directives if script.commands else script.directives).append(directive)
-            continue
-        if not stripped or stripped.startswith("#"):
-            continue
-        script.commands.append(Command(lineno, line, list(shell_words(stripped))))
+        parsed = _parse_line(lineno, line)
+        if type(parsed) is Directive:
+            (script.late_directives if script.commands else script.directives).append(parsed)
+        elif parsed is not None:
+            script.commands.append(parsed)
     return script
+
+
+@lru_cache(maxsize=4096)
+def _parse_line(lineno: int, line: str) -> Directive | Command | None:
+    """One line of a script: an #SBATCH line, a command, or None (blank, a comment). The lines a sweep's scripts
+    share are parsed once: their scripts share the objects, which nothing changes."""
+    stripped = line.strip()
+    if stripped.startswith("#SBATCH"):
+        return parse_directive(lineno, line)
+    if not stripped or stripped.startswith("#"):
+        return None
+    return Command(lineno, line, list(shell_words(stripped)))
 
 
 # Lines made of words of these characters and of quoted parts without escapes ("..." without a backslash, '...')
