@@ -5,12 +5,14 @@ workflow), the summary's rewritten values and the model records. A string is quo
 Rendering a sweep calls `yaml_scalar` for every value of every run, and PyYAML's pure-Python emitter costs about
 0.5 ms a call. Two things keep that off the path: a fast path that writes the common values directly, exactly as
 PyYAML would (tests/test_yamlemit.py compares both on many values), and one bounded memo of `yaml_scalar`, since a
-sweep repeats most values (the prompt, the paths of the model) in every run.
+sweep repeats most values (the prompt, the paths of the model) in every run (and one of whether `dump_flat` writes a
+key as it is: every run has the same keys).
 """
 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 import yaml
@@ -58,20 +60,26 @@ def dump_flat(data: dict[str, Any]) -> str:
         return dump_yaml(data)
     lines = []
     for key, value in data.items():
-        if type(key) is not str or _fast_scalar(key) != key:  # a key that YAML would quote ('no', '1')
+        if type(key) is not str or not _plain_key(key):
             return dump_yaml(data)
         kind = type(value)
         if kind is list and value:
             lines.append(f"{key}:")
             lines += [f"  - {yaml_scalar(v)}" for v in value]
         elif kind is dict and value:
-            if any(type(k) is not str or _fast_scalar(k) != k for k in value):
+            if any(type(k) is not str or not _plain_key(k) for k in value):
                 return dump_yaml(data)
             lines.append(f"{key}:")
             lines += [f"  {k}: {yaml_scalar(v)}" for k, v in value.items()]
         else:
             lines.append(f"{key}: {yaml_scalar(value)}")
     return "\n".join(lines) + "\n"
+
+
+@lru_cache(maxsize=MEMO_SIZE)
+def _plain_key(key: str) -> bool:
+    """Whether YAML writes a key as it is (it quotes 'no' or '1'); a sweep's runs share their keys."""
+    return _fast_scalar(key) == key
 
 
 def memo_key(value: Any) -> Any:
