@@ -126,10 +126,12 @@ def parameters_at_their_paths(run: RunView) -> Iterator[Problem]:
             continue
         want = expected.setup[name]
         found, value = params.get_path(cfg, p.path)
+        if found and params.same_value(value, want):
+            continue
         what = f"{name} (from {expected.summary_field(name)})"
         if not found:
             yield run.problem(f"{what} is missing", key=p.path, expected=want, fix=REGEN)
-        elif not params.same_value(value, want):
+        else:
             yield run.problem(what, key=p.path, expected=want, found=value, fix=REGEN)
 
 
