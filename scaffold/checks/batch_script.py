@@ -452,7 +452,7 @@ _ASSIGNMENT = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$", re
 _VARIABLE = re.compile(r"^\$(?:(?P<bare>[A-Za-z_][A-Za-z0-9_]*)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\})$")
 
 
-def _option_value(words: list[str], option: str) -> str | None:
+def _option_value(words: tuple[str, ...], option: str) -> str | None:
     """The value of `--option VALUE` or `--option=VALUE` among a command's words."""
     for i, word in enumerate(words):
         if word == f"--{option}" and i + 1 < len(words):
@@ -479,7 +479,7 @@ def _resolved(word: str | None, commands: list[Command], before: int) -> str | N
     return value
 
 
-def _runs_module(words: list[str], module: str) -> bool:
+def _runs_module(words: tuple[str, ...], module: str) -> bool:
     """The command runs `python -m MODULE` (any interpreter name)."""
     return any(w == "-m" and nxt == module for w, nxt in zip(words, words[1:], strict=False))
 

@@ -31,13 +31,14 @@ def components(data: Any, prefix: str = "") -> list[tuple[str, str]]:
 # -- finetune.slurm -------------------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class Command:
-    """One shell line that is not a comment, split as the shell would split its words."""
+    """One shell line that is not a comment, split as the shell would split its words. Frozen, and its words a
+    tuple: the scripts of a sweep share the objects of the lines they share (_parse_line)."""
 
     line: int
     text: str
-    words: list[str]
+    words: tuple[str, ...]
 
 
 @dataclass
@@ -64,7 +65,7 @@ class SlurmScript:
             w = c.words
             while w and w[0] in ("srun", "exec", "command"):
                 w = w[1:]
-            if w[: len(words)] == list(words):
+            if w[: len(words)] == words:
                 out.append(c)
         return out
 
@@ -95,7 +96,7 @@ def _parse_line(lineno: int, line: str) -> Directive | Command | None:
         return parse_directive(lineno, line)
     if not stripped or stripped.startswith("#"):
         return None
-    return Command(lineno, line, list(shell_words(stripped)))
+    return Command(lineno, line, tuple(shell_words(stripped)))
 
 
 # Lines made of words of these characters and of quoted parts without escapes ("..." without a backslash, '...')
@@ -145,7 +146,7 @@ def find_launches(script: SlurmScript) -> list[Launch]:
 _SHELL_OPERATORS = {"||", "&&", ";", "|", "&"}
 
 
-def _parse_launch(line: int, words: list[str]) -> Launch:
+def _parse_launch(line: int, words: tuple[str, ...]) -> Launch:
     options: dict[str, str] = {}
     i = 0
     while i < len(words) and words[i].startswith("--"):

@@ -25,9 +25,10 @@ SHORT_OPTIONS = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class Directive:
-    """One `#SBATCH` line: `--option=value`, `--option value` or `-X value`."""
+    """One `#SBATCH` line: `--option=value`, `--option value` or `-X value`. Frozen: the scripts of a sweep share
+    the objects of the lines they share (engine.generated._parse_line)."""
 
     line: int
     text: str
