@@ -166,6 +166,7 @@ def bench(runs: int, work: Path, verify_suite: bool = True, shape: str = "listed
     # data and model files, which finds them there.
     os.environ["SCAFFOLD_AUDIT_CACHE"] = str(work / "audit-cache")
     os.environ["SCAFFOLD_VALIDATED_CACHE"] = str(work / "validated-cache")  # the passes of validation remembered
+    os.environ["SCAFFOLD_TEMPLATE_CACHE"] = str(work / "template-cache")  # the compiled templates
     exp, local = make_experiment(work, runs, shape)
     paths = [] if shape == "listed" else ["--no-check-paths"]
     gen = [sys.executable, "-m", "scaffold", "generate", str(exp), "--local-config", str(local), *paths]

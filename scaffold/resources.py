@@ -50,6 +50,28 @@ def generator_digest() -> str:
     return h.hexdigest()
 
 
+@cache
+def package_stamp(package: str) -> str:
+    """The installed package's top-level files (name, size, modification time), found without importing it or
+    reading its metadata (importlib.metadata: about 50 ms a process): an upgrade or a reinstall rewrites them, so it
+    is another stamp. For the caches' keys: a new stamp is a cache missed, never a wrong entry used."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.origin or spec.origin in ("built-in", "frozen"):
+        return f"{package}: not found"
+    files = []
+    with os.scandir(Path(spec.origin).parent) as entries:
+        for entry in entries:
+            if entry.is_file():
+                info = entry.stat()
+                files.append((entry.name, info.st_size, info.st_mtime_ns))
+    return f"{package}: {sorted(files)!r}"
+
+
 def cache_directory(name: str, env: str) -> Path | None:
     """Where this tool keeps the cache `name` for the user: the directory the environment variable `env` names
     ("off": none), else $XDG_CACHE_HOME/scaffold-torchtune/NAME (~/.cache/... by default)."""

@@ -28,11 +28,18 @@ if settings is not None:
     settings.register_profile("explore", derandomize=False, print_blob=True)
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repro"))
 
-# The token audit keeps built records on disk across processes (scaffold.torchtune_ext.audit.DiskCache): the suite's
-# processes share one cache of their own, never the user's ~/.cache, removed at the end.
-if "SCAFFOLD_AUDIT_CACHE" not in os.environ:
-    os.environ["SCAFFOLD_AUDIT_CACHE"] = tempfile.mkdtemp(prefix="scaffold-audit-cache-")
-    atexit.register(shutil.rmtree, os.environ["SCAFFOLD_AUDIT_CACHE"], True)
+# The tool keeps caches on disk across processes (the token audit's records, the passes of schema validation, the
+# compiled templates): the suite's processes share caches of their own, never the user's ~/.cache, removed at the end.
+_CACHES = {
+    "SCAFFOLD_AUDIT_CACHE": "audit",
+    "SCAFFOLD_VALIDATED_CACHE": "validated",
+    "SCAFFOLD_TEMPLATE_CACHE": "templates",
+}
+if any(env not in os.environ for env in _CACHES):
+    _cache_root = tempfile.mkdtemp(prefix="scaffold-test-caches-")
+    atexit.register(shutil.rmtree, _cache_root, True)
+    for _env, _name in _CACHES.items():
+        os.environ.setdefault(_env, os.path.join(_cache_root, _name))
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "capitalization"

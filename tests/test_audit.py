@@ -153,15 +153,18 @@ def test_built_records_are_found_on_disk_by_content(model, data, monkeypatch, tm
     assert len(calls) == 3
     records(prompt="Capitalize: {input}\n")
     assert len(calls) == 4
+    with monkeypatch.context() as m:  # another transformers, tokenizers or jinja2 installed
+        m.setattr(audit, "package_stamp", lambda name: f"{name}: upgraded")
+        assert records() == first and len(calls) == 5
     # A damaged entry is built again and written anew; a cache that cannot be written fails nothing.
     for entry in (tmp_path / "cache").glob("*.json"):
         entry.write_text("{")
-    assert records() == first and len(calls) == 5
-    assert records() == first and len(calls) == 5
-    monkeypatch.setenv(audit.CACHE_ENV, str(data))  # a file where the directory should be
     assert records() == first and len(calls) == 6
-    monkeypatch.setenv(audit.CACHE_ENV, "off")
+    assert records() == first and len(calls) == 6
+    monkeypatch.setenv(audit.CACHE_ENV, str(data))  # a file where the directory should be
     assert records() == first and len(calls) == 7
+    monkeypatch.setenv(audit.CACHE_ENV, "off")
+    assert records() == first and len(calls) == 8
 
 
 def test_records_found_on_disk_start_no_worker(model, data, monkeypatch, tmp_path) -> None:

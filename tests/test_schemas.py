@@ -79,7 +79,7 @@ def test_what_decides_the_verdict_decides_the_key(verdicts, tmp_path, monkeypatc
     monkeypatch.setattr(schemas, "generator_digest", lambda: "another version")
     assert key != store.key(schemas.LOCAL_CONFIG, {"default_gpus": 1})
     monkeypatch.undo()
-    monkeypatch.setattr(schemas, "_jsonschema_stamp", lambda: "another jsonschema")
+    monkeypatch.setattr(schemas, "package_stamp", lambda name: f"another {name}")
     assert key != store.key(schemas.LOCAL_CONFIG, {"default_gpus": 1})
 
 

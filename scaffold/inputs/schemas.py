@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib.util
 import json
-import os
 import re
 from functools import cache
 from pathlib import Path
@@ -18,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import rules
 from ..errors import Problem, did_you_mean
-from ..resources import cache_directory, data_dir, generator_digest
+from ..resources import cache_directory, data_dir, generator_digest, package_stamp
 from . import params
 from .yamlio import SEXAGESIMAL, Document
 
@@ -147,7 +145,14 @@ class Verdicts:
     def key(self, name: str, data: Any) -> str | None:
         if self.directory is None:
             return None
-        parts = (_VERDICT_FORMAT, name, _schema_digest(name), generator_digest(), _jsonschema_stamp(), repr(data))
+        parts = (
+            _VERDICT_FORMAT,
+            name,
+            _schema_digest(name),
+            generator_digest(),
+            package_stamp("jsonschema"),
+            repr(data),
+        )
         return hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
     def passed(self, key: str | None) -> bool:
@@ -171,18 +176,6 @@ class Verdicts:
 @cache
 def _schema_digest(name: str) -> str:
     return hashlib.sha256(json.dumps(schema(name), sort_keys=True).encode()).hexdigest()
-
-
-@cache
-def _jsonschema_stamp() -> str:
-    """The installed jsonschema's files (name, size, modification time): an upgrade is another stamp. Found
-    without importing it."""
-    spec = importlib.util.find_spec("jsonschema")
-    if spec is None or not spec.origin:
-        return "jsonschema: not found"
-    with os.scandir(Path(spec.origin).parent) as entries:
-        files = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries if e.name.endswith(".py"))
-    return repr(files)
 
 
 def _problems(name: str, doc: Document, data: Any, run: str | None) -> list[Problem]:

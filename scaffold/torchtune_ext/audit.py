@@ -19,7 +19,6 @@ same data with the same tokenizer neither imports transformers nor tokenizes aga
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..resources import package_stamp
 from ..stamps import cached_by_stamp, stamp
 from .datasets import TOKENIZER_FILES, prompt_length, tokenizer_stamp
 
@@ -208,16 +208,6 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-@functools.lru_cache(maxsize=8)
-def _version(package: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "-"
-
-
 def _builder_digest(component: str) -> str:
     """sha256 of the builder's module source (its code decides the records), found without importing it."""
     import importlib.util
@@ -232,7 +222,7 @@ def _builder_digest(component: str) -> str:
 
 def _content_key(component: str, args: dict[str, Any]) -> str:
     """The digest of what built records depend on: the builder (name, code), its settings but the paths, the bytes
-    of the data files and of the tokenizer files, and the versions of the tokenizing packages."""
+    of the data files and of the tokenizer files, and the installed tokenizing packages (resources.package_stamp)."""
     files = args["data_files"]
     files = [files] if isinstance(files, str) else list(files)
     model = Path(args["model_path"])
@@ -243,7 +233,7 @@ def _content_key(component: str, args: dict[str, Any]) -> str:
         "settings": settings,
         "data": [_file_digest(Path(f)) for f in files],
         "tokenizer": {name: _file_digest(model / name) for name in TOKENIZER_FILES},
-        "versions": [_version("transformers"), _version("tokenizers"), _version("jinja2")],
+        "packages": [package_stamp(name) for name in ("transformers", "tokenizers", "jinja2")],
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
