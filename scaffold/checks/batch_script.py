@@ -11,7 +11,7 @@ from .. import rules
 from ..engine import check
 from ..engine.context import RunContext, RunView, inside
 from ..engine.findings import UNSET, NotApplicable
-from ..engine.generated import Command, Launch, SlurmScript, find_launches
+from ..engine.generated import Command, Launch, SlurmScript
 from ..errors import Problem
 from ..layout import FINE_TUNED, FINETUNE_FILE, SLURM_FILE
 from ..output.writer import KEEP_FILE
@@ -247,7 +247,7 @@ def resources_as_expected(run: RunView) -> Iterator[Problem]:
 
 
 def _launch(run: RunView) -> Iterator[Problem | Launch]:
-    launches = find_launches(run.slurm())
+    launches = run.slurm().launches
     if len(launches) != 1:
         yield run.problem(
             "the script must run `tune run` exactly once",
@@ -361,7 +361,7 @@ def environment_from_local_config(run: RunView) -> Iterator[Problem]:
     environment or venv the local config names, and no other, before `tune run`."""
     setup = run.expected().setup
     script = run.slurm()
-    launches = find_launches(script)
+    launches = script.launches
     launch_line = launches[0].line if launches else None
     loads = script.commands_starting("module", "load")
     modules = [w for c in loads for w in c.words[2:]]
@@ -481,7 +481,7 @@ def _resolved(word: str | None, commands: list[Command], before: int) -> str | N
 
 def _runs_module(words: tuple[str, ...], module: str) -> bool:
     """The command runs `python -m MODULE` (any interpreter name)."""
-    return any(w == "-m" and nxt == module for w, nxt in zip(words, words[1:], strict=False))
+    return module in words and any(w == "-m" and nxt == module for w, nxt in zip(words, words[1:], strict=False))
 
 
 @check("slurm_post_finetune", scope=FINE_TUNED, file=SLURM_FILE, texts=True)
@@ -515,14 +515,16 @@ def post_step_after_training(run: RunView) -> Iterator[Problem]:
         )
         return
     step = steps[0]
-    launches = find_launches(script)
+    launches = script.launches
     if launches and step.line < launches[0].line:
         yield run.problem("the post-training step runs before `tune run`", file=SLURM_FILE, line=step.line, fix=REGEN)
     for option, value_wanted in want.items():
         given = _option_value(step.words, option)
         value = _resolved(given, script.commands, step.line)
         is_path = option in ("output-dir", "model-dir")
-        same = value is not None and (Path(value) == Path(value_wanted) if is_path else value == value_wanted)
+        same = value is not None and (
+            value == value_wanted or (is_path and Path(value) == Path(value_wanted))  # the same text: the same path
+        )
         if not same:
             yield run.problem(
                 f"post-training step --{option} is not this run's {option.replace('-', '_')}",

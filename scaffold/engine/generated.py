@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +15,23 @@ from ..slurm.directives import Directive, parse_directive, script_lines
 
 
 def components(data: Any, prefix: str = "") -> list[tuple[str, str]]:
-    """Every `_component_` in a config, as (dotted path of its section, component path)."""
+    """Every `_component_` in a config, as (dotted path of its section, component path), in the config's order."""
     out: list[tuple[str, str]] = []
+    _components(data, prefix, out)
+    return out
+
+
+def _components(data: Any, prefix: str, out: list[tuple[str, str]]) -> None:
     if isinstance(data, dict):
         if "_component_" in data:
             out.append((prefix, str(data["_component_"])))
         for key, value in data.items():
-            if key != "_component_":
-                out += components(value, f"{prefix}.{key}" if prefix else str(key))
+            if key != "_component_" and isinstance(value, (dict, list)):  # a scalar holds no component
+                _components(value, f"{prefix}.{key}" if prefix else str(key), out)
     elif isinstance(data, list):
         for i, value in enumerate(data):
-            out += components(value, f"{prefix}.{i}")
-    return out
+            if isinstance(value, (dict, list)):
+                _components(value, f"{prefix}.{i}", out)
 
 
 # -- finetune.slurm -------------------------------------------------------------------------------------------------
@@ -34,7 +40,7 @@ def components(data: Any, prefix: str = "") -> list[tuple[str, str]]:
 @dataclass(frozen=True)
 class Command:
     """One shell line that is not a comment, split as the shell would split its words. Frozen, and its words a
-    tuple: the scripts of a sweep share the objects of the lines they share (_parse_line)."""
+    tuple: the scripts of a sweep share the objects of the lines they share (_command)."""
 
     line: int
     text: str
@@ -48,6 +54,12 @@ class SlurmScript:
     directives: list[Directive] = field(default_factory=list)  # every #SBATCH line sbatch reads
     late_directives: list[Directive] = field(default_factory=list)  # #SBATCH lines after the first command
     commands: list[Command] = field(default_factory=list)
+
+    @cached_property
+    def launches(self) -> tuple[Launch, ...]:
+        """Every `tune run` command (normally exactly one): found once (the script's commands never change), for
+        the several checks that read it."""
+        return tuple(_launches(self.commands))
 
     @property
     def first_command(self) -> Command | None:
@@ -87,15 +99,20 @@ def parse_slurm_text(path: Path, text: str) -> SlurmScript:
     return script
 
 
-@lru_cache(maxsize=4096)
 def _parse_line(lineno: int, line: str) -> Directive | Command | None:
-    """One line of a script: an #SBATCH line, a command, or None (blank, a comment). The lines a sweep's scripts
-    share are parsed once: their scripts share the objects, which nothing changes."""
+    """One line of a script: an #SBATCH line, a command, or None (blank, a comment)."""
     stripped = line.strip()
     if stripped.startswith("#SBATCH"):
         return parse_directive(lineno, line)
     if not stripped or stripped.startswith("#"):
         return None
+    return _command(lineno, line, stripped)
+
+
+@lru_cache(maxsize=4096)
+def _command(lineno: int, line: str, stripped: str) -> Command:
+    """A command line at its line number. The lines a sweep's scripts share are split once: their scripts share
+    the (frozen) objects."""
     return Command(lineno, line, tuple(shell_words(stripped)))
 
 
@@ -131,16 +148,13 @@ class Launch:
     launcher_options: dict[str, str]  # torchrun options given before the recipe (--nproc_per_node ...)
 
 
-def find_launches(script: SlurmScript) -> list[Launch]:
-    """Every `tune run` command (normally exactly one)."""
-    out = []
-    for cmd in script.commands:
+def _launches(commands: list[Command]) -> Iterator[Launch]:
+    for cmd in commands:
         words = cmd.words
         for i in range(len(words) - 1):
             if words[i] == "tune" and words[i + 1] == "run":
-                out.append(_parse_launch(cmd.line, words[i + 2 :]))
+                yield _parse_launch(cmd.line, words[i + 2 :])
                 break
-    return out
 
 
 _SHELL_OPERATORS = {"||", "&&", ";", "|", "&"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 # sbatch's short options, by long name (only those a batch script is likely to carry).
 SHORT_OPTIONS = {
@@ -28,7 +29,7 @@ SHORT_OPTIONS = {
 @dataclass(frozen=True)
 class Directive:
     """One `#SBATCH` line: `--option=value`, `--option value` or `-X value`. Frozen: the scripts of a sweep share
-    the objects of the lines they share (engine.generated._parse_line)."""
+    the objects of the lines they share (parse_directive)."""
 
     line: int
     text: str
@@ -39,7 +40,10 @@ class Directive:
 _DIRECTIVE = re.compile(r"^#SBATCH(?:\s+(?P<rest>.*?))?\s*$")
 
 
+@lru_cache(maxsize=4096)
 def parse_directive(lineno: int, line: str) -> Directive:
+    """One #SBATCH line at its line number. The lines a sweep's scripts share are parsed once: their scripts share
+    the (frozen) objects."""
     head = _DIRECTIVE.match(line.strip())
     rest = (head.group("rest") if head else None) or ""
     m = re.match(r"^--(?P<opt>[A-Za-z0-9-]+)(?:=(?P<eq>\S*)|\s+(?P<sp>\S+))?", rest)
