@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -100,11 +101,31 @@ def listed_runs(variables: dict) -> list[dict]:
     return out
 
 
-def make_experiment(root: Path, runs: int, shape: str = "listed") -> tuple[Path, Path]:
+def write_dataset(path: Path, records: int) -> dict[str, int]:
+    """A capitalization dataset of `records` made-up words (80% train, 10% validation, 10% test, as the original's
+    words_5L_80P_* files split them); the split sizes."""
+    rng = random.Random(records)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words = ["".join(rng.choice(letters) for _ in range(rng.randint(3, 12))) for _ in range(records)]
+    rows = [{"input": w, "output": w.capitalize()} for w in words]
+    train, validation = int(records * 0.8), int(records * 0.1)
+    splits = {"train": rows[:train], "validation": rows[train : train + validation], "test": rows[train + validation :]}
+    path.write_text(json.dumps(splits, indent=1))
+    return {name: len(rows) for name, rows in splits.items()}
+
+
+def make_experiment(root: Path, runs: int, shape: str = "listed", records: int = 0) -> tuple[Path, Path]:
+    """The benchmark's experiment; `records`: a dataset of that many records (0: the shipped example's 10)."""
     exp = root / "exp"
     (exp / "data").mkdir(parents=True)
-    shutil.copy(REPO / "examples" / "capitalization" / "data" / "words_5L_80P_10.json", exp / "data")
     summary = yaml.safe_load((REPO / "examples" / "capitalization" / "experiment_summary.yaml").read_text())
+    if records:
+        name = f"words_bench_{records}"
+        summary["data"]["training"].update(
+            path=f"data/{name}.json", dataset_label=name, splits=write_dataset(exp / "data" / f"{name}.json", records)
+        )
+    else:
+        shutil.copy(REPO / "examples" / "capitalization" / "data" / "words_5L_80P_10.json", exp / "data")
     summary["controls"]["batch_size"] = 1
     controls = [r for r in summary["runs"] if r["type"] == "control"]
     if shape == "listed":
@@ -160,14 +181,14 @@ def default_tmp() -> Path | None:
     return SHM if SHM.is_dir() and os.access(SHM, os.W_OK) else None
 
 
-def bench(runs: int, work: Path, verify_suite: bool = True, shape: str = "listed") -> dict:
+def bench(runs: int, work: Path, verify_suite: bool = True, shape: str = "listed", records: int = 0) -> dict:
     # The token audit's records on disk (scaffold.torchtune_ext.audit.DiskCache): empty for each round, so that
     # `generate` is a first one (it imports transformers and tokenizes); `warm` is then a new experiment on the same
     # data and model files, which finds them there.
     os.environ["SCAFFOLD_AUDIT_CACHE"] = str(work / "audit-cache")
     os.environ["SCAFFOLD_VALIDATED_CACHE"] = str(work / "validated-cache")  # the passes of validation remembered
     os.environ["SCAFFOLD_TEMPLATE_CACHE"] = str(work / "template-cache")  # the compiled templates
-    exp, local = make_experiment(work, runs, shape)
+    exp, local = make_experiment(work, runs, shape, records)
     paths = [] if shape == "listed" else ["--no-check-paths"]
     gen = [sys.executable, "-m", "scaffold", "generate", str(exp), "--local-config", str(local), *paths]
     result: dict = {"runs": runs}
@@ -208,7 +229,7 @@ def bench(runs: int, work: Path, verify_suite: bool = True, shape: str = "listed
             assert "train_eval_parity" not in result["verify"]["tail"], result["verify"]["tail"]
     else:
         result["verify"] = {"skipped": "verify not timed (--no-verify)"}
-    again, local_again = make_experiment(work / "again", runs, shape)
+    again, local_again = make_experiment(work / "again", runs, shape, records)
     result["warm"] = timed(
         [sys.executable, "-m", "scaffold", "generate", str(again), "--local-config", str(local_again), *paths], work
     )
@@ -240,6 +261,13 @@ def main() -> int:
     ap.add_argument("--runs", type=int, nargs="+", default=[1000], help="sweep sizes (even, e.g. 100 1000 10000)")
     ap.add_argument("--repeat", type=int, default=1, help="measure each size this many times (the disks are noisy)")
     ap.add_argument("--no-verify", action="store_true", help="time generate and the re-run only")
+    ap.add_argument(
+        "--records",
+        type=int,
+        default=0,
+        help="the dataset's records (0: the shipped example's 10; "
+        "a made-up dataset of that many, split 80/10/10, otherwise)",
+    )
     ap.add_argument("--shape", choices=("listed", "variables"), default="listed", help="how the summary gives its "
                     "runs (listed: with local model directories carrying tokenizer files; variables: cluster paths)")  # fmt: skip
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results.json")
@@ -252,7 +280,7 @@ def main() -> int:
     for n in args.runs:
         for _ in range(args.repeat):
             with tempfile.TemporaryDirectory(prefix=f"scaffold-bench-{n}-", dir=args.tmp) as tmp:
-                r = bench(n, Path(tmp), verify_suite=not args.no_verify, shape=args.shape)
+                r = bench(n, Path(tmp), verify_suite=not args.no_verify, shape=args.shape, records=args.records)
             results.append(r)
             v = r["verify"]
             print(

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .resources import load_data
+from .stamps import cached_by_stamp
 from .timeutil import format_time, parse_time
 
 GIB = 1024**3
@@ -36,15 +37,21 @@ def calibration() -> dict[str, Any]:
 
 
 def architecture(model: str, model_dir: Path | None) -> dict[str, Any] | None:
-    """The model's shape: its directory's config.json when readable here, else the calibration table's."""
-    if model_dir is not None:
-        try:
-            data = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-            if isinstance(data, dict) and "hidden_size" in data and "num_hidden_layers" in data:
-                return data
-        except (OSError, ValueError):
-            pass
+    """The model's shape: its directory's config.json when readable here, else the calibration table's. (Shared:
+    not to be changed by the caller.)"""
+    data = _model_config(model_dir / "config.json") if model_dir is not None else None
+    if isinstance(data, dict) and "hidden_size" in data and "num_hidden_layers" in data:
+        return data
     return calibration()["architectures"].get(model)
+
+
+@cached_by_stamp(maxsize=16)
+def _model_config(path: Path) -> Any:
+    """A model's config.json, read once per version of the file (every run of a sweep on the model asks)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,27 @@ def test_records_are_built_once_for_runs_that_share_data_and_builder(model, data
     assert len(calls) == 2
 
 
+def test_runs_that_share_records_and_limits_share_one_split_audit(model, data, monkeypatch) -> None:
+    """Worked out once for a sweep's runs on the same data (not once a run), never shared across other limits or
+    other records."""
+    monkeypatch.setenv(audit.CACHE_ENV, "off")
+    section = chat_section(data, model)
+
+    def split_audit(limit: int | None, ends: bool = True) -> audit.SplitAudit:
+        return audit.audit_split(chat_template_dataset, section, "train", str(data), str(model), limit, ends)
+
+    first = split_audit(64)
+    assert split_audit(64) is first
+    assert first.untrainable == [1] and first.cut == [2]
+    wide = split_audit(4096)
+    assert wide is not first and wide.untrainable == [] and wide.cut == [] and first.untrainable == [1]
+    assert split_audit(64, ends=False) is not first and split_audit(64, ends=False).end_trained == 0
+    data.write_text(data.read_text().replace('"Long"', '"Longer and longer"'))  # built again, counted again
+    os.utime(data, ns=(1, 1))
+    again = split_audit(4096)
+    assert again is not wide and again.lengths[1] > wide.lengths[1] and again.max_length == max(again.lengths)
+
+
 def counting_builder(calls: list) -> object:
     """chat_template_dataset under another name (so no other test's records are its), counting its calls."""
 

@@ -76,3 +76,19 @@ def test_warnings_compare_with_free_space_and_the_sites_gpu_memory(tmp_path) -> 
     assert e.free_bytes is not None
     assert any("GPU memory" in w for w in e.warnings(80))
     assert not estimate(LORA, architecture("Llama-3.2-1B-Instruct", None), max_length=64).warnings(80)
+
+
+def test_a_model_directory_config_is_read_again_when_it_changes(tmp_path) -> None:
+    """Read once per version of config.json (every run of a sweep asks), so an edited one is seen."""
+    import json
+    import os
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"hidden_size": 64, "num_hidden_layers": 2}))
+    assert architecture("Llama-3.2-1B-Instruct", tmp_path)["hidden_size"] == 64
+    config.write_text(json.dumps({"hidden_size": 128, "num_hidden_layers": 2}))
+    os.utime(config, ns=(1, 1))
+    assert architecture("Llama-3.2-1B-Instruct", tmp_path)["hidden_size"] == 128
+    config.write_text("{not json")
+    os.utime(config, ns=(2, 2))
+    assert architecture("Llama-3.2-1B-Instruct", tmp_path) == architecture("Llama-3.2-1B-Instruct", None)
